@@ -1,0 +1,12 @@
+//! Generates the prost types from `proto/courier.proto` with `protox`, so no system
+//! `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/courier.proto");
+    let descriptors = protox::compile(["proto/courier.proto"], ["proto"])?;
+    let mut config = prost_build::Config::new();
+    // `bytes` fields become `Bytes`, so decoding a frame shares its buffer.
+    config.bytes(["."]);
+    config.compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Accounts: user names, Argon2id password hashes and login tokens.
+//!
+//! These calls do CPU-heavy hashing and synchronous flushes: call them from a
+//! blocking context (`spawn_blocking`), not on an async worker.
+//!
+//! Tokens are 32 random bytes, shown to the client once as hex; only their SHA-256
+//! is stored, so a copy of the data directory does not leak live tokens.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use bytes::{Buf, BufMut};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, StorageError};
+use crate::{now_ms, Store};
+
+const ACCOUNT_V1: u8 = 1;
+const MAX_NAME_BYTES: usize = 32;
+const MIN_PASSWORD_BYTES: usize = 8;
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The user id, assigned at registration.
+    pub id: u64,
+    /// The unique user name.
+    pub name: String,
+    /// When the account was created (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+/// A login session: the token to hand the client and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The bearer token (hex); shown once, stored only as a hash.
+    pub token: String,
+    /// The user it authenticates.
+    pub user_id: u64,
+    /// When it stops being valid (ms since the Unix epoch).
+    pub expires_ms: u64,
+}
+
+impl Store {
+    /// Creates an account. Names are 1 to 32 characters of `a-z`, `0-9`, `_`, `-`, `.`.
+    pub fn register(&self, name: &str, password: &str) -> Result<Account> {
+        validate_name(name)?;
+        if password.len() < MIN_PASSWORD_BYTES {
+            return Err(StorageError::InvalidPassword("at least 8 bytes"));
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(StorageError::InvalidPassword("at most 1024 bytes"));
+        }
+        let name_shard = self.shard(self.inner.map.name(name));
+        if name_shard.username_userid.contains_key(name)? {
+            return Err(StorageError::NameTaken);
+        }
+        let hash = self.hash_password(password)?;
+        // sled ids start at 0; user ids start at 1 so that 0 can mean "nobody".
+        let id = self.shard(0).db.generate_id()? + 1;
+        let account = Account {
+            id,
+            name: name.to_owned(),
+            created_ms: now_ms(),
+        };
+        let user_shard = self.shard(self.inner.map.user(id));
+        user_shard
+            .userid_account
+            .insert(id.to_be_bytes(), encode_account(&account, &hash))?;
+        user_shard.db.flush()?;
+        // The name is claimed last and atomically: of two racing registrations one wins.
+        let claimed = name_shard.username_userid.compare_and_swap(
+            name,
+            None as Option<&[u8]>,
+            Some(&id.to_be_bytes()[..]),
+        )?;
+        if claimed.is_err() {
+            user_shard.userid_account.remove(id.to_be_bytes())?;
+            return Err(StorageError::NameTaken);
+        }
+        name_shard.db.flush()?;
+        Ok(account)
+    }
+
+    /// Checks a password and issues a new token.
+    pub fn login(&self, name: &str, password: &str) -> Result<Session> {
+        let (account, hash) = self
+            .account_with_hash_by_name(name)?
+            .ok_or(StorageError::BadCredentials)?;
+        let parsed = PasswordHash::new(&hash).map_err(|e| StorageError::PasswordHash(e.to_string()))?;
+        if Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_err()
+        {
+            return Err(StorageError::BadCredentials);
+        }
+        self.issue_token(account.id)
+    }
+
+    /// Issues a token for `user_id` without a password (after a successful login).
+    pub fn issue_token(&self, user_id: u64) -> Result<Session> {
+        let mut raw = [0u8; 32];
+        OsRng.fill_bytes(&mut raw);
+        let token = hex::encode(raw);
+        let hash = token_hash(&token);
+        let expires_ms = now_ms().saturating_add(self.inner.config.token_ttl.as_millis() as u64);
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&user_id.to_be_bytes());
+        value[8..].copy_from_slice(&expires_ms.to_be_bytes());
+        let shard = self.shard(self.inner.map.token_hash(&hash));
+        shard.tokenhash_session.insert(hash, &value)?;
+        shard.db.flush()?;
+        Ok(Session {
+            token,
+            user_id,
+            expires_ms,
+        })
+    }
+
+    /// The user a token authenticates, if it is known and not expired.
+    pub fn verify_token(&self, token: &str) -> Result<Option<u64>> {
+        if token.len() != 64 {
+            return Ok(None);
+        }
+        let hash = token_hash(token);
+        let shard = self.shard(self.inner.map.token_hash(&hash));
+        let Some(value) = shard.tokenhash_session.get(hash)? else {
+            return Ok(None);
+        };
+        if value.len() != 16 {
+            return Err(StorageError::Corrupt("session"));
+        }
+        let mut buf = &value[..];
+        let user = buf.get_u64();
+        let expires = buf.get_u64();
+        Ok((now_ms() < expires).then_some(user))
+    }
+
+    /// Revokes a token (logout).
+    pub fn revoke_token(&self, token: &str) -> Result<()> {
+        let hash = token_hash(token);
+        let shard = self.shard(self.inner.map.token_hash(&hash));
+        shard.tokenhash_session.remove(hash)?;
+        shard.db.flush()?;
+        Ok(())
+    }
+
+    /// The account with this id.
+    pub fn account(&self, id: u64) -> Result<Option<Account>> {
+        let shard = self.shard(self.inner.map.user(id));
+        match shard.userid_account.get(id.to_be_bytes())? {
+            Some(v) => Ok(Some(decode_account(id, &v)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// The account with this name.
+    pub fn account_by_name(&self, name: &str) -> Result<Option<Account>> {
+        Ok(self.account_with_hash_by_name(name)?.map(|(a, _)| a))
+    }
+
+    fn account_with_hash_by_name(&self, name: &str) -> Result<Option<(Account, String)>> {
+        if name.is_empty() || name.len() > MAX_NAME_BYTES {
+            return Ok(None);
+        }
+        let name_shard = self.shard(self.inner.map.name(name));
+        let Some(id) = name_shard.username_userid.get(name)? else {
+            return Ok(None);
+        };
+        let id = crate::writer::decode_u64(&id).ok_or(StorageError::Corrupt("user id"))?;
+        let shard = self.shard(self.inner.map.user(id));
+        match shard.userid_account.get(id.to_be_bytes())? {
+            Some(v) => Ok(Some(decode_account(id, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn hash_password(&self, password: &str) -> Result<String> {
+        let p = self.inner.config.password;
+        let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
+            .map_err(|e| StorageError::PasswordHash(e.to_string()))?;
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| StorageError::PasswordHash(e.to_string()))
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(StorageError::InvalidName("1 to 32 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(StorageError::InvalidName("only a-z, 0-9, '_', '-' and '.'"));
+    }
+    Ok(())
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn encode_account(a: &Account, hash: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + a.name.len() + hash.len());
+    out.put_u8(ACCOUNT_V1);
+    out.put_u64(a.created_ms);
+    out.put_u8(a.name.len() as u8);
+    out.put_slice(a.name.as_bytes());
+    out.put_slice(hash.as_bytes());
+    out
+}
+
+fn decode_account(id: u64, v: &[u8]) -> Result<(Account, String)> {
+    let corrupt = || StorageError::Corrupt("account");
+    let mut buf = v;
+    if buf.remaining() < 10 || buf.get_u8() != ACCOUNT_V1 {
+        return Err(corrupt());
+    }
+    let created_ms = buf.get_u64();
+    let len = buf.get_u8() as usize;
+    if buf.remaining() < len {
+        return Err(corrupt());
+    }
+    let name = std::str::from_utf8(&buf[..len]).map_err(|_| corrupt())?.to_owned();
+    let hash = std::str::from_utf8(&buf[len..]).map_err(|_| corrupt())?.to_owned();
+    Ok((
+        Account {
+            id,
+            name,
+            created_ms,
+        },
+        hash,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn register_login_verify() {
+        let (_dir, store) = store();
+        let alice = store.register("alice", "correct horse").unwrap();
+        assert!(alice.id >= 1);
+        assert!(matches!(store.register("alice", "another one"), Err(StorageError::NameTaken)));
+        assert!(matches!(store.login("alice", "wrong password"), Err(StorageError::BadCredentials)));
+        assert!(matches!(store.login("nobody", "whatever1"), Err(StorageError::BadCredentials)));
+        let session = store.login("alice", "correct horse").unwrap();
+        assert_eq!(store.verify_token(&session.token).unwrap(), Some(alice.id));
+        assert_eq!(store.verify_token(&"0".repeat(64)).unwrap(), None);
+        assert_eq!(store.verify_token("short").unwrap(), None);
+        store.revoke_token(&session.token).unwrap();
+        assert_eq!(store.verify_token(&session.token).unwrap(), None);
+        assert_eq!(store.account_by_name("alice").unwrap(), Some(alice.clone()));
+        assert_eq!(store.account(alice.id).unwrap(), Some(alice));
+    }
+
+    #[test]
+    fn names_and_passwords_are_checked() {
+        let (_dir, store) = store();
+        for bad in ["", "Alice", "a b", "x".repeat(33).as_str(), "ünï"] {
+            assert!(matches!(store.register(bad, "long enough"), Err(StorageError::InvalidName(_))), "{bad:?}");
+        }
+        assert!(matches!(store.register("bob", "short"), Err(StorageError::InvalidPassword(_))));
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::for_tests(dir.path());
+        config.token_ttl = std::time::Duration::ZERO;
+        let store = Store::open(config, None).unwrap();
+        let user = store.register("carol", "password1").unwrap();
+        let session = store.issue_token(user.id).unwrap();
+        assert_eq!(store.verify_token(&session.token).unwrap(), None);
+    }
+}

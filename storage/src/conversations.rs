@@ -1,0 +1,166 @@
+//! Reading conversation logs and the per-user conversation index.
+
+use courier_protocol::ConversationId;
+
+use crate::error::{Result, StorageError};
+use crate::keys;
+use crate::record::{ConversationState, StoredMessage};
+use crate::writer::decode_u64;
+use crate::Store;
+
+/// Which part of a log a history page covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryRange {
+    /// The newest messages.
+    Latest,
+    /// Messages with a seq below this one.
+    Before(u64),
+    /// Messages with a seq above this one.
+    After(u64),
+}
+
+/// One page of a conversation log, in ascending seq order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The messages, oldest first.
+    pub messages: Vec<StoredMessage>,
+    /// Whether more messages lie beyond this page in the direction of paging.
+    pub has_more: bool,
+}
+
+/// One entry of a user's conversation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConversation {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The user's state in it.
+    pub state: ConversationState,
+    /// The conversation's newest seq.
+    pub last_seq: u64,
+}
+
+impl Store {
+    /// A page of at most `limit` messages (capped by `max_page`) from `c`.
+    pub fn history(&self, c: &ConversationId, range: HistoryRange, limit: usize) -> Result<HistoryPage> {
+        let limit = limit.clamp(1, self.inner.config.max_page);
+        let log = &self.shard(self.inner.map.conversation(c)).log;
+        let (from, to) = match range {
+            HistoryRange::Latest => (keys::msg(c, 0), keys::msg(c, u64::MAX)),
+            HistoryRange::Before(seq) => (keys::msg(c, 0), keys::msg(c, seq.saturating_sub(1))),
+            HistoryRange::After(seq) => (keys::msg(c, seq.saturating_add(1)), keys::msg(c, u64::MAX)),
+        };
+        if matches!(range, HistoryRange::Before(0 | 1)) || matches!(range, HistoryRange::After(u64::MAX)) {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                has_more: false,
+            });
+        }
+        let iter = log.range(from..=to);
+        let entries: Vec<_> = match range {
+            HistoryRange::After(_) => iter.take(limit + 1).collect::<Result<_, _>>()?,
+            _ => iter.rev().take(limit + 1).collect::<Result<_, _>>()?,
+        };
+        let has_more = entries.len() > limit;
+        let mut messages = entries
+            .into_iter()
+            .take(limit)
+            .map(|(k, v)| {
+                let seq = keys::msg_seq(&k).ok_or(StorageError::Corrupt("message key"))?;
+                StoredMessage::decode_value(*c, seq, &v)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !matches!(range, HistoryRange::After(_)) {
+            messages.reverse();
+        }
+        Ok(HistoryPage { messages, has_more })
+    }
+
+    /// One message by seq.
+    pub fn message(&self, c: &ConversationId, seq: u64) -> Result<Option<StoredMessage>> {
+        let log = &self.shard(self.inner.map.conversation(c)).log;
+        log.get(keys::msg(c, seq))?
+            .map(|v| StoredMessage::decode_value(*c, seq, &v))
+            .transpose()
+    }
+
+    /// The newest seq of `c` (0 when it has no messages).
+    pub fn last_seq(&self, c: &ConversationId) -> Result<u64> {
+        let log = &self.shard(self.inner.map.conversation(c)).log;
+        match log.get(keys::last_seq(c))? {
+            Some(v) => decode_u64(&v).ok_or(StorageError::Corrupt("last seq")),
+            None => Ok(0),
+        }
+    }
+
+    /// `user`'s state in `c`, if `c` is in the user's conversation list.
+    pub fn conversation_state(&self, user: u64, c: &ConversationId) -> Result<Option<ConversationState>> {
+        let tree = &self.shard(self.inner.map.user(user)).userconv_state;
+        tree.get(keys::user_conv(user, c))?
+            .map(|v| ConversationState::decode(&v))
+            .transpose()
+    }
+
+    /// All conversations in `user`'s list, with their last seqs, in id order.
+    pub fn conversations(&self, user: u64) -> Result<Vec<UserConversation>> {
+        let tree = &self.shard(self.inner.map.user(user)).userconv_state;
+        let mut out = Vec::new();
+        for entry in tree.scan_prefix(user.to_be_bytes()) {
+            let (k, v) = entry?;
+            let conversation = keys::parse_conv(&k[8..]).ok_or(StorageError::Corrupt("conversation key"))?;
+            let state = ConversationState::decode(&v)?;
+            let last_seq = self.last_seq(&conversation)?;
+            out.push(UserConversation {
+                conversation,
+                state,
+                last_seq,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Moves `user`'s read cursor in `c` forward to `seq` (never backward, never past
+    /// the last seq) and returns the cursor now in force.
+    pub fn mark_read(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        let last = self.last_seq(c)?;
+        let target = seq.min(last);
+        let state = self.update_state(user, c, |s| s.read_seq = s.read_seq.max(target))?;
+        Ok(state.read_seq)
+    }
+
+    /// Records that a device of `user` holds every message of `c` up to `seq`.
+    pub fn mark_delivered(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        let last = self.last_seq(c)?;
+        let target = seq.min(last);
+        let state = self.update_state(user, c, |s| s.delivered_seq = s.delivered_seq.max(target))?;
+        Ok(state.delivered_seq)
+    }
+
+    fn update_state(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        change: impl Fn(&mut ConversationState),
+    ) -> Result<ConversationState> {
+        let tree = &self.shard(self.inner.map.user(user)).userconv_state;
+        let key = keys::user_conv(user, c);
+        let mut failed = None;
+        let updated = tree.update_and_fetch(key, |old| {
+            let old = old?;
+            match ConversationState::decode(old) {
+                Ok(mut state) => {
+                    change(&mut state);
+                    Some(state.encode().to_vec())
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let value = updated.ok_or(StorageError::NotParticipant)?;
+        ConversationState::decode(&value)
+    }
+}

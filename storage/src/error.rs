@@ -1,0 +1,54 @@
+//! The storage crate's error type.
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The embedded database failed (I/O, corruption detected by sled).
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    /// File-system access outside sled failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The data directory was created with another shard count.
+    #[error("data directory has {found} shards but {configured} are configured; the shard count is fixed per data directory")]
+    ShardCountMismatch {
+        /// Shards recorded in the data directory.
+        found: usize,
+        /// Shards asked for by the configuration.
+        configured: usize,
+    },
+    /// The data directory's metadata file is unreadable.
+    #[error("bad data directory metadata: {0}")]
+    BadMeta(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record in {0}")]
+    Corrupt(&'static str),
+    /// The store is shutting down and takes no more writes.
+    #[error("storage is shutting down")]
+    ShuttingDown,
+    /// A user with this name exists already.
+    #[error("user name is taken")]
+    NameTaken,
+    /// A user name breaks the naming rules.
+    #[error("invalid user name: {0}")]
+    InvalidName(&'static str),
+    /// A password breaks the password rules.
+    #[error("invalid password: {0}")]
+    InvalidPassword(&'static str),
+    /// Name and password do not match an account.
+    #[error("unknown user or wrong password")]
+    BadCredentials,
+    /// Hashing or verifying a password failed.
+    #[error("password hashing: {0}")]
+    PasswordHash(String),
+    /// An argument is out of range (too long an id, a zero seq, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// The user is not a participant of the conversation.
+    #[error("not a participant of this conversation")]
+    NotParticipant,
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,132 @@
+//! Key layout.
+//!
+//! Every key puts the id that scopes a scan first, big-endian, so "all messages of a
+//! conversation" or "all conversations of a user" is one prefix scan. Trees are named
+//! `<key>_<value>` after the Conduit convention.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `log` | `'m' conv seq` | message record ([`crate::record`]) |
+//! | `log` | `'i' conv sender client_msg_id` | seq and time, the idempotency index |
+//! | `log` | `'s' conv` | the conversation's last seq |
+//! | `userconv_state` | `user conv` | [`crate::UserConversation`] state |
+//! | `username_userid` | user name | user id |
+//! | `userid_account` | user id | account record |
+//! | `tokenhash_session` | sha256(token) | user id, expiry |
+//!
+//! Messages, their idempotency entries and the last seq share the `log` tree so one
+//! atomic batch writes all three: after a crash a message is never stored without its
+//! dedupe entry.
+
+use courier_protocol::ConversationId;
+
+/// Encoded size of a conversation id inside keys.
+pub const CONV_LEN: usize = 17;
+
+/// Prefix byte of message entries in the `log` tree.
+pub const MSG: u8 = b'm';
+/// Prefix byte of idempotency entries in the `log` tree.
+pub const IDEM: u8 = b'i';
+/// Prefix byte of last-seq entries in the `log` tree.
+pub const LAST_SEQ: u8 = b's';
+
+/// A conversation id as a fixed-width key part.
+pub fn conv(c: &ConversationId) -> [u8; CONV_LEN] {
+    let mut out = [0u8; CONV_LEN];
+    match *c {
+        ConversationId::Direct { low, high } => {
+            out[0] = b'd';
+            out[1..9].copy_from_slice(&low.to_be_bytes());
+            out[9..17].copy_from_slice(&high.to_be_bytes());
+        }
+        ConversationId::Group(id) => {
+            out[0] = b'g';
+            out[1..9].copy_from_slice(&id.to_be_bytes());
+        }
+    }
+    out
+}
+
+/// The inverse of [`conv`].
+pub fn parse_conv(bytes: &[u8]) -> Option<ConversationId> {
+    if bytes.len() != CONV_LEN {
+        return None;
+    }
+    let a = u64::from_be_bytes(bytes[1..9].try_into().ok()?);
+    let b = u64::from_be_bytes(bytes[9..17].try_into().ok()?);
+    match bytes[0] {
+        b'd' if a < b => Some(ConversationId::Direct { low: a, high: b }),
+        b'g' if b == 0 => Some(ConversationId::Group(a)),
+        _ => None,
+    }
+}
+
+/// `'m' conv` — the prefix of all messages in one conversation.
+pub fn msg_prefix(c: &ConversationId) -> [u8; 1 + CONV_LEN] {
+    let mut out = [0u8; 1 + CONV_LEN];
+    out[0] = MSG;
+    out[1..].copy_from_slice(&conv(c));
+    out
+}
+
+/// `'m' conv seq` — one message.
+pub fn msg(c: &ConversationId, seq: u64) -> [u8; 1 + CONV_LEN + 8] {
+    let mut out = [0u8; 1 + CONV_LEN + 8];
+    out[..1 + CONV_LEN].copy_from_slice(&msg_prefix(c));
+    out[1 + CONV_LEN..].copy_from_slice(&seq.to_be_bytes());
+    out
+}
+
+/// The seq part of a message key.
+pub fn msg_seq(key: &[u8]) -> Option<u64> {
+    let tail = key.get(1 + CONV_LEN..)?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+
+/// `'i' conv sender client_msg_id` — the idempotency entry of one send.
+pub fn idem(c: &ConversationId, sender: u64, client_msg_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + CONV_LEN + 8 + client_msg_id.len());
+    out.push(IDEM);
+    out.extend_from_slice(&conv(c));
+    out.extend_from_slice(&sender.to_be_bytes());
+    out.extend_from_slice(client_msg_id.as_bytes());
+    out
+}
+
+/// `'s' conv` — the last seq of a conversation (kept apart from the messages so that
+/// retention can delete old messages without seqs ever restarting).
+pub fn last_seq(c: &ConversationId) -> [u8; 1 + CONV_LEN] {
+    let mut out = [0u8; 1 + CONV_LEN];
+    out[0] = LAST_SEQ;
+    out[1..].copy_from_slice(&conv(c));
+    out
+}
+
+/// `user conv` — a user's state in one conversation.
+pub fn user_conv(user: u64, c: &ConversationId) -> [u8; 8 + CONV_LEN] {
+    let mut out = [0u8; 8 + CONV_LEN];
+    out[..8].copy_from_slice(&user.to_be_bytes());
+    out[8..].copy_from_slice(&conv(c));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_keys_sort_by_seq_within_a_conversation() {
+        let c = ConversationId::direct(1, 2).unwrap();
+        assert!(msg(&c, 255) < msg(&c, 256));
+        assert!(msg(&c, u64::MAX).starts_with(&msg_prefix(&c)));
+        assert_eq!(msg_seq(&msg(&c, 77)), Some(77));
+    }
+
+    #[test]
+    fn conversation_key_round_trips() {
+        for c in [ConversationId::direct(5, 1).unwrap(), ConversationId::Group(9)] {
+            assert_eq!(parse_conv(&conv(&c)), Some(c));
+        }
+        assert_eq!(parse_conv(&[0u8; 3]), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! Courier's embedded store: sharded sled databases holding the conversation logs,
+//! the per-user conversation index with read cursors, and accounts.
+//!
+//! # Layout
+//! - [`Store`]: the handle the gateway uses; cheap to clone.
+//! - `writer`: one thread per shard that assigns seqs and group-commits appends.
+//! - `keys` / `record`: how keys and values are laid out on disk.
+//! - `accounts`: user names, Argon2id password hashes, login tokens.
+//! - `conversations`: history pages, the per-user index and read cursors.
+//!
+//! A conversation's log lives on the shard its id hashes to; user-scoped data on the
+//! shard of the user id. The shard count is written to `courier-store.meta` when the
+//! data directory is created and must match on every later open.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod accounts;
+mod config;
+mod conversations;
+mod error;
+mod keys;
+mod record;
+mod shard;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use courier_protocol::ConversationId;
+use tokio::sync::{mpsc, oneshot};
+
+pub use accounts::{Account, Session};
+pub use config::{PasswordParams, StoreConfig};
+pub use conversations::{HistoryPage, HistoryRange, UserConversation};
+pub use error::{Result, StorageError};
+pub use record::{ConversationState, Recall, StoredMessage};
+
+use shard::{ShardDb, ShardMap};
+use writer::{Command, Writer};
+
+/// Longest accepted client message id, in bytes.
+pub const MAX_CLIENT_MSG_ID_BYTES: usize = 128;
+/// Longest accepted device id, in bytes.
+pub const MAX_DEVICE_ID_BYTES: usize = 128;
+
+const META_FILE: &str = "courier-store.meta";
+const FORMAT_VERSION: u32 = 1;
+
+/// Called by a shard's writer thread with each batch of newly committed messages, in
+/// seq order per conversation, after they are durable. Must not block.
+pub trait CommitListener: Send + Sync + 'static {
+    /// `messages` were stored by one group commit (resends of stored messages excluded).
+    fn committed(&self, messages: &[StoredMessage]);
+}
+
+/// A message to append to a conversation log.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The conversation; the caller has checked that the sender may write to it.
+    pub conversation: ConversationId,
+    /// The sending user.
+    pub sender: u64,
+    /// The sending device.
+    pub sender_device: String,
+    /// Unique per sender: a second append with the same id is not stored again.
+    pub client_msg_id: String,
+    /// The encoded message body.
+    pub body: Bytes,
+    /// The seq this message replies to, or 0.
+    pub reply_to_seq: u64,
+}
+
+/// The result of an append: durable once returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's seq in its conversation.
+    pub seq: u64,
+    /// When it was first stored.
+    pub server_time_ms: u64,
+    /// True when the append repeated an earlier one and returned its seq.
+    pub duplicate: bool,
+}
+
+/// Handle to the store. Clones share the same shards and writer threads.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: StoreConfig,
+    map: ShardMap,
+    shards: Arc<[ShardDb]>,
+    queues: Vec<mpsc::Sender<Command>>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir` and starts one writer thread
+    /// per shard. `listener` hears of every committed message.
+    pub fn open(config: StoreConfig, listener: Option<Arc<dyn CommitListener>>) -> Result<Self> {
+        if config.shards == 0 || config.shards > 1024 {
+            return Err(StorageError::InvalidArgument("shards must be 1..=1024"));
+        }
+        std::fs::create_dir_all(&config.data_dir)?;
+        check_meta(&config.data_dir, config.shards)?;
+        let per_shard_cache = (config.cache_bytes / config.shards as u64).max(1 << 20);
+        let shards: Arc<[ShardDb]> = (0..config.shards)
+            .map(|i| ShardDb::open(&config.data_dir.join(format!("shard-{i:03}")), per_shard_cache))
+            .collect::<Result<Vec<_>>>()?
+            .into();
+        let map = ShardMap {
+            count: config.shards,
+        };
+        let mut queues = Vec::with_capacity(config.shards);
+        let mut writers = Vec::with_capacity(config.shards);
+        for index in 0..config.shards {
+            let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+            let writer = Writer {
+                index,
+                shards: shards.clone(),
+                map,
+                listener: listener.clone(),
+                max_batch: config.max_batch.max(1),
+                seq_cache_entries: config.seq_cache_entries.max(16),
+                seq_cache: Default::default(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("courier-writer-{index}"))
+                .spawn(move || writer.run(rx))?;
+            queues.push(tx);
+            writers.push(handle);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                map,
+                shards,
+                queues,
+                writers: Mutex::new(writers),
+            }),
+        })
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Appends a message to its conversation log and returns once it is durable.
+    ///
+    /// Waits (asynchronously) while the shard's queue is full: that is the back
+    /// pressure that reaches the sending connection.
+    pub async fn append(&self, req: AppendRequest) -> Result<Appended> {
+        if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
+            return Err(StorageError::InvalidArgument("client_msg_id must be 1..=128 bytes"));
+        }
+        if req.sender_device.len() > MAX_DEVICE_ID_BYTES {
+            return Err(StorageError::InvalidArgument("device id must be at most 128 bytes"));
+        }
+        let shard = self.inner.map.conversation(&req.conversation);
+        let (tx, rx) = oneshot::channel();
+        self.inner.queues[shard]
+            .send(Command::Append(req, tx))
+            .await
+            .map_err(|_| StorageError::ShuttingDown)?;
+        rx.await.map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Appends that wait in the writer queues right now (all shards).
+    pub fn queued(&self) -> usize {
+        self.inner
+            .queues
+            .iter()
+            .map(|q| q.max_capacity() - q.capacity())
+            .sum()
+    }
+
+    /// Flushes every shard to disk.
+    pub fn flush(&self) -> Result<()> {
+        for shard in self.inner.shards.iter() {
+            shard.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Stops taking appends, lets each writer finish what is queued before this call,
+    /// and flushes every shard.
+    ///
+    /// Blocks until the writers are done; call it from a blocking context (not from
+    /// inside an async task). Appends made after this fail with
+    /// [`StorageError::ShuttingDown`]. Calling it twice is harmless.
+    pub fn shutdown(&self) -> Result<()> {
+        let handles = std::mem::take(&mut *self.inner.writers.lock().expect("writer list"));
+        if !handles.is_empty() {
+            for q in &self.inner.queues {
+                // Fails only when the writer is gone already.
+                let _ = q.blocking_send(Command::Shutdown);
+            }
+            for handle in handles {
+                let _ = handle.join();
+            }
+        }
+        self.flush()
+    }
+
+    fn shard(&self, index: usize) -> &ShardDb {
+        &self.inner.shards[index]
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn check_meta(dir: &Path, shards: usize) -> Result<()> {
+    let path = dir.join(META_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut found = None;
+            let mut format = None;
+            for line in text.lines() {
+                match line.split_once('=') {
+                    Some(("shards", v)) => found = v.trim().parse::<usize>().ok(),
+                    Some(("format", v)) => format = v.trim().parse::<u32>().ok(),
+                    _ => {}
+                }
+            }
+            let (Some(found), Some(format)) = (found, format) else {
+                return Err(StorageError::BadMeta(format!("cannot parse {}", path.display())));
+            };
+            if format != FORMAT_VERSION {
+                return Err(StorageError::BadMeta(format!(
+                    "format {format} is not supported (this build reads {FORMAT_VERSION})"
+                )));
+            }
+            if found != shards {
+                return Err(StorageError::ShardCountMismatch {
+                    found,
+                    configured: shards,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join(format!("{META_FILE}.tmp"));
+            std::fs::write(&tmp, format!("format={FORMAT_VERSION}\nshards={shards}\n"))?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

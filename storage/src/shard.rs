@@ -1,0 +1,71 @@
+//! One shard: a sled database with its trees, and the rules for which shard owns what.
+
+use std::path::Path;
+
+use courier_protocol::conversation::mix;
+use courier_protocol::ConversationId;
+
+use crate::error::Result;
+
+/// The trees of one shard. Reads go straight here from any thread; message appends
+/// go through the shard's writer thread.
+#[derive(Clone)]
+pub(crate) struct ShardDb {
+    pub db: sled::Db,
+    /// Messages, idempotency entries and last seqs of the conversations this shard owns.
+    pub log: sled::Tree,
+    pub userconv_state: sled::Tree,
+    pub username_userid: sled::Tree,
+    pub userid_account: sled::Tree,
+    pub tokenhash_session: sled::Tree,
+}
+
+impl ShardDb {
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            // Durability comes from explicit flushes (group commit), not the timer.
+            .flush_every_ms(Some(1000))
+            .open()?;
+        Ok(Self {
+            log: db.open_tree("log")?,
+            userconv_state: db.open_tree("userconv_state")?,
+            username_userid: db.open_tree("username_userid")?,
+            userid_account: db.open_tree("userid_account")?,
+            tokenhash_session: db.open_tree("tokenhash_session")?,
+            db,
+        })
+    }
+}
+
+/// Maps ids to shard indexes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShardMap {
+    pub count: usize,
+}
+
+impl ShardMap {
+    pub fn conversation(&self, c: &ConversationId) -> usize {
+        (c.shard_hash() % self.count as u64) as usize
+    }
+
+    pub fn user(&self, user: u64) -> usize {
+        (mix(user) % self.count as u64) as usize
+    }
+
+    pub fn name(&self, name: &str) -> usize {
+        (mix(fnv1a(name.as_bytes())) % self.count as u64) as usize
+    }
+
+    pub fn token_hash(&self, hash: &[u8; 32]) -> usize {
+        let head = u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
+        (head % self.count as u64) as usize
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
