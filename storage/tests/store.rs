@@ -1,0 +1,240 @@
+//! Store behaviour through its public API: seq allocation under concurrency,
+//! idempotency, history paging, the commit listener, and reopening a data directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use courier_protocol::ConversationId;
+use courier_storage::{
+    AppendRequest, CommitListener, HistoryRange, StorageError, Store, StoreConfig, StoredMessage,
+};
+use proptest::prelude::*;
+
+fn open(dir: &std::path::Path, shards: usize) -> Store {
+    let mut config = StoreConfig::for_tests(dir);
+    config.shards = shards;
+    Store::open(config, None).unwrap()
+}
+
+fn request(c: ConversationId, sender: u64, id: &str, text: &str) -> AppendRequest {
+    AppendRequest {
+        conversation: c,
+        sender,
+        sender_device: "dev".into(),
+        client_msg_id: id.into(),
+        body: Bytes::copy_from_slice(text.as_bytes()),
+        reply_to_seq: 0,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Concurrent senders, with resends, never produce a gap or a duplicate seq, and a
+    /// resend always gets the original seq back.
+    #[test]
+    fn concurrent_senders_get_gap_free_unique_seqs(
+        senders in 2usize..6,
+        per_sender in 1usize..40,
+        conversations in 1u64..4,
+        resend_every in 2usize..7,
+        shards in 1usize..4,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), shards);
+        let rt = runtime();
+        let results = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for s in 0..senders {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let sender = 100 + s as u64;
+                    let mut out = Vec::new();
+                    for i in 0..per_sender {
+                        let peer = 1 + (i as u64 % conversations);
+                        let c = ConversationId::direct(sender, peer).unwrap();
+                        let id = format!("{sender}-{i}");
+                        let first = store.append(request(c, sender, &id, "hi")).await.unwrap();
+                        prop_assert!(!first.duplicate);
+                        if i % resend_every == 0 {
+                            let again = store.append(request(c, sender, &id, "hi")).await.unwrap();
+                            prop_assert!(again.duplicate);
+                            prop_assert_eq!(again.seq, first.seq);
+                        }
+                        out.push((c, first.seq));
+                    }
+                    Ok(out)
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap()?);
+            }
+            Ok::<_, TestCaseError>(all)
+        })?;
+        let mut by_conv: HashMap<ConversationId, Vec<u64>> = HashMap::new();
+        for (c, seq) in results {
+            by_conv.entry(c).or_default().push(seq);
+        }
+        for (c, mut seqs) in by_conv {
+            seqs.sort_unstable();
+            let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+            prop_assert_eq!(&seqs, &expected);
+            prop_assert_eq!(store.last_seq(&c).unwrap(), seqs.len() as u64);
+        }
+        store.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn history_pages_forward_and_backward() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 2);
+    let c = ConversationId::direct(1, 2).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        for i in 1..=25u64 {
+            let a = store.append(request(c, 1 + i % 2, &format!("m{i}"), &format!("text {i}"))).await.unwrap();
+            assert_eq!(a.seq, i);
+        }
+    });
+    let seqs = |page: &courier_storage::HistoryPage| page.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+
+    let latest = store.history(&c, HistoryRange::Latest, 10).unwrap();
+    assert_eq!(seqs(&latest), (16..=25).collect::<Vec<_>>());
+    assert!(latest.has_more);
+    let older = store.history(&c, HistoryRange::Before(16), 10).unwrap();
+    assert_eq!(seqs(&older), (6..=15).collect::<Vec<_>>());
+    let oldest = store.history(&c, HistoryRange::Before(6), 10).unwrap();
+    assert_eq!(seqs(&oldest), (1..=5).collect::<Vec<_>>());
+    assert!(!oldest.has_more);
+
+    let forward = store.history(&c, HistoryRange::After(20), 10).unwrap();
+    assert_eq!(seqs(&forward), (21..=25).collect::<Vec<_>>());
+    assert!(!forward.has_more);
+    let first = store.history(&c, HistoryRange::After(0), 3).unwrap();
+    assert_eq!(seqs(&first), vec![1, 2, 3]);
+    assert!(first.has_more);
+    assert_eq!(first.messages[0].body, Bytes::from_static(b"text 1"));
+
+    // Page size is capped by the configuration (100 by default).
+    let capped = store.history(&c, HistoryRange::After(0), 10_000).unwrap();
+    assert_eq!(capped.messages.len(), 25);
+    assert!(store.history(&c, HistoryRange::Before(1), 10).unwrap().messages.is_empty());
+    let other = ConversationId::direct(1, 3).unwrap();
+    assert!(store.history(&other, HistoryRange::Latest, 10).unwrap().messages.is_empty());
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn reopen_keeps_messages_seqs_and_dedupe() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ConversationId::direct(7, 9).unwrap();
+    let rt = runtime();
+    {
+        let store = open(dir.path(), 3);
+        rt.block_on(async {
+            for i in 1..=10u64 {
+                store.append(request(c, 7, &format!("x{i}"), "before")).await.unwrap();
+            }
+        });
+        store.mark_read(9, &c, 4).unwrap();
+        store.shutdown().unwrap();
+    }
+    let store = open(dir.path(), 3);
+    assert_eq!(store.last_seq(&c).unwrap(), 10);
+    rt.block_on(async {
+        let again = store.append(request(c, 7, "x3", "before")).await.unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.seq, 3);
+        let next = store.append(request(c, 9, "y1", "after")).await.unwrap();
+        assert_eq!(next.seq, 11);
+    });
+    let list = store.conversations(9).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].conversation, c);
+    assert_eq!(list[0].state.read_seq, 4);
+    assert_eq!(list[0].last_seq, 11);
+    store.shutdown().unwrap();
+    drop(store);
+
+    let mut config = StoreConfig::for_tests(dir.path());
+    config.shards = 5;
+    assert!(matches!(
+        Store::open(config, None),
+        Err(StorageError::ShardCountMismatch { found: 3, configured: 5 })
+    ));
+}
+
+#[test]
+fn read_cursor_only_moves_forward_and_only_for_participants() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 2);
+    let c = ConversationId::direct(1, 2).unwrap();
+    runtime().block_on(async {
+        for i in 0..5 {
+            store.append(request(c, 1, &format!("r{i}"), "x")).await.unwrap();
+        }
+    });
+    assert_eq!(store.mark_read(2, &c, 3).unwrap(), 3);
+    assert_eq!(store.mark_read(2, &c, 2).unwrap(), 3);
+    assert_eq!(store.mark_read(2, &c, 99).unwrap(), 5);
+    assert!(matches!(store.mark_read(3, &c, 1), Err(StorageError::NotParticipant)));
+    store.shutdown().unwrap();
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<BTreeMap<ConversationId, Vec<u64>>>);
+
+impl CommitListener for Recorder {
+    fn committed(&self, messages: &[StoredMessage]) {
+        let mut seen = self.0.lock().unwrap();
+        for m in messages {
+            seen.entry(m.conversation).or_default().push(m.seq);
+        }
+    }
+}
+
+#[test]
+fn listener_hears_each_new_message_once_in_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let store = Store::open(StoreConfig::for_tests(dir.path()), Some(recorder.clone())).unwrap();
+    let c = ConversationId::direct(4, 5).unwrap();
+    runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.append(request(c, 4, &format!("l{i}"), "x")).await.unwrap();
+                // A resend is not announced again.
+                store.append(request(c, 4, &format!("l{i}"), "x")).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    store.shutdown().unwrap();
+    let seen = recorder.0.lock().unwrap();
+    assert_eq!(seen[&c], (1..=200).collect::<Vec<u64>>());
+}
+
+#[test]
+fn appends_after_shutdown_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    store.shutdown().unwrap();
+    let c = ConversationId::direct(1, 2).unwrap();
+    let err = runtime().block_on(store.append(request(c, 1, "late", "x"))).unwrap_err();
+    assert!(matches!(err, StorageError::ShuttingDown));
+}
