@@ -1,0 +1,155 @@
+//! What each binary-protocol frame means once a session is authenticated.
+//!
+//! The connection layer hands every decoded frame to [`Api::on_frame`] and does what
+//! the returned [`Handled`] says: write a reply now, run a future (sends wait for the
+//! group commit and run concurrently, up to the per-connection in-flight limit), or
+//! nothing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use courier_protocol::pb::{self, frame::Kind, Frame};
+use courier_protocol::{ErrorCode, PROTOCOL_VERSION};
+use courier_storage::HistoryRange;
+use prost::Message as _;
+
+use crate::api::{convert, Api};
+use crate::error::ApiError;
+
+/// Who is on the other end of a session.
+#[derive(Debug, Clone)]
+pub struct SessionCtx {
+    /// The authenticated user.
+    pub user_id: u64,
+    /// The device id from Hello.
+    pub device_id: Arc<str>,
+    /// This session's id.
+    pub session_id: u64,
+}
+
+/// A future that produces the answer to a frame.
+pub type Pending = Pin<Box<dyn Future<Output = Frame> + Send + 'static>>;
+
+/// What the session should do with a frame.
+pub enum Handled {
+    /// Write this frame back now.
+    Reply(Frame),
+    /// Run this future (concurrently with further reads) and write what it returns.
+    Later(Pending),
+    /// Nothing to answer.
+    Nothing,
+}
+
+impl Api {
+    /// Checks a Hello and builds the Welcome; errors end the connection.
+    pub fn handshake(&self, hello: &pb::Hello, session_id: u64) -> Result<(u64, Frame), ApiError> {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.protocol_version),
+            ));
+        }
+        if hello.device_id.is_empty() || hello.device_id.len() > courier_storage::MAX_DEVICE_ID_BYTES {
+            return Err(ApiError::invalid("device_id must be 1 to 128 bytes"));
+        }
+        if hello.token.is_empty() {
+            return Err(ApiError::new(ErrorCode::Unauthenticated, "Hello needs a token"));
+        }
+        let user = self.authenticate_token(&hello.token)?;
+        let name = self.store.account(user)?.map(|a| a.name).unwrap_or_default();
+        let welcome = pb::Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            user_id: user,
+            session_id: format!("{session_id:x}"),
+            server_time_ms: courier_storage::now_ms(),
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms as u32,
+            idle_timeout_ms: self.config.idle_timeout_ms as u32,
+            max_frame_bytes: self.config.max_frame_bytes as u32,
+            max_text_bytes: self.config.max_text_bytes as u32,
+            user_name: name,
+        };
+        Ok((user, Frame::new(0, Kind::Welcome(welcome))))
+    }
+
+    /// Handles one frame of an authenticated session.
+    pub fn on_frame(self: &Arc<Self>, ctx: &SessionCtx, frame: Frame) -> Handled {
+        let id = frame.request_id;
+        let reply = |result: Result<Kind, ApiError>| match result {
+            Ok(kind) => Handled::Reply(Frame::new(id, kind)),
+            Err(e) => Handled::Reply(e.to_frame(id)),
+        };
+        let Some(kind) = frame.kind else {
+            return Handled::Reply(Frame::error(id, ErrorCode::UnknownFrame, "unknown frame type"));
+        };
+        match kind {
+            Kind::Heartbeat(_) => reply(Ok(Kind::HeartbeatAck(pb::HeartbeatAck {
+                server_time_ms: courier_storage::now_ms(),
+            }))),
+            Kind::Send(send) => {
+                let api = self.clone();
+                let ctx = ctx.clone();
+                Handled::Later(Box::pin(async move {
+                    match api.send(ctx.user_id, &ctx.device_id, send).await {
+                        Ok(ack) => Frame::new(id, Kind::SendAck(ack)),
+                        Err(e) => e.to_frame(id),
+                    }
+                }))
+            }
+            Kind::DeliveryAck(ack) => match self.delivery_ack(ctx.user_id, &ack) {
+                Ok(()) => Handled::Nothing,
+                Err(e) => Handled::Reply(e.to_frame(id)),
+            },
+            Kind::PullHistory(pull) => reply(self.pull_history(ctx.user_id, &pull).map(Kind::HistoryPage)),
+            Kind::SyncRequest(req) => reply(self.sync(ctx.user_id, &req).map(Kind::SyncResponse)),
+            Kind::ReadReport(report) => match self
+                .parse_conversation(&report.conversation)
+                .and_then(|c| self.mark_read(ctx.user_id, &c, report.seq))
+            {
+                Ok(_) => Handled::Nothing,
+                Err(e) => Handled::Reply(e.to_frame(id)),
+            },
+            later @ (Kind::Recall(_) | Kind::PresenceSubscribe(_)) => Handled::Reply(Frame::error(
+                id,
+                ErrorCode::NotImplemented,
+                format!("{} is not served by this server version", Frame::new(0, later).kind_name()),
+            )),
+            Kind::Hello(_) => Handled::Reply(Frame::error(id, ErrorCode::UnexpectedFrame, "already authenticated")),
+            other => {
+                let name = Frame::new(0, other).kind_name();
+                Handled::Reply(Frame::error(
+                    id,
+                    ErrorCode::UnexpectedFrame,
+                    format!("{name} is a server-to-client frame"),
+                ))
+            }
+        }
+    }
+
+    fn pull_history(&self, user: u64, pull: &pb::PullHistory) -> Result<pb::HistoryPage, ApiError> {
+        let c = self.parse_conversation(&pull.conversation)?;
+        let range = match (pb::Direction::try_from(pull.direction), pull.cursor) {
+            (Ok(pb::Direction::Forward), after) => HistoryRange::After(after),
+            (_, 0) => HistoryRange::Latest,
+            (_, before) => HistoryRange::Before(before),
+        };
+        let page = self.history(user, &c, range, pull.limit as usize)?;
+        let mut out = pb::HistoryPage {
+            conversation: pull.conversation.clone(),
+            messages: page.messages.iter().map(convert::to_pb).collect(),
+            has_more: page.has_more,
+            retained_from_seq: 1,
+        };
+        // A page must fit in one frame: shed messages from the far end of the page
+        // (the client pages on from where this one stops).
+        let budget = self.config.max_frame_bytes.saturating_sub(64);
+        while out.encoded_len() > budget && !out.messages.is_empty() {
+            match range {
+                HistoryRange::After(_) => out.messages.pop(),
+                _ => Some(out.messages.remove(0)),
+            };
+            out.has_more = true;
+        }
+        Ok(out)
+    }
+}

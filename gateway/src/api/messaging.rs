@@ -1,0 +1,162 @@
+//! Messaging: authorize and store sends, page history, move cursors, sync.
+
+use courier_protocol::pb::{self, message_body::Content};
+use courier_protocol::{ConversationId, ErrorCode};
+use courier_storage::{AppendRequest, HistoryPage, HistoryRange, StoredMessage};
+use prost::Message as _;
+
+use crate::api::{convert, Api};
+use crate::error::ApiError;
+
+impl Api {
+    /// Parses a conversation id from a client.
+    pub fn parse_conversation(&self, s: &str) -> Result<ConversationId, ApiError> {
+        s.parse()
+            .map_err(|e: courier_protocol::ParseConversationError| ApiError::invalid(e.to_string()))
+    }
+
+    /// Checks that `user` may read and write `c`.
+    pub fn authorize(&self, user: u64, c: &ConversationId) -> Result<(), ApiError> {
+        match c {
+            ConversationId::Direct { .. } if c.peer_of(user).is_some() => Ok(()),
+            ConversationId::Direct { .. } => Err(ApiError::forbidden("not a participant of this conversation")),
+            ConversationId::Group(_) => Err(ApiError::new(
+                ErrorCode::UnknownConversation,
+                "no such group conversation",
+            )),
+        }
+    }
+
+    /// Stores a message from `user`'s `device` and returns its acknowledgement.
+    /// Delivery to the recipients happens when the store commits (see `router`).
+    pub async fn send(&self, user: u64, device: &str, send: pb::Send) -> Result<pb::SendAck, ApiError> {
+        let c = self.parse_conversation(&send.conversation)?;
+        self.authorize(user, &c)?;
+        if send.client_msg_id.is_empty() || send.client_msg_id.len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES {
+            return Err(ApiError::invalid("client_msg_id must be 1 to 128 bytes"));
+        }
+        let body = send.body.ok_or_else(|| ApiError::invalid("a message needs a body"))?;
+        self.validate_body(&body)?;
+        if let Some(peer) = c.peer_of(user) {
+            if self.store.account(peer)?.is_none() {
+                return Err(ApiError::new(ErrorCode::UnknownUser, format!("no user with id {peer}")));
+            }
+        }
+        let appended = self
+            .store
+            .append(AppendRequest {
+                conversation: c,
+                sender: user,
+                sender_device: device.to_owned(),
+                client_msg_id: send.client_msg_id.clone(),
+                body: body.encode_to_vec().into(),
+                reply_to_seq: send.reply_to_seq,
+            })
+            .await?;
+        Ok(pb::SendAck {
+            client_msg_id: send.client_msg_id,
+            conversation: send.conversation,
+            seq: appended.seq,
+            server_time_ms: appended.server_time_ms,
+            duplicate: appended.duplicate,
+        })
+    }
+
+    fn validate_body(&self, body: &pb::MessageBody) -> Result<(), ApiError> {
+        match &body.content {
+            None => Err(ApiError::invalid("a message body needs content")),
+            Some(Content::Text(t)) if t.text.is_empty() => Err(ApiError::invalid("text is empty")),
+            Some(Content::Text(t)) if t.text.len() > self.config.max_text_bytes => Err(ApiError::new(
+                ErrorCode::TextTooLong,
+                format!("text is longer than {} bytes", self.config.max_text_bytes),
+            )),
+            Some(Content::Text(_)) => Ok(()),
+            Some(Content::Media(m)) if m.url.is_empty() => Err(ApiError::invalid("media needs a url")),
+            Some(Content::Media(_)) => Ok(()),
+            Some(Content::Custom(c)) if c.r#type.is_empty() => Err(ApiError::invalid("custom content needs a type")),
+            Some(Content::Custom(_)) => Ok(()),
+            Some(Content::System(_)) => Err(ApiError::forbidden("system events are written by the server only")),
+        }
+    }
+
+    /// A history page of `c` for `user`. `limit` 0 means the default page size.
+    pub fn history(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        range: HistoryRange,
+        limit: usize,
+    ) -> Result<HistoryPage, ApiError> {
+        self.authorize(user, c)?;
+        let limit = if limit == 0 {
+            self.config.history_default_page
+        } else {
+            limit.min(self.config.history_max_page)
+        };
+        Ok(self.store.history(c, range, limit)?)
+    }
+
+    /// Records a cumulative delivery acknowledgement from one of `user`'s devices.
+    pub fn delivery_ack(&self, user: u64, ack: &pb::DeliveryAck) -> Result<(), ApiError> {
+        let c = self.parse_conversation(&ack.conversation)?;
+        self.authorize(user, &c)?;
+        match self.store.mark_delivered(user, &c, ack.seq) {
+            // A conversation that has no messages yet is not in the user's index.
+            Err(courier_storage::StorageError::NotParticipant) => Ok(()),
+            other => other.map(drop).map_err(Into::into),
+        }
+    }
+
+    /// Moves `user`'s read cursor in `c` forward; returns the cursor in force.
+    pub fn mark_read(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64, ApiError> {
+        self.authorize(user, c)?;
+        match self.store.mark_read(user, c, seq) {
+            Err(courier_storage::StorageError::NotParticipant) => Ok(0),
+            other => other.map_err(Into::into),
+        }
+    }
+
+    /// The conversations of `user`, with what changed since the client's cursors.
+    pub fn sync(&self, user: u64, req: &pb::SyncRequest) -> Result<pb::SyncResponse, ApiError> {
+        let mut cursors = std::collections::HashMap::new();
+        for cursor in &req.cursors {
+            cursors.insert(self.parse_conversation(&cursor.conversation)?, cursor.seq);
+        }
+        let mut conversations = Vec::new();
+        for entry in self.store.conversations(user)? {
+            let cursor = cursors.get(&entry.conversation).copied().unwrap_or(0);
+            if cursor >= entry.last_seq && !req.cursors.is_empty() {
+                continue;
+            }
+            let last_message = self
+                .store
+                .message(&entry.conversation, entry.last_seq)?
+                .map(|m: StoredMessage| convert::to_pb(&m));
+            conversations.push(pb::ConversationState {
+                conversation: entry.conversation.to_string(),
+                last_seq: entry.last_seq,
+                read_seq: entry.state.read_seq,
+                unread: entry.last_seq.saturating_sub(entry.state.read_seq),
+                new_since_cursor: entry.last_seq.saturating_sub(cursor),
+                last_message,
+                kind: if entry.conversation.is_group() {
+                    pb::ConversationKind::Group as i32
+                } else {
+                    pb::ConversationKind::Direct as i32
+                },
+            });
+        }
+        Ok(pb::SyncResponse {
+            conversations,
+            next_page_token: String::new(),
+            server_time_ms: courier_storage::now_ms(),
+        })
+    }
+
+    /// The user a bearer token belongs to.
+    pub fn authenticate_token(&self, token: &str) -> Result<u64, ApiError> {
+        self.store
+            .verify_token(token)?
+            .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "unknown or expired token"))
+    }
+}

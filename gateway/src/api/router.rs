@@ -1,0 +1,62 @@
+//! Fan-out of committed messages.
+//!
+//! The store calls [`Router::committed`] from a shard writer thread once a batch is
+//! durable, in seq order per conversation. Each message becomes one `Deliver` frame,
+//! encoded once; the same `Bytes` is queued to every online device of every recipient
+//! (and the sender's other devices) without blocking: a full queue closes that slow
+//! device, which catches up by seq when it returns.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use courier_protocol::pb::{self, frame::Kind, Frame};
+use courier_protocol::{encode_frame, ConversationId};
+use courier_storage::{CommitListener, StoredMessage};
+
+use crate::api::convert;
+use crate::connection::registry::Registry;
+
+/// Routes committed messages to online devices.
+pub struct Router {
+    registry: Arc<Registry>,
+    deliveries: AtomicU64,
+}
+
+impl Router {
+    /// A router over `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            deliveries: AtomicU64::new(0),
+        }
+    }
+
+    /// Frames queued to devices so far.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+}
+
+impl CommitListener for Router {
+    fn committed(&self, messages: &[StoredMessage]) {
+        for m in messages {
+            let frame = Frame::new(
+                0,
+                Kind::Deliver(pb::Deliver {
+                    message: Some(convert::to_pb(m)),
+                }),
+            );
+            let wire = encode_frame(&frame);
+            let skip = Some((m.sender, m.sender_device.as_str()));
+            let queued = match m.conversation {
+                ConversationId::Direct { low, high } => {
+                    self.registry.push_to_user(low, &wire, skip)
+                        + self.registry.push_to_user(high, &wire, skip)
+                }
+                // Group fan-out arrives with group membership.
+                ConversationId::Group(_) => 0,
+            };
+            self.deliveries.fetch_add(queued as u64, Ordering::Relaxed);
+        }
+    }
+}

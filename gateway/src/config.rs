@@ -1,0 +1,272 @@
+//! Gateway configuration: embedded defaults, then a TOML file, then `COURIER_*`
+//! environment variables, then command-line flags, each overriding the one before.
+//!
+//! Every key of [`Config`] can be set in the TOML file and as an environment variable
+//! named `COURIER_` plus the key in upper case (`COURIER_MAX_FRAME_BYTES=131072`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `courier serve` can be told. Units are in the field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the store keeps its shards.
+    pub data_dir: PathBuf,
+    /// TCP listener for the binary protocol (port 0 picks a free port).
+    pub tcp_addr: SocketAddr,
+    /// HTTP API listener.
+    pub http_addr: SocketAddr,
+    /// Store shards; fixed when the data directory is created.
+    pub shards: usize,
+    /// Largest frame payload accepted or sent, in bytes.
+    pub max_frame_bytes: usize,
+    /// Longest text body, in bytes.
+    pub max_text_bytes: usize,
+    /// Open connections beyond which new ones are refused.
+    pub max_connections: usize,
+    /// Frames that may wait in one connection's outbound queue; a connection whose
+    /// queue is full is closed as a slow consumer (it resyncs by seq).
+    pub outbound_queue_frames: usize,
+    /// Sends one connection may have in flight before its reads pause.
+    pub max_in_flight_per_connection: usize,
+    /// Heartbeat interval the server asks clients for, in ms.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a connection is closed, in ms.
+    pub idle_timeout_ms: u64,
+    /// Time a new connection has to complete Hello, in ms.
+    pub handshake_timeout_ms: u64,
+    /// Malformed or unknown frames a connection may send before it is closed.
+    pub max_bad_frames: u32,
+    /// How long shutdown waits for in-flight work, in ms.
+    pub shutdown_grace_ms: u64,
+    /// History page size when the client names none.
+    pub history_default_page: usize,
+    /// Largest history page.
+    pub history_max_page: usize,
+    /// Appends that may queue per store shard.
+    pub store_queue_depth: usize,
+    /// Most appends in one group commit.
+    pub store_max_batch: usize,
+    /// sled page cache for all shards, in MiB.
+    pub store_cache_mib: u64,
+    /// Argon2id memory per password hash, in KiB.
+    pub password_memory_kib: u32,
+    /// Argon2id passes.
+    pub password_iterations: u32,
+    /// Lifetime of a login token, in seconds.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("courier-data"),
+            tcp_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7180)),
+            shards: 4,
+            max_frame_bytes: courier_protocol::DEFAULT_MAX_FRAME_BYTES,
+            max_text_bytes: 16 * 1024,
+            max_connections: 100_000,
+            outbound_queue_frames: 1024,
+            max_in_flight_per_connection: 64,
+            heartbeat_interval_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            handshake_timeout_ms: 10_000,
+            max_bad_frames: 8,
+            shutdown_grace_ms: 5_000,
+            history_default_page: 20,
+            history_max_page: 100,
+            store_queue_depth: 4096,
+            store_max_batch: 1024,
+            store_cache_mib: 256,
+            password_memory_kib: 19 * 1024,
+            password_iterations: 2,
+            token_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML file or an environment variable does not parse.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
+}
+
+impl Config {
+    /// Defaults for tests: ephemeral loopback ports, the given data directory, cheap
+    /// password hashing.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            tcp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shards: 2,
+            store_cache_mib: 16,
+            password_memory_kib: 64,
+            password_iterations: 1,
+            shutdown_grace_ms: 2_000,
+            ..Self::default()
+        }
+    }
+
+    /// Loads defaults, then `file` (if any), then `COURIER_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match toml::Value::try_from(Config::default()) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => unreachable!("Config serialises to a table"),
+        };
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let from_file: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+            for (k, v) in from_file {
+                if !table.contains_key(&k) {
+                    return Err(ConfigError::Parse(format!("unknown key `{k}` in {}", path.display())));
+                }
+                table.insert(k, v);
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("COURIER_") else { continue };
+            let key = key.to_ascii_lowercase();
+            let Some(current) = table.get(&key) else { continue };
+            let parsed = match current {
+                toml::Value::Integer(_) => value
+                    .trim()
+                    .parse::<i64>()
+                    .map(toml::Value::Integer)
+                    .map_err(|_| ConfigError::Parse(format!("{name} must be an integer"))),
+                toml::Value::Boolean(_) => value
+                    .trim()
+                    .parse::<bool>()
+                    .map(toml::Value::Boolean)
+                    .map_err(|_| ConfigError::Parse(format!("{name} must be true or false"))),
+                _ => Ok(toml::Value::String(value)),
+            }?;
+            table.insert(key, parsed);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.shards == 0 || self.shards > 1024 {
+            return Err(ConfigError::Invalid("shards must be 1..=1024"));
+        }
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::Invalid("max_frame_bytes must be 1 KiB..=16 MiB"));
+        }
+        if self.max_text_bytes == 0 || self.max_text_bytes >= self.max_frame_bytes {
+            return Err(ConfigError::Invalid("max_text_bytes must be positive and below max_frame_bytes"));
+        }
+        if self.outbound_queue_frames == 0 || self.max_in_flight_per_connection == 0 {
+            return Err(ConfigError::Invalid("queue sizes must be positive"));
+        }
+        if self.heartbeat_interval_ms == 0 || self.idle_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid("idle_timeout_ms must exceed heartbeat_interval_ms"));
+        }
+        if self.history_default_page == 0 || self.history_default_page > self.history_max_page {
+            return Err(ConfigError::Invalid("history_default_page must be 1..=history_max_page"));
+        }
+        Ok(())
+    }
+
+    /// The store configuration this gateway configuration implies.
+    pub fn store_config(&self) -> courier_storage::StoreConfig {
+        let mut store = courier_storage::StoreConfig::new(&self.data_dir);
+        store.shards = self.shards;
+        store.queue_depth = self.store_queue_depth;
+        store.max_batch = self.store_max_batch;
+        store.cache_bytes = self.store_cache_mib * 1024 * 1024;
+        store.max_page = self.history_max_page;
+        store.password = courier_storage::PasswordParams {
+            memory_kib: self.password_memory_kib,
+            iterations: self.password_iterations,
+            parallelism: 1,
+        };
+        store.token_ttl = Duration::from_secs(self.token_ttl_secs);
+        store
+    }
+
+    /// `heartbeat_interval_ms` as a duration.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// `idle_timeout_ms` as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// `handshake_timeout_ms` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("courier.toml");
+        std::fs::write(&file, "shards = 8\nmax_text_bytes = 1000\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let env = vec![
+            ("COURIER_SHARDS".to_string(), "16".to_string()),
+            ("COURIER_TCP_ADDR".to_string(), "127.0.0.1:9999".to_string()),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(c.shards, 16);
+        assert_eq!(c.max_text_bytes, 1000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.tcp_addr, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.http_addr, Config::default().http_addr);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("courier.toml");
+        std::fs::write(&file, "shardz = 8\n").unwrap();
+        assert!(Config::load(Some(&file), Vec::new()).is_err());
+        let env = vec![("COURIER_SHARDS".to_string(), "many".to_string())];
+        assert!(Config::load(None, env).is_err());
+        let env = vec![("COURIER_SHARDS".to_string(), "0".to_string())];
+        assert!(Config::load(None, env).is_err());
+        assert_eq!(Config::load(None, Vec::new()).unwrap(), Config::default());
+    }
+}

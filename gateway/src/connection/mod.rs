@@ -1,0 +1,7 @@
+//! The connection layer: listeners, sessions, the online registry and outbound queues.
+//! It moves frames and knows who is connected where; what frames mean is the API
+//! layer's business (`crate::api`).
+
+pub mod registry;
+pub mod session;
+pub mod tcp;

@@ -1,0 +1,269 @@
+//! One client session over any ordered byte stream (TCP now; TLS and QUIC streams
+//! produce the same reader/writer pair).
+//!
+//! A session is one task running one `select!` over: inbound frames, its outbound
+//! queue, the idle timer, the server's shutdown signal and its own close switch
+//! (slow consumer, replaced device). Queued frames are coalesced into one write.
+//! Sends run as separate tasks so several can wait for the group commit at once;
+//! their number is capped per connection, and reading pauses at the cap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use courier_protocol::pb::{frame::Kind, Frame};
+use courier_protocol::{decode_frame, encode_frame, CodecError, ErrorCode, FrameCodec};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::frames::{Handled, SessionCtx};
+use crate::api::Api;
+use crate::connection::registry::Outbound;
+
+/// Bytes of queued frames written with one syscall at most.
+const MAX_WRITE_BATCH: usize = 64 * 1024;
+/// How long a final frame (Kick, Error) may take to write before we give up.
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    /// The client closed the stream.
+    ClientClosed,
+    /// We close with this code (after telling the client).
+    Close(ErrorCode, String),
+    /// The transport failed; nothing more can be written.
+    Broken,
+}
+
+/// Runs a session to its end.
+pub async fn run<R, W>(reader: R, mut writer: W, api: Arc<Api>, shutdown: CancellationToken, tasks: TaskTracker)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let config = api.config.clone();
+    let mut frames = FramedRead::new(reader, FrameCodec::new(config.max_frame_bytes));
+    let session_id = api.registry.next_session_id();
+
+    // Handshake: the first frame must be a valid Hello, in time.
+    let first = tokio::select! {
+        f = tokio::time::timeout(config.handshake_timeout(), frames.next()) => f,
+        _ = shutdown.cancelled() => return,
+    };
+    let hello = match first {
+        Err(_) => {
+            let e = Frame::error(0, ErrorCode::HandshakeTimeout, "no Hello in time");
+            return finish(&mut writer, &e).await;
+        }
+        Ok(None) | Ok(Some(Err(CodecError::Io(_)))) => return,
+        Ok(Some(Err(e))) => return finish(&mut writer, &codec_error_frame(0, &e)).await,
+        Ok(Some(Ok(payload))) => match decode_frame(payload) {
+            Ok(Frame {
+                request_id,
+                kind: Some(Kind::Hello(hello)),
+            }) => (request_id, hello),
+            Ok(other) => {
+                let e = Frame::error(other.request_id, ErrorCode::Unauthenticated, "the first frame must be Hello");
+                return finish(&mut writer, &e).await;
+            }
+            Err(e) => return finish(&mut writer, &codec_error_frame(0, &e)).await,
+        },
+    };
+    let (hello_id, hello) = hello;
+    let (user_id, mut welcome) = match api.handshake(&hello, session_id) {
+        Ok(ok) => ok,
+        Err(e) => return finish(&mut writer, &e.to_frame(hello_id)).await,
+    };
+    welcome.request_id = hello_id;
+    let ctx = SessionCtx {
+        user_id,
+        device_id: hello.device_id.into(),
+        session_id,
+    };
+    let (outbound, mut queue, control) = Outbound::channel(config.outbound_queue_frames);
+    if writer.write_all(&encode_frame(&welcome)).await.is_err() {
+        return;
+    }
+    api.registry.register(user_id, session_id, ctx.device_id.clone(), outbound.clone());
+    tracing::debug!(user_id, session_id, device = %ctx.device_id, "session open");
+
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection));
+    let idle_timeout = config.idle_timeout();
+    let mut last_seen = Instant::now();
+    let idle = sleep_until(last_seen + idle_timeout);
+    tokio::pin!(idle);
+    let mut bad_frames = 0u32;
+    let mut out = BytesMut::new();
+
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = control.closed() => break End::Close(control.reason(), "session closed by the server".into()),
+            _ = shutdown.cancelled() => {
+                // Let in-flight sends finish and their acks go out before we leave.
+                let _ = drain_in_flight(&in_flight, config.max_in_flight_per_connection, &mut queue, &mut writer, &mut out, config.shutdown_grace()).await;
+                break End::Close(ErrorCode::GoingAway, "server is shutting down".into());
+            }
+            Some(frame) = queue.recv() => {
+                if write_queued(frame, &mut queue, &mut writer, &mut out).await.is_err() {
+                    break End::Broken;
+                }
+            }
+            inbound = frames.next() => {
+                let payload = match inbound {
+                    None => break End::ClientClosed,
+                    Some(Err(CodecError::Io(_))) => break End::Broken,
+                    Some(Err(e @ CodecError::FrameTooLarge { .. })) => break End::Close(ErrorCode::FrameTooLarge, e.to_string()),
+                    Some(Err(e)) => break End::Close(ErrorCode::MalformedFrame, e.to_string()),
+                    Some(Ok(payload)) => payload,
+                };
+                last_seen = Instant::now();
+                let frame = match decode_frame(payload) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        bad_frames += 1;
+                        if bad_frames > config.max_bad_frames {
+                            break End::Close(ErrorCode::ProtocolViolation, "too many malformed frames".into());
+                        }
+                        let reply = codec_error_frame(0, &e);
+                        if writer.write_all(&encode_frame(&reply)).await.is_err() {
+                            break End::Broken;
+                        }
+                        continue;
+                    }
+                };
+                if frame.kind.is_none() {
+                    bad_frames += 1;
+                    if bad_frames > config.max_bad_frames {
+                        break End::Close(ErrorCode::ProtocolViolation, "too many unknown frames".into());
+                    }
+                }
+                match api.on_frame(&ctx, frame) {
+                    Handled::Nothing => {}
+                    Handled::Reply(reply) => {
+                        if writer.write_all(&encode_frame(&reply)).await.is_err() {
+                            break End::Broken;
+                        }
+                    }
+                    Handled::Later(pending) => {
+                        let permit = loop {
+                            if let Ok(p) = in_flight.clone().try_acquire_owned() {
+                                break Some(p);
+                            }
+                            // At the cap: stop reading, keep writing until a send completes.
+                            tokio::select! {
+                                p = in_flight.clone().acquire_owned() => break p.ok(),
+                                Some(frame) = queue.recv() => {
+                                    if write_queued(frame, &mut queue, &mut writer, &mut out).await.is_err() {
+                                        break None;
+                                    }
+                                }
+                            }
+                        };
+                        let Some(permit) = permit else { break End::Broken };
+                        let outbound = outbound.clone();
+                        tasks.spawn(async move {
+                            let reply = pending.await;
+                            outbound.reply(encode_frame(&reply)).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+            _ = &mut idle => {
+                let deadline = last_seen + idle_timeout;
+                if Instant::now() >= deadline {
+                    break End::Close(ErrorCode::IdleTimeout, "no frames within the idle timeout".into());
+                }
+                idle.as_mut().reset(deadline);
+            }
+        }
+    };
+
+    api.registry.unregister(user_id, session_id);
+    tracing::debug!(user_id, session_id, reason = ?end, "session closed");
+    if let End::Close(code, reason) = end {
+        // Whatever is still queued goes out first, then the reason.
+        while let Ok(frame) = queue.try_recv() {
+            out.extend_from_slice(&frame);
+        }
+        out.extend_from_slice(&encode_frame(&Frame::kick(code, reason)));
+        let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
+            writer.write_all(&out).await?;
+            writer.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Writes `first` and whatever else is queued, coalesced into few writes.
+async fn write_queued<W: AsyncWrite + Unpin>(
+    first: Bytes,
+    queue: &mut mpsc::Receiver<Bytes>,
+    writer: &mut W,
+    out: &mut BytesMut,
+) -> std::io::Result<()> {
+    if queue.is_empty() {
+        // The common case of one frame: no copy.
+        return writer.write_all(&first).await;
+    }
+    out.clear();
+    out.extend_from_slice(&first);
+    while out.len() < MAX_WRITE_BATCH {
+        match queue.try_recv() {
+            Ok(frame) => out.extend_from_slice(&frame),
+            Err(_) => break,
+        }
+    }
+    let result = writer.write_all(out).await;
+    if out.capacity() > 4 * MAX_WRITE_BATCH {
+        // Do not keep a burst's buffer around while idle.
+        *out = BytesMut::new();
+    }
+    result
+}
+
+/// Waits (writing queued frames meanwhile) until no send is in flight, or `grace`.
+async fn drain_in_flight<W: AsyncWrite + Unpin>(
+    in_flight: &Arc<Semaphore>,
+    permits: usize,
+    queue: &mut mpsc::Receiver<Bytes>,
+    writer: &mut W,
+    out: &mut BytesMut,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let deadline = Instant::now() + grace;
+    loop {
+        tokio::select! {
+            all = in_flight.acquire_many(permits as u32) => {
+                drop(all);
+                return Ok(());
+            }
+            Some(frame) = queue.recv() => write_queued(frame, queue, writer, out).await?,
+            _ = sleep_until(deadline) => return Ok(()),
+        }
+    }
+}
+
+fn codec_error_frame(request_id: u64, e: &CodecError) -> Frame {
+    let code = match e {
+        CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+        _ => ErrorCode::MalformedFrame,
+    };
+    Frame::error(request_id, code, e.to_string())
+}
+
+/// Writes one last frame and closes the stream.
+async fn finish<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) {
+    let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
+        writer.write_all(&encode_frame(frame)).await?;
+        writer.shutdown().await
+    })
+    .await;
+}

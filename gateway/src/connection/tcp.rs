@@ -1,0 +1,54 @@
+//! The TCP listener: accepts connections, caps how many are open, and runs a session
+//! for each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_protocol::pb::Frame;
+use courier_protocol::{encode_frame, ErrorCode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::Api;
+use crate::connection::session;
+
+/// Accepts connections until `shutdown` fires.
+pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken, tasks: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(api.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tasks.spawn(async move {
+                let mut stream = stream;
+                let frame = Frame::kick(ErrorCode::Overloaded, "too many connections");
+                let _ = stream.write_all(&encode_frame(&frame)).await;
+            });
+            continue;
+        };
+        let api = api.clone();
+        let shutdown = shutdown.clone();
+        let session_tasks = tasks.clone();
+        tasks.spawn(async move {
+            let (reader, writer) = stream.into_split();
+            session::run(reader, writer, api, shutdown, session_tasks).await;
+            tracing::trace!(%peer, "connection done");
+            drop(slot);
+        });
+    }
+}

@@ -1,0 +1,134 @@
+//! Wiring: opens the store, binds the listeners, and shuts everything down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use courier_storage::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::router::Router;
+use crate::api::{http, Api};
+use crate::config::Config;
+use crate::connection::registry::Registry;
+use crate::connection::tcp;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] courier_storage::StorageError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A started server.
+pub struct Server {
+    api: Arc<Api>,
+    tcp_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Opens the store, binds TCP and HTTP, and starts serving.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let registry = Arc::new(Registry::default());
+        let router = Arc::new(Router::new(registry.clone()));
+        let store_config = config.store_config();
+        let store = tokio::task::spawn_blocking(move || Store::open(store_config, Some(router)))
+            .await
+            .expect("store open task")?;
+        let api = Arc::new(Api {
+            config: config.clone(),
+            store,
+            registry,
+        });
+
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let tcp_listener = bind(config.tcp_addr).await?;
+        let http_listener = bind(config.http_addr).await?;
+        let tcp_addr = tcp_listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.tcp_addr,
+            source,
+        })?;
+        let http_addr = http_listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(tcp::serve(tcp_listener, api.clone(), shutdown.clone(), tasks.clone()));
+        let app = http::router(api.clone());
+        let http_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        Ok(Self {
+            api,
+            tcp_addr,
+            http_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Where the binary protocol listens.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The API layer (for tests and embedding).
+    pub fn api(&self) -> &Arc<Api> {
+        &self.api
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight sends finish, tell clients
+    /// `GOING_AWAY`, then drain the store's queues and flush. Bounded by
+    /// `shutdown_grace_ms` (the store drain is not: acknowledged writes must land).
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.api.config.shutdown_grace(), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+        let store = self.api.store.clone();
+        match tokio::task::spawn_blocking(move || store.shutdown()).await {
+            Ok(Ok(())) => tracing::info!("store flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "store flush failed"),
+            Err(e) => tracing::error!(error = %e, "store shutdown task failed"),
+        }
+    }
+}
