@@ -1,1 +1,31 @@
-//! placeholder
+//! The Courier client SDK.
+//!
+//! - [`Client`]: the long-lived connection (TCP) — login with a token, send, receive
+//!   [`Event`]s, pull history, sync.
+//! - [`HttpClient`]: the HTTP API — register, login, user lookup, history pages.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), courier_sdk::SdkError> {
+//! use courier_sdk::{Client, ClientOptions, HttpClient};
+//! let http = HttpClient::new("http://127.0.0.1:7180");
+//! let login = http.login("alice", "correct horse").await?;
+//! let (client, mut events) = Client::connect("127.0.0.1:7100", &login.token, ClientOptions::default()).await?;
+//! let bob = http.clone().with_token(&login.token).user("bob").await?;
+//! let receipt = client.send_text(&client.direct_with(bob.user_id)?, "hi bob").await?;
+//! println!("stored as seq {}", receipt.seq);
+//! while let Some(event) = events.next().await {
+//!     println!("{event:?}");
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod http;
+
+pub use client::{new_client_msg_id, Client, ClientOptions, Event, Events, SendReceipt};
+pub use courier_protocol::{pb, ConversationId, ErrorCode};
+pub use error::{Result, SdkError};
+pub use http::{HistoryMessage, HistoryPage, HistoryQuery, HttpClient, LoginInfo, UserInfo};

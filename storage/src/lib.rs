@@ -84,6 +84,17 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// The pending outcome of a submitted append.
+#[derive(Debug)]
+pub struct AppendTicket(oneshot::Receiver<Result<Appended>>);
+
+impl AppendTicket {
+    /// Waits until the append is durable (or failed).
+    pub async fn wait(self) -> Result<Appended> {
+        self.0.await.map_err(|_| StorageError::ShuttingDown)?
+    }
+}
+
 /// Handle to the store. Clones share the same shards and writer threads.
 #[derive(Clone)]
 pub struct Store {
@@ -155,6 +166,13 @@ impl Store {
     /// Waits (asynchronously) while the shard's queue is full: that is the back
     /// pressure that reaches the sending connection.
     pub async fn append(&self, req: AppendRequest) -> Result<Appended> {
+        self.submit(req).await?.wait().await
+    }
+
+    /// Queues an append and returns a ticket for its outcome. Appends submitted one
+    /// after another from one task get increasing seqs in their conversation, even
+    /// when their tickets are awaited concurrently.
+    pub async fn submit(&self, req: AppendRequest) -> Result<AppendTicket> {
         if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
             return Err(StorageError::InvalidArgument("client_msg_id must be 1..=128 bytes"));
         }
@@ -167,7 +185,7 @@ impl Store {
             .send(Command::Append(req, tx))
             .await
             .map_err(|_| StorageError::ShuttingDown)?;
-        rx.await.map_err(|_| StorageError::ShuttingDown)?
+        Ok(AppendTicket(rx))
     }
 
     /// Appends that wait in the writer queues right now (all shards).

@@ -72,8 +72,10 @@ impl Api {
         Ok((user, Frame::new(0, Kind::Welcome(welcome))))
     }
 
-    /// Handles one frame of an authenticated session.
-    pub fn on_frame(self: &Arc<Self>, ctx: &SessionCtx, frame: Frame) -> Handled {
+    /// Handles one frame of an authenticated session. The session awaits this inline,
+    /// frame by frame, so what it does before returning happens in frame order (a
+    /// send is queued for storage here; only its acknowledgement runs later).
+    pub async fn on_frame(self: &Arc<Self>, ctx: &SessionCtx, frame: Frame) -> Handled {
         let id = frame.request_id;
         let reply = |result: Result<Kind, ApiError>| match result {
             Ok(kind) => Handled::Reply(Frame::new(id, kind)),
@@ -86,16 +88,15 @@ impl Api {
             Kind::Heartbeat(_) => reply(Ok(Kind::HeartbeatAck(pb::HeartbeatAck {
                 server_time_ms: courier_storage::now_ms(),
             }))),
-            Kind::Send(send) => {
-                let api = self.clone();
-                let ctx = ctx.clone();
-                Handled::Later(Box::pin(async move {
-                    match api.send(ctx.user_id, &ctx.device_id, send).await {
+            Kind::Send(send) => match self.submit_send(ctx.user_id, &ctx.device_id, send).await {
+                Ok(ack) => Handled::Later(Box::pin(async move {
+                    match ack.await {
                         Ok(ack) => Frame::new(id, Kind::SendAck(ack)),
                         Err(e) => e.to_frame(id),
                     }
-                }))
-            }
+                })),
+                Err(e) => Handled::Reply(e.to_frame(id)),
+            },
             Kind::DeliveryAck(ack) => match self.delivery_ack(ctx.user_id, &ack) {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),

@@ -30,6 +30,18 @@ impl Api {
     /// Stores a message from `user`'s `device` and returns its acknowledgement.
     /// Delivery to the recipients happens when the store commits (see `router`).
     pub async fn send(&self, user: u64, device: &str, send: pb::Send) -> Result<pb::SendAck, ApiError> {
+        self.submit_send(user, device, send).await?.await
+    }
+
+    /// Checks a send and queues it for storage; the returned future resolves to the
+    /// acknowledgement once the message is durable. Sends submitted in order from one
+    /// connection get their seqs in that order.
+    pub async fn submit_send(
+        &self,
+        user: u64,
+        device: &str,
+        send: pb::Send,
+    ) -> Result<impl std::future::Future<Output = Result<pb::SendAck, ApiError>> + Send + 'static, ApiError> {
         let c = self.parse_conversation(&send.conversation)?;
         self.authorize(user, &c)?;
         if send.client_msg_id.is_empty() || send.client_msg_id.len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES {
@@ -42,9 +54,9 @@ impl Api {
                 return Err(ApiError::new(ErrorCode::UnknownUser, format!("no user with id {peer}")));
             }
         }
-        let appended = self
+        let ticket = self
             .store
-            .append(AppendRequest {
+            .submit(AppendRequest {
                 conversation: c,
                 sender: user,
                 sender_device: device.to_owned(),
@@ -53,12 +65,15 @@ impl Api {
                 reply_to_seq: send.reply_to_seq,
             })
             .await?;
-        Ok(pb::SendAck {
-            client_msg_id: send.client_msg_id,
-            conversation: send.conversation,
-            seq: appended.seq,
-            server_time_ms: appended.server_time_ms,
-            duplicate: appended.duplicate,
+        Ok(async move {
+            let appended = ticket.wait().await?;
+            Ok(pb::SendAck {
+                client_msg_id: send.client_msg_id,
+                conversation: send.conversation,
+                seq: appended.seq,
+                server_time_ms: appended.server_time_ms,
+                duplicate: appended.duplicate,
+            })
         })
     }
 

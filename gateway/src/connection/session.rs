@@ -144,7 +144,7 @@ where
                         break End::Close(ErrorCode::ProtocolViolation, "too many unknown frames".into());
                     }
                 }
-                match api.on_frame(&ctx, frame) {
+                match api.on_frame(&ctx, frame).await {
                     Handled::Nothing => {}
                     Handled::Reply(reply) => {
                         if writer.write_all(&encode_frame(&reply)).await.is_err() {

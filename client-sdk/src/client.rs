@@ -1,0 +1,452 @@
+//! The long-lived connection: Hello/Welcome, requests matched to answers by
+//! `request_id`, delivered messages as a stream of [`Event`]s, cumulative delivery
+//! acks, heartbeats.
+//!
+//! Two tasks drive a connection: a reader that decodes frames, resolves pending
+//! requests and queues events, and a writer that coalesces outgoing frames and sends
+//! heartbeats. Dropping every [`Client`] handle closes the connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use courier_protocol::pb::{self, frame::Kind, Frame};
+use courier_protocol::{decode_frame, encode_frame, ConversationId, ErrorCode, FrameCodec, PROTOCOL_VERSION};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::error::{Result, SdkError};
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Stable id of this installation; defaults to a random one.
+    pub device_id: String,
+    /// What kind of device this is.
+    pub platform: pb::Platform,
+    /// Largest frame accepted from the server.
+    pub max_frame_bytes: usize,
+    /// How long a request waits for its answer.
+    pub request_timeout: Duration,
+    /// Heartbeat interval; `None` uses the server's suggestion from Welcome.
+    pub heartbeat_interval: Option<Duration>,
+    /// Acknowledge delivered messages automatically (cumulatively, coalesced).
+    pub auto_ack: bool,
+    /// Events buffered for the application before the connection stops reading.
+    pub event_buffer: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            device_id: random_id("dev"),
+            platform: pb::Platform::Unspecified,
+            max_frame_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            heartbeat_interval: None,
+            auto_ack: true,
+            event_buffer: 4096,
+        }
+    }
+}
+
+/// Something the server told this client without being asked.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new message in one of the user's conversations.
+    Message(pb::Message),
+    /// Someone read a conversation up to a seq.
+    ReadReceipt(pb::ReadReceipt),
+    /// Friends came online or went offline.
+    Presence(pb::PresenceBatch),
+    /// The server ended the session.
+    Kicked {
+        /// Why.
+        code: ErrorCode,
+        /// The server's words.
+        reason: String,
+    },
+    /// The connection is gone (after a Kick, or the network failed).
+    Closed,
+}
+
+/// What the server answered to a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The message's seq.
+    pub seq: u64,
+    /// When the server stored it.
+    pub server_time_ms: u64,
+    /// The client message id the send carried.
+    pub client_msg_id: String,
+    /// True if the server had stored this message before (a resend).
+    pub duplicate: bool,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+
+/// A connected, authenticated client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    out: mpsc::Sender<Bytes>,
+    pending: Pending,
+    next_request: AtomicU64,
+    welcome: pb::Welcome,
+    options: ClientOptions,
+}
+
+/// The stream of events of one connection.
+///
+/// Read it, or drop it: while its buffer is full the connection stops reading, so
+/// answers to requests wait too.
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the connection is closed and all events are read.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready now.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Client {
+    /// Connects over TCP to `addr` and authenticates with `token`.
+    pub async fn connect(addr: impl ToSocketAddrs, token: &str, options: ClientOptions) -> Result<(Client, Events)> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream.into_split();
+        Self::handshake(reader, writer, token, options).await
+    }
+
+    /// Runs the handshake over any byte stream halves (TCP, TLS, a QUIC stream, a test pipe).
+    pub async fn handshake<R, W>(reader: R, mut writer: W, token: &str, options: ClientOptions) -> Result<(Client, Events)>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut frames = FramedRead::new(reader, FrameCodec::new(options.max_frame_bytes));
+        let hello = Frame::new(
+            1,
+            Kind::Hello(pb::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                device_id: options.device_id.clone(),
+                platform: options.platform as i32,
+                token: token.to_owned(),
+                client_version: concat!("courier-sdk/", env!("CARGO_PKG_VERSION")).to_owned(),
+                cursors: Vec::new(),
+            }),
+        );
+        writer.write_all(&encode_frame(&hello)).await?;
+        let answer = tokio::time::timeout(options.request_timeout, frames.next())
+            .await
+            .map_err(|_| SdkError::Timeout)?;
+        let frame = match answer {
+            None => return Err(SdkError::Closed(None)),
+            Some(payload) => decode_frame(payload?)?,
+        };
+        let welcome = match frame.kind {
+            Some(Kind::Welcome(w)) => w,
+            Some(Kind::Error(e)) => return Err(server_error(&e)),
+            Some(Kind::Kick(k)) => {
+                return Err(SdkError::Closed(Some((code_of(k.code), k.reason))));
+            }
+            _ => return Err(SdkError::Unexpected(format!("{} instead of Welcome", frame.kind_name()))),
+        };
+
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        let (event_tx, event_rx) = mpsc::channel(options.event_buffer.max(1));
+        let pending: Pending = Arc::default();
+        let heartbeat = options
+            .heartbeat_interval
+            .unwrap_or(Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(1000)));
+        tokio::spawn(write_loop(writer, out_rx, heartbeat));
+        tokio::spawn(read_loop(frames, pending.clone(), event_tx, out_tx.clone(), options.auto_ack));
+        let shared = Arc::new(Shared {
+            out: out_tx,
+            pending,
+            next_request: AtomicU64::new(2),
+            welcome,
+            options,
+        });
+        Ok((Client { shared }, Events { rx: event_rx }))
+    }
+
+    /// This user's id.
+    pub fn user_id(&self) -> u64 {
+        self.shared.welcome.user_id
+    }
+
+    /// What the server said in Welcome.
+    pub fn welcome(&self) -> &pb::Welcome {
+        &self.shared.welcome
+    }
+
+    /// This connection's device id.
+    pub fn device_id(&self) -> &str {
+        &self.shared.options.device_id
+    }
+
+    /// The 1:1 conversation with `peer`.
+    pub fn direct_with(&self, peer: u64) -> Result<ConversationId> {
+        ConversationId::direct(self.user_id(), peer)
+            .ok_or_else(|| SdkError::Unexpected("a conversation with oneself does not exist".into()))
+    }
+
+    /// Sends a text message with a fresh client message id.
+    pub async fn send_text(&self, conversation: &ConversationId, text: impl Into<String>) -> Result<SendReceipt> {
+        self.send(conversation, pb::MessageBody::text(text), new_client_msg_id())
+            .await
+    }
+
+    /// Sends a message. Calling it again with the same `client_msg_id` (after a timeout
+    /// or a reconnect) is safe: the server stores the message once and answers with
+    /// the original seq.
+    pub async fn send(&self, conversation: &ConversationId, body: pb::MessageBody, client_msg_id: String) -> Result<SendReceipt> {
+        let kind = Kind::Send(pb::Send {
+            client_msg_id,
+            conversation: conversation.to_string(),
+            body: Some(body),
+            reply_to_seq: 0,
+        });
+        match self.request(kind).await? {
+            Kind::SendAck(ack) => Ok(SendReceipt {
+                conversation: *conversation,
+                seq: ack.seq,
+                server_time_ms: ack.server_time_ms,
+                client_msg_id: ack.client_msg_id,
+                duplicate: ack.duplicate,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of history over the binary protocol. `cursor` 0 with
+    /// [`pb::Direction::Backward`] gives the newest messages.
+    pub async fn pull_history(
+        &self,
+        conversation: &ConversationId,
+        direction: pb::Direction,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<pb::HistoryPage> {
+        let kind = Kind::PullHistory(pb::PullHistory {
+            conversation: conversation.to_string(),
+            direction: direction as i32,
+            cursor,
+            limit,
+        });
+        match self.request(kind).await? {
+            Kind::HistoryPage(page) => Ok(page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asks which conversations changed since `cursors` (empty: all of them).
+    pub async fn sync(&self, cursors: Vec<pb::Cursor>) -> Result<pb::SyncResponse> {
+        let kind = Kind::SyncRequest(pb::SyncRequest {
+            cursors,
+            limit: 0,
+            page_token: String::new(),
+        });
+        match self.request(kind).await? {
+            Kind::SyncResponse(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Acknowledges every message of `conversation` up to `seq` (not needed with auto-ack).
+    pub async fn ack(&self, conversation: &ConversationId, seq: u64) -> Result<()> {
+        let frame = Frame::new(
+            0,
+            Kind::DeliveryAck(pb::DeliveryAck {
+                conversation: conversation.to_string(),
+                seq,
+            }),
+        );
+        self.shared
+            .out
+            .send(encode_frame(&frame))
+            .await
+            .map_err(|_| SdkError::Closed(None))
+    }
+
+    /// Reports that the user read `conversation` up to `seq`.
+    pub async fn report_read(&self, conversation: &ConversationId, seq: u64) -> Result<()> {
+        let frame = Frame::new(
+            0,
+            Kind::ReadReport(pb::ReadReport {
+                conversation: conversation.to_string(),
+                seq,
+            }),
+        );
+        self.shared
+            .out
+            .send(encode_frame(&frame))
+            .await
+            .map_err(|_| SdkError::Closed(None))
+    }
+
+    /// Sends a request frame and waits for its answer (an `Error` answer is an `Err`).
+    pub async fn request(&self, kind: Kind) -> Result<Kind> {
+        let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.shared.pending.lock().expect("pending lock").insert(id, tx);
+        let wire = encode_frame(&Frame::new(id, kind));
+        if self.shared.out.send(wire).await.is_err() {
+            self.shared.pending.lock().expect("pending lock").remove(&id);
+            return Err(SdkError::Closed(None));
+        }
+        let answer = match tokio::time::timeout(self.shared.options.request_timeout, rx).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(_)) => return Err(SdkError::Closed(None)),
+            Err(_) => {
+                self.shared.pending.lock().expect("pending lock").remove(&id);
+                return Err(SdkError::Timeout);
+            }
+        };
+        match answer.kind {
+            Some(Kind::Error(e)) => Err(server_error(&e)),
+            Some(kind) => Ok(kind),
+            None => Err(SdkError::Unexpected("answer of an unknown type".into())),
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>, heartbeat: Duration) {
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut buf = BytesMut::new();
+    loop {
+        tokio::select! {
+            next = rx.recv() => {
+                let Some(first) = next else { break };
+                buf.clear();
+                buf.extend_from_slice(&first);
+                while buf.len() < 64 * 1024 {
+                    match rx.try_recv() {
+                        Ok(more) => buf.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                if writer.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+            _ = ticker.tick() => {
+                let beat = Frame::new(0, Kind::Heartbeat(pb::Heartbeat { client_time_ms: now_ms() }));
+                if writer.write_all(&encode_frame(&beat)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut frames: FramedRead<R, FrameCodec>,
+    pending: Pending,
+    events: mpsc::Sender<Event>,
+    out: mpsc::Sender<Bytes>,
+    auto_ack: bool,
+) {
+    let mut to_ack: HashMap<String, u64> = HashMap::new();
+    while let Some(Ok(payload)) = frames.next().await {
+        let Ok(frame) = decode_frame(payload) else { break };
+        let event = match frame.kind {
+            Some(Kind::Deliver(d)) => match d.message {
+                Some(m) => {
+                    if auto_ack {
+                        let seq = to_ack.entry(m.conversation.clone()).or_default();
+                        *seq = (*seq).max(m.seq);
+                    }
+                    Some(Event::Message(m))
+                }
+                None => None,
+            },
+            Some(Kind::ReadReceipt(r)) => Some(Event::ReadReceipt(r)),
+            Some(Kind::PresenceBatch(p)) => Some(Event::Presence(p)),
+            Some(Kind::Kick(k)) => Some(Event::Kicked {
+                code: code_of(k.code),
+                reason: k.reason,
+            }),
+            Some(Kind::HeartbeatAck(_)) => None,
+            kind => {
+                let waiter = pending.lock().expect("pending lock").remove(&frame.request_id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(Frame {
+                        request_id: frame.request_id,
+                        kind,
+                    });
+                }
+                None
+            }
+        };
+        if let Some(event) = event {
+            // Waits while the application's buffer is full (back pressure); fails only
+            // once `Events` is dropped, and requests are still served then.
+            let _ = events.send(event).await;
+        }
+        // Acks go out once the read buffer is drained: one per conversation per burst.
+        if !to_ack.is_empty() && frames.read_buffer().is_empty() {
+            for (conversation, seq) in to_ack.drain() {
+                let ack = Frame::new(0, Kind::DeliveryAck(pb::DeliveryAck { conversation, seq }));
+                let _ = out.try_send(encode_frame(&ack));
+            }
+        }
+    }
+    pending.lock().expect("pending lock").clear();
+    let _ = events.send(Event::Closed).await;
+}
+
+fn server_error(e: &pb::Error) -> SdkError {
+    SdkError::Server {
+        code: code_of(e.code),
+        message: e.message.clone(),
+    }
+}
+
+fn code_of(code: i32) -> ErrorCode {
+    ErrorCode::try_from(code).unwrap_or(ErrorCode::Unspecified)
+}
+
+fn unexpected(kind: &Kind) -> SdkError {
+    SdkError::Unexpected(format!("{} in answer", Frame::new(0, kind.clone()).kind_name()))
+}
+
+/// A random client message id.
+pub fn new_client_msg_id() -> String {
+    random_id("m")
+}
+
+fn random_id(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u128 = rand::thread_rng().gen();
+    format!("{prefix}-{n:032x}")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
