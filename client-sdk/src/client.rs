@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use courier_protocol::pb::{self, frame::Kind, Frame};
-use courier_protocol::{decode_frame, encode_frame, ConversationId, ErrorCode, FrameCodec, PROTOCOL_VERSION};
+use courier_protocol::{
+    decode_frame, encode_frame, ConversationId, ErrorCode, FrameCodec, PROTOCOL_VERSION,
+};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -60,7 +62,7 @@ impl Default for ClientOptions {
 #[non_exhaustive]
 pub enum Event {
     /// A new message in one of the user's conversations.
-    Message(pb::Message),
+    Message(Box<pb::Message>),
     /// Someone read a conversation up to a seq.
     ReadReceipt(pb::ReadReceipt),
     /// Friends came online or went offline.
@@ -91,7 +93,9 @@ pub struct SendReceipt {
     pub duplicate: bool,
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+/// Requests waiting for answers; `None` once the connection is gone, so that late
+/// requests fail at once instead of waiting for their timeout.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Frame>>>>>;
 
 /// A connected, authenticated client. Cheap to clone.
 #[derive(Clone)]
@@ -129,7 +133,11 @@ impl Events {
 
 impl Client {
     /// Connects over TCP to `addr` and authenticates with `token`.
-    pub async fn connect(addr: impl ToSocketAddrs, token: &str, options: ClientOptions) -> Result<(Client, Events)> {
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        token: &str,
+        options: ClientOptions,
+    ) -> Result<(Client, Events)> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (reader, writer) = stream.into_split();
@@ -137,7 +145,12 @@ impl Client {
     }
 
     /// Runs the handshake over any byte stream halves (TCP, TLS, a QUIC stream, a test pipe).
-    pub async fn handshake<R, W>(reader: R, mut writer: W, token: &str, options: ClientOptions) -> Result<(Client, Events)>
+    pub async fn handshake<R, W>(
+        reader: R,
+        mut writer: W,
+        token: &str,
+        options: ClientOptions,
+    ) -> Result<(Client, Events)>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -168,17 +181,28 @@ impl Client {
             Some(Kind::Kick(k)) => {
                 return Err(SdkError::Closed(Some((code_of(k.code), k.reason))));
             }
-            _ => return Err(SdkError::Unexpected(format!("{} instead of Welcome", frame.kind_name()))),
+            _ => {
+                return Err(SdkError::Unexpected(format!(
+                    "{} instead of Welcome",
+                    frame.kind_name()
+                )))
+            }
         };
 
         let (out_tx, out_rx) = mpsc::channel(1024);
         let (event_tx, event_rx) = mpsc::channel(options.event_buffer.max(1));
-        let pending: Pending = Arc::default();
-        let heartbeat = options
-            .heartbeat_interval
-            .unwrap_or(Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(1000)));
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let heartbeat = options.heartbeat_interval.unwrap_or(Duration::from_millis(
+            u64::from(welcome.heartbeat_interval_ms).max(50),
+        ));
         tokio::spawn(write_loop(writer, out_rx, heartbeat));
-        tokio::spawn(read_loop(frames, pending.clone(), event_tx, out_tx.clone(), options.auto_ack));
+        tokio::spawn(read_loop(
+            frames,
+            pending.clone(),
+            event_tx,
+            out_tx.clone(),
+            options.auto_ack,
+        ));
         let shared = Arc::new(Shared {
             out: out_tx,
             pending,
@@ -206,20 +230,34 @@ impl Client {
 
     /// The 1:1 conversation with `peer`.
     pub fn direct_with(&self, peer: u64) -> Result<ConversationId> {
-        ConversationId::direct(self.user_id(), peer)
-            .ok_or_else(|| SdkError::Unexpected("a conversation with oneself does not exist".into()))
+        ConversationId::direct(self.user_id(), peer).ok_or_else(|| {
+            SdkError::Unexpected("a conversation with oneself does not exist".into())
+        })
     }
 
     /// Sends a text message with a fresh client message id.
-    pub async fn send_text(&self, conversation: &ConversationId, text: impl Into<String>) -> Result<SendReceipt> {
-        self.send(conversation, pb::MessageBody::text(text), new_client_msg_id())
-            .await
+    pub async fn send_text(
+        &self,
+        conversation: &ConversationId,
+        text: impl Into<String>,
+    ) -> Result<SendReceipt> {
+        self.send(
+            conversation,
+            pb::MessageBody::text(text),
+            new_client_msg_id(),
+        )
+        .await
     }
 
     /// Sends a message. Calling it again with the same `client_msg_id` (after a timeout
     /// or a reconnect) is safe: the server stores the message once and answers with
     /// the original seq.
-    pub async fn send(&self, conversation: &ConversationId, body: pb::MessageBody, client_msg_id: String) -> Result<SendReceipt> {
+    pub async fn send(
+        &self,
+        conversation: &ConversationId,
+        body: pb::MessageBody,
+        client_msg_id: String,
+    ) -> Result<SendReceipt> {
         let kind = Kind::Send(pb::Send {
             client_msg_id,
             conversation: conversation.to_string(),
@@ -308,17 +346,20 @@ impl Client {
     pub async fn request(&self, kind: Kind) -> Result<Kind> {
         let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.shared.pending.lock().expect("pending lock").insert(id, tx);
+        match self.shared.pending.lock().expect("pending lock").as_mut() {
+            Some(pending) => pending.insert(id, tx),
+            None => return Err(SdkError::Closed(None)),
+        };
         let wire = encode_frame(&Frame::new(id, kind));
         if self.shared.out.send(wire).await.is_err() {
-            self.shared.pending.lock().expect("pending lock").remove(&id);
+            forget(&self.shared.pending, id);
             return Err(SdkError::Closed(None));
         }
         let answer = match tokio::time::timeout(self.shared.options.request_timeout, rx).await {
             Ok(Ok(frame)) => frame,
             Ok(Err(_)) => return Err(SdkError::Closed(None)),
             Err(_) => {
-                self.shared.pending.lock().expect("pending lock").remove(&id);
+                forget(&self.shared.pending, id);
                 return Err(SdkError::Timeout);
             }
         };
@@ -330,7 +371,11 @@ impl Client {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>, heartbeat: Duration) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    heartbeat: Duration,
+) {
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -371,7 +416,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let mut to_ack: HashMap<String, u64> = HashMap::new();
     while let Some(Ok(payload)) = frames.next().await {
-        let Ok(frame) = decode_frame(payload) else { break };
+        let Ok(frame) = decode_frame(payload) else {
+            break;
+        };
         let event = match frame.kind {
             Some(Kind::Deliver(d)) => match d.message {
                 Some(m) => {
@@ -379,7 +426,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         let seq = to_ack.entry(m.conversation.clone()).or_default();
                         *seq = (*seq).max(m.seq);
                     }
-                    Some(Event::Message(m))
+                    Some(Event::Message(Box::new(m)))
                 }
                 None => None,
             },
@@ -391,7 +438,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }),
             Some(Kind::HeartbeatAck(_)) => None,
             kind => {
-                let waiter = pending.lock().expect("pending lock").remove(&frame.request_id);
+                let waiter = pending
+                    .lock()
+                    .expect("pending lock")
+                    .as_mut()
+                    .and_then(|p| p.remove(&frame.request_id));
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(Frame {
                         request_id: frame.request_id,
@@ -414,8 +465,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
     }
-    pending.lock().expect("pending lock").clear();
+    // Dropping the waiters fails their requests with `Closed`.
+    pending.lock().expect("pending lock").take();
     let _ = events.send(Event::Closed).await;
+}
+
+fn forget(pending: &Pending, id: u64) {
+    if let Some(p) = pending.lock().expect("pending lock").as_mut() {
+        p.remove(&id);
+    }
 }
 
 fn server_error(e: &pb::Error) -> SdkError {
@@ -430,7 +488,10 @@ fn code_of(code: i32) -> ErrorCode {
 }
 
 fn unexpected(kind: &Kind) -> SdkError {
-    SdkError::Unexpected(format!("{} in answer", Frame::new(0, kind.clone()).kind_name()))
+    SdkError::Unexpected(format!(
+        "{} in answer",
+        Frame::new(0, kind.clone()).kind_name()
+    ))
 }
 
 /// A random client message id.

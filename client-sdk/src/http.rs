@@ -102,13 +102,15 @@ impl HttpClient {
     /// Creates an account.
     pub async fn register(&self, name: &str, password: &str) -> Result<UserInfo> {
         let body = serde_json::json!({"name": name, "password": password});
-        self.call(self.http.post(self.url("/v1/register")).json(&body)).await
+        self.call(self.http.post(self.url("/v1/register")).json(&body))
+            .await
     }
 
     /// Logs in and returns a token.
     pub async fn login(&self, name: &str, password: &str) -> Result<LoginInfo> {
         let body = serde_json::json!({"name": name, "password": password});
-        self.call(self.http.post(self.url("/v1/login")).json(&body)).await
+        self.call(self.http.post(self.url("/v1/login")).json(&body))
+            .await
     }
 
     /// The account the token belongs to.
@@ -118,12 +120,19 @@ impl HttpClient {
 
     /// Looks a user up by name.
     pub async fn user(&self, name: &str) -> Result<UserInfo> {
-        self.call(self.http.get(self.url(&format!("/v1/users/{name}")))).await
+        self.call(self.http.get(self.url(&format!("/v1/users/{name}"))))
+            .await
     }
 
     /// A page of a conversation's history.
-    pub async fn history(&self, conversation: &ConversationId, q: HistoryQuery) -> Result<HistoryPage> {
-        let mut req = self.http.get(self.url(&format!("/v1/conversations/{conversation}/messages")));
+    pub async fn history(
+        &self,
+        conversation: &ConversationId,
+        q: HistoryQuery,
+    ) -> Result<HistoryPage> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/v1/conversations/{conversation}/messages")));
         let mut params = Vec::new();
         if let Some(b) = q.before {
             params.push(("before", b.to_string()));
@@ -141,7 +150,11 @@ impl HttpClient {
     }
 
     /// Every message of a conversation after `after`, paging forward.
-    pub async fn history_all(&self, conversation: &ConversationId, after: u64) -> Result<Vec<HistoryMessage>> {
+    pub async fn history_all(
+        &self,
+        conversation: &ConversationId,
+        after: u64,
+    ) -> Result<Vec<HistoryMessage>> {
         let mut out = Vec::new();
         let mut cursor = after;
         loop {
@@ -155,7 +168,9 @@ impl HttpClient {
                     },
                 )
                 .await?;
-            let Some(last) = page.messages.last() else { break };
+            let Some(last) = page.messages.last() else {
+                break;
+            };
             cursor = last.seq;
             out.extend(page.messages);
             if !page.has_more {
@@ -167,14 +182,19 @@ impl HttpClient {
 
     /// The caller's conversation list (raw JSON).
     pub async fn conversations(&self) -> Result<Value> {
-        self.call(self.http.get(self.url("/v1/conversations"))).await
+        self.call(self.http.get(self.url("/v1/conversations")))
+            .await
     }
 
     /// Moves the read cursor of a conversation forward; returns the cursor in force.
     pub async fn mark_read(&self, conversation: &ConversationId, seq: u64) -> Result<u64> {
         let body = serde_json::json!({"seq": seq});
         let v: Value = self
-            .call(self.http.post(self.url(&format!("/v1/conversations/{conversation}/read"))).json(&body))
+            .call(
+                self.http
+                    .post(self.url(&format!("/v1/conversations/{conversation}/read")))
+                    .json(&body),
+            )
             .await?;
         v["read_seq"]
             .as_u64()
@@ -185,7 +205,10 @@ impl HttpClient {
         format!("{}{path}", self.base)
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(&self, mut req: reqwest::RequestBuilder) -> Result<T> {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<T> {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }

@@ -140,18 +140,27 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
-            let from_file: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+            let from_file: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
             for (k, v) in from_file {
                 if !table.contains_key(&k) {
-                    return Err(ConfigError::Parse(format!("unknown key `{k}` in {}", path.display())));
+                    return Err(ConfigError::Parse(format!(
+                        "unknown key `{k}` in {}",
+                        path.display()
+                    )));
                 }
                 table.insert(k, v);
             }
         }
         for (name, value) in env {
-            let Some(key) = name.strip_prefix("COURIER_") else { continue };
+            let Some(key) = name.strip_prefix("COURIER_") else {
+                continue;
+            };
             let key = key.to_ascii_lowercase();
-            let Some(current) = table.get(&key) else { continue };
+            let Some(current) = table.get(&key) else {
+                continue;
+            };
             let parsed = match current {
                 toml::Value::Integer(_) => value
                     .trim()
@@ -180,19 +189,27 @@ impl Config {
             return Err(ConfigError::Invalid("shards must be 1..=1024"));
         }
         if self.max_frame_bytes < 1024 || self.max_frame_bytes > 16 * 1024 * 1024 {
-            return Err(ConfigError::Invalid("max_frame_bytes must be 1 KiB..=16 MiB"));
+            return Err(ConfigError::Invalid(
+                "max_frame_bytes must be 1 KiB..=16 MiB",
+            ));
         }
         if self.max_text_bytes == 0 || self.max_text_bytes >= self.max_frame_bytes {
-            return Err(ConfigError::Invalid("max_text_bytes must be positive and below max_frame_bytes"));
+            return Err(ConfigError::Invalid(
+                "max_text_bytes must be positive and below max_frame_bytes",
+            ));
         }
         if self.outbound_queue_frames == 0 || self.max_in_flight_per_connection == 0 {
             return Err(ConfigError::Invalid("queue sizes must be positive"));
         }
         if self.heartbeat_interval_ms == 0 || self.idle_timeout_ms <= self.heartbeat_interval_ms {
-            return Err(ConfigError::Invalid("idle_timeout_ms must exceed heartbeat_interval_ms"));
+            return Err(ConfigError::Invalid(
+                "idle_timeout_ms must exceed heartbeat_interval_ms",
+            ));
         }
         if self.history_default_page == 0 || self.history_default_page > self.history_max_page {
-            return Err(ConfigError::Invalid("history_default_page must be 1..=history_max_page"));
+            return Err(ConfigError::Invalid(
+                "history_default_page must be 1..=history_max_page",
+            ));
         }
         Ok(())
     }
@@ -243,7 +260,11 @@ mod tests {
     fn layers_file_then_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("courier.toml");
-        std::fs::write(&file, "shards = 8\nmax_text_bytes = 1000\ndata_dir = \"/tmp/x\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "shards = 8\nmax_text_bytes = 1000\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
         let env = vec![
             ("COURIER_SHARDS".to_string(), "16".to_string()),
             ("COURIER_TCP_ADDR".to_string(), "127.0.0.1:9999".to_string()),

@@ -93,8 +93,12 @@ impl From<StorageError> for ApiError {
             StorageError::BadCredentials => {
                 Self::new(ErrorCode::BadCredentials, "unknown user or wrong password")
             }
-            StorageError::NotParticipant => Self::forbidden("not a participant of this conversation"),
-            StorageError::ShuttingDown => Self::new(ErrorCode::GoingAway, "server is shutting down"),
+            StorageError::NotParticipant => {
+                Self::forbidden("not a participant of this conversation")
+            }
+            StorageError::ShuttingDown => {
+                Self::new(ErrorCode::GoingAway, "server is shutting down")
+            }
             other => Self::internal(other),
         }
     }

@@ -77,7 +77,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
-                    EnvFilter::try_from_env("COURIER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+                    EnvFilter::try_from_env("COURIER_LOG")
+                        .unwrap_or_else(|_| EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
                 .init();

@@ -66,18 +66,27 @@ impl Server {
         };
         let tcp_listener = bind(config.tcp_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        let tcp_addr = tcp_listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.tcp_addr,
-            source,
-        })?;
-        let http_addr = http_listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.http_addr,
-            source,
-        })?;
+        let tcp_addr = tcp_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.tcp_addr,
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(tcp::serve(tcp_listener, api.clone(), shutdown.clone(), tasks.clone()));
+        tasks.spawn(tcp::serve(
+            tcp_listener,
+            api.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
         let app = http::router(api.clone());
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

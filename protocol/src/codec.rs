@@ -188,7 +188,10 @@ mod tests {
     #[test]
     fn garbage_payload_is_a_typed_error() {
         let payload = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(decode_frame(payload), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode_frame(payload),
+            Err(CodecError::Malformed(_))
+        ));
     }
 
     #[test]

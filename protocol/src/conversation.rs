@@ -121,7 +121,10 @@ mod tests {
 
     #[test]
     fn rejects_non_canonical_forms() {
-        for s in ["", "d:", "d:1", "d:2:1", "d:1:1", "d:01:2", "d:+1:2", "g:", "g:-1", "x:1", "d:1:2:3", "g:1 "] {
+        for s in [
+            "", "d:", "d:1", "d:2:1", "d:1:1", "d:01:2", "d:+1:2", "g:", "g:-1", "x:1", "d:1:2:3",
+            "g:1 ",
+        ] {
             assert!(s.parse::<ConversationId>().is_err(), "{s:?} parsed");
         }
     }

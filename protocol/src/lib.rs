@@ -36,3 +36,46 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// Default cap on one frame's payload (the length prefix excluded).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Entry points shared by the fuzz targets (`fuzz/`) and the corpus regression test,
+/// so both exercise exactly the same code. Not part of the stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    use crate::{decode_frame, encode_frame, FrameCodec};
+
+    /// Feeds `data` to the frame decoder as a byte stream (in two pieces, split at the
+    /// first byte's value) and parses every frame it yields; re-encodes each parsed
+    /// frame and checks that it parses back to the same value.
+    pub fn decode_stream(data: &[u8]) {
+        let split = data.first().map_or(0, |&b| usize::from(b).min(data.len()));
+        let mut codec = FrameCodec::new(4096);
+        let mut buf = BytesMut::new();
+        for piece in [&data[..split], &data[split..]] {
+            buf.extend_from_slice(piece);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(payload)) => parse_payload(&payload),
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+            assert!(
+                buf.capacity() <= 64 * 1024,
+                "decoder buffer grew past its bound"
+            );
+        }
+    }
+
+    /// Parses `data` as one frame payload; a frame that parses must round-trip.
+    pub fn parse_payload(data: &[u8]) {
+        if let Ok(frame) = decode_frame(bytes::Bytes::copy_from_slice(data)) {
+            let wire = encode_frame(&frame);
+            let again = decode_frame(wire.slice(crate::LENGTH_PREFIX_BYTES..))
+                .expect("re-encoded frame parses");
+            assert_eq!(again, frame, "frame changed in a round trip");
+        }
+    }
+}

@@ -32,28 +32,30 @@ fn body() -> impl Strategy<Value = pb::MessageBody> {
         proptest::option::of((text(), any::<u64>(), any::<u32>())),
         text(),
     )
-        .prop_map(|(kind, url, mime, size, sha256, width, height, duration_ms, thumb, name)| {
-            Content::Media(pb::Media {
-                kind,
-                url,
-                mime,
-                size,
-                sha256,
-                width,
-                height,
-                duration_ms,
-                thumbnail: thumb.map(|(url, size, width)| pb::Thumbnail {
+        .prop_map(
+            |(kind, url, mime, size, sha256, width, height, duration_ms, thumb, name)| {
+                Content::Media(pb::Media {
+                    kind,
                     url,
-                    mime: "image/jpeg".into(),
+                    mime,
                     size,
+                    sha256,
                     width,
-                    height: width / 2,
-                }),
-                name,
-                custom_kind: String::new(),
-                caption: String::new(),
-            })
-        });
+                    height,
+                    duration_ms,
+                    thumbnail: thumb.map(|(url, size, width)| pb::Thumbnail {
+                        url,
+                        mime: "image/jpeg".into(),
+                        size,
+                        width,
+                        height: width / 2,
+                    }),
+                    name,
+                    custom_kind: String::new(),
+                    caption: String::new(),
+                })
+            },
+        );
     let system = prop_oneof![
         (any::<u64>(), any::<u64>()).prop_map(|(user_id, by_user)| {
             pb::system_event::Event::MemberJoined(pb::MemberJoined { user_id, by_user })
@@ -91,24 +93,43 @@ fn body() -> impl Strategy<Value = pb::MessageBody> {
 }
 
 fn message() -> impl Strategy<Value = pb::Message> {
-    (conv(), any::<u64>(), any::<u64>(), text(), text(), any::<u64>(), body(), any::<bool>()).prop_map(
-        |(conversation, seq, sender, sender_device, client_msg_id, server_time_ms, body, recalled)| {
-            pb::Message {
+    (
+        conv(),
+        any::<u64>(),
+        any::<u64>(),
+        text(),
+        text(),
+        any::<u64>(),
+        body(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
                 conversation,
                 seq,
                 sender,
                 sender_device,
                 client_msg_id,
                 server_time_ms,
-                body: Some(body),
-                reply_to_seq: seq / 2,
-                recalled: recalled.then_some(pb::Recalled {
-                    by_user: sender,
-                    at_ms: server_time_ms,
-                }),
-            }
-        },
-    )
+                body,
+                recalled,
+            )| {
+                pb::Message {
+                    conversation,
+                    seq,
+                    sender,
+                    sender_device,
+                    client_msg_id,
+                    server_time_ms,
+                    body: Some(body),
+                    reply_to_seq: seq / 2,
+                    recalled: recalled.then_some(pb::Recalled {
+                        by_user: sender,
+                        at_ms: server_time_ms,
+                    }),
+                }
+            },
+        )
 }
 
 fn cursor() -> impl Strategy<Value = pb::Cursor> {
@@ -117,16 +138,23 @@ fn cursor() -> impl Strategy<Value = pb::Cursor> {
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        (any::<u32>(), text(), 0i32..7, text(), proptest::collection::vec(cursor(), 0..4)).prop_map(
-            |(protocol_version, device_id, platform, token, cursors)| Kind::Hello(pb::Hello {
-                protocol_version,
-                device_id,
-                platform,
-                token,
-                client_version: "sdk/1".into(),
-                cursors,
-            })
-        ),
+        (
+            any::<u32>(),
+            text(),
+            0i32..7,
+            text(),
+            proptest::collection::vec(cursor(), 0..4)
+        )
+            .prop_map(|(protocol_version, device_id, platform, token, cursors)| {
+                Kind::Hello(pb::Hello {
+                    protocol_version,
+                    device_id,
+                    platform,
+                    token,
+                    client_version: "sdk/1".into(),
+                    cursors,
+                })
+            }),
         (any::<u64>(), text(), any::<u64>(), any::<u32>()).prop_map(
             |(user_id, session_id, server_time_ms, n)| Kind::Welcome(pb::Welcome {
                 protocol_version: 1,
@@ -141,67 +169,99 @@ fn kind() -> impl Strategy<Value = Kind> {
             })
         ),
         any::<u64>().prop_map(|client_time_ms| Kind::Heartbeat(pb::Heartbeat { client_time_ms })),
-        any::<u64>().prop_map(|server_time_ms| Kind::HeartbeatAck(pb::HeartbeatAck { server_time_ms })),
-        (text(), conv(), body(), any::<u64>()).prop_map(|(client_msg_id, conversation, body, reply_to_seq)| {
-            Kind::Send(pb::Send {
-                client_msg_id,
-                conversation,
-                body: Some(body),
-                reply_to_seq,
-            })
-        }),
+        any::<u64>()
+            .prop_map(|server_time_ms| Kind::HeartbeatAck(pb::HeartbeatAck { server_time_ms })),
+        (text(), conv(), body(), any::<u64>()).prop_map(
+            |(client_msg_id, conversation, body, reply_to_seq)| {
+                Kind::Send(pb::Send {
+                    client_msg_id,
+                    conversation,
+                    body: Some(body),
+                    reply_to_seq,
+                })
+            }
+        ),
         (text(), conv(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
-            |(client_msg_id, conversation, seq, server_time_ms, duplicate)| Kind::SendAck(pb::SendAck {
-                client_msg_id,
-                conversation,
-                seq,
-                server_time_ms,
-                duplicate,
-            })
+            |(client_msg_id, conversation, seq, server_time_ms, duplicate)| Kind::SendAck(
+                pb::SendAck {
+                    client_msg_id,
+                    conversation,
+                    seq,
+                    server_time_ms,
+                    duplicate,
+                }
+            )
         ),
         message().prop_map(|m| Kind::Deliver(pb::Deliver { message: Some(m) })),
-        (conv(), any::<u64>()).prop_map(|(conversation, seq)| Kind::DeliveryAck(pb::DeliveryAck { conversation, seq })),
-        (proptest::collection::vec(cursor(), 0..5), any::<u32>(), text()).prop_map(|(cursors, limit, page_token)| {
-            Kind::SyncRequest(pb::SyncRequest {
-                cursors,
-                limit,
-                page_token,
-            })
-        }),
-        (proptest::collection::vec((conv(), any::<u64>(), proptest::option::of(message())), 0..4), any::<u64>())
-            .prop_map(|(states, server_time_ms)| Kind::SyncResponse(pb::SyncResponse {
-                conversations: states
-                    .into_iter()
-                    .map(|(conversation, last_seq, last_message)| pb::ConversationState {
-                        conversation,
-                        last_seq,
-                        read_seq: last_seq / 2,
-                        unread: last_seq - last_seq / 2,
-                        new_since_cursor: last_seq / 3,
-                        last_message,
-                        kind: 1,
-                    })
-                    .collect(),
-                next_page_token: String::new(),
-                server_time_ms,
-            })),
-        (conv(), 0i32..3, any::<u64>(), any::<u32>()).prop_map(|(conversation, direction, cursor, limit)| {
-            Kind::PullHistory(pb::PullHistory {
-                conversation,
-                direction,
-                cursor,
-                limit,
-            })
-        }),
-        (conv(), proptest::collection::vec(message(), 0..4), any::<bool>(), any::<u64>()).prop_map(
-            |(conversation, messages, has_more, retained_from_seq)| Kind::HistoryPage(pb::HistoryPage {
-                conversation,
-                messages,
-                has_more,
-                retained_from_seq,
-            })
+        (conv(), any::<u64>()).prop_map(|(conversation, seq)| Kind::DeliveryAck(pb::DeliveryAck {
+            conversation,
+            seq
+        })),
+        (
+            proptest::collection::vec(cursor(), 0..5),
+            any::<u32>(),
+            text()
+        )
+            .prop_map(|(cursors, limit, page_token)| {
+                Kind::SyncRequest(pb::SyncRequest {
+                    cursors,
+                    limit,
+                    page_token,
+                })
+            }),
+        (
+            proptest::collection::vec(
+                (conv(), any::<u64>(), proptest::option::of(message())),
+                0..4
+            ),
+            any::<u64>()
+        )
+            .prop_map(
+                |(states, server_time_ms)| Kind::SyncResponse(pb::SyncResponse {
+                    conversations: states
+                        .into_iter()
+                        .map(
+                            |(conversation, last_seq, last_message)| pb::ConversationState {
+                                conversation,
+                                last_seq,
+                                read_seq: last_seq / 2,
+                                unread: last_seq - last_seq / 2,
+                                new_since_cursor: last_seq / 3,
+                                last_message,
+                                kind: 1,
+                            }
+                        )
+                        .collect(),
+                    next_page_token: String::new(),
+                    server_time_ms,
+                })
+            ),
+        (conv(), 0i32..3, any::<u64>(), any::<u32>()).prop_map(
+            |(conversation, direction, cursor, limit)| {
+                Kind::PullHistory(pb::PullHistory {
+                    conversation,
+                    direction,
+                    cursor,
+                    limit,
+                })
+            }
         ),
-        (conv(), any::<u64>()).prop_map(|(conversation, seq)| Kind::Recall(pb::Recall { conversation, seq })),
+        (
+            conv(),
+            proptest::collection::vec(message(), 0..4),
+            any::<bool>(),
+            any::<u64>()
+        )
+            .prop_map(|(conversation, messages, has_more, retained_from_seq)| {
+                Kind::HistoryPage(pb::HistoryPage {
+                    conversation,
+                    messages,
+                    has_more,
+                    retained_from_seq,
+                })
+            }),
+        (conv(), any::<u64>())
+            .prop_map(|(conversation, seq)| Kind::Recall(pb::Recall { conversation, seq })),
         (conv(), any::<u64>(), any::<u64>()).prop_map(|(conversation, seq, event_seq)| {
             Kind::RecallAck(pb::RecallAck {
                 conversation,
@@ -209,29 +269,38 @@ fn kind() -> impl Strategy<Value = Kind> {
                 event_seq,
             })
         }),
-        (conv(), any::<u64>()).prop_map(|(conversation, seq)| Kind::ReadReport(pb::ReadReport { conversation, seq })),
-        (conv(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(conversation, reader, seq, readers)| {
-            Kind::ReadReceipt(pb::ReadReceipt {
-                conversation,
-                reader,
-                seq,
-                readers,
+        (conv(), any::<u64>())
+            .prop_map(|(conversation, seq)| Kind::ReadReport(pb::ReadReport { conversation, seq })),
+        (conv(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
+            |(conversation, reader, seq, readers)| {
+                Kind::ReadReceipt(pb::ReadReceipt {
+                    conversation,
+                    reader,
+                    seq,
+                    readers,
+                })
+            }
+        ),
+        proptest::collection::vec((any::<u64>(), any::<bool>(), any::<u64>()), 0..8).prop_map(
+            |changes| {
+                Kind::PresenceBatch(pb::PresenceBatch {
+                    changes: changes
+                        .into_iter()
+                        .map(|(user_id, online, changed_at_ms)| pb::PresenceChange {
+                            user_id,
+                            online,
+                            changed_at_ms,
+                        })
+                        .collect(),
+                })
+            }
+        ),
+        (proptest::collection::vec(any::<u64>(), 0..8), any::<u32>()).prop_map(
+            |(user_ids, lease_ms)| Kind::PresenceSubscribe(pb::PresenceSubscribe {
+                user_ids,
+                lease_ms
             })
-        }),
-        proptest::collection::vec((any::<u64>(), any::<bool>(), any::<u64>()), 0..8).prop_map(|changes| {
-            Kind::PresenceBatch(pb::PresenceBatch {
-                changes: changes
-                    .into_iter()
-                    .map(|(user_id, online, changed_at_ms)| pb::PresenceChange {
-                        user_id,
-                        online,
-                        changed_at_ms,
-                    })
-                    .collect(),
-            })
-        }),
-        (proptest::collection::vec(any::<u64>(), 0..8), any::<u32>())
-            .prop_map(|(user_ids, lease_ms)| Kind::PresenceSubscribe(pb::PresenceSubscribe { user_ids, lease_ms })),
+        ),
         (0i32..1000, text()).prop_map(|(code, reason)| Kind::Kick(pb::Kick { code, reason })),
         (0i32..1000, text()).prop_map(|(code, message)| Kind::Error(pb::Error { code, message })),
     ]

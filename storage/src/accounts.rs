@@ -89,7 +89,8 @@ impl Store {
         let (account, hash) = self
             .account_with_hash_by_name(name)?
             .ok_or(StorageError::BadCredentials)?;
-        let parsed = PasswordHash::new(&hash).map_err(|e| StorageError::PasswordHash(e.to_string()))?;
+        let parsed =
+            PasswordHash::new(&hash).map_err(|e| StorageError::PasswordHash(e.to_string()))?;
         if Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_err()
@@ -227,8 +228,12 @@ fn decode_account(id: u64, v: &[u8]) -> Result<(Account, String)> {
     if buf.remaining() < len {
         return Err(corrupt());
     }
-    let name = std::str::from_utf8(&buf[..len]).map_err(|_| corrupt())?.to_owned();
-    let hash = std::str::from_utf8(&buf[len..]).map_err(|_| corrupt())?.to_owned();
+    let name = std::str::from_utf8(&buf[..len])
+        .map_err(|_| corrupt())?
+        .to_owned();
+    let hash = std::str::from_utf8(&buf[len..])
+        .map_err(|_| corrupt())?
+        .to_owned();
     Ok((
         Account {
             id,
@@ -255,9 +260,18 @@ mod tests {
         let (_dir, store) = store();
         let alice = store.register("alice", "correct horse").unwrap();
         assert!(alice.id >= 1);
-        assert!(matches!(store.register("alice", "another one"), Err(StorageError::NameTaken)));
-        assert!(matches!(store.login("alice", "wrong password"), Err(StorageError::BadCredentials)));
-        assert!(matches!(store.login("nobody", "whatever1"), Err(StorageError::BadCredentials)));
+        assert!(matches!(
+            store.register("alice", "another one"),
+            Err(StorageError::NameTaken)
+        ));
+        assert!(matches!(
+            store.login("alice", "wrong password"),
+            Err(StorageError::BadCredentials)
+        ));
+        assert!(matches!(
+            store.login("nobody", "whatever1"),
+            Err(StorageError::BadCredentials)
+        ));
         let session = store.login("alice", "correct horse").unwrap();
         assert_eq!(store.verify_token(&session.token).unwrap(), Some(alice.id));
         assert_eq!(store.verify_token(&"0".repeat(64)).unwrap(), None);
@@ -272,9 +286,18 @@ mod tests {
     fn names_and_passwords_are_checked() {
         let (_dir, store) = store();
         for bad in ["", "Alice", "a b", "x".repeat(33).as_str(), "ünï"] {
-            assert!(matches!(store.register(bad, "long enough"), Err(StorageError::InvalidName(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    store.register(bad, "long enough"),
+                    Err(StorageError::InvalidName(_))
+                ),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(store.register("bob", "short"), Err(StorageError::InvalidPassword(_))));
+        assert!(matches!(
+            store.register("bob", "short"),
+            Err(StorageError::InvalidPassword(_))
+        ));
     }
 
     #[test]

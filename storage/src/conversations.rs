@@ -41,15 +41,24 @@ pub struct UserConversation {
 
 impl Store {
     /// A page of at most `limit` messages (capped by `max_page`) from `c`.
-    pub fn history(&self, c: &ConversationId, range: HistoryRange, limit: usize) -> Result<HistoryPage> {
+    pub fn history(
+        &self,
+        c: &ConversationId,
+        range: HistoryRange,
+        limit: usize,
+    ) -> Result<HistoryPage> {
         let limit = limit.clamp(1, self.inner.config.max_page);
         let log = &self.shard(self.inner.map.conversation(c)).log;
         let (from, to) = match range {
             HistoryRange::Latest => (keys::msg(c, 0), keys::msg(c, u64::MAX)),
             HistoryRange::Before(seq) => (keys::msg(c, 0), keys::msg(c, seq.saturating_sub(1))),
-            HistoryRange::After(seq) => (keys::msg(c, seq.saturating_add(1)), keys::msg(c, u64::MAX)),
+            HistoryRange::After(seq) => {
+                (keys::msg(c, seq.saturating_add(1)), keys::msg(c, u64::MAX))
+            }
         };
-        if matches!(range, HistoryRange::Before(0 | 1)) || matches!(range, HistoryRange::After(u64::MAX)) {
+        if matches!(range, HistoryRange::Before(0 | 1))
+            || matches!(range, HistoryRange::After(u64::MAX))
+        {
             return Ok(HistoryPage {
                 messages: Vec::new(),
                 has_more: false,
@@ -93,7 +102,11 @@ impl Store {
     }
 
     /// `user`'s state in `c`, if `c` is in the user's conversation list.
-    pub fn conversation_state(&self, user: u64, c: &ConversationId) -> Result<Option<ConversationState>> {
+    pub fn conversation_state(
+        &self,
+        user: u64,
+        c: &ConversationId,
+    ) -> Result<Option<ConversationState>> {
         let tree = &self.shard(self.inner.map.user(user)).userconv_state;
         tree.get(keys::user_conv(user, c))?
             .map(|v| ConversationState::decode(&v))
@@ -106,7 +119,8 @@ impl Store {
         let mut out = Vec::new();
         for entry in tree.scan_prefix(user.to_be_bytes()) {
             let (k, v) = entry?;
-            let conversation = keys::parse_conv(&k[8..]).ok_or(StorageError::Corrupt("conversation key"))?;
+            let conversation =
+                keys::parse_conv(&k[8..]).ok_or(StorageError::Corrupt("conversation key"))?;
             let state = ConversationState::decode(&v)?;
             let last_seq = self.last_seq(&conversation)?;
             out.push(UserConversation {
@@ -131,7 +145,8 @@ impl Store {
     pub fn mark_delivered(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
         let last = self.last_seq(c)?;
         let target = seq.min(last);
-        let state = self.update_state(user, c, |s| s.delivered_seq = s.delivered_seq.max(target))?;
+        let state =
+            self.update_state(user, c, |s| s.delivered_seq = s.delivered_seq.max(target))?;
         Ok(state.delivered_seq)
     }
 

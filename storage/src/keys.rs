@@ -124,7 +124,10 @@ mod tests {
 
     #[test]
     fn conversation_key_round_trips() {
-        for c in [ConversationId::direct(5, 1).unwrap(), ConversationId::Group(9)] {
+        for c in [
+            ConversationId::direct(5, 1).unwrap(),
+            ConversationId::Group(9),
+        ] {
             assert_eq!(parse_conv(&conv(&c)), Some(c));
         }
         assert_eq!(parse_conv(&[0u8; 3]), None);

@@ -120,7 +120,12 @@ impl Store {
         check_meta(&config.data_dir, config.shards)?;
         let per_shard_cache = (config.cache_bytes / config.shards as u64).max(1 << 20);
         let shards: Arc<[ShardDb]> = (0..config.shards)
-            .map(|i| ShardDb::open(&config.data_dir.join(format!("shard-{i:03}")), per_shard_cache))
+            .map(|i| {
+                ShardDb::open(
+                    &config.data_dir.join(format!("shard-{i:03}")),
+                    per_shard_cache,
+                )
+            })
             .collect::<Result<Vec<_>>>()?
             .into();
         let map = ShardMap {
@@ -174,10 +179,14 @@ impl Store {
     /// when their tickets are awaited concurrently.
     pub async fn submit(&self, req: AppendRequest) -> Result<AppendTicket> {
         if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
-            return Err(StorageError::InvalidArgument("client_msg_id must be 1..=128 bytes"));
+            return Err(StorageError::InvalidArgument(
+                "client_msg_id must be 1..=128 bytes",
+            ));
         }
         if req.sender_device.len() > MAX_DEVICE_ID_BYTES {
-            return Err(StorageError::InvalidArgument("device id must be at most 128 bytes"));
+            return Err(StorageError::InvalidArgument(
+                "device id must be at most 128 bytes",
+            ));
         }
         let shard = self.inner.map.conversation(&req.conversation);
         let (tx, rx) = oneshot::channel();
@@ -252,7 +261,10 @@ fn check_meta(dir: &Path, shards: usize) -> Result<()> {
                 }
             }
             let (Some(found), Some(format)) = (found, format) else {
-                return Err(StorageError::BadMeta(format!("cannot parse {}", path.display())));
+                return Err(StorageError::BadMeta(format!(
+                    "cannot parse {}",
+                    path.display()
+                )));
             };
             if format != FORMAT_VERSION {
                 return Err(StorageError::BadMeta(format!(

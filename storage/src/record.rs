@@ -69,7 +69,11 @@ impl StoredMessage {
     }
 
     /// Decodes a value written by [`Self::encode_value`].
-    pub(crate) fn decode_value(conversation: ConversationId, seq: u64, value: &[u8]) -> Result<Self> {
+    pub(crate) fn decode_value(
+        conversation: ConversationId,
+        seq: u64,
+        value: &[u8],
+    ) -> Result<Self> {
         let corrupt = || StorageError::Corrupt("message record");
         let mut buf = value;
         if buf.remaining() < 26 || buf.get_u8() != MESSAGE_V1 {

@@ -49,7 +49,9 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut stop = false;
         while !stop {
-            let Some(first) = rx.blocking_recv() else { break };
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
@@ -162,9 +164,8 @@ impl Writer {
                 committed.clear();
                 for (_, outcome) in &mut outcomes {
                     if matches!(outcome, Outcome::Fresh(_)) {
-                        *outcome = Outcome::Failed(StorageError::Io(std::io::Error::other(
-                            e.to_string(),
-                        )));
+                        *outcome =
+                            Outcome::Failed(StorageError::Io(std::io::Error::other(e.to_string())));
                     }
                 }
             }

@@ -103,11 +103,21 @@ fn history_pages_forward_and_backward() {
     let rt = runtime();
     rt.block_on(async {
         for i in 1..=25u64 {
-            let a = store.append(request(c, 1 + i % 2, &format!("m{i}"), &format!("text {i}"))).await.unwrap();
+            let a = store
+                .append(request(
+                    c,
+                    1 + i % 2,
+                    &format!("m{i}"),
+                    &format!("text {i}"),
+                ))
+                .await
+                .unwrap();
             assert_eq!(a.seq, i);
         }
     });
-    let seqs = |page: &courier_storage::HistoryPage| page.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+    let seqs = |page: &courier_storage::HistoryPage| {
+        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>()
+    };
 
     let latest = store.history(&c, HistoryRange::Latest, 10).unwrap();
     assert_eq!(seqs(&latest), (16..=25).collect::<Vec<_>>());
@@ -129,9 +139,17 @@ fn history_pages_forward_and_backward() {
     // Page size is capped by the configuration (100 by default).
     let capped = store.history(&c, HistoryRange::After(0), 10_000).unwrap();
     assert_eq!(capped.messages.len(), 25);
-    assert!(store.history(&c, HistoryRange::Before(1), 10).unwrap().messages.is_empty());
+    assert!(store
+        .history(&c, HistoryRange::Before(1), 10)
+        .unwrap()
+        .messages
+        .is_empty());
     let other = ConversationId::direct(1, 3).unwrap();
-    assert!(store.history(&other, HistoryRange::Latest, 10).unwrap().messages.is_empty());
+    assert!(store
+        .history(&other, HistoryRange::Latest, 10)
+        .unwrap()
+        .messages
+        .is_empty());
     store.shutdown().unwrap();
 }
 
@@ -144,7 +162,10 @@ fn reopen_keeps_messages_seqs_and_dedupe() {
         let store = open(dir.path(), 3);
         rt.block_on(async {
             for i in 1..=10u64 {
-                store.append(request(c, 7, &format!("x{i}"), "before")).await.unwrap();
+                store
+                    .append(request(c, 7, &format!("x{i}"), "before"))
+                    .await
+                    .unwrap();
             }
         });
         store.mark_read(9, &c, 4).unwrap();
@@ -171,7 +192,10 @@ fn reopen_keeps_messages_seqs_and_dedupe() {
     config.shards = 5;
     assert!(matches!(
         Store::open(config, None),
-        Err(StorageError::ShardCountMismatch { found: 3, configured: 5 })
+        Err(StorageError::ShardCountMismatch {
+            found: 3,
+            configured: 5
+        })
     ));
 }
 
@@ -182,13 +206,19 @@ fn read_cursor_only_moves_forward_and_only_for_participants() {
     let c = ConversationId::direct(1, 2).unwrap();
     runtime().block_on(async {
         for i in 0..5 {
-            store.append(request(c, 1, &format!("r{i}"), "x")).await.unwrap();
+            store
+                .append(request(c, 1, &format!("r{i}"), "x"))
+                .await
+                .unwrap();
         }
     });
     assert_eq!(store.mark_read(2, &c, 3).unwrap(), 3);
     assert_eq!(store.mark_read(2, &c, 2).unwrap(), 3);
     assert_eq!(store.mark_read(2, &c, 99).unwrap(), 5);
-    assert!(matches!(store.mark_read(3, &c, 1), Err(StorageError::NotParticipant)));
+    assert!(matches!(
+        store.mark_read(3, &c, 1),
+        Err(StorageError::NotParticipant)
+    ));
     store.shutdown().unwrap();
 }
 
@@ -215,9 +245,15 @@ fn listener_hears_each_new_message_once_in_seq_order() {
         for i in 0..200 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                store.append(request(c, 4, &format!("l{i}"), "x")).await.unwrap();
+                store
+                    .append(request(c, 4, &format!("l{i}"), "x"))
+                    .await
+                    .unwrap();
                 // A resend is not announced again.
-                store.append(request(c, 4, &format!("l{i}"), "x")).await.unwrap();
+                store
+                    .append(request(c, 4, &format!("l{i}"), "x"))
+                    .await
+                    .unwrap();
             }));
         }
         for t in tasks {
@@ -235,6 +271,8 @@ fn appends_after_shutdown_fail_cleanly() {
     let store = open(dir.path(), 1);
     store.shutdown().unwrap();
     let c = ConversationId::direct(1, 2).unwrap();
-    let err = runtime().block_on(store.append(request(c, 1, "late", "x"))).unwrap_err();
+    let err = runtime()
+        .block_on(store.append(request(c, 1, "late", "x")))
+        .unwrap_err();
     assert!(matches!(err, StorageError::ShuttingDown));
 }

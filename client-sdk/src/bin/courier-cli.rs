@@ -7,20 +7,36 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use courier_sdk::{Client, ClientOptions, ConversationId, Event, HistoryQuery, HttpClient, SdkError};
+use courier_sdk::{
+    Client, ClientOptions, ConversationId, Event, HistoryQuery, HttpClient, SdkError,
+};
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
 #[derive(Parser)]
-#[command(name = "courier-cli", version, about = "Courier command-line client (JSON lines out)")]
+#[command(
+    name = "courier-cli",
+    version,
+    about = "Courier command-line client (JSON lines out)"
+)]
 struct Cli {
     /// Server address for the binary protocol (TCP).
-    #[arg(long, env = "COURIER_SERVER", default_value = "127.0.0.1:7100", global = true)]
+    #[arg(
+        long,
+        env = "COURIER_SERVER",
+        default_value = "127.0.0.1:7100",
+        global = true
+    )]
     server: String,
     /// Base URL of the HTTP API.
-    #[arg(long, env = "COURIER_HTTP", default_value = "http://127.0.0.1:7180", global = true)]
+    #[arg(
+        long,
+        env = "COURIER_HTTP",
+        default_value = "http://127.0.0.1:7180",
+        global = true
+    )]
     http: String,
     /// Bearer token from `login`.
     #[arg(long, env = "COURIER_TOKEN", global = true, hide_env_values = true)]
@@ -83,7 +99,10 @@ enum Command {
 async fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
-        let code = e.downcast_ref::<SdkError>().and_then(SdkError::code).map(|c| c as i32);
+        let code = e
+            .downcast_ref::<SdkError>()
+            .and_then(SdkError::code)
+            .map(|c| c as i32);
         eprintln!("{}", json!({"error": format!("{e:#}"), "code": code}));
         std::process::exit(1);
     }
@@ -155,7 +174,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if *stdin {
                 send_lines(&client, &c, (*window).max(1)).await
             } else {
-                let Some(text) = text else { bail!("give the TEXT or --stdin") };
+                let Some(text) = text else {
+                    bail!("give the TEXT or --stdin")
+                };
                 let receipt = client.send_text(&c, text.clone()).await?;
                 print(&receipt_json(&receipt))
             }
@@ -199,12 +220,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn authed(cli: &Cli, http: HttpClient) -> anyhow::Result<HttpClient> {
-    let token = cli.token.as_deref().context("this command needs --token or COURIER_TOKEN")?;
+    let token = cli
+        .token
+        .as_deref()
+        .context("this command needs --token or COURIER_TOKEN")?;
     Ok(http.with_token(token))
 }
 
 async fn connect(cli: &Cli) -> anyhow::Result<(Client, courier_sdk::Events)> {
-    let token = cli.token.as_deref().context("this command needs --token or COURIER_TOKEN")?;
+    let token = cli
+        .token
+        .as_deref()
+        .context("this command needs --token or COURIER_TOKEN")?;
     let mut options = ClientOptions {
         platform: courier_sdk::pb::Platform::Cli,
         ..ClientOptions::default()

@@ -32,6 +32,8 @@ pub struct SessionCtx {
 pub type Pending = Pin<Box<dyn Future<Output = Frame> + Send + 'static>>;
 
 /// What the session should do with a frame.
+// Lives on the stack between two calls; boxing the reply would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Handled {
     /// Write this frame back now.
     Reply(Frame),
@@ -47,17 +49,29 @@ impl Api {
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedVersion,
-                format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.protocol_version),
+                format!(
+                    "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                ),
             ));
         }
-        if hello.device_id.is_empty() || hello.device_id.len() > courier_storage::MAX_DEVICE_ID_BYTES {
+        if hello.device_id.is_empty()
+            || hello.device_id.len() > courier_storage::MAX_DEVICE_ID_BYTES
+        {
             return Err(ApiError::invalid("device_id must be 1 to 128 bytes"));
         }
         if hello.token.is_empty() {
-            return Err(ApiError::new(ErrorCode::Unauthenticated, "Hello needs a token"));
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "Hello needs a token",
+            ));
         }
         let user = self.authenticate_token(&hello.token)?;
-        let name = self.store.account(user)?.map(|a| a.name).unwrap_or_default();
+        let name = self
+            .store
+            .account(user)?
+            .map(|a| a.name)
+            .unwrap_or_default();
         let welcome = pb::Welcome {
             protocol_version: PROTOCOL_VERSION,
             user_id: user,
@@ -82,7 +96,11 @@ impl Api {
             Err(e) => Handled::Reply(e.to_frame(id)),
         };
         let Some(kind) = frame.kind else {
-            return Handled::Reply(Frame::error(id, ErrorCode::UnknownFrame, "unknown frame type"));
+            return Handled::Reply(Frame::error(
+                id,
+                ErrorCode::UnknownFrame,
+                "unknown frame type",
+            ));
         };
         match kind {
             Kind::Heartbeat(_) => reply(Ok(Kind::HeartbeatAck(pb::HeartbeatAck {
@@ -101,7 +119,9 @@ impl Api {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),
             },
-            Kind::PullHistory(pull) => reply(self.pull_history(ctx.user_id, &pull).map(Kind::HistoryPage)),
+            Kind::PullHistory(pull) => {
+                reply(self.pull_history(ctx.user_id, &pull).map(Kind::HistoryPage))
+            }
             Kind::SyncRequest(req) => reply(self.sync(ctx.user_id, &req).map(Kind::SyncResponse)),
             Kind::ReadReport(report) => match self
                 .parse_conversation(&report.conversation)
@@ -113,9 +133,16 @@ impl Api {
             later @ (Kind::Recall(_) | Kind::PresenceSubscribe(_)) => Handled::Reply(Frame::error(
                 id,
                 ErrorCode::NotImplemented,
-                format!("{} is not served by this server version", Frame::new(0, later).kind_name()),
+                format!(
+                    "{} is not served by this server version",
+                    Frame::new(0, later).kind_name()
+                ),
             )),
-            Kind::Hello(_) => Handled::Reply(Frame::error(id, ErrorCode::UnexpectedFrame, "already authenticated")),
+            Kind::Hello(_) => Handled::Reply(Frame::error(
+                id,
+                ErrorCode::UnexpectedFrame,
+                "already authenticated",
+            )),
             other => {
                 let name = Frame::new(0, other).kind_name();
                 Handled::Reply(Frame::error(

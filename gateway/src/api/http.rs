@@ -55,12 +55,19 @@ impl FromRequestParts<Arc<Api>> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing Authorization header"))?;
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthenticated, "missing Authorization header")
+            })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "expected `Authorization: Bearer <token>`"))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "expected `Authorization: Bearer <token>`",
+                )
+            })?
             .trim()
             .to_owned();
         let user_id = api.authenticate_token(&token)?;
@@ -149,7 +156,10 @@ async fn user_by_name(
     Ok(Json(json!({"user_id": account.id, "name": account.name})))
 }
 
-async fn conversations(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn conversations(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let list = api.store.conversations(caller.user_id)?;
     let items: Vec<Value> = list
         .into_iter()
@@ -218,5 +228,7 @@ async fn mark_read(
     let body = json_body(body)?;
     let c = api.parse_conversation(&id)?;
     let read_seq = api.mark_read(caller.user_id, &c, body.seq)?;
-    Ok(Json(json!({"conversation": c.to_string(), "read_seq": read_seq})))
+    Ok(Json(
+        json!({"conversation": c.to_string(), "read_seq": read_seq}),
+    ))
 }

@@ -19,7 +19,9 @@ impl Api {
     pub fn authorize(&self, user: u64, c: &ConversationId) -> Result<(), ApiError> {
         match c {
             ConversationId::Direct { .. } if c.peer_of(user).is_some() => Ok(()),
-            ConversationId::Direct { .. } => Err(ApiError::forbidden("not a participant of this conversation")),
+            ConversationId::Direct { .. } => Err(ApiError::forbidden(
+                "not a participant of this conversation",
+            )),
             ConversationId::Group(_) => Err(ApiError::new(
                 ErrorCode::UnknownConversation,
                 "no such group conversation",
@@ -29,7 +31,12 @@ impl Api {
 
     /// Stores a message from `user`'s `device` and returns its acknowledgement.
     /// Delivery to the recipients happens when the store commits (see `router`).
-    pub async fn send(&self, user: u64, device: &str, send: pb::Send) -> Result<pb::SendAck, ApiError> {
+    pub async fn send(
+        &self,
+        user: u64,
+        device: &str,
+        send: pb::Send,
+    ) -> Result<pb::SendAck, ApiError> {
         self.submit_send(user, device, send).await?.await
     }
 
@@ -41,17 +48,27 @@ impl Api {
         user: u64,
         device: &str,
         send: pb::Send,
-    ) -> Result<impl std::future::Future<Output = Result<pb::SendAck, ApiError>> + Send + 'static, ApiError> {
+    ) -> Result<
+        impl std::future::Future<Output = Result<pb::SendAck, ApiError>> + Send + 'static,
+        ApiError,
+    > {
         let c = self.parse_conversation(&send.conversation)?;
         self.authorize(user, &c)?;
-        if send.client_msg_id.is_empty() || send.client_msg_id.len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES {
+        if send.client_msg_id.is_empty()
+            || send.client_msg_id.len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES
+        {
             return Err(ApiError::invalid("client_msg_id must be 1 to 128 bytes"));
         }
-        let body = send.body.ok_or_else(|| ApiError::invalid("a message needs a body"))?;
+        let body = send
+            .body
+            .ok_or_else(|| ApiError::invalid("a message needs a body"))?;
         self.validate_body(&body)?;
         if let Some(peer) = c.peer_of(user) {
             if self.store.account(peer)?.is_none() {
-                return Err(ApiError::new(ErrorCode::UnknownUser, format!("no user with id {peer}")));
+                return Err(ApiError::new(
+                    ErrorCode::UnknownUser,
+                    format!("no user with id {peer}"),
+                ));
             }
         }
         let ticket = self
@@ -81,16 +98,24 @@ impl Api {
         match &body.content {
             None => Err(ApiError::invalid("a message body needs content")),
             Some(Content::Text(t)) if t.text.is_empty() => Err(ApiError::invalid("text is empty")),
-            Some(Content::Text(t)) if t.text.len() > self.config.max_text_bytes => Err(ApiError::new(
-                ErrorCode::TextTooLong,
-                format!("text is longer than {} bytes", self.config.max_text_bytes),
-            )),
+            Some(Content::Text(t)) if t.text.len() > self.config.max_text_bytes => {
+                Err(ApiError::new(
+                    ErrorCode::TextTooLong,
+                    format!("text is longer than {} bytes", self.config.max_text_bytes),
+                ))
+            }
             Some(Content::Text(_)) => Ok(()),
-            Some(Content::Media(m)) if m.url.is_empty() => Err(ApiError::invalid("media needs a url")),
+            Some(Content::Media(m)) if m.url.is_empty() => {
+                Err(ApiError::invalid("media needs a url"))
+            }
             Some(Content::Media(_)) => Ok(()),
-            Some(Content::Custom(c)) if c.r#type.is_empty() => Err(ApiError::invalid("custom content needs a type")),
+            Some(Content::Custom(c)) if c.r#type.is_empty() => {
+                Err(ApiError::invalid("custom content needs a type"))
+            }
             Some(Content::Custom(_)) => Ok(()),
-            Some(Content::System(_)) => Err(ApiError::forbidden("system events are written by the server only")),
+            Some(Content::System(_)) => Err(ApiError::forbidden(
+                "system events are written by the server only",
+            )),
         }
     }
 

@@ -92,9 +92,12 @@ struct Device {
     outbound: Outbound,
 }
 
+/// One lock shard: online devices by user id.
+type DevicesByUser = HashMap<u64, Vec<Device>>;
+
 /// Every online device, by user.
 pub struct Registry {
-    shards: Box<[Mutex<HashMap<u64, Vec<Device>>>]>,
+    shards: Box<[Mutex<DevicesByUser>]>,
     next_session: AtomicU64,
     online_devices: AtomicU64,
 }
@@ -110,7 +113,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn shard(&self, user: u64) -> &Mutex<HashMap<u64, Vec<Device>>> {
+    fn shard(&self, user: u64) -> &Mutex<DevicesByUser> {
         &self.shards[(mix(user) % SHARDS as u64) as usize]
     }
 

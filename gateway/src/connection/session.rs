@@ -42,8 +42,13 @@ enum End {
 }
 
 /// Runs a session to its end.
-pub async fn run<R, W>(reader: R, mut writer: W, api: Arc<Api>, shutdown: CancellationToken, tasks: TaskTracker)
-where
+pub async fn run<R, W>(
+    reader: R,
+    mut writer: W,
+    api: Arc<Api>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -69,7 +74,11 @@ where
                 kind: Some(Kind::Hello(hello)),
             }) => (request_id, hello),
             Ok(other) => {
-                let e = Frame::error(other.request_id, ErrorCode::Unauthenticated, "the first frame must be Hello");
+                let e = Frame::error(
+                    other.request_id,
+                    ErrorCode::Unauthenticated,
+                    "the first frame must be Hello",
+                );
                 return finish(&mut writer, &e).await;
             }
             Err(e) => return finish(&mut writer, &codec_error_frame(0, &e)).await,
@@ -90,7 +99,8 @@ where
     if writer.write_all(&encode_frame(&welcome)).await.is_err() {
         return;
     }
-    api.registry.register(user_id, session_id, ctx.device_id.clone(), outbound.clone());
+    api.registry
+        .register(user_id, session_id, ctx.device_id.clone(), outbound.clone());
     tracing::debug!(user_id, session_id, device = %ctx.device_id, "session open");
 
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection));

@@ -16,7 +16,12 @@ use crate::api::Api;
 use crate::connection::session;
 
 /// Accepts connections until `shutdown` fires.
-pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken, tasks: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<Api>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     let slots = Arc::new(Semaphore::new(api.config.max_connections));
     loop {
         let accepted = tokio::select! {

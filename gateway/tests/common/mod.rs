@@ -1,0 +1,164 @@
+//! Shared helpers: a real gateway on ephemeral loopback ports, accounts, raw sockets.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use courier_gateway::{Config, Server};
+use courier_protocol::pb::{self, frame::Kind, Frame};
+use courier_protocol::{decode_frame, encode_frame, FrameCodec, PROTOCOL_VERSION};
+use courier_sdk::{Client, ClientOptions, Event, Events, HttpClient, LoginInfo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+
+/// How long a test waits for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub server: Server,
+    pub http: HttpClient,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(dir.path());
+        tweak(&mut config);
+        let server = Server::start(config).await.unwrap();
+        let http = HttpClient::new(format!("http://{}", server.http_addr()));
+        Self {
+            server,
+            http,
+            _dir: dir,
+        }
+    }
+
+    /// Registers `name` and logs in.
+    pub async fn user(&self, name: &str) -> LoginInfo {
+        self.http.register(name, "password123").await.unwrap();
+        self.http.login(name, "password123").await.unwrap()
+    }
+
+    pub fn http_as(&self, login: &LoginInfo) -> HttpClient {
+        self.http.clone().with_token(&login.token)
+    }
+
+    pub async fn connect(&self, login: &LoginInfo, device: &str) -> (Client, Events) {
+        let options = ClientOptions {
+            device_id: device.to_owned(),
+            ..ClientOptions::default()
+        };
+        Client::connect(self.server.tcp_addr(), &login.token, options)
+            .await
+            .unwrap()
+    }
+
+    pub async fn raw(&self) -> RawConn {
+        RawConn::connect(self.server.tcp_addr()).await
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+    }
+}
+
+/// The next message event, skipping others; panics after [`WAIT`].
+pub async fn next_message(events: &mut Events) -> pb::Message {
+    loop {
+        match tokio::time::timeout(WAIT, events.next()).await {
+            Ok(Some(Event::Message(m))) => return *m,
+            Ok(Some(Event::Closed)) | Ok(None) => {
+                panic!("connection closed while waiting for a message")
+            }
+            Ok(Some(_)) => continue,
+            Err(_) => panic!("no message within {WAIT:?}"),
+        }
+    }
+}
+
+/// A bare TCP connection for sending hand-made bytes.
+pub struct RawConn {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    codec: FrameCodec,
+}
+
+impl RawConn {
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+            codec: FrameCodec::new(1 << 20),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        self.stream.write_all(&encode_frame(frame)).await.unwrap();
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    pub async fn hello(&mut self, token: &str) -> Frame {
+        self.send(&hello_frame(token, PROTOCOL_VERSION)).await;
+        self.recv().await.expect("an answer to Hello")
+    }
+
+    /// The next frame, or `None` once the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(payload) = self.codec.decode(&mut self.buf).unwrap() {
+                    return Some(decode_frame(payload).unwrap());
+                }
+                let n = match self.stream.read_buf(&mut self.buf).await {
+                    Ok(n) => n,
+                    Err(_) => return None,
+                };
+                if n == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+        .expect("the server neither answered nor closed in time")
+    }
+
+    /// Reads until the server closes; returns every frame it sent.
+    pub async fn until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(f) = self.recv().await {
+            frames.push(f);
+        }
+        frames
+    }
+}
+
+pub fn hello_frame(token: &str, version: u32) -> Frame {
+    Frame::new(
+        1,
+        Kind::Hello(pb::Hello {
+            protocol_version: version,
+            device_id: "raw".into(),
+            platform: 0,
+            token: token.into(),
+            client_version: "test".into(),
+            cursors: Vec::new(),
+        }),
+    )
+}
+
+pub fn error_code(frame: &Frame) -> Option<courier_protocol::ErrorCode> {
+    match &frame.kind {
+        Some(Kind::Error(e)) => courier_protocol::ErrorCode::try_from(e.code).ok(),
+        Some(Kind::Kick(k)) => courier_protocol::ErrorCode::try_from(k.code).ok(),
+        _ => None,
+    }
+}
