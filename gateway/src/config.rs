@@ -43,6 +43,10 @@ pub struct Config {
     pub max_bad_frames: u32,
     /// How long shutdown waits for in-flight work, in ms.
     pub shutdown_grace_ms: u64,
+    /// Most members a group may have.
+    pub max_group_members: u64,
+    /// Groups whose member lists are kept in memory.
+    pub member_cache_groups: usize,
     /// History page size when the client names none.
     pub history_default_page: usize,
     /// Largest history page.
@@ -78,6 +82,8 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             max_bad_frames: 8,
             shutdown_grace_ms: 5_000,
+            max_group_members: 2_000,
+            member_cache_groups: 100_000,
             history_default_page: 20,
             history_max_page: 100,
             store_queue_depth: 4096,
@@ -205,6 +211,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "idle_timeout_ms must exceed heartbeat_interval_ms",
             ));
+        }
+        if self.max_group_members < 2 || self.max_group_members > 1_000_000 {
+            return Err(ConfigError::Invalid("max_group_members must be 2..=1000000"));
         }
         if self.history_default_page == 0 || self.history_default_page > self.history_max_page {
             return Err(ConfigError::Invalid(

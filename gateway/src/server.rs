@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::members::MemberCache;
 use crate::api::router::Router;
 use crate::api::{http, Api};
 use crate::config::Config;
@@ -48,15 +49,18 @@ impl Server {
         config.validate()?;
         let config = Arc::new(config);
         let registry = Arc::new(Registry::default());
-        let router = Arc::new(Router::new(registry.clone()));
+        let members = Arc::new(MemberCache::new(config.member_cache_groups));
+        let router = Arc::new(Router::new(registry.clone(), members.clone()));
         let store_config = config.store_config();
         let store = tokio::task::spawn_blocking(move || Store::open(store_config, Some(router)))
             .await
             .expect("store open task")?;
+        members.attach(store.clone());
         let api = Arc::new(Api {
             config: config.clone(),
             store,
             registry,
+            members,
         });
 
         let bind = |addr: SocketAddr| async move {

@@ -41,30 +41,28 @@ pub struct UserConversation {
 
 impl Store {
     /// A page of at most `limit` messages (capped by `max_page`) from `c`.
-    pub fn history(
-        &self,
-        c: &ConversationId,
-        range: HistoryRange,
-        limit: usize,
-    ) -> Result<HistoryPage> {
+    pub fn history(&self, c: &ConversationId, range: HistoryRange, limit: usize) -> Result<HistoryPage> {
+        self.history_above(c, range, limit, 0)
+    }
+
+    /// Like [`Self::history`], but never shows messages with a seq at or below
+    /// `floor` (a group member who joined at `floor` does not see what came before).
+    pub fn history_above(&self, c: &ConversationId, range: HistoryRange, limit: usize, floor: u64) -> Result<HistoryPage> {
         let limit = limit.clamp(1, self.inner.config.max_page);
         let log = &self.shard(self.inner.map.conversation(c)).log;
-        let (from, to) = match range {
-            HistoryRange::Latest => (keys::msg(c, 0), keys::msg(c, u64::MAX)),
-            HistoryRange::Before(seq) => (keys::msg(c, 0), keys::msg(c, seq.saturating_sub(1))),
-            HistoryRange::After(seq) => {
-                (keys::msg(c, seq.saturating_add(1)), keys::msg(c, u64::MAX))
-            }
+        let lowest = floor.saturating_add(1);
+        let empty = HistoryPage {
+            messages: Vec::new(),
+            has_more: false,
         };
-        if matches!(range, HistoryRange::Before(0 | 1))
-            || matches!(range, HistoryRange::After(u64::MAX))
-        {
-            return Ok(HistoryPage {
-                messages: Vec::new(),
-                has_more: false,
-            });
-        }
-        let iter = log.range(from..=to);
+        let (from, to) = match range {
+            HistoryRange::Latest => (lowest, u64::MAX),
+            HistoryRange::Before(seq) if seq <= lowest => return Ok(empty),
+            HistoryRange::Before(seq) => (lowest, seq - 1),
+            HistoryRange::After(u64::MAX) => return Ok(empty),
+            HistoryRange::After(seq) => (seq.saturating_add(1).max(lowest), u64::MAX),
+        };
+        let iter = log.range(keys::msg(c, from)..=keys::msg(c, to));
         let entries: Vec<_> = match range {
             HistoryRange::After(_) => iter.take(limit + 1).collect::<Result<_, _>>()?,
             _ => iter.rev().take(limit + 1).collect::<Result<_, _>>()?,
@@ -139,6 +137,24 @@ impl Store {
         let target = seq.min(last);
         let state = self.update_state(user, c, |s| s.read_seq = s.read_seq.max(target))?;
         Ok(state.read_seq)
+    }
+
+    /// Sets the muted and pinned flags of `user`'s entry for `c`.
+    pub fn set_conversation_flags(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        muted: Option<bool>,
+        pinned: Option<bool>,
+    ) -> Result<ConversationState> {
+        self.update_state(user, c, |s| {
+            if let Some(m) = muted {
+                s.muted = m;
+            }
+            if let Some(p) = pinned {
+                s.pinned = p;
+            }
+        })
     }
 
     /// Records that a device of `user` holds every message of `c` up to `seq`.

@@ -13,6 +13,9 @@
 //! | `username_userid` | user name | user id |
 //! | `userid_account` | user id | account record |
 //! | `tokenhash_session` | sha256(token) | user id, expiry |
+//! | `userpeer_relation` | `user peer` | the user's view of the pair ([`crate::Relation`]) |
+//! | `groupid_group` | group id | [`crate::GroupInfo`] |
+//! | `groupmember_member` | `group user` | [`crate::Member`] |
 //!
 //! Messages, their idempotency entries and the last seq share the `log` tree so one
 //! atomic batch writes all three: after a crash a message is never stored without its

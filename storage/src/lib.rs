@@ -18,8 +18,10 @@ mod accounts;
 mod config;
 mod conversations;
 mod error;
+mod groups;
 mod keys;
 mod record;
+mod relations;
 mod shard;
 mod writer;
 
@@ -36,6 +38,8 @@ pub use accounts::{Account, Session};
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
 pub use error::{Result, StorageError};
+pub use groups::{GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
+pub use relations::{Relation, RelationRefusal, RequestOutcome};
 pub use record::{ConversationState, Recall, StoredMessage};
 
 use shard::{ShardDb, ShardMap};
@@ -46,6 +50,7 @@ pub const MAX_CLIENT_MSG_ID_BYTES: usize = 128;
 /// Longest accepted device id, in bytes.
 pub const MAX_DEVICE_ID_BYTES: usize = 128;
 
+const LOCK_STRIPES: usize = 256;
 const META_FILE: &str = "courier-store.meta";
 const FORMAT_VERSION: u32 = 1;
 
@@ -107,6 +112,8 @@ struct Inner {
     shards: Arc<[ShardDb]>,
     queues: Vec<mpsc::Sender<Command>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
+    /// Striped locks serialising changes to one friend pair or one group.
+    locks: Box<[Mutex<()>]>,
 }
 
 impl Store {
@@ -157,6 +164,7 @@ impl Store {
                 shards,
                 queues,
                 writers: Mutex::new(writers),
+                locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             }),
         })
     }
@@ -236,6 +244,12 @@ impl Store {
 
     fn shard(&self, index: usize) -> &ShardDb {
         &self.inner.shards[index]
+    }
+
+    fn lock_for(&self, key: u64) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = (courier_protocol::conversation::mix(key) % LOCK_STRIPES as u64) as usize;
+        // A poisoned stripe only means a panic elsewhere; the data is in sled.
+        self.inner.locks[stripe].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

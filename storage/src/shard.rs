@@ -18,6 +18,9 @@ pub(crate) struct ShardDb {
     pub username_userid: sled::Tree,
     pub userid_account: sled::Tree,
     pub tokenhash_session: sled::Tree,
+    pub userpeer_relation: sled::Tree,
+    pub groupid_group: sled::Tree,
+    pub groupmember_member: sled::Tree,
 }
 
 impl ShardDb {
@@ -34,6 +37,9 @@ impl ShardDb {
             username_userid: db.open_tree("username_userid")?,
             userid_account: db.open_tree("userid_account")?,
             tokenhash_session: db.open_tree("tokenhash_session")?,
+            userpeer_relation: db.open_tree("userpeer_relation")?,
+            groupid_group: db.open_tree("groupid_group")?,
+            groupmember_member: db.open_tree("groupmember_member")?,
             db,
         })
     }

@@ -179,8 +179,38 @@ impl Writer {
             // The waiter may have given up (connection closed); the message is stored anyway.
             let _ = reply.send(result);
         }
+        if !committed.is_empty() {
+            self.advance_senders_read_cursors(&committed);
+        }
         if let (Some(listener), false) = (&self.listener, committed.is_empty()) {
             listener.committed(&committed);
+        }
+    }
+
+    /// What a user sends it has read: its read cursor moves up to its own message, so
+    /// unread counts only count other people's messages. Not flushed here: a lost
+    /// cursor update after a crash only shows an old message as unread.
+    fn advance_senders_read_cursors(&self, committed: &[StoredMessage]) {
+        let mut newest: HashMap<(u64, ConversationId), u64> = HashMap::new();
+        for m in committed {
+            let seq = newest.entry((m.sender, m.conversation)).or_default();
+            *seq = (*seq).max(m.seq);
+        }
+        for ((user, c), seq) in newest {
+            let tree = &self.shards[self.map.user(user)].userconv_state;
+            let result = tree.update_and_fetch(keys::user_conv(user, &c), |old| {
+                let old = old?;
+                match ConversationState::decode(old) {
+                    Ok(mut state) if state.read_seq < seq => {
+                        state.read_seq = seq;
+                        Some(state.encode().to_vec())
+                    }
+                    _ => Some(old.to_vec()),
+                }
+            });
+            if let Err(e) = result {
+                tracing::warn!(user, error = %e, "cannot advance the sender's read cursor");
+            }
         }
     }
 

@@ -6,6 +6,8 @@ use courier_storage::StoredMessage;
 use prost::Message as _;
 use serde_json::{json, Value};
 
+use crate::api::dto::MessageView;
+
 /// The protobuf form of a stored message. A body that fails to decode (it was
 /// validated on the way in, so only disk corruption does this) is left empty.
 pub fn to_pb(m: &StoredMessage) -> pb::Message {
@@ -32,28 +34,20 @@ fn decode_body(bytes: &Bytes) -> Option<pb::MessageBody> {
     pb::MessageBody::decode(bytes.clone()).ok()
 }
 
-/// The JSON form of a stored message, as the HTTP API returns it.
-pub fn to_json(m: &StoredMessage) -> Value {
+/// The HTTP API's view of a stored message.
+pub fn to_view(m: &StoredMessage) -> MessageView {
     let body = decode_body(&m.body);
-    let mut out = json!({
-        "conversation": m.conversation.to_string(),
-        "seq": m.seq,
-        "from": m.sender,
-        "from_device": m.sender_device,
-        "client_msg_id": m.client_msg_id,
-        "server_time_ms": m.server_time_ms,
-        "body": body.as_ref().map_or(Value::Null, body_json),
-    });
-    if let Some(text) = body.as_ref().and_then(|b| b.as_text()) {
-        out["text"] = Value::String(text.to_owned());
+    MessageView {
+        conversation: m.conversation.to_string(),
+        seq: m.seq,
+        from: m.sender,
+        from_device: m.sender_device.clone(),
+        client_msg_id: m.client_msg_id.clone(),
+        server_time_ms: m.server_time_ms,
+        text: body.as_ref().and_then(|b| b.as_text()).map(str::to_owned),
+        body: body.as_ref().map_or(Value::Null, body_json),
+        reply_to_seq: (m.reply_to_seq != 0).then_some(m.reply_to_seq),
     }
-    if m.reply_to_seq != 0 {
-        out["reply_to_seq"] = json!(m.reply_to_seq);
-    }
-    if let Some(r) = m.recalled {
-        out["recalled"] = json!({"by_user": r.by_user, "at_ms": r.at_ms});
-    }
-    out
 }
 
 /// The JSON form of a message body: `{"type": "text" | "media" | "custom" | "system", ...}`.
@@ -84,6 +78,37 @@ pub fn body_json(body: &pb::MessageBody) -> Value {
             "custom_type": c.r#type,
             "data_hex": hex::encode(&c.data),
         }),
-        Some(Content::System(s)) => json!({"type": "system", "event": format!("{:?}", s.event)}),
+        Some(Content::System(s)) => system_json(s),
+    }
+}
+
+fn system_json(s: &pb::SystemEvent) -> Value {
+    use pb::system_event::Event;
+    match &s.event {
+        None => json!({"type": "system", "event": "unknown"}),
+        Some(Event::MemberJoined(e)) => {
+            json!({"type": "system", "event": "member_joined", "user_id": e.user_id, "by_user": e.by_user})
+        }
+        Some(Event::MemberLeft(e)) => json!({
+            "type": "system", "event": "member_left", "user_id": e.user_id, "by_user": e.by_user, "removed": e.removed,
+        }),
+        Some(Event::MembersAdded(e)) => {
+            json!({"type": "system", "event": "members_added", "user_ids": e.user_ids, "by_user": e.by_user})
+        }
+        Some(Event::MessageRecalled(e)) => {
+            json!({"type": "system", "event": "message_recalled", "seq": e.seq, "by_user": e.by_user})
+        }
+        Some(Event::GroupRenamed(e)) => {
+            json!({"type": "system", "event": "group_renamed", "name": e.name, "by_user": e.by_user})
+        }
+        Some(Event::GroupCreated(e)) => {
+            json!({"type": "system", "event": "group_created", "name": e.name, "by_user": e.by_user})
+        }
+        Some(Event::RoleChanged(e)) => json!({
+            "type": "system", "event": "role_changed", "user_id": e.user_id, "role": e.role, "by_user": e.by_user,
+        }),
+        Some(Event::OwnerChanged(e)) => {
+            json!({"type": "system", "event": "owner_changed", "new_owner": e.new_owner, "by_user": e.by_user})
+        }
     }
 }

@@ -125,7 +125,7 @@ impl Api {
             Kind::SyncRequest(req) => reply(self.sync(ctx.user_id, &req).map(Kind::SyncResponse)),
             Kind::ReadReport(report) => match self
                 .parse_conversation(&report.conversation)
-                .and_then(|c| self.mark_read(ctx.user_id, &c, report.seq))
+                .and_then(|c| self.mark_read(ctx.user_id, &c, report.seq, Some(&ctx.device_id)))
             {
                 Ok(_) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),

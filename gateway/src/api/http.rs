@@ -1,8 +1,9 @@
-//! The HTTP API (axum): accounts, history, conversation list, read cursors, health.
+//! The HTTP API (axum), with its OpenAPI document generated from the same handlers
+//! (utoipa): a route cannot exist without being described at `/v1/openapi.json`.
 //!
 //! Every route is under `/v1`, speaks JSON, and answers errors as
 //! `{code, name, message}` with the status that fits the code. All routes except
-//! register, login and health need `Authorization: Bearer <token>`.
+//! register, login, health and the OpenAPI document need `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
 
@@ -10,34 +11,93 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use courier_protocol::{ConversationId, ErrorCode};
 use courier_storage::HistoryRange;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::dto::*;
+use crate::api::groups::parse_policy;
+use crate::api::relations::RelationChange;
 use crate::api::{convert, Api};
 use crate::error::ApiError;
 
 /// Largest JSON request body, in bytes.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// The `/v1` routes over `api`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Courier HTTP API", version = "1", description = "Accounts, relations, groups, conversations and history."),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The `/v1` routes over `api`, and the OpenAPI document describing them.
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/register", post(register))
-        .route("/v1/login", post(login))
-        .route("/v1/logout", post(logout))
-        .route("/v1/me", get(me))
-        .route("/v1/users/{name}", get(user_by_name))
-        .route("/v1/conversations", get(conversations))
-        .route("/v1/conversations/{id}/messages", get(history))
-        .route("/v1/conversations/{id}/read", post(mark_read))
+    let (router, doc) = routes_with_doc();
+    router
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .layer(Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes_with_doc().1
+}
+
+fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(user_by_name))
+        .routes(routes!(relation))
+        .routes(routes!(friends))
+        .routes(routes!(friend_requests, request_friend))
+        .routes(routes!(accept_friend))
+        .routes(routes!(decline_friend))
+        .routes(routes!(cancel_friend_request))
+        .routes(routes!(remove_friend))
+        .routes(routes!(following))
+        .routes(routes!(followers))
+        .routes(routes!(follow, unfollow))
+        .routes(routes!(blocks))
+        .routes(routes!(block, unblock))
+        .routes(routes!(my_groups, create_group))
+        .routes(routes!(group_info, update_group))
+        .routes(routes!(group_members, add_members))
+        .routes(routes!(remove_member))
+        .routes(routes!(set_role))
+        .routes(routes!(join_group))
+        .routes(routes!(leave_group))
+        .routes(routes!(transfer_group))
+        .routes(routes!(conversations))
+        .routes(routes!(update_conversation))
+        .routes(routes!(history))
+        .routes(routes!(mark_read))
+        .split_for_parts()
 }
 
 /// The authenticated caller of a request.
@@ -55,19 +115,12 @@ impl FromRequestParts<Arc<Api>> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::Unauthenticated, "missing Authorization header")
-            })?;
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing Authorization header"))?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::Unauthenticated,
-                    "expected `Authorization: Bearer <token>`",
-                )
-            })?
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "expected `Authorization: Bearer <token>`"))?
             .trim()
             .to_owned();
         let user_id = api.authenticate_token(&token)?;
@@ -85,150 +138,470 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))
 }
 
-async fn health(State(api): State<Arc<Api>>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "online_devices": api.registry.online_devices(),
-        "store_queued": api.store.queued(),
-    }))
+fn conversation(api: &Api, id: &str) -> Result<ConversationId, ApiError> {
+    api.parse_conversation(id)
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    name: String,
-    password: String,
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Liveness and a few gauges.
+#[utoipa::path(get, path = "/v1/health", tag = "server", responses((status = 200, body = Health)))]
+async fn health(State(api): State<Arc<Api>>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        online_devices: api.registry.online_devices(),
+        store_queued: api.store.queued(),
+    })
 }
 
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "server", responses((status = 200, description = "OpenAPI 3.1 document")))]
+async fn openapi_json(Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>) -> Json<utoipa::openapi::OpenApi> {
+    Json((*doc).clone())
+}
+
+/// Create an account.
+#[utoipa::path(post, path = "/v1/register", tag = "accounts", request_body = Credentials,
+    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn register(
     State(api): State<Arc<Api>>,
     body: Result<Json<Credentials>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
     let creds = json_body(body)?;
     let account = api
         .blocking(move |store| Ok(store.register(&creds.name, &creds.password)?))
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"user_id": account.id, "name": account.name})),
-    ))
+    Ok((StatusCode::CREATED, Json(UserInfo { user_id: account.id, name: account.name })))
 }
 
-async fn login(
-    State(api): State<Arc<Api>>,
-    body: Result<Json<Credentials>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+/// Log in: a bearer token for the HTTP API and the binary protocol.
+#[utoipa::path(post, path = "/v1/login", tag = "accounts", request_body = Credentials,
+    responses((status = 200, body = LoginInfo), (status = 401, body = ErrorBody)))]
+async fn login(State(api): State<Arc<Api>>, body: Result<Json<Credentials>, JsonRejection>) -> ApiResult<LoginInfo> {
     let creds = json_body(body)?;
     let name = creds.name.clone();
     let session = api
         .blocking(move |store| Ok(store.login(&creds.name, &creds.password)?))
         .await?;
-    Ok(Json(json!({
-        "token": session.token,
-        "user_id": session.user_id,
-        "name": name,
-        "expires_at_ms": session.expires_ms,
-    })))
+    Ok(Json(LoginInfo {
+        token: session.token,
+        user_id: session.user_id,
+        name,
+        expires_at_ms: session.expires_ms,
+    }))
 }
 
+/// Revoke the caller's token.
+#[utoipa::path(post, path = "/v1/logout", tag = "accounts", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
 async fn logout(State(api): State<Arc<Api>>, caller: Caller) -> Result<StatusCode, ApiError> {
-    api.blocking(move |store| Ok(store.revoke_token(&caller.token)?))
-        .await?;
+    api.blocking(move |store| Ok(store.revoke_token(&caller.token)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    let account = api
-        .store
-        .account(caller.user_id)?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, "account is gone"))?;
-    Ok(Json(json!({"user_id": account.id, "name": account.name})))
+/// The caller's account.
+#[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
+    responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody)))]
+async fn me(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<UserInfo> {
+    let name = api.require_user(caller.user_id)?;
+    Ok(Json(UserInfo { user_id: caller.user_id, name }))
 }
 
-async fn user_by_name(
-    State(api): State<Arc<Api>>,
-    _caller: Caller,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+/// Look a user up by name.
+#[utoipa::path(get, path = "/v1/users/{name}", tag = "accounts", security(("bearer" = [])),
+    params(("name" = String, Path, description = "user name")),
+    responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
+async fn user_by_name(State(api): State<Arc<Api>>, _caller: Caller, Path(name): Path<String>) -> ApiResult<UserInfo> {
     let account = api
         .store
         .account_by_name(&name)?
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user named {name:?}")))?;
-    Ok(Json(json!({"user_id": account.id, "name": account.name})))
+    Ok(Json(UserInfo { user_id: account.id, name: account.name }))
 }
 
-async fn conversations(
-    State(api): State<Arc<Api>>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
-    let list = api.store.conversations(caller.user_id)?;
-    let items: Vec<Value> = list
-        .into_iter()
-        .map(|c| {
-            let (kind, peer) = match c.conversation {
-                ConversationId::Direct { .. } => ("direct", c.conversation.peer_of(caller.user_id)),
-                ConversationId::Group(_) => ("group", None),
-            };
-            json!({
-                "conversation": c.conversation.to_string(),
-                "kind": kind,
-                "peer": peer,
-                "last_seq": c.last_seq,
-                "read_seq": c.state.read_seq,
-                "unread": c.last_seq.saturating_sub(c.state.read_seq),
-            })
-        })
-        .collect();
-    Ok(Json(json!({"conversations": items})))
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    before: Option<u64>,
+/// Paging of relation lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PageQuery {
+    /// Start after this id.
     after: Option<u64>,
+    /// Page size (default 100, at most 500).
     limit: Option<usize>,
 }
 
+/// How the caller relates to a user.
+#[utoipa::path(get, path = "/v1/relations/{user_id}", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
+async fn relation(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+    Ok(Json(api.relation_view(caller.user_id, peer)?))
+}
+
+/// The caller's friends, with their names.
+#[utoipa::path(get, path = "/v1/friends", tag = "relations", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = RelationList)))]
+async fn friends(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<RelationList> {
+    let q = query(q)?;
+    Ok(Json(api.relation_list(caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100), |r| r.friend)?))
+}
+
+/// Pending friend requests, to and from the caller.
+#[utoipa::path(get, path = "/v1/friends/requests", tag = "relations", security(("bearer" = [])),
+    responses((status = 200, body = FriendRequests)))]
+async fn friend_requests(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<FriendRequests> {
+    Ok(Json(api.friend_requests(caller.user_id)?))
+}
+
+/// Ask a user to be friends (if they asked you already, you are friends at once).
+#[utoipa::path(post, path = "/v1/friends/requests", tag = "relations", security(("bearer" = [])),
+    request_body = FriendRequestBody,
+    responses((status = 200, body = RelationView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn request_friend(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    body: Result<Json<FriendRequestBody>, JsonRejection>,
+) -> ApiResult<RelationView> {
+    let body = json_body(body)?;
+    let peer = match (body.user_id, body.name) {
+        (Some(id), _) => id,
+        (None, Some(name)) => {
+            api.store
+                .account_by_name(&name)?
+                .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user named {name:?}")))?
+                .id
+        }
+        (None, None) => return Err(ApiError::invalid("give `user_id` or `name`")),
+    };
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Request)?))
+}
+
+/// Accept a pending request from a user.
+#[utoipa::path(post, path = "/v1/friends/requests/{user_id}/accept", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
+async fn accept_friend(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Accept)?))
+}
+
+/// Decline a pending request from a user.
+#[utoipa::path(post, path = "/v1/friends/requests/{user_id}/decline", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
+async fn decline_friend(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Decline)?))
+}
+
+/// Withdraw the caller's pending request to a user.
+#[utoipa::path(delete, path = "/v1/friends/requests/{user_id}", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
+async fn cancel_friend_request(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Cancel)?))
+}
+
+/// End a friendship.
+#[utoipa::path(delete, path = "/v1/friends/{user_id}", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
+async fn remove_friend(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Unfriend)?))
+}
+
+/// Users the caller follows (one-way).
+#[utoipa::path(get, path = "/v1/following", tag = "relations", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = RelationList)))]
+async fn following(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<RelationList> {
+    let q = query(q)?;
+    Ok(Json(api.relation_list(caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100), |r| r.following)?))
+}
+
+/// Users who follow the caller.
+#[utoipa::path(get, path = "/v1/followers", tag = "relations", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = RelationList)))]
+async fn followers(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<RelationList> {
+    let q = query(q)?;
+    Ok(Json(api.relation_list(caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100), |r| r.followed_by)?))
+}
+
+/// Follow a user.
+#[utoipa::path(put, path = "/v1/following/{user_id}", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 403, body = ErrorBody)))]
+async fn follow(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Follow(true))?))
+}
+
+/// Stop following a user.
+#[utoipa::path(delete, path = "/v1/following/{user_id}", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView)))]
+async fn unfollow(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Follow(false))?))
+}
+
+/// Users the caller blocks.
+#[utoipa::path(get, path = "/v1/blocks", tag = "relations", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = RelationList)))]
+async fn blocks(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<RelationList> {
+    let q = query(q)?;
+    Ok(Json(api.relation_list(caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100), |r| r.blocking)?))
+}
+
+/// Block a user: it can no longer message the caller or see its presence.
+#[utoipa::path(put, path = "/v1/blocks/{user_id}", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView)))]
+async fn block(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Block(true))?))
+}
+
+/// Unblock a user.
+#[utoipa::path(delete, path = "/v1/blocks/{user_id}", tag = "relations", security(("bearer" = [])),
+    params(("user_id" = u64, Path)), responses((status = 200, body = RelationView)))]
+async fn unblock(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Block(false))?))
+}
+
+/// The caller's groups.
+#[utoipa::path(get, path = "/v1/groups", tag = "groups", security(("bearer" = [])),
+    responses((status = 200, body = GroupList)))]
+async fn my_groups(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<GroupList> {
+    Ok(Json(GroupList { groups: api.groups_of(caller.user_id)? }))
+}
+
+/// Create a group; the caller owns it.
+#[utoipa::path(post, path = "/v1/groups", tag = "groups", security(("bearer" = [])), request_body = CreateGroup,
+    responses((status = 201, body = GroupView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_group(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    body: Result<Json<CreateGroup>, JsonRejection>,
+) -> Result<(StatusCode, Json<GroupView>), ApiError> {
+    let body = json_body(body)?;
+    let policy = body.join_policy.as_deref().map(parse_policy).transpose()?;
+    let view = api
+        .create_group(
+            caller.user_id,
+            body.name,
+            policy.unwrap_or(courier_storage::JoinPolicy::InviteOnly),
+            body.history_visible.unwrap_or(false),
+            body.members,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// A group's info (members; anyone for open groups).
+#[utoipa::path(get, path = "/v1/groups/{group_id}", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)), responses((status = 200, body = GroupView), (status = 404, body = ErrorBody)))]
+async fn group_info(State(api): State<Arc<Api>>, caller: Caller, Path(group): Path<u64>) -> ApiResult<GroupView> {
+    Ok(Json(api.group_info(group, caller.user_id)?))
+}
+
+/// Rename or change settings (owner, admins).
+#[utoipa::path(patch, path = "/v1/groups/{group_id}", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)), request_body = UpdateGroup,
+    responses((status = 200, body = GroupView), (status = 403, body = ErrorBody)))]
+async fn update_group(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+    body: Result<Json<UpdateGroup>, JsonRejection>,
+) -> ApiResult<GroupView> {
+    let body = json_body(body)?;
+    let policy = body.join_policy.as_deref().map(parse_policy).transpose()?;
+    Ok(Json(api.update_group(group, caller.user_id, body.name, policy, body.history_visible).await?))
+}
+
+/// A page of members, by user id (members only).
+#[utoipa::path(get, path = "/v1/groups/{group_id}/members", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path), PageQuery),
+    responses((status = 200, body = MemberList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn group_members(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<MemberList> {
+    let q = query(q)?;
+    Ok(Json(api.group_members(group, caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100))?))
+}
+
+/// Add users (owner, admins; any member of an open group).
+#[utoipa::path(post, path = "/v1/groups/{group_id}/members", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)), request_body = AddMembers,
+    responses((status = 200, body = AddedMembers), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_members(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+    body: Result<Json<AddMembers>, JsonRejection>,
+) -> ApiResult<AddedMembers> {
+    let body = json_body(body)?;
+    Ok(Json(api.add_members(group, caller.user_id, body.user_ids).await?))
+}
+
+/// Remove a member (owner: anyone; admins: plain members).
+#[utoipa::path(delete, path = "/v1/groups/{group_id}/members/{user_id}", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path), ("user_id" = u64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn remove_member(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((group, user)): Path<(u64, u64)>,
+) -> Result<StatusCode, ApiError> {
+    api.remove_member(group, caller.user_id, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Make a member admin or plain member (owner only).
+#[utoipa::path(put, path = "/v1/groups/{group_id}/members/{user_id}/role", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path), ("user_id" = u64, Path)), request_body = RoleBody,
+    responses((status = 200, body = MemberView), (status = 403, body = ErrorBody)))]
+async fn set_role(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((group, user)): Path<(u64, u64)>,
+    body: Result<Json<RoleBody>, JsonRejection>,
+) -> ApiResult<MemberView> {
+    let role = Api::parse_role(&json_body(body)?.role)?;
+    Ok(Json(api.set_role(group, caller.user_id, user, role).await?))
+}
+
+/// Join an open group.
+#[utoipa::path(post, path = "/v1/groups/{group_id}/join", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)),
+    responses((status = 200, body = GroupView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn join_group(State(api): State<Arc<Api>>, caller: Caller, Path(group): Path<u64>) -> ApiResult<GroupView> {
+    Ok(Json(api.join_group(group, caller.user_id).await?))
+}
+
+/// Leave a group (the owner transfers ownership first).
+#[utoipa::path(post, path = "/v1/groups/{group_id}/leave", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)), responses((status = 204), (status = 403, body = ErrorBody)))]
+async fn leave_group(State(api): State<Arc<Api>>, caller: Caller, Path(group): Path<u64>) -> Result<StatusCode, ApiError> {
+    api.remove_member(group, caller.user_id, caller.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Hand ownership to another member (owner only).
+#[utoipa::path(post, path = "/v1/groups/{group_id}/transfer", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)), request_body = TransferBody,
+    responses((status = 200, body = GroupView), (status = 403, body = ErrorBody)))]
+async fn transfer_group(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+    body: Result<Json<TransferBody>, JsonRejection>,
+) -> ApiResult<GroupView> {
+    let body = json_body(body)?;
+    Ok(Json(api.transfer_group(group, caller.user_id, body.user_id).await?))
+}
+
+/// Paging of the conversation list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size (default 50, at most 200).
+    limit: Option<usize>,
+}
+
+/// The caller's conversations: pinned first, then by last activity.
+#[utoipa::path(get, path = "/v1/conversations", tag = "conversations", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = ConversationList)))]
+async fn conversations(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<ConversationList> {
+    let q = query(q)?;
+    Ok(Json(api.conversation_list(caller.user_id, q.cursor.as_deref(), q.limit.unwrap_or(50))?))
+}
+
+/// Mute or pin a conversation.
+#[utoipa::path(patch, path = "/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id, `d:<user>:<user>` or `g:<group>`")),
+    request_body = ConversationFlags,
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_conversation(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<ConversationFlags>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = json_body(body)?;
+    let c = conversation(&api, &id)?;
+    api.set_conversation_flags(caller.user_id, &c, body.muted, body.pinned)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which page of history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    /// Messages below this seq (newest first side).
+    before: Option<u64>,
+    /// Messages above this seq.
+    after: Option<u64>,
+    /// Page size (default 20, capped by `history_max_page`).
+    limit: Option<usize>,
+}
+
+/// A page of a conversation's history, in ascending seq order.
+#[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id"), HistoryQuery),
+    responses((status = 200, body = HistoryPage), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn history(
     State(api): State<Arc<Api>>,
     caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> ApiResult<HistoryPage> {
     let q = query(q)?;
-    let c = api.parse_conversation(&id)?;
+    let c = conversation(&api, &id)?;
     let range = match (q.before, q.after) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give `before` or `after`, not both")),
         (Some(before), None) => HistoryRange::Before(before),
         (None, Some(after)) => HistoryRange::After(after),
         (None, None) => HistoryRange::Latest,
     };
-    let limit = q.limit.unwrap_or(0);
     if q.limit == Some(0) {
         return Err(ApiError::invalid("limit must be at least 1"));
     }
-    let page = api.history(caller.user_id, &c, range, limit)?;
-    Ok(Json(json!({
-        "conversation": c.to_string(),
-        "messages": page.messages.iter().map(convert::to_json).collect::<Vec<_>>(),
-        "has_more": page.has_more,
-    })))
+    let page = api.history(caller.user_id, &c, range, q.limit.unwrap_or(0))?;
+    Ok(Json(HistoryPage {
+        conversation: c.to_string(),
+        messages: page.messages.iter().map(convert::to_view).collect(),
+        has_more: page.has_more,
+    }))
 }
 
-#[derive(Deserialize)]
-struct ReadBody {
-    seq: u64,
-}
-
+/// Move the caller's read cursor forward; the caller's devices are told.
+#[utoipa::path(post, path = "/v1/conversations/{id}/read", tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id")), request_body = ReadBody,
+    responses((status = 200, body = ReadState), (status = 403, body = ErrorBody)))]
 async fn mark_read(
     State(api): State<Arc<Api>>,
     caller: Caller,
     Path(id): Path<String>,
     body: Result<Json<ReadBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> ApiResult<ReadState> {
     let body = json_body(body)?;
-    let c = api.parse_conversation(&id)?;
-    let read_seq = api.mark_read(caller.user_id, &c, body.seq)?;
-    Ok(Json(
-        json!({"conversation": c.to_string(), "read_seq": read_seq}),
-    ))
+    let c = conversation(&api, &id)?;
+    let read_seq = api.mark_read(caller.user_id, &c, body.seq, None)?;
+    Ok(Json(ReadState { conversation: c.to_string(), read_seq }))
 }

@@ -15,17 +15,47 @@ impl Api {
             .map_err(|e: courier_protocol::ParseConversationError| ApiError::invalid(e.to_string()))
     }
 
-    /// Checks that `user` may read and write `c`.
-    pub fn authorize(&self, user: u64, c: &ConversationId) -> Result<(), ApiError> {
-        match c {
-            ConversationId::Direct { .. } if c.peer_of(user).is_some() => Ok(()),
-            ConversationId::Direct { .. } => Err(ApiError::forbidden(
-                "not a participant of this conversation",
-            )),
-            ConversationId::Group(_) => Err(ApiError::new(
-                ErrorCode::UnknownConversation,
-                "no such group conversation",
-            )),
+    /// Checks that `user` may read and write `c`; returns the seq above which the
+    /// user may read (a group member's join point, 0 for direct conversations).
+    pub fn authorize(&self, user: u64, c: &ConversationId) -> Result<u64, ApiError> {
+        match *c {
+            ConversationId::Direct { .. } if c.peer_of(user).is_some() => Ok(0),
+            ConversationId::Direct { .. } => Err(ApiError::forbidden("not a participant of this conversation")),
+            ConversationId::Group(g) => match self.store.member(g, user)? {
+                Some(member) => Ok(member.joined_seq),
+                None if self.store.group(g)?.is_some() => Err(ApiError::forbidden("not a member of this group")),
+                None => Err(ApiError::new(ErrorCode::UnknownConversation, "no such group")),
+            },
+        }
+    }
+
+    /// The send-path check: membership from the in-memory member cache, blocks for
+    /// direct conversations.
+    fn authorize_send(&self, user: u64, c: &ConversationId) -> Result<(), ApiError> {
+        match *c {
+            ConversationId::Direct { .. } => {
+                let peer = c
+                    .peer_of(user)
+                    .ok_or_else(|| ApiError::forbidden("not a participant of this conversation"))?;
+                let relation = self.store.relation(user, peer)?;
+                if relation.blocked_by {
+                    return Err(ApiError::new(ErrorCode::Blocked, "this user blocks you"));
+                }
+                if relation.blocking {
+                    return Err(ApiError::new(ErrorCode::Blocked, "you block this user; unblock first"));
+                }
+                if self.store.account(peer)?.is_none() {
+                    return Err(ApiError::new(ErrorCode::UnknownUser, format!("no user with id {peer}")));
+                }
+                Ok(())
+            }
+            ConversationId::Group(g) => {
+                if self.members.contains(g, user)? {
+                    Ok(())
+                } else {
+                    self.authorize(user, c).map(drop)
+                }
+            }
         }
     }
 
@@ -53,7 +83,7 @@ impl Api {
         ApiError,
     > {
         let c = self.parse_conversation(&send.conversation)?;
-        self.authorize(user, &c)?;
+        self.authorize_send(user, &c)?;
         if send.client_msg_id.is_empty()
             || send.client_msg_id.len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES
         {
@@ -127,13 +157,13 @@ impl Api {
         range: HistoryRange,
         limit: usize,
     ) -> Result<HistoryPage, ApiError> {
-        self.authorize(user, c)?;
+        let floor = self.authorize(user, c)?;
         let limit = if limit == 0 {
             self.config.history_default_page
         } else {
             limit.min(self.config.history_max_page)
         };
-        Ok(self.store.history(c, range, limit)?)
+        Ok(self.store.history_above(c, range, limit, floor)?)
     }
 
     /// Records a cumulative delivery acknowledgement from one of `user`'s devices.
@@ -147,15 +177,6 @@ impl Api {
         }
     }
 
-    /// Moves `user`'s read cursor in `c` forward; returns the cursor in force.
-    pub fn mark_read(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64, ApiError> {
-        self.authorize(user, c)?;
-        match self.store.mark_read(user, c, seq) {
-            Err(courier_storage::StorageError::NotParticipant) => Ok(0),
-            other => other.map_err(Into::into),
-        }
-    }
-
     /// The conversations of `user`, with what changed since the client's cursors.
     pub fn sync(&self, user: u64, req: &pb::SyncRequest) -> Result<pb::SyncResponse, ApiError> {
         let mut cursors = std::collections::HashMap::new();
@@ -164,19 +185,24 @@ impl Api {
         }
         let mut conversations = Vec::new();
         for entry in self.store.conversations(user)? {
-            let cursor = cursors.get(&entry.conversation).copied().unwrap_or(0);
+            let cursor = cursors
+                .get(&entry.conversation)
+                .copied()
+                .unwrap_or(0)
+                .max(entry.state.joined_seq);
             if cursor >= entry.last_seq && !req.cursors.is_empty() {
                 continue;
             }
-            let last_message = self
-                .store
-                .message(&entry.conversation, entry.last_seq)?
-                .map(|m: StoredMessage| convert::to_pb(&m));
+            let last_message = match entry.last_seq > entry.state.joined_seq {
+                true => self.store.message(&entry.conversation, entry.last_seq)?,
+                false => None,
+            }
+            .map(|m: StoredMessage| convert::to_pb(&m));
             conversations.push(pb::ConversationState {
                 conversation: entry.conversation.to_string(),
                 last_seq: entry.last_seq,
                 read_seq: entry.state.read_seq,
-                unread: entry.last_seq.saturating_sub(entry.state.read_seq),
+                unread: entry.last_seq.saturating_sub(entry.state.read_seq.max(entry.state.joined_seq)),
                 new_since_cursor: entry.last_seq.saturating_sub(cursor),
                 last_message,
                 kind: if entry.conversation.is_group() {

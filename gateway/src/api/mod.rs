@@ -4,16 +4,25 @@
 //! [`Api::on_frame`].
 //!
 //! # Layout
-//! - `messaging`: sends, history, delivery acks, read cursors, sync.
+//! - `messaging`: sends, history, delivery acks, sync.
+//! - `conversations`: the conversation list, read cursors, mute/pin.
+//! - `relations`: friends, follows, blocks.
+//! - `groups` / `members`: groups, roles, membership events, the member cache.
+//! - `dto`: the JSON shapes of the HTTP API.
 //! - `router`: the store's commit listener; fans committed messages out.
 //! - `frames`: dispatch of binary-protocol frames to the handlers.
 //! - `http`: the axum routes.
 //! - `convert`: stored message <-> protobuf <-> JSON.
 
+pub mod conversations;
 pub mod convert;
+pub mod dto;
 pub mod frames;
+pub mod groups;
 pub mod http;
+pub mod members;
 pub mod messaging;
+pub mod relations;
 pub mod router;
 
 use std::sync::Arc;
@@ -32,6 +41,16 @@ pub struct Api {
     pub store: Store,
     /// Who is online (owned by the connection layer).
     pub registry: Arc<Registry>,
+    /// Group member lists in memory.
+    pub members: Arc<members::MemberCache>,
+}
+
+/// A fresh client message id for server-written log events.
+pub fn system_msg_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("sys-{:x}-{n:x}", courier_storage::now_ms())
 }
 
 impl Api {

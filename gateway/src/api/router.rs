@@ -14,19 +14,22 @@ use courier_protocol::{encode_frame, ConversationId};
 use courier_storage::{CommitListener, StoredMessage};
 
 use crate::api::convert;
+use crate::api::members::MemberCache;
 use crate::connection::registry::Registry;
 
 /// Routes committed messages to online devices.
 pub struct Router {
     registry: Arc<Registry>,
+    members: Arc<MemberCache>,
     deliveries: AtomicU64,
 }
 
 impl Router {
-    /// A router over `registry`.
-    pub fn new(registry: Arc<Registry>) -> Self {
+    /// A router over `registry`, with group members from `members`.
+    pub fn new(registry: Arc<Registry>, members: Arc<MemberCache>) -> Self {
         Self {
             registry,
+            members,
             deliveries: AtomicU64::new(0),
         }
     }
@@ -53,8 +56,16 @@ impl CommitListener for Router {
                     self.registry.push_to_user(low, &wire, skip)
                         + self.registry.push_to_user(high, &wire, skip)
                 }
-                // Group fan-out arrives with group membership.
-                ConversationId::Group(_) => 0,
+                ConversationId::Group(g) => match self.members.members(g) {
+                    Ok(members) => members
+                        .iter()
+                        .map(|&member| self.registry.push_to_user(member, &wire, skip))
+                        .sum(),
+                    Err(e) => {
+                        tracing::error!(group = g, error = %e, "cannot load members; fan-out skipped");
+                        0
+                    }
+                },
             };
             self.deliveries.fetch_add(queued as u64, Ordering::Relaxed);
         }

@@ -1,0 +1,132 @@
+//! The conversation list, read cursors and per-user flags (mute, pin).
+
+use std::cmp::Reverse;
+
+use bytes::Bytes;
+use courier_protocol::pb::{self, frame::Kind, Frame};
+use courier_protocol::{encode_frame, ConversationId};
+use courier_storage::StorageError;
+
+use crate::api::dto::{ConversationList, ConversationView};
+use crate::api::{convert, Api};
+use crate::error::ApiError;
+
+/// Largest page of the conversation list.
+pub const MAX_LIST_PAGE: usize = 200;
+
+/// Sort key of the list: pinned first, then newest activity, then id.
+type SortKey = (Reverse<bool>, Reverse<u64>, String);
+
+fn sort_key(v: &ConversationView) -> SortKey {
+    (Reverse(v.pinned), Reverse(v.last_activity_ms), v.conversation.clone())
+}
+
+fn encode_cursor(k: &SortKey) -> String {
+    format!("{}:{}:{}", u8::from(k.0 .0), k.1 .0, k.2)
+}
+
+fn decode_cursor(s: &str) -> Result<SortKey, ApiError> {
+    let bad = || ApiError::invalid("bad cursor");
+    let mut parts = s.splitn(3, ':');
+    let pinned = parts.next().ok_or_else(bad)? == "1";
+    let activity = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let conversation = parts.next().ok_or_else(bad)?.to_owned();
+    Ok((Reverse(pinned), Reverse(activity), conversation))
+}
+
+impl Api {
+    /// A page of `user`'s conversations: pinned first, then by last activity.
+    pub fn conversation_list(&self, user: u64, cursor: Option<&str>, limit: usize) -> Result<ConversationList, ApiError> {
+        let limit = limit.clamp(1, MAX_LIST_PAGE);
+        let after = cursor.map(decode_cursor).transpose()?;
+        let mut views = Vec::new();
+        for entry in self.store.conversations(user)? {
+            let c = entry.conversation;
+            let floor = entry.state.joined_seq;
+            let last = match entry.last_seq > floor {
+                true => self.store.message(&c, entry.last_seq)?,
+                false => None,
+            };
+            let (kind, peer, group, name) = match c {
+                ConversationId::Direct { .. } => {
+                    let peer = c.peer_of(user);
+                    let name = peer.map(|p| self.store.account(p)).transpose()?.flatten().map(|a| a.name);
+                    ("direct", peer, None, name)
+                }
+                ConversationId::Group(g) => ("group", None, Some(g), self.store.group(g)?.map(|i| i.name)),
+            };
+            views.push(ConversationView {
+                conversation: c.to_string(),
+                kind: kind.into(),
+                peer,
+                group,
+                name,
+                last_seq: entry.last_seq,
+                read_seq: entry.state.read_seq.max(floor),
+                unread: entry.last_seq.saturating_sub(entry.state.read_seq.max(floor)),
+                last_activity_ms: last.as_ref().map_or(entry.state.created_ms, |m| m.server_time_ms),
+                last_message: last.as_ref().map(convert::to_view),
+                muted: entry.state.muted,
+                pinned: entry.state.pinned,
+            });
+        }
+        views.sort_by_cached_key(sort_key);
+        let mut page: Vec<ConversationView> = views
+            .into_iter()
+            .filter(|v| after.as_ref().is_none_or(|a| &sort_key(v) > a))
+            .take(limit + 1)
+            .collect();
+        let next_cursor = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|v| encode_cursor(&sort_key(v)))
+        } else {
+            None
+        };
+        Ok(ConversationList {
+            conversations: page,
+            next_cursor,
+        })
+    }
+
+    /// Moves `user`'s read cursor in `c` forward and tells the user's other devices
+    /// (all of them when `from_device` is `None`, as for HTTP). Returns the cursor.
+    pub fn mark_read(&self, user: u64, c: &ConversationId, seq: u64, from_device: Option<&str>) -> Result<u64, ApiError> {
+        self.authorize(user, c)?;
+        let read_seq = match self.store.mark_read(user, c, seq) {
+            // A direct conversation with no message yet is in nobody's list.
+            Err(StorageError::NotParticipant) => return Ok(0),
+            other => other?,
+        };
+        let receipt = Frame::new(
+            0,
+            Kind::ReadReceipt(pb::ReadReceipt {
+                conversation: c.to_string(),
+                reader: user,
+                seq: read_seq,
+                readers: 0,
+            }),
+        );
+        let wire: Bytes = encode_frame(&receipt);
+        self.registry
+            .push_to_user(user, &wire, from_device.map(|device| (user, device)));
+        Ok(read_seq)
+    }
+
+    /// Sets mute and pin flags of `user`'s entry for `c`.
+    pub fn set_conversation_flags(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        muted: Option<bool>,
+        pinned: Option<bool>,
+    ) -> Result<(), ApiError> {
+        self.authorize(user, c)?;
+        match self.store.set_conversation_flags(user, c, muted, pinned) {
+            Err(StorageError::NotParticipant) => Err(ApiError::new(
+                courier_protocol::ErrorCode::NotFound,
+                "the conversation has no messages yet",
+            )),
+            other => other.map(drop).map_err(Into::into),
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The JSON shapes of the HTTP API. Each derives `ToSchema`, so the OpenAPI document
+//! is generated from the same types the handlers return.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// An error answer: `{code, name, message}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable numeric code (the protocol's `ErrorCode`).
+    pub code: i32,
+    /// The code's short name, e.g. `bad_token`.
+    pub name: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Name and password.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Credentials {
+    /// 1 to 32 characters of `a-z 0-9 _ - .`.
+    pub name: String,
+    /// At least 8 bytes.
+    pub password: String,
+}
+
+/// A user's public basics.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserInfo {
+    /// User id.
+    pub user_id: u64,
+    /// User name.
+    pub name: String,
+}
+
+/// The answer to a login.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoginInfo {
+    /// Bearer token for the HTTP API and the binary protocol.
+    pub token: String,
+    /// User id.
+    pub user_id: u64,
+    /// User name.
+    pub name: String,
+    /// Token expiry, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+/// Liveness and gauges.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: String,
+    /// Devices connected now.
+    pub online_devices: u64,
+    /// Appends waiting for the store.
+    pub store_queued: usize,
+}
+
+/// One message of a history page.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageView {
+    /// Conversation id.
+    pub conversation: String,
+    /// Seq in the conversation.
+    pub seq: u64,
+    /// Sender's user id.
+    pub from: u64,
+    /// Sender's device.
+    pub from_device: String,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// When the server stored it.
+    pub server_time_ms: u64,
+    /// The text, for text messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The body: `{"type": "text" | "media" | "custom" | "system", ...}`.
+    #[schema(value_type = Object)]
+    pub body: Value,
+    /// The seq this message replies to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to_seq: Option<u64>,
+}
+
+/// A page of history, ascending seq.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPage {
+    /// Conversation id.
+    pub conversation: String,
+    /// The messages, oldest first.
+    pub messages: Vec<MessageView>,
+    /// More messages lie beyond this page in the paging direction.
+    pub has_more: bool,
+}
+
+/// One entry of the conversation list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConversationView {
+    /// Conversation id.
+    pub conversation: String,
+    /// `direct` or `group`.
+    pub kind: String,
+    /// The other user of a direct conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<u64>,
+    /// The group of a group conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<u64>,
+    /// The group's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Newest seq.
+    pub last_seq: u64,
+    /// The caller's read cursor.
+    pub read_seq: u64,
+    /// Messages by others after the read cursor.
+    pub unread: u64,
+    /// When the last message was stored (or the caller joined), ms since the epoch.
+    pub last_activity_ms: u64,
+    /// The newest message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<MessageView>,
+    /// Notifications muted.
+    pub muted: bool,
+    /// Pinned to the top.
+    pub pinned: bool,
+}
+
+/// A page of the conversation list: pinned first, then by last activity, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConversationList {
+    /// The conversations.
+    pub conversations: Vec<ConversationView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A read report.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReadBody {
+    /// Everything up to this seq is read.
+    pub seq: u64,
+}
+
+/// The read cursor in force.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReadState {
+    /// Conversation id.
+    pub conversation: String,
+    /// The cursor (never moves backward).
+    pub read_seq: u64,
+}
+
+/// Conversation flags to change.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ConversationFlags {
+    /// Mute notifications.
+    pub muted: Option<bool>,
+    /// Pin to the top of the list.
+    pub pinned: Option<bool>,
+}
+
+/// How the caller relates to another user.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RelationView {
+    /// The other user.
+    pub user_id: u64,
+    /// The other user's name.
+    pub name: String,
+    /// Mutual friends.
+    pub friend: bool,
+    /// The caller asked; pending.
+    pub request_sent: bool,
+    /// The other user asked; pending.
+    pub request_received: bool,
+    /// The caller follows the other user.
+    pub following: bool,
+    /// The other user follows the caller.
+    pub followed_by: bool,
+    /// The caller blocks the other user.
+    pub blocking: bool,
+    /// When this last changed, ms since the epoch.
+    pub since_ms: u64,
+}
+
+/// A list of relations.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RelationList {
+    /// The entries, by user id.
+    pub users: Vec<RelationView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// Pending friend requests, both ways.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FriendRequests {
+    /// Requests to the caller.
+    pub incoming: Vec<RelationView>,
+    /// Requests by the caller.
+    pub outgoing: Vec<RelationView>,
+}
+
+/// Whom a friend request is for.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FriendRequestBody {
+    /// The user's id (or give `name`).
+    pub user_id: Option<u64>,
+    /// The user's name.
+    pub name: Option<String>,
+}
+
+/// A new group.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateGroup {
+    /// Display name.
+    pub name: String,
+    /// `open` (anyone may join by id) or `invite` (default).
+    pub join_policy: Option<String>,
+    /// Whether later members see earlier messages (default false).
+    pub history_visible: Option<bool>,
+    /// Users to add at once.
+    #[serde(default)]
+    pub members: Vec<u64>,
+}
+
+/// Group settings to change.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateGroup {
+    /// New name.
+    pub name: Option<String>,
+    /// `open` or `invite`.
+    pub join_policy: Option<String>,
+    /// Whether later members see earlier messages.
+    pub history_visible: Option<bool>,
+}
+
+/// A group.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GroupView {
+    /// Group id.
+    pub group_id: u64,
+    /// Its conversation id, `g:<id>`.
+    pub conversation: String,
+    /// Display name.
+    pub name: String,
+    /// Owner's user id.
+    pub owner: u64,
+    /// `open` or `invite`.
+    pub join_policy: String,
+    /// Whether later members see earlier messages.
+    pub history_visible: bool,
+    /// Members now.
+    pub member_count: u64,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// The caller's role, if a member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub my_role: Option<String>,
+}
+
+/// The caller's groups.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GroupList {
+    /// The groups.
+    pub groups: Vec<GroupView>,
+}
+
+/// A group member.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberView {
+    /// User id.
+    pub user_id: u64,
+    /// User name.
+    pub name: String,
+    /// `owner`, `admin` or `member`.
+    pub role: String,
+    /// When the member joined, ms since the epoch.
+    pub joined_ms: u64,
+}
+
+/// A page of members, by user id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberList {
+    /// The members.
+    pub members: Vec<MemberView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// Users to add to a group.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddMembers {
+    /// User ids.
+    pub user_ids: Vec<u64>,
+}
+
+/// The result of adding members.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AddedMembers {
+    /// Users added now.
+    pub added: Vec<u64>,
+    /// Users who were members already.
+    pub already_members: Vec<u64>,
+}
+
+/// A role change.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RoleBody {
+    /// `admin` or `member` (ownership moves with `transfer`).
+    pub role: String,
+}
+
+/// An ownership transfer.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TransferBody {
+    /// The member who becomes owner.
+    pub user_id: u64,
+}

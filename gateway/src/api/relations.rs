@@ -1,0 +1,118 @@
+//! Friends, follows and blocks.
+
+use courier_protocol::ErrorCode;
+use courier_storage::{Relation, RelationRefusal, RequestOutcome};
+
+use crate::api::dto::{FriendRequests, RelationList, RelationView};
+use crate::api::Api;
+use crate::error::ApiError;
+
+/// Largest page of a relation list.
+pub const MAX_RELATION_PAGE: usize = 500;
+
+impl From<RelationRefusal> for ApiError {
+    fn from(r: RelationRefusal) -> Self {
+        match r {
+            RelationRefusal::SelfRelation => ApiError::invalid("that is yourself"),
+            RelationRefusal::Blocked => ApiError::new(ErrorCode::Blocked, "this user blocks you"),
+            RelationRefusal::Blocking => ApiError::invalid("you block this user; unblock first"),
+            RelationRefusal::AlreadyFriends => ApiError::new(ErrorCode::AlreadyExists, "already friends"),
+            RelationRefusal::NoRequest => ApiError::new(ErrorCode::NotFound, "no such pending request"),
+            RelationRefusal::NotFriends => ApiError::new(ErrorCode::NotFound, "not friends"),
+        }
+    }
+}
+
+/// A relation change to make.
+#[derive(Debug, Clone, Copy)]
+pub enum RelationChange {
+    /// Ask to be friends.
+    Request,
+    /// Accept a pending request.
+    Accept,
+    /// Decline a pending request.
+    Decline,
+    /// Withdraw one's own request.
+    Cancel,
+    /// End a friendship.
+    Unfriend,
+    /// Follow or unfollow.
+    Follow(bool),
+    /// Block or unblock.
+    Block(bool),
+}
+
+impl Api {
+    /// Checks that `user_id` names an account.
+    pub fn require_user(&self, user_id: u64) -> Result<String, ApiError> {
+        self.store
+            .account(user_id)?
+            .map(|a| a.name)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user with id {user_id}")))
+    }
+
+    /// Applies `change` between `user` and `peer` and returns the new relation.
+    pub fn change_relation(&self, user: u64, peer: u64, change: RelationChange) -> Result<RelationView, ApiError> {
+        self.require_user(peer)?;
+        let s = &self.store;
+        match change {
+            RelationChange::Request => s.request_friend(user, peer)?.map(|_: RequestOutcome| ())?,
+            RelationChange::Accept => s.accept_friend(user, peer)??,
+            RelationChange::Decline => s.decline_friend(user, peer)??,
+            RelationChange::Cancel => s.cancel_friend_request(user, peer)??,
+            RelationChange::Unfriend => s.remove_friend(user, peer)??,
+            RelationChange::Follow(on) => s.set_follow(user, peer, on)??,
+            RelationChange::Block(on) => s.set_block(user, peer, on)??,
+        }
+        self.relation_view(user, peer)
+    }
+
+    /// How `user` relates to `peer`.
+    pub fn relation_view(&self, user: u64, peer: u64) -> Result<RelationView, ApiError> {
+        let name = self.require_user(peer)?;
+        Ok(view(peer, name, self.store.relation(user, peer)?))
+    }
+
+    /// A page of `user`'s relations that pass `keep`.
+    pub fn relation_list(
+        &self,
+        user: u64,
+        after: u64,
+        limit: usize,
+        keep: impl Fn(&Relation) -> bool,
+    ) -> Result<RelationList, ApiError> {
+        let limit = limit.clamp(1, MAX_RELATION_PAGE);
+        let page = self.store.relations(user, after, limit, keep)?;
+        let next_after = (page.len() == limit).then(|| page.last().map(|(p, _)| *p)).flatten();
+        let users = page
+            .into_iter()
+            .map(|(peer, r)| {
+                let name = self.store.account(peer)?.map(|a| a.name).unwrap_or_default();
+                Ok(view(peer, name, r))
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(RelationList { users, next_after })
+    }
+
+    /// Pending requests to and from `user`.
+    pub fn friend_requests(&self, user: u64) -> Result<FriendRequests, ApiError> {
+        Ok(FriendRequests {
+            incoming: self.relation_list(user, 0, MAX_RELATION_PAGE, |r| r.request_received)?.users,
+            outgoing: self.relation_list(user, 0, MAX_RELATION_PAGE, |r| r.request_sent)?.users,
+        })
+    }
+}
+
+fn view(peer: u64, name: String, r: Relation) -> RelationView {
+    RelationView {
+        user_id: peer,
+        name,
+        friend: r.friend,
+        request_sent: r.request_sent,
+        request_received: r.request_received,
+        following: r.following,
+        followed_by: r.followed_by,
+        blocking: r.blocking,
+        since_ms: r.since_ms,
+    }
+}

@@ -1,0 +1,356 @@
+//! The relation index: friendships (request, accept, decline, cancel, remove), one-way
+//! follows and blocks, kept by user so that "my friends" is one prefix scan.
+//!
+//! Each pair is stored twice, once on each user's shard, each side holding that
+//! user's view (`request_sent` on one side is `request_received` on the other). Both
+//! sides change under one striped lock and are flushed before a call returns, so
+//! concurrent requests between the same two users cannot interleave.
+
+use bytes::{Buf, BufMut};
+
+use crate::error::{Result, StorageError};
+use crate::{now_ms, Store};
+
+const RELATION_V1: u8 = 1;
+
+/// How a user relates to a peer, from the user's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Relation {
+    /// Mutual friends.
+    pub friend: bool,
+    /// The user asked the peer to be friends; pending.
+    pub request_sent: bool,
+    /// The peer asked the user to be friends; pending.
+    pub request_received: bool,
+    /// The user follows the peer (one-way).
+    pub following: bool,
+    /// The peer follows the user.
+    pub followed_by: bool,
+    /// The user blocks the peer.
+    pub blocking: bool,
+    /// The peer blocks the user.
+    pub blocked_by: bool,
+    /// When this side last changed (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+/// What the caller of a friend request ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// The request waits for the peer.
+    Pending,
+    /// The peer had asked too: both are friends now.
+    Friends,
+}
+
+/// Why a relation change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationRefusal {
+    /// A user cannot relate to itself.
+    SelfRelation,
+    /// The peer blocks the user.
+    Blocked,
+    /// The user blocks the peer (unblock first).
+    Blocking,
+    /// They are friends already.
+    AlreadyFriends,
+    /// There is no pending request to act on.
+    NoRequest,
+    /// They are not friends.
+    NotFriends,
+}
+
+impl Relation {
+    fn is_empty(&self) -> bool {
+        !(self.friend
+            || self.request_sent
+            || self.request_received
+            || self.following
+            || self.followed_by
+            || self.blocking
+            || self.blocked_by)
+    }
+
+    fn encode(&self) -> [u8; 10] {
+        let flags = u8::from(self.friend)
+            | u8::from(self.request_sent) << 1
+            | u8::from(self.request_received) << 2
+            | u8::from(self.following) << 3
+            | u8::from(self.followed_by) << 4
+            | u8::from(self.blocking) << 5
+            | u8::from(self.blocked_by) << 6;
+        let mut out = [0u8; 10];
+        let mut buf = &mut out[..];
+        buf.put_u8(RELATION_V1);
+        buf.put_u8(flags);
+        buf.put_u64(self.since_ms);
+        out
+    }
+
+    fn decode(v: &[u8]) -> Result<Self> {
+        let mut buf = v;
+        if buf.len() != 10 || buf.get_u8() != RELATION_V1 {
+            return Err(StorageError::Corrupt("relation"));
+        }
+        let f = buf.get_u8();
+        Ok(Self {
+            friend: f & 1 != 0,
+            request_sent: f & 2 != 0,
+            request_received: f & 4 != 0,
+            following: f & 8 != 0,
+            followed_by: f & 16 != 0,
+            blocking: f & 32 != 0,
+            blocked_by: f & 64 != 0,
+            since_ms: buf.get_u64(),
+        })
+    }
+}
+
+fn pair_key(user: u64, peer: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&user.to_be_bytes());
+    k[8..].copy_from_slice(&peer.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// `user`'s view of `peer`.
+    pub fn relation(&self, user: u64, peer: u64) -> Result<Relation> {
+        let tree = &self.shard(self.inner.map.user(user)).userpeer_relation;
+        tree.get(pair_key(user, peer))?
+            .map(|v| Relation::decode(&v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Up to `limit` peers of `user` (after peer id `after`) whose relation passes
+    /// `keep`, in peer id order.
+    pub fn relations(
+        &self,
+        user: u64,
+        after: u64,
+        limit: usize,
+        keep: impl Fn(&Relation) -> bool,
+    ) -> Result<Vec<(u64, Relation)>> {
+        let tree = &self.shard(self.inner.map.user(user)).userpeer_relation;
+        let start = pair_key(user, after.saturating_add(1));
+        let end = pair_key(user, u64::MAX);
+        let mut out = Vec::new();
+        for entry in tree.range(start..=end) {
+            let (k, v) = entry?;
+            let relation = Relation::decode(&v)?;
+            if keep(&relation) {
+                let peer = u64::from_be_bytes(k[8..16].try_into().expect("16-byte key"));
+                out.push((peer, relation));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks `peer` to be `user`'s friend. If `peer` had asked `user`, they become
+    /// friends at once.
+    pub fn request_friend(&self, user: u64, peer: u64) -> Result<Result<RequestOutcome, RelationRefusal>> {
+        self.change_pair(user, peer, |mine, theirs| {
+            if mine.blocked_by {
+                return Err(RelationRefusal::Blocked);
+            }
+            if mine.blocking {
+                return Err(RelationRefusal::Blocking);
+            }
+            if mine.friend {
+                return Err(RelationRefusal::AlreadyFriends);
+            }
+            if mine.request_received {
+                make_friends(mine, theirs);
+                return Ok(RequestOutcome::Friends);
+            }
+            mine.request_sent = true;
+            theirs.request_received = true;
+            Ok(RequestOutcome::Pending)
+        })
+    }
+
+    /// `user` accepts `requester`'s pending request.
+    pub fn accept_friend(&self, user: u64, requester: u64) -> Result<Result<(), RelationRefusal>> {
+        self.change_pair(user, requester, |mine, theirs| {
+            if !mine.request_received {
+                return Err(RelationRefusal::NoRequest);
+            }
+            make_friends(mine, theirs);
+            Ok(())
+        })
+    }
+
+    /// `user` declines `requester`'s pending request.
+    pub fn decline_friend(&self, user: u64, requester: u64) -> Result<Result<(), RelationRefusal>> {
+        self.change_pair(user, requester, |mine, theirs| {
+            if !mine.request_received {
+                return Err(RelationRefusal::NoRequest);
+            }
+            mine.request_received = false;
+            theirs.request_sent = false;
+            Ok(())
+        })
+    }
+
+    /// `user` withdraws its pending request to `peer`.
+    pub fn cancel_friend_request(&self, user: u64, peer: u64) -> Result<Result<(), RelationRefusal>> {
+        self.change_pair(user, peer, |mine, theirs| {
+            if !mine.request_sent {
+                return Err(RelationRefusal::NoRequest);
+            }
+            mine.request_sent = false;
+            theirs.request_received = false;
+            Ok(())
+        })
+    }
+
+    /// Ends a friendship (both sides).
+    pub fn remove_friend(&self, user: u64, peer: u64) -> Result<Result<(), RelationRefusal>> {
+        self.change_pair(user, peer, |mine, theirs| {
+            if !mine.friend {
+                return Err(RelationRefusal::NotFriends);
+            }
+            mine.friend = false;
+            theirs.friend = false;
+            Ok(())
+        })
+    }
+
+    /// `user` starts or stops following `peer` (one-way; needs no consent).
+    pub fn set_follow(&self, user: u64, peer: u64, follow: bool) -> Result<Result<(), RelationRefusal>> {
+        self.change_pair(user, peer, |mine, theirs| {
+            if follow && mine.blocked_by {
+                return Err(RelationRefusal::Blocked);
+            }
+            mine.following = follow;
+            theirs.followed_by = follow;
+            Ok(())
+        })
+    }
+
+    /// `user` blocks or unblocks `peer`. Blocking drops pending requests and the
+    /// peer's follow; a friendship stays, but a blocked peer cannot message the user
+    /// or see its presence.
+    pub fn set_block(&self, user: u64, peer: u64, block: bool) -> Result<Result<(), RelationRefusal>> {
+        self.change_pair(user, peer, |mine, theirs| {
+            mine.blocking = block;
+            theirs.blocked_by = block;
+            if block {
+                mine.request_sent = false;
+                mine.request_received = false;
+                theirs.request_sent = false;
+                theirs.request_received = false;
+                mine.followed_by = false;
+                theirs.following = false;
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads both sides of a pair, applies `change` under the pair's lock, and writes
+    /// and flushes both sides if it succeeded.
+    fn change_pair<T>(
+        &self,
+        user: u64,
+        peer: u64,
+        change: impl FnOnce(&mut Relation, &mut Relation) -> Result<T, RelationRefusal>,
+    ) -> Result<Result<T, RelationRefusal>> {
+        if user == peer {
+            return Ok(Err(RelationRefusal::SelfRelation));
+        }
+        let _guard = self.lock_for(user.min(peer) ^ user.max(peer).rotate_left(32));
+        let mut mine = self.relation(user, peer)?;
+        let mut theirs = self.relation(peer, user)?;
+        let outcome = match change(&mut mine, &mut theirs) {
+            Ok(t) => t,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let now = now_ms();
+        mine.since_ms = now;
+        theirs.since_ms = now;
+        for (owner, other, relation) in [(user, peer, mine), (peer, user, theirs)] {
+            let shard = self.shard(self.inner.map.user(owner));
+            if relation.is_empty() {
+                shard.userpeer_relation.remove(pair_key(owner, other))?;
+            } else {
+                shard.userpeer_relation.insert(pair_key(owner, other), &relation.encode())?;
+            }
+        }
+        for owner in [user, peer] {
+            self.shard(self.inner.map.user(owner)).db.flush()?;
+        }
+        Ok(Ok(outcome))
+    }
+}
+
+fn make_friends(mine: &mut Relation, theirs: &mut Relation) {
+    mine.friend = true;
+    theirs.friend = true;
+    mine.request_sent = false;
+    mine.request_received = false;
+    theirs.request_sent = false;
+    theirs.request_received = false;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn friendship_life_cycle() {
+        let (_d, s) = store();
+        assert_eq!(s.request_friend(1, 2).unwrap(), Ok(RequestOutcome::Pending));
+        assert!(s.relation(1, 2).unwrap().request_sent);
+        assert!(s.relation(2, 1).unwrap().request_received);
+        assert_eq!(s.accept_friend(1, 2).unwrap(), Err(RelationRefusal::NoRequest));
+        assert_eq!(s.cancel_friend_request(1, 2).unwrap(), Ok(()));
+        assert_eq!(s.relation(2, 1).unwrap(), Relation::default());
+        s.request_friend(1, 2).unwrap().unwrap();
+        assert_eq!(s.decline_friend(2, 1).unwrap(), Ok(()));
+        s.request_friend(1, 2).unwrap().unwrap();
+        assert_eq!(s.accept_friend(2, 1).unwrap(), Ok(()));
+        assert!(s.relation(1, 2).unwrap().friend && s.relation(2, 1).unwrap().friend);
+        assert_eq!(s.request_friend(2, 1).unwrap(), Err(RelationRefusal::AlreadyFriends));
+        let friends = s.relations(1, 0, 10, |r| r.friend).unwrap();
+        assert_eq!(friends.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(s.remove_friend(2, 1).unwrap(), Ok(()));
+        assert!(!s.relation(1, 2).unwrap().friend);
+        assert_eq!(s.remove_friend(2, 1).unwrap(), Err(RelationRefusal::NotFriends));
+        assert_eq!(s.request_friend(3, 3).unwrap(), Err(RelationRefusal::SelfRelation));
+    }
+
+    #[test]
+    fn crossing_requests_make_friends() {
+        let (_d, s) = store();
+        s.request_friend(5, 6).unwrap().unwrap();
+        assert_eq!(s.request_friend(6, 5).unwrap(), Ok(RequestOutcome::Friends));
+        assert!(s.relation(5, 6).unwrap().friend);
+    }
+
+    #[test]
+    fn blocks_and_follows() {
+        let (_d, s) = store();
+        s.set_follow(1, 2, true).unwrap().unwrap();
+        assert!(s.relation(2, 1).unwrap().followed_by);
+        s.request_friend(2, 1).unwrap().unwrap();
+        s.set_block(1, 2, true).unwrap().unwrap();
+        let theirs = s.relation(2, 1).unwrap();
+        assert!(theirs.blocked_by && !theirs.request_sent);
+        assert_eq!(s.request_friend(2, 1).unwrap(), Err(RelationRefusal::Blocked));
+        assert_eq!(s.set_follow(2, 1, true).unwrap(), Err(RelationRefusal::Blocked));
+        assert_eq!(s.request_friend(1, 2).unwrap(), Err(RelationRefusal::Blocking));
+        s.set_block(1, 2, false).unwrap().unwrap();
+        assert_eq!(s.request_friend(2, 1).unwrap(), Ok(RequestOutcome::Pending));
+    }
+}
