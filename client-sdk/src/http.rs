@@ -1,10 +1,14 @@
-//! The HTTP side of the SDK: accounts, user lookup, history pages, conversation list.
+//! The HTTP side of the SDK: accounts, relations, groups, conversations, history.
 
 use courier_protocol::ConversationId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Result, SdkError};
+use crate::types::{
+    AddedMembers, ConversationList, FriendRequests, Group, Member, MemberList, NewGroup, Relation,
+    RelationList,
+};
 
 /// A client of the HTTP API.
 #[derive(Debug, Clone)]
@@ -180,10 +184,265 @@ impl HttpClient {
         Ok(out)
     }
 
-    /// The caller's conversation list (raw JSON).
-    pub async fn conversations(&self) -> Result<Value> {
-        self.call(self.http.get(self.url("/v1/conversations")))
+    /// A page of the caller's conversation list (pinned first, then by activity).
+    pub async fn conversations(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ConversationList> {
+        let mut params = Vec::new();
+        if let Some(c) = cursor {
+            params.push(("cursor", c.to_owned()));
+        }
+        if let Some(l) = limit {
+            params.push(("limit", l.to_string()));
+        }
+        self.call(self.http.get(self.url("/v1/conversations")).query(&params))
             .await
+    }
+
+    /// Mutes/unmutes or pins/unpins a conversation.
+    pub async fn set_conversation_flags(
+        &self,
+        c: &ConversationId,
+        muted: Option<bool>,
+        pinned: Option<bool>,
+    ) -> Result<()> {
+        let body = serde_json::json!({"muted": muted, "pinned": pinned});
+        self.call_empty(
+            self.http
+                .patch(self.url(&format!("/v1/conversations/{c}")))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// How the caller relates to `user_id`.
+    pub async fn relation(&self, user_id: u64) -> Result<Relation> {
+        self.call(self.http.get(self.url(&format!("/v1/relations/{user_id}"))))
+            .await
+    }
+
+    /// A page of the caller's friends.
+    pub async fn friends(&self, after: Option<u64>) -> Result<RelationList> {
+        self.list("/v1/friends", after).await
+    }
+
+    /// Users the caller follows.
+    pub async fn following(&self, after: Option<u64>) -> Result<RelationList> {
+        self.list("/v1/following", after).await
+    }
+
+    /// Users following the caller.
+    pub async fn followers(&self, after: Option<u64>) -> Result<RelationList> {
+        self.list("/v1/followers", after).await
+    }
+
+    /// Users the caller blocks.
+    pub async fn blocks(&self, after: Option<u64>) -> Result<RelationList> {
+        self.list("/v1/blocks", after).await
+    }
+
+    async fn list(&self, path: &str, after: Option<u64>) -> Result<RelationList> {
+        let params: Vec<(&str, String)> = after
+            .map(|a| ("after", a.to_string()))
+            .into_iter()
+            .collect();
+        self.call(self.http.get(self.url(path)).query(&params))
+            .await
+    }
+
+    /// Pending friend requests both ways.
+    pub async fn friend_requests(&self) -> Result<FriendRequests> {
+        self.call(self.http.get(self.url("/v1/friends/requests")))
+            .await
+    }
+
+    /// Asks `user_id` to be friends.
+    pub async fn request_friend(&self, user_id: u64) -> Result<Relation> {
+        let body = serde_json::json!({"user_id": user_id});
+        self.call(self.http.post(self.url("/v1/friends/requests")).json(&body))
+            .await
+    }
+
+    /// Accepts `user_id`'s request.
+    pub async fn accept_friend(&self, user_id: u64) -> Result<Relation> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/friends/requests/{user_id}/accept"))),
+        )
+        .await
+    }
+
+    /// Declines `user_id`'s request.
+    pub async fn decline_friend(&self, user_id: u64) -> Result<Relation> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/friends/requests/{user_id}/decline"))),
+        )
+        .await
+    }
+
+    /// Withdraws the caller's request to `user_id`.
+    pub async fn cancel_friend_request(&self, user_id: u64) -> Result<Relation> {
+        self.call(
+            self.http
+                .delete(self.url(&format!("/v1/friends/requests/{user_id}"))),
+        )
+        .await
+    }
+
+    /// Ends the friendship with `user_id`.
+    pub async fn remove_friend(&self, user_id: u64) -> Result<Relation> {
+        self.call(
+            self.http
+                .delete(self.url(&format!("/v1/friends/{user_id}"))),
+        )
+        .await
+    }
+
+    /// Follows or unfollows `user_id`.
+    pub async fn set_follow(&self, user_id: u64, on: bool) -> Result<Relation> {
+        let url = self.url(&format!("/v1/following/{user_id}"));
+        self.call(if on {
+            self.http.put(url)
+        } else {
+            self.http.delete(url)
+        })
+        .await
+    }
+
+    /// Blocks or unblocks `user_id`.
+    pub async fn set_block(&self, user_id: u64, on: bool) -> Result<Relation> {
+        let url = self.url(&format!("/v1/blocks/{user_id}"));
+        self.call(if on {
+            self.http.put(url)
+        } else {
+            self.http.delete(url)
+        })
+        .await
+    }
+
+    /// Creates a group owned by the caller.
+    pub async fn create_group(&self, group: &NewGroup) -> Result<Group> {
+        self.call(self.http.post(self.url("/v1/groups")).json(group))
+            .await
+    }
+
+    /// The caller's groups.
+    pub async fn groups(&self) -> Result<Vec<Group>> {
+        #[derive(Deserialize)]
+        struct List {
+            groups: Vec<Group>,
+        }
+        let list: List = self.call(self.http.get(self.url("/v1/groups"))).await?;
+        Ok(list.groups)
+    }
+
+    /// A group's info.
+    pub async fn group(&self, group_id: u64) -> Result<Group> {
+        self.call(self.http.get(self.url(&format!("/v1/groups/{group_id}"))))
+            .await
+    }
+
+    /// Renames a group or changes its settings.
+    pub async fn update_group(
+        &self,
+        group_id: u64,
+        name: Option<&str>,
+        join_policy: Option<&str>,
+        history_visible: Option<bool>,
+    ) -> Result<Group> {
+        let body = serde_json::json!({"name": name, "join_policy": join_policy, "history_visible": history_visible});
+        self.call(
+            self.http
+                .patch(self.url(&format!("/v1/groups/{group_id}")))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// A page of a group's members.
+    pub async fn members(
+        &self,
+        group_id: u64,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<MemberList> {
+        let mut params = Vec::new();
+        if let Some(a) = after {
+            params.push(("after", a.to_string()));
+        }
+        if let Some(l) = limit {
+            params.push(("limit", l.to_string()));
+        }
+        self.call(
+            self.http
+                .get(self.url(&format!("/v1/groups/{group_id}/members")))
+                .query(&params),
+        )
+        .await
+    }
+
+    /// Adds users to a group.
+    pub async fn add_members(&self, group_id: u64, user_ids: &[u64]) -> Result<AddedMembers> {
+        let body = serde_json::json!({"user_ids": user_ids});
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/groups/{group_id}/members")))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(&self, group_id: u64, user_id: u64) -> Result<()> {
+        self.call_empty(
+            self.http
+                .delete(self.url(&format!("/v1/groups/{group_id}/members/{user_id}"))),
+        )
+        .await
+    }
+
+    /// Sets a member's role (`admin` or `member`).
+    pub async fn set_role(&self, group_id: u64, user_id: u64, role: &str) -> Result<Member> {
+        let body = serde_json::json!({"role": role});
+        let url = self.url(&format!("/v1/groups/{group_id}/members/{user_id}/role"));
+        self.call(self.http.put(url).json(&body)).await
+    }
+
+    /// Joins an open group.
+    pub async fn join_group(&self, group_id: u64) -> Result<Group> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/groups/{group_id}/join"))),
+        )
+        .await
+    }
+
+    /// Leaves a group.
+    pub async fn leave_group(&self, group_id: u64) -> Result<()> {
+        self.call_empty(
+            self.http
+                .post(self.url(&format!("/v1/groups/{group_id}/leave"))),
+        )
+        .await
+    }
+
+    /// Hands a group's ownership to `user_id`.
+    pub async fn transfer_group(&self, group_id: u64, user_id: u64) -> Result<Group> {
+        let body = serde_json::json!({"user_id": user_id});
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/groups/{group_id}/transfer")))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// The server's OpenAPI document.
+    pub async fn openapi(&self) -> Result<Value> {
+        self.call(self.http.get(self.url("/v1/openapi.json"))).await
     }
 
     /// Moves the read cursor of a conversation forward; returns the cursor in force.
@@ -207,15 +466,24 @@ impl HttpClient {
 
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
-        mut req: reqwest::RequestBuilder,
+        req: reqwest::RequestBuilder,
     ) -> Result<T> {
+        Ok(self.send(req).await?.json().await?)
+    }
+
+    async fn call_empty(&self, req: reqwest::RequestBuilder) -> Result<()> {
+        self.send(req).await.map(drop)
+    }
+
+    /// Sends with the token; a non-2xx answer becomes [`SdkError::Http`].
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
         let resp = req.send().await?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(resp.json().await?);
+            return Ok(resp);
         }
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         Err(SdkError::Http {

@@ -2,7 +2,8 @@
 //!
 //! - [`Client`]: the long-lived connection (TCP) — login with a token, send, receive
 //!   [`Event`]s, pull history, sync.
-//! - [`HttpClient`]: the HTTP API — register, login, user lookup, history pages.
+//! - [`HttpClient`]: the HTTP API — accounts, relations, groups, the conversation
+//!   list, read cursors, history pages.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), courier_sdk::SdkError> {
@@ -24,8 +25,13 @@
 mod client;
 mod error;
 mod http;
+mod types;
 
 pub use client::{new_client_msg_id, Client, ClientOptions, Event, Events, SendReceipt};
 pub use courier_protocol::{pb, ConversationId, ErrorCode};
 pub use error::{Result, SdkError};
 pub use http::{HistoryMessage, HistoryPage, HistoryQuery, HttpClient, LoginInfo, UserInfo};
+pub use types::{
+    AddedMembers, Conversation, ConversationList, FriendRequests, Group, Member, MemberList,
+    NewGroup, Relation, RelationList,
+};

@@ -213,7 +213,9 @@ impl Config {
             ));
         }
         if self.max_group_members < 2 || self.max_group_members > 1_000_000 {
-            return Err(ConfigError::Invalid("max_group_members must be 2..=1000000"));
+            return Err(ConfigError::Invalid(
+                "max_group_members must be 2..=1000000",
+            ));
         }
         if self.history_default_page == 0 || self.history_default_page > self.history_max_page {
             return Err(ConfigError::Invalid(

@@ -141,11 +141,11 @@ async fn an_offline_recipient_catches_up_through_history() {
     assert_eq!(big.messages.len(), 100);
 
     // The conversation list shows it with an unread count.
-    let list = bob_http.conversations().await.unwrap();
-    let entry = &list["conversations"][0];
-    assert_eq!(entry["conversation"], c.to_string());
-    assert_eq!(entry["last_seq"], 250);
-    assert_eq!(entry["unread"], 250);
+    let list = bob_http.conversations(None, None).await.unwrap();
+    let entry = &list.conversations[0];
+    assert_eq!(entry.conversation, c.to_string());
+    assert_eq!(entry.last_seq, 250);
+    assert_eq!(entry.unread, 250);
     assert_eq!(bob_http.mark_read(&c, 200).await.unwrap(), 200);
     assert_eq!(
         bob_http.mark_read(&c, 100).await.unwrap(),

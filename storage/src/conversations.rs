@@ -41,13 +41,24 @@ pub struct UserConversation {
 
 impl Store {
     /// A page of at most `limit` messages (capped by `max_page`) from `c`.
-    pub fn history(&self, c: &ConversationId, range: HistoryRange, limit: usize) -> Result<HistoryPage> {
+    pub fn history(
+        &self,
+        c: &ConversationId,
+        range: HistoryRange,
+        limit: usize,
+    ) -> Result<HistoryPage> {
         self.history_above(c, range, limit, 0)
     }
 
     /// Like [`Self::history`], but never shows messages with a seq at or below
     /// `floor` (a group member who joined at `floor` does not see what came before).
-    pub fn history_above(&self, c: &ConversationId, range: HistoryRange, limit: usize, floor: u64) -> Result<HistoryPage> {
+    pub fn history_above(
+        &self,
+        c: &ConversationId,
+        range: HistoryRange,
+        limit: usize,
+        floor: u64,
+    ) -> Result<HistoryPage> {
         let limit = limit.clamp(1, self.inner.config.max_page);
         let log = &self.shard(self.inner.map.conversation(c)).log;
         let lowest = floor.saturating_add(1);

@@ -179,7 +179,13 @@ fn member_key(group: u64, user: u64) -> [u8; 16] {
 
 impl Store {
     /// Creates a group owned by `owner` (who becomes its first member).
-    pub fn create_group(&self, owner: u64, name: &str, join_policy: JoinPolicy, history_visible: bool) -> Result<GroupInfo> {
+    pub fn create_group(
+        &self,
+        owner: u64,
+        name: &str,
+        join_policy: JoinPolicy,
+        history_visible: bool,
+    ) -> Result<GroupInfo> {
         validate_group_name(name)?;
         // Group ids share sled's id generator with users: unique, never reused.
         let id = self.shard(0).db.generate_id()? + 1;
@@ -193,12 +199,15 @@ impl Store {
             created_ms: now_ms(),
         };
         let shard = self.group_shard(id);
-        shard.groupid_group.insert(id.to_be_bytes(), info.encode())?;
+        shard
+            .groupid_group
+            .insert(id.to_be_bytes(), info.encode())?;
         match self.add_member(id, owner, Role::Owner, u64::MAX)? {
             Ok(_) => {}
             Err(refusal) => unreachable!("a new group refused its owner: {refusal:?}"),
         }
-        self.group(id)?.ok_or(StorageError::Corrupt("group vanished"))
+        self.group(id)?
+            .ok_or(StorageError::Corrupt("group vanished"))
     }
 
     /// A group's record.
@@ -222,7 +231,9 @@ impl Store {
             validate_group_name(name)?;
         }
         let _guard = self.lock_for(group_lock(id));
-        let Some(mut info) = self.group(id)? else { return Ok(None) };
+        let Some(mut info) = self.group(id)? else {
+            return Ok(None);
+        };
         if let Some(name) = name {
             info.name = name.to_owned();
         }
@@ -233,7 +244,9 @@ impl Store {
             info.history_visible = h;
         }
         let shard = self.group_shard(id);
-        shard.groupid_group.insert(id.to_be_bytes(), info.encode())?;
+        shard
+            .groupid_group
+            .insert(id.to_be_bytes(), info.encode())?;
         shard.db.flush()?;
         Ok(Some(info))
     }
@@ -267,14 +280,24 @@ impl Store {
         let tree = &self.group_shard(id).groupmember_member;
         tree.scan_prefix(id.to_be_bytes())
             .keys()
-            .map(|k| Ok(u64::from_be_bytes(k?[8..16].try_into().expect("16-byte key"))))
+            .map(|k| {
+                Ok(u64::from_be_bytes(
+                    k?[8..16].try_into().expect("16-byte key"),
+                ))
+            })
             .collect()
     }
 
     /// Adds `user` to group `id` with `role`, unless the group has `max_members`.
     /// The member may read the log after the current last seq, or all of it when the
     /// group's history is visible to new members.
-    pub fn add_member(&self, id: u64, user: u64, role: Role, max_members: u64) -> Result<Result<Member, MembershipRefusal>> {
+    pub fn add_member(
+        &self,
+        id: u64,
+        user: u64,
+        role: Role,
+        max_members: u64,
+    ) -> Result<Result<Member, MembershipRefusal>> {
         let _guard = self.lock_for(group_lock(id));
         let Some(mut info) = self.group(id)? else {
             return Ok(Err(MembershipRefusal::NoGroup));
@@ -286,7 +309,11 @@ impl Store {
             return Ok(Err(MembershipRefusal::Full));
         }
         let conversation = ConversationId::Group(id);
-        let joined_seq = if info.history_visible { 0 } else { self.last_seq(&conversation)? };
+        let joined_seq = if info.history_visible {
+            0
+        } else {
+            self.last_seq(&conversation)?
+        };
         let now = now_ms();
         let member = Member {
             user_id: user,
@@ -309,8 +336,12 @@ impl Store {
         user_shard.db.flush()?;
         info.member_count += 1;
         let shard = self.group_shard(id);
-        shard.groupmember_member.insert(member_key(id, user), &member.encode())?;
-        shard.groupid_group.insert(id.to_be_bytes(), info.encode())?;
+        shard
+            .groupmember_member
+            .insert(member_key(id, user), &member.encode())?;
+        shard
+            .groupid_group
+            .insert(id.to_be_bytes(), info.encode())?;
         shard.db.flush()?;
         Ok(Ok(member))
     }
@@ -330,7 +361,9 @@ impl Store {
         info.member_count = info.member_count.saturating_sub(1);
         let shard = self.group_shard(id);
         shard.groupmember_member.remove(member_key(id, user))?;
-        shard.groupid_group.insert(id.to_be_bytes(), info.encode())?;
+        shard
+            .groupid_group
+            .insert(id.to_be_bytes(), info.encode())?;
         shard.db.flush()?;
         let user_shard = self.shard(self.inner.map.user(user));
         user_shard
@@ -342,7 +375,12 @@ impl Store {
 
     /// Makes `user` an admin or a plain member. The owner's role changes only by
     /// transfer.
-    pub fn set_role(&self, id: u64, user: u64, role: Role) -> Result<Result<Member, MembershipRefusal>> {
+    pub fn set_role(
+        &self,
+        id: u64,
+        user: u64,
+        role: Role,
+    ) -> Result<Result<Member, MembershipRefusal>> {
         if role == Role::Owner {
             return self.transfer_ownership(id, user);
         }
@@ -358,13 +396,19 @@ impl Store {
         }
         member.role = role;
         let shard = self.group_shard(id);
-        shard.groupmember_member.insert(member_key(id, user), &member.encode())?;
+        shard
+            .groupmember_member
+            .insert(member_key(id, user), &member.encode())?;
         shard.db.flush()?;
         Ok(Ok(member))
     }
 
     /// Makes member `new_owner` the owner; the old owner becomes an admin.
-    pub fn transfer_ownership(&self, id: u64, new_owner: u64) -> Result<Result<Member, MembershipRefusal>> {
+    pub fn transfer_ownership(
+        &self,
+        id: u64,
+        new_owner: u64,
+    ) -> Result<Result<Member, MembershipRefusal>> {
         let _guard = self.lock_for(group_lock(id));
         let Some(mut info) = self.group(id)? else {
             return Ok(Err(MembershipRefusal::NoGroup));
@@ -375,12 +419,18 @@ impl Store {
         let shard = self.group_shard(id);
         if let Some(mut old) = self.member(id, info.owner)? {
             old.role = Role::Admin;
-            shard.groupmember_member.insert(member_key(id, info.owner), &old.encode())?;
+            shard
+                .groupmember_member
+                .insert(member_key(id, info.owner), &old.encode())?;
         }
         member.role = Role::Owner;
         info.owner = new_owner;
-        shard.groupmember_member.insert(member_key(id, new_owner), &member.encode())?;
-        shard.groupid_group.insert(id.to_be_bytes(), info.encode())?;
+        shard
+            .groupmember_member
+            .insert(member_key(id, new_owner), &member.encode())?;
+        shard
+            .groupid_group
+            .insert(id.to_be_bytes(), info.encode())?;
         shard.db.flush()?;
         Ok(Ok(member))
     }
@@ -396,7 +446,9 @@ fn group_lock(id: u64) -> u64 {
 
 fn validate_group_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
-        return Err(StorageError::InvalidArgument("group name must be 1 to 128 bytes"));
+        return Err(StorageError::InvalidArgument(
+            "group name must be 1 to 128 bytes",
+        ));
     }
     Ok(())
 }
@@ -410,24 +462,47 @@ mod tests {
     fn membership_rules() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
-        let g = s.create_group(1, "team", JoinPolicy::InviteOnly, false).unwrap();
+        let g = s
+            .create_group(1, "team", JoinPolicy::InviteOnly, false)
+            .unwrap();
         assert_eq!(g.member_count, 1);
         assert_eq!(s.member(g.id, 1).unwrap().unwrap().role, Role::Owner);
         assert!(s.add_member(g.id, 2, Role::Member, 3).unwrap().is_ok());
-        assert_eq!(s.add_member(g.id, 2, Role::Member, 3).unwrap(), Err(MembershipRefusal::AlreadyMember));
+        assert_eq!(
+            s.add_member(g.id, 2, Role::Member, 3).unwrap(),
+            Err(MembershipRefusal::AlreadyMember)
+        );
         assert!(s.add_member(g.id, 3, Role::Member, 3).unwrap().is_ok());
-        assert_eq!(s.add_member(g.id, 4, Role::Member, 3).unwrap(), Err(MembershipRefusal::Full));
+        assert_eq!(
+            s.add_member(g.id, 4, Role::Member, 3).unwrap(),
+            Err(MembershipRefusal::Full)
+        );
         assert_eq!(s.member_ids(g.id).unwrap(), vec![1, 2, 3]);
         assert_eq!(s.members(g.id, 1, 10).unwrap().len(), 2);
-        assert_eq!(s.remove_member(g.id, 1).unwrap(), Err(MembershipRefusal::IsOwner));
+        assert_eq!(
+            s.remove_member(g.id, 1).unwrap(),
+            Err(MembershipRefusal::IsOwner)
+        );
         s.transfer_ownership(g.id, 2).unwrap().unwrap();
         assert_eq!(s.member(g.id, 1).unwrap().unwrap().role, Role::Admin);
         assert_eq!(s.group(g.id).unwrap().unwrap().owner, 2);
         s.remove_member(g.id, 1).unwrap().unwrap();
         assert_eq!(s.group(g.id).unwrap().unwrap().member_count, 2);
-        assert!(s.conversation_state(1, &ConversationId::Group(g.id)).unwrap().is_none());
-        assert!(s.conversation_state(3, &ConversationId::Group(g.id)).unwrap().is_some());
-        let renamed = s.update_group(g.id, Some("crew"), Some(JoinPolicy::Open), None).unwrap().unwrap();
-        assert_eq!((renamed.name.as_str(), renamed.join_policy), ("crew", JoinPolicy::Open));
+        assert!(s
+            .conversation_state(1, &ConversationId::Group(g.id))
+            .unwrap()
+            .is_none());
+        assert!(s
+            .conversation_state(3, &ConversationId::Group(g.id))
+            .unwrap()
+            .is_some());
+        let renamed = s
+            .update_group(g.id, Some("crew"), Some(JoinPolicy::Open), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (renamed.name.as_str(), renamed.join_policy),
+            ("crew", JoinPolicy::Open)
+        );
     }
 }

@@ -39,8 +39,8 @@ pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
 pub use error::{Result, StorageError};
 pub use groups::{GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
-pub use relations::{Relation, RelationRefusal, RequestOutcome};
 pub use record::{ConversationState, Recall, StoredMessage};
+pub use relations::{Relation, RelationRefusal, RequestOutcome};
 
 use shard::{ShardDb, ShardMap};
 use writer::{Command, Writer};
@@ -249,7 +249,9 @@ impl Store {
     fn lock_for(&self, key: u64) -> std::sync::MutexGuard<'_, ()> {
         let stripe = (courier_protocol::conversation::mix(key) % LOCK_STRIPES as u64) as usize;
         // A poisoned stripe only means a panic elsewhere; the data is in sled.
-        self.inner.locks[stripe].lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locks[stripe]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -152,7 +152,11 @@ impl Store {
 
     /// Asks `peer` to be `user`'s friend. If `peer` had asked `user`, they become
     /// friends at once.
-    pub fn request_friend(&self, user: u64, peer: u64) -> Result<Result<RequestOutcome, RelationRefusal>> {
+    pub fn request_friend(
+        &self,
+        user: u64,
+        peer: u64,
+    ) -> Result<Result<RequestOutcome, RelationRefusal>> {
         self.change_pair(user, peer, |mine, theirs| {
             if mine.blocked_by {
                 return Err(RelationRefusal::Blocked);
@@ -197,7 +201,11 @@ impl Store {
     }
 
     /// `user` withdraws its pending request to `peer`.
-    pub fn cancel_friend_request(&self, user: u64, peer: u64) -> Result<Result<(), RelationRefusal>> {
+    pub fn cancel_friend_request(
+        &self,
+        user: u64,
+        peer: u64,
+    ) -> Result<Result<(), RelationRefusal>> {
         self.change_pair(user, peer, |mine, theirs| {
             if !mine.request_sent {
                 return Err(RelationRefusal::NoRequest);
@@ -221,7 +229,12 @@ impl Store {
     }
 
     /// `user` starts or stops following `peer` (one-way; needs no consent).
-    pub fn set_follow(&self, user: u64, peer: u64, follow: bool) -> Result<Result<(), RelationRefusal>> {
+    pub fn set_follow(
+        &self,
+        user: u64,
+        peer: u64,
+        follow: bool,
+    ) -> Result<Result<(), RelationRefusal>> {
         self.change_pair(user, peer, |mine, theirs| {
             if follow && mine.blocked_by {
                 return Err(RelationRefusal::Blocked);
@@ -235,7 +248,12 @@ impl Store {
     /// `user` blocks or unblocks `peer`. Blocking drops pending requests and the
     /// peer's follow; a friendship stays, but a blocked peer cannot message the user
     /// or see its presence.
-    pub fn set_block(&self, user: u64, peer: u64, block: bool) -> Result<Result<(), RelationRefusal>> {
+    pub fn set_block(
+        &self,
+        user: u64,
+        peer: u64,
+        block: bool,
+    ) -> Result<Result<(), RelationRefusal>> {
         self.change_pair(user, peer, |mine, theirs| {
             mine.blocking = block;
             theirs.blocked_by = block;
@@ -277,7 +295,9 @@ impl Store {
             if relation.is_empty() {
                 shard.userpeer_relation.remove(pair_key(owner, other))?;
             } else {
-                shard.userpeer_relation.insert(pair_key(owner, other), &relation.encode())?;
+                shard
+                    .userpeer_relation
+                    .insert(pair_key(owner, other), &relation.encode())?;
             }
         }
         for owner in [user, peer] {
@@ -313,7 +333,10 @@ mod tests {
         assert_eq!(s.request_friend(1, 2).unwrap(), Ok(RequestOutcome::Pending));
         assert!(s.relation(1, 2).unwrap().request_sent);
         assert!(s.relation(2, 1).unwrap().request_received);
-        assert_eq!(s.accept_friend(1, 2).unwrap(), Err(RelationRefusal::NoRequest));
+        assert_eq!(
+            s.accept_friend(1, 2).unwrap(),
+            Err(RelationRefusal::NoRequest)
+        );
         assert_eq!(s.cancel_friend_request(1, 2).unwrap(), Ok(()));
         assert_eq!(s.relation(2, 1).unwrap(), Relation::default());
         s.request_friend(1, 2).unwrap().unwrap();
@@ -321,13 +344,22 @@ mod tests {
         s.request_friend(1, 2).unwrap().unwrap();
         assert_eq!(s.accept_friend(2, 1).unwrap(), Ok(()));
         assert!(s.relation(1, 2).unwrap().friend && s.relation(2, 1).unwrap().friend);
-        assert_eq!(s.request_friend(2, 1).unwrap(), Err(RelationRefusal::AlreadyFriends));
+        assert_eq!(
+            s.request_friend(2, 1).unwrap(),
+            Err(RelationRefusal::AlreadyFriends)
+        );
         let friends = s.relations(1, 0, 10, |r| r.friend).unwrap();
         assert_eq!(friends.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2]);
         assert_eq!(s.remove_friend(2, 1).unwrap(), Ok(()));
         assert!(!s.relation(1, 2).unwrap().friend);
-        assert_eq!(s.remove_friend(2, 1).unwrap(), Err(RelationRefusal::NotFriends));
-        assert_eq!(s.request_friend(3, 3).unwrap(), Err(RelationRefusal::SelfRelation));
+        assert_eq!(
+            s.remove_friend(2, 1).unwrap(),
+            Err(RelationRefusal::NotFriends)
+        );
+        assert_eq!(
+            s.request_friend(3, 3).unwrap(),
+            Err(RelationRefusal::SelfRelation)
+        );
     }
 
     #[test]
@@ -347,9 +379,18 @@ mod tests {
         s.set_block(1, 2, true).unwrap().unwrap();
         let theirs = s.relation(2, 1).unwrap();
         assert!(theirs.blocked_by && !theirs.request_sent);
-        assert_eq!(s.request_friend(2, 1).unwrap(), Err(RelationRefusal::Blocked));
-        assert_eq!(s.set_follow(2, 1, true).unwrap(), Err(RelationRefusal::Blocked));
-        assert_eq!(s.request_friend(1, 2).unwrap(), Err(RelationRefusal::Blocking));
+        assert_eq!(
+            s.request_friend(2, 1).unwrap(),
+            Err(RelationRefusal::Blocked)
+        );
+        assert_eq!(
+            s.set_follow(2, 1, true).unwrap(),
+            Err(RelationRefusal::Blocked)
+        );
+        assert_eq!(
+            s.request_friend(1, 2).unwrap(),
+            Err(RelationRefusal::Blocking)
+        );
         s.set_block(1, 2, false).unwrap().unwrap();
         assert_eq!(s.request_friend(2, 1).unwrap(), Ok(RequestOutcome::Pending));
     }

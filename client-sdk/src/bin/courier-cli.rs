@@ -59,8 +59,11 @@ enum Command {
     /// Send a message to a user: TEXT, or one message per line of stdin with --stdin.
     Send {
         /// Recipient's user name.
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        to: Option<String>,
+        /// Group id, to send to a group.
         #[arg(long)]
-        to: String,
+        group: Option<u64>,
         /// Read messages from stdin, one per line.
         #[arg(long, conflicts_with = "text")]
         stdin: bool,
@@ -79,8 +82,11 @@ enum Command {
     /// Print a conversation's history, oldest first.
     History {
         /// The other user's name.
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        with: Option<String>,
+        /// Group id.
         #[arg(long)]
-        with: String,
+        group: Option<u64>,
         /// Messages below this seq.
         #[arg(long, conflicts_with = "after")]
         before: Option<u64>,
@@ -91,8 +97,108 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// List conversations with last seq, read seq and unread count.
-    Conversations,
+    /// List conversations (pinned first, then by last activity) with unread counts.
+    Conversations {
+        /// Page size.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Mark a conversation read up to SEQ (its id, e.g. d:1:2 or g:7).
+    Read { conversation: String, seq: u64 },
+    /// Mute or unmute, pin or unpin a conversation.
+    Flag {
+        conversation: String,
+        /// Mute (true) or unmute (false).
+        #[arg(long)]
+        muted: Option<bool>,
+        /// Pin (true) or unpin (false).
+        #[arg(long)]
+        pinned: Option<bool>,
+    },
+    /// Friends, follows and blocks.
+    #[command(subcommand)]
+    Friend(FriendCommand),
+    /// Groups and their members.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Subcommand)]
+enum FriendCommand {
+    /// List friends.
+    List,
+    /// Pending requests, both ways.
+    Requests,
+    /// Ask USER to be friends.
+    Request { user: String },
+    /// Accept USER's request.
+    Accept { user: String },
+    /// Decline USER's request.
+    Decline { user: String },
+    /// Withdraw your request to USER.
+    Cancel { user: String },
+    /// End the friendship with USER.
+    Remove { user: String },
+    /// Follow USER (one-way).
+    Follow { user: String },
+    /// Stop following USER.
+    Unfollow { user: String },
+    /// Block USER.
+    Block { user: String },
+    /// Unblock USER.
+    Unblock { user: String },
+    /// How you relate to USER.
+    Show { user: String },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group; prints it with its id.
+    Create {
+        name: String,
+        /// Users to add at once.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// Anyone may join by id.
+        #[arg(long)]
+        open: bool,
+        /// Later members see earlier messages.
+        #[arg(long)]
+        history_visible: bool,
+    },
+    /// Your groups.
+    List,
+    /// A group's info.
+    Info { group: u64 },
+    /// A group's members (paged).
+    Members {
+        group: u64,
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Add users.
+    Add { group: u64, users: Vec<String> },
+    /// Remove a member.
+    Remove { group: u64, user: String },
+    /// Join an open group.
+    Join { group: u64 },
+    /// Leave a group.
+    Leave { group: u64 },
+    /// Make a member `admin` or `member`.
+    Role {
+        group: u64,
+        user: String,
+        role: String,
+    },
+    /// Hand ownership to a member.
+    Transfer { group: u64, user: String },
+    /// Rename a group.
+    Rename { group: u64, name: String },
 }
 
 #[tokio::main]
@@ -127,23 +233,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print(&serde_json::to_value(login)?)
         }
         Command::Whoami => print(&serde_json::to_value(authed(&cli, http)?.me().await?)?),
-        Command::Conversations => {
-            let list = authed(&cli, http)?.conversations().await?;
-            for c in list["conversations"].as_array().into_iter().flatten() {
-                print(c)?;
+        Command::Conversations { limit, cursor } => {
+            let list = authed(&cli, http)?
+                .conversations(cursor.as_deref(), *limit)
+                .await?;
+            for c in &list.conversations {
+                print(&serde_json::to_value(c)?)?;
+            }
+            if let Some(next) = list.next_cursor {
+                print(&json!({"next_cursor": next}))?;
             }
             Ok(())
         }
+        Command::Read { conversation, seq } => {
+            let c: ConversationId = conversation.parse()?;
+            let read_seq = authed(&cli, http)?.mark_read(&c, *seq).await?;
+            print(&json!({"conversation": conversation, "read_seq": read_seq}))
+        }
+        Command::Flag {
+            conversation,
+            muted,
+            pinned,
+        } => {
+            let c: ConversationId = conversation.parse()?;
+            authed(&cli, http)?
+                .set_conversation_flags(&c, *muted, *pinned)
+                .await?;
+            print(&json!({"conversation": conversation, "muted": muted, "pinned": pinned}))
+        }
+        Command::Friend(cmd) => friend(authed(&cli, http)?, cmd).await,
+        Command::Group(cmd) => group(authed(&cli, http)?, cmd).await,
         Command::History {
             with,
+            group,
             before,
             after,
             limit,
         } => {
             let http = authed(&cli, http)?;
-            let me = http.me().await?;
-            let peer = http.user(with).await?;
-            let c = ConversationId::direct(me.user_id, peer.user_id).context("that is you")?;
+            let c = target(&http, with.as_deref(), *group).await?;
             let page = http
                 .history(
                     &c,
@@ -161,16 +289,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send {
             to,
+            group,
             stdin,
             window,
             text,
         } => {
             let http = authed(&cli, http)?;
-            let peer = http.user(to).await?;
+            let c = target(&http, to.as_deref(), *group).await?;
             let (client, events) = connect(&cli).await?;
             // This command only sends: drop the event stream so it never holds reads up.
             drop(events);
-            let c = client.direct_with(peer.user_id)?;
             if *stdin {
                 send_lines(&client, &c, (*window).max(1)).await
             } else {
@@ -195,8 +323,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "from_device": m.sender_device,
                             "server_time_ms": m.server_time_ms,
                         });
-                        if let Some(text) = m.body.as_ref().and_then(|b| b.as_text()) {
-                            line["text"] = json!(text);
+                        use courier_sdk::pb::message_body::Content;
+                        match m.body.as_ref().and_then(|b| b.content.as_ref()) {
+                            Some(Content::Text(t)) => line["text"] = json!(t.text),
+                            Some(Content::Media(media)) => {
+                                line["media"] = json!({"url": media.url, "mime": media.mime, "size": media.size})
+                            }
+                            Some(Content::Custom(c)) => line["custom_type"] = json!(c.r#type),
+                            Some(Content::System(e)) => {
+                                line["system"] = json!(format!("{:?}", e.event))
+                            }
+                            None => {}
                         }
                         print(&line)?;
                         seen += 1;
@@ -211,12 +348,150 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         print(&json!({"event": "closed"}))?;
                         break;
                     }
+                    Event::ReadReceipt(r) => print(&json!({
+                        "event": "read", "conversation": r.conversation, "reader": r.reader, "seq": r.seq,
+                    }))?,
                     other => print(&json!({"event": "other", "debug": format!("{other:?}")}))?,
                 }
             }
             Ok(())
         }
     }
+}
+
+/// The conversation with a user (by name) or of a group.
+async fn target(
+    http: &HttpClient,
+    user: Option<&str>,
+    group: Option<u64>,
+) -> anyhow::Result<ConversationId> {
+    match (user, group) {
+        (_, Some(g)) => Ok(ConversationId::Group(g)),
+        (Some(name), None) => {
+            let me = http.me().await?;
+            let peer = http.user(name).await?;
+            ConversationId::direct(me.user_id, peer.user_id).context("that is you")
+        }
+        (None, None) => bail!("name a user or a group"),
+    }
+}
+
+async fn user_id(http: &HttpClient, name: &str) -> anyhow::Result<u64> {
+    Ok(http.user(name).await?.user_id)
+}
+
+async fn friend(http: HttpClient, cmd: &FriendCommand) -> anyhow::Result<()> {
+    let relation = match cmd {
+        FriendCommand::List => {
+            let mut after = None;
+            loop {
+                let page = http.friends(after).await?;
+                for r in &page.users {
+                    print(&serde_json::to_value(r)?)?;
+                }
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => return Ok(()),
+                }
+            }
+        }
+        FriendCommand::Requests => {
+            return print(&serde_json::to_value(http.friend_requests().await?)?)
+        }
+        FriendCommand::Request { user } => http.request_friend(user_id(&http, user).await?).await?,
+        FriendCommand::Accept { user } => http.accept_friend(user_id(&http, user).await?).await?,
+        FriendCommand::Decline { user } => http.decline_friend(user_id(&http, user).await?).await?,
+        FriendCommand::Cancel { user } => {
+            http.cancel_friend_request(user_id(&http, user).await?)
+                .await?
+        }
+        FriendCommand::Remove { user } => http.remove_friend(user_id(&http, user).await?).await?,
+        FriendCommand::Follow { user } => {
+            http.set_follow(user_id(&http, user).await?, true).await?
+        }
+        FriendCommand::Unfollow { user } => {
+            http.set_follow(user_id(&http, user).await?, false).await?
+        }
+        FriendCommand::Block { user } => http.set_block(user_id(&http, user).await?, true).await?,
+        FriendCommand::Unblock { user } => {
+            http.set_block(user_id(&http, user).await?, false).await?
+        }
+        FriendCommand::Show { user } => http.relation(user_id(&http, user).await?).await?,
+    };
+    print(&serde_json::to_value(relation)?)
+}
+
+async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
+    let value = match cmd {
+        GroupCommand::Create {
+            name,
+            members,
+            open,
+            history_visible,
+        } => {
+            let mut ids = Vec::new();
+            for m in members {
+                ids.push(user_id(&http, m).await?);
+            }
+            let new = courier_sdk::NewGroup {
+                name: name.clone(),
+                join_policy: Some(if *open { "open" } else { "invite" }.into()),
+                history_visible: Some(*history_visible),
+                members: ids,
+            };
+            serde_json::to_value(http.create_group(&new).await?)?
+        }
+        GroupCommand::List => {
+            for g in http.groups().await? {
+                print(&serde_json::to_value(g)?)?;
+            }
+            return Ok(());
+        }
+        GroupCommand::Info { group } => serde_json::to_value(http.group(*group).await?)?,
+        GroupCommand::Members {
+            group,
+            after,
+            limit,
+        } => {
+            let page = http.members(*group, *after, *limit).await?;
+            for m in &page.members {
+                print(&serde_json::to_value(m)?)?;
+            }
+            if let Some(next) = page.next_after {
+                print(&json!({"next_after": next}))?;
+            }
+            return Ok(());
+        }
+        GroupCommand::Add { group, users } => {
+            let mut ids = Vec::new();
+            for u in users {
+                ids.push(user_id(&http, u).await?);
+            }
+            serde_json::to_value(http.add_members(*group, &ids).await?)?
+        }
+        GroupCommand::Remove { group, user } => {
+            let id = user_id(&http, user).await?;
+            http.remove_member(*group, id).await?;
+            json!({"group_id": group, "removed": id})
+        }
+        GroupCommand::Join { group } => serde_json::to_value(http.join_group(*group).await?)?,
+        GroupCommand::Leave { group } => {
+            http.leave_group(*group).await?;
+            json!({"group_id": group, "left": true})
+        }
+        GroupCommand::Role { group, user, role } => serde_json::to_value(
+            http.set_role(*group, user_id(&http, user).await?, role)
+                .await?,
+        )?,
+        GroupCommand::Transfer { group, user } => serde_json::to_value(
+            http.transfer_group(*group, user_id(&http, user).await?)
+                .await?,
+        )?,
+        GroupCommand::Rename { group, name } => {
+            serde_json::to_value(http.update_group(*group, Some(name), None, None).await?)?
+        }
+    };
+    print(&value)
 }
 
 fn authed(cli: &Cli, http: HttpClient) -> anyhow::Result<HttpClient> {

@@ -18,7 +18,11 @@ pub const MAX_LIST_PAGE: usize = 200;
 type SortKey = (Reverse<bool>, Reverse<u64>, String);
 
 fn sort_key(v: &ConversationView) -> SortKey {
-    (Reverse(v.pinned), Reverse(v.last_activity_ms), v.conversation.clone())
+    (
+        Reverse(v.pinned),
+        Reverse(v.last_activity_ms),
+        v.conversation.clone(),
+    )
 }
 
 fn encode_cursor(k: &SortKey) -> String {
@@ -36,7 +40,12 @@ fn decode_cursor(s: &str) -> Result<SortKey, ApiError> {
 
 impl Api {
     /// A page of `user`'s conversations: pinned first, then by last activity.
-    pub fn conversation_list(&self, user: u64, cursor: Option<&str>, limit: usize) -> Result<ConversationList, ApiError> {
+    pub fn conversation_list(
+        &self,
+        user: u64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ConversationList, ApiError> {
         let limit = limit.clamp(1, MAX_LIST_PAGE);
         let after = cursor.map(decode_cursor).transpose()?;
         let mut views = Vec::new();
@@ -50,10 +59,16 @@ impl Api {
             let (kind, peer, group, name) = match c {
                 ConversationId::Direct { .. } => {
                     let peer = c.peer_of(user);
-                    let name = peer.map(|p| self.store.account(p)).transpose()?.flatten().map(|a| a.name);
+                    let name = peer
+                        .map(|p| self.store.account(p))
+                        .transpose()?
+                        .flatten()
+                        .map(|a| a.name);
                     ("direct", peer, None, name)
                 }
-                ConversationId::Group(g) => ("group", None, Some(g), self.store.group(g)?.map(|i| i.name)),
+                ConversationId::Group(g) => {
+                    ("group", None, Some(g), self.store.group(g)?.map(|i| i.name))
+                }
             };
             views.push(ConversationView {
                 conversation: c.to_string(),
@@ -63,8 +78,12 @@ impl Api {
                 name,
                 last_seq: entry.last_seq,
                 read_seq: entry.state.read_seq.max(floor),
-                unread: entry.last_seq.saturating_sub(entry.state.read_seq.max(floor)),
-                last_activity_ms: last.as_ref().map_or(entry.state.created_ms, |m| m.server_time_ms),
+                unread: entry
+                    .last_seq
+                    .saturating_sub(entry.state.read_seq.max(floor)),
+                last_activity_ms: last
+                    .as_ref()
+                    .map_or(entry.state.created_ms, |m| m.server_time_ms),
                 last_message: last.as_ref().map(convert::to_view),
                 muted: entry.state.muted,
                 pinned: entry.state.pinned,
@@ -90,7 +109,13 @@ impl Api {
 
     /// Moves `user`'s read cursor in `c` forward and tells the user's other devices
     /// (all of them when `from_device` is `None`, as for HTTP). Returns the cursor.
-    pub fn mark_read(&self, user: u64, c: &ConversationId, seq: u64, from_device: Option<&str>) -> Result<u64, ApiError> {
+    pub fn mark_read(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        seq: u64,
+        from_device: Option<&str>,
+    ) -> Result<u64, ApiError> {
         self.authorize(user, c)?;
         let read_seq = match self.store.mark_read(user, c, seq) {
             // A direct conversation with no message yet is in nobody's list.

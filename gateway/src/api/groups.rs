@@ -20,12 +20,16 @@ impl From<MembershipRefusal> for ApiError {
     fn from(r: MembershipRefusal) -> Self {
         match r {
             MembershipRefusal::NoGroup => ApiError::new(ErrorCode::NotFound, "no such group"),
-            MembershipRefusal::AlreadyMember => ApiError::new(ErrorCode::AlreadyExists, "already a member"),
-            MembershipRefusal::NotMember => ApiError::new(ErrorCode::NotFound, "not a member of this group"),
-            MembershipRefusal::Full => ApiError::new(ErrorCode::GroupFull, "the group is full"),
-            MembershipRefusal::IsOwner => {
-                ApiError::forbidden("the owner cannot leave or be removed; transfer ownership first")
+            MembershipRefusal::AlreadyMember => {
+                ApiError::new(ErrorCode::AlreadyExists, "already a member")
             }
+            MembershipRefusal::NotMember => {
+                ApiError::new(ErrorCode::NotFound, "not a member of this group")
+            }
+            MembershipRefusal::Full => ApiError::new(ErrorCode::GroupFull, "the group is full"),
+            MembershipRefusal::IsOwner => ApiError::forbidden(
+                "the owner cannot leave or be removed; transfer ownership first",
+            ),
         }
     }
 }
@@ -110,7 +114,10 @@ impl Api {
         members.sort_unstable();
         members.dedup();
         if members.len() as u64 + 1 > self.config.max_group_members {
-            return Err(ApiError::new(ErrorCode::GroupFull, "more members than a group may have"));
+            return Err(ApiError::new(
+                ErrorCode::GroupFull,
+                "more members than a group may have",
+            ));
         }
         for &m in &members {
             self.require_user(m)?;
@@ -118,8 +125,15 @@ impl Api {
         let info = self
             .blocking(move |store| Ok(store.create_group(owner, &name, policy, history_visible)?))
             .await?;
-        self.group_event(info.id, owner, Event::GroupCreated(pb::GroupCreated { name: info.name.clone(), by_user: owner }))
-            .await?;
+        self.group_event(
+            info.id,
+            owner,
+            Event::GroupCreated(pb::GroupCreated {
+                name: info.name.clone(),
+                by_user: owner,
+            }),
+        )
+        .await?;
         if !members.is_empty() {
             self.add_members(info.id, owner, members).await?;
         }
@@ -144,8 +158,12 @@ impl Api {
     pub fn groups_of(&self, user: u64) -> Result<Vec<GroupView>, ApiError> {
         let mut out = Vec::new();
         for entry in self.store.conversations(user)? {
-            let ConversationId::Group(g) = entry.conversation else { continue };
-            let Some(member) = self.store.member(g, user)? else { continue };
+            let ConversationId::Group(g) = entry.conversation else {
+                continue;
+            };
+            let Some(member) = self.store.member(g, user)? else {
+                continue;
+            };
             if let Some(info) = self.store.group(g)? {
                 out.push(self.group_view(&info, Some(member.role)));
             }
@@ -164,45 +182,78 @@ impl Api {
     ) -> Result<GroupView, ApiError> {
         let (_, role) = self.role_in(group, user)?;
         if role < Role::Admin {
-            return Err(ApiError::forbidden("only the owner and admins change group settings"));
+            return Err(ApiError::forbidden(
+                "only the owner and admins change group settings",
+            ));
         }
         let new_name = name.clone();
         let info = self
-            .blocking(move |store| Ok(store.update_group(group, name.as_deref(), policy, history_visible)?))
+            .blocking(move |store| {
+                Ok(store.update_group(group, name.as_deref(), policy, history_visible)?)
+            })
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
         if let Some(name) = new_name {
-            self.group_event(group, user, Event::GroupRenamed(pb::GroupRenamed { name, by_user: user }))
-                .await?;
+            self.group_event(
+                group,
+                user,
+                Event::GroupRenamed(pb::GroupRenamed {
+                    name,
+                    by_user: user,
+                }),
+            )
+            .await?;
         }
         Ok(self.group_view(&info, Some(role)))
     }
 
     /// A page of members (members only).
-    pub fn group_members(&self, group: u64, user: u64, after: u64, limit: usize) -> Result<MemberList, ApiError> {
+    pub fn group_members(
+        &self,
+        group: u64,
+        user: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<MemberList, ApiError> {
         self.role_in(group, user)?;
         let limit = limit.clamp(1, MAX_MEMBER_PAGE);
         let page = self.store.members(group, after, limit)?;
-        let next_after = (page.len() == limit).then(|| page.last().map(|m| m.user_id)).flatten();
+        let next_after = (page.len() == limit)
+            .then(|| page.last().map(|m| m.user_id))
+            .flatten();
         let members = page
             .into_iter()
             .map(|m| {
                 Ok(MemberView {
                     user_id: m.user_id,
-                    name: self.store.account(m.user_id)?.map(|a| a.name).unwrap_or_default(),
+                    name: self
+                        .store
+                        .account(m.user_id)?
+                        .map(|a| a.name)
+                        .unwrap_or_default(),
                     role: role_name(m.role).into(),
                     joined_ms: m.joined_ms,
                 })
             })
             .collect::<Result<_, ApiError>>()?;
-        Ok(MemberList { members, next_after })
+        Ok(MemberList {
+            members,
+            next_after,
+        })
     }
 
     /// Adds users (owners and admins; any member of an open group).
-    pub async fn add_members(&self, group: u64, by: u64, users: Vec<u64>) -> Result<AddedMembers, ApiError> {
+    pub async fn add_members(
+        &self,
+        group: u64,
+        by: u64,
+        users: Vec<u64>,
+    ) -> Result<AddedMembers, ApiError> {
         let (info, role) = self.role_in(group, by)?;
         if role < Role::Admin && info.join_policy != JoinPolicy::Open {
-            return Err(ApiError::forbidden("only the owner and admins add members to this group"));
+            return Err(ApiError::forbidden(
+                "only the owner and admins add members to this group",
+            ));
         }
         for &u in &users {
             self.require_user(u)?;
@@ -229,10 +280,16 @@ impl Api {
             .await?;
         self.members.invalidate(group);
         if !added.is_empty() {
-            let event = Event::MembersAdded(pb::MembersAdded { user_ids: added.clone(), by_user: by });
+            let event = Event::MembersAdded(pb::MembersAdded {
+                user_ids: added.clone(),
+                by_user: by,
+            });
             self.group_event(group, by, event).await?;
         }
-        Ok(AddedMembers { added, already_members })
+        Ok(AddedMembers {
+            added,
+            already_members,
+        })
     }
 
     /// Joins an open group.
@@ -248,8 +305,15 @@ impl Api {
         self.blocking(move |store| Ok(store.add_member(group, user, Role::Member, max)??))
             .await?;
         self.members.invalidate(group);
-        self.group_event(group, user, Event::MemberJoined(pb::MemberJoined { user_id: user, by_user: user }))
-            .await?;
+        self.group_event(
+            group,
+            user,
+            Event::MemberJoined(pb::MemberJoined {
+                user_id: user,
+                by_user: user,
+            }),
+        )
+        .await?;
         self.group_info(group, user)
     }
 
@@ -270,9 +334,15 @@ impl Api {
             return Err(MembershipRefusal::IsOwner.into());
         }
         // The event goes out while the member still is one, so it learns of it too.
-        let event = Event::MemberLeft(pb::MemberLeft { user_id: target, by_user: by, removed: by != target });
+        let event = Event::MemberLeft(pb::MemberLeft {
+            user_id: target,
+            by_user: by,
+            removed: by != target,
+        });
         self.group_event(group, by, event).await?;
-        let removed = self.blocking(move |store| Ok(store.remove_member(group, target)?)).await;
+        let removed = self
+            .blocking(move |store| Ok(store.remove_member(group, target)?))
+            .await;
         // Whatever happened, the cache must not keep a stale list.
         self.members.invalidate(group);
         removed??;
@@ -280,7 +350,13 @@ impl Api {
     }
 
     /// Sets a member's role to admin or member (owner only).
-    pub async fn set_role(&self, group: u64, by: u64, target: u64, role: Role) -> Result<MemberView, ApiError> {
+    pub async fn set_role(
+        &self,
+        group: u64,
+        by: u64,
+        target: u64,
+        role: Role,
+    ) -> Result<MemberView, ApiError> {
         let (_, my_role) = self.role_in(group, by)?;
         if my_role != Role::Owner {
             return Err(ApiError::forbidden("only the owner changes roles"));
@@ -288,7 +364,9 @@ impl Api {
         if role == Role::Owner {
             return Err(ApiError::invalid("use transfer to hand over ownership"));
         }
-        let member = self.blocking(move |store| Ok(store.set_role(group, target, role)??)).await?;
+        let member = self
+            .blocking(move |store| Ok(store.set_role(group, target, role)??))
+            .await?;
         let event = Event::RoleChanged(pb::RoleChanged {
             user_id: target,
             role: role_name(role).into(),
@@ -304,13 +382,22 @@ impl Api {
     }
 
     /// Hands ownership to another member (owner only); the old owner becomes admin.
-    pub async fn transfer_group(&self, group: u64, by: u64, target: u64) -> Result<GroupView, ApiError> {
+    pub async fn transfer_group(
+        &self,
+        group: u64,
+        by: u64,
+        target: u64,
+    ) -> Result<GroupView, ApiError> {
         let (_, my_role) = self.role_in(group, by)?;
         if my_role != Role::Owner {
             return Err(ApiError::forbidden("only the owner transfers ownership"));
         }
-        self.blocking(move |store| Ok(store.transfer_ownership(group, target)??)).await?;
-        let event = Event::OwnerChanged(pb::OwnerChanged { new_owner: target, by_user: by });
+        self.blocking(move |store| Ok(store.transfer_ownership(group, target)??))
+            .await?;
+        let event = Event::OwnerChanged(pb::OwnerChanged {
+            new_owner: target,
+            by_user: by,
+        });
         self.group_event(group, by, event).await?;
         self.group_info(group, by)
     }

@@ -115,12 +115,19 @@ impl FromRequestParts<Arc<Api>> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing Authorization header"))?;
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthenticated, "missing Authorization header")
+            })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "expected `Authorization: Bearer <token>`"))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "expected `Authorization: Bearer <token>`",
+                )
+            })?
             .trim()
             .to_owned();
         let user_id = api.authenticate_token(&token)?;
@@ -156,7 +163,9 @@ async fn health(State(api): State<Arc<Api>>) -> Json<Health> {
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "server", responses((status = 200, description = "OpenAPI 3.1 document")))]
-async fn openapi_json(Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>) -> Json<utoipa::openapi::OpenApi> {
+async fn openapi_json(
+    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
     Json((*doc).clone())
 }
 
@@ -171,13 +180,22 @@ async fn register(
     let account = api
         .blocking(move |store| Ok(store.register(&creds.name, &creds.password)?))
         .await?;
-    Ok((StatusCode::CREATED, Json(UserInfo { user_id: account.id, name: account.name })))
+    Ok((
+        StatusCode::CREATED,
+        Json(UserInfo {
+            user_id: account.id,
+            name: account.name,
+        }),
+    ))
 }
 
 /// Log in: a bearer token for the HTTP API and the binary protocol.
 #[utoipa::path(post, path = "/v1/login", tag = "accounts", request_body = Credentials,
     responses((status = 200, body = LoginInfo), (status = 401, body = ErrorBody)))]
-async fn login(State(api): State<Arc<Api>>, body: Result<Json<Credentials>, JsonRejection>) -> ApiResult<LoginInfo> {
+async fn login(
+    State(api): State<Arc<Api>>,
+    body: Result<Json<Credentials>, JsonRejection>,
+) -> ApiResult<LoginInfo> {
     let creds = json_body(body)?;
     let name = creds.name.clone();
     let session = api
@@ -195,7 +213,8 @@ async fn login(State(api): State<Arc<Api>>, body: Result<Json<Credentials>, Json
 #[utoipa::path(post, path = "/v1/logout", tag = "accounts", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody)))]
 async fn logout(State(api): State<Arc<Api>>, caller: Caller) -> Result<StatusCode, ApiError> {
-    api.blocking(move |store| Ok(store.revoke_token(&caller.token)?)).await?;
+    api.blocking(move |store| Ok(store.revoke_token(&caller.token)?))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -204,19 +223,29 @@ async fn logout(State(api): State<Arc<Api>>, caller: Caller) -> Result<StatusCod
     responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody)))]
 async fn me(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<UserInfo> {
     let name = api.require_user(caller.user_id)?;
-    Ok(Json(UserInfo { user_id: caller.user_id, name }))
+    Ok(Json(UserInfo {
+        user_id: caller.user_id,
+        name,
+    }))
 }
 
 /// Look a user up by name.
 #[utoipa::path(get, path = "/v1/users/{name}", tag = "accounts", security(("bearer" = [])),
     params(("name" = String, Path, description = "user name")),
     responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
-async fn user_by_name(State(api): State<Arc<Api>>, _caller: Caller, Path(name): Path<String>) -> ApiResult<UserInfo> {
+async fn user_by_name(
+    State(api): State<Arc<Api>>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<UserInfo> {
     let account = api
         .store
         .account_by_name(&name)?
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user named {name:?}")))?;
-    Ok(Json(UserInfo { user_id: account.id, name: account.name }))
+    Ok(Json(UserInfo {
+        user_id: account.id,
+        name: account.name,
+    }))
 }
 
 /// Paging of relation lists.
@@ -232,7 +261,11 @@ struct PageQuery {
 /// How the caller relates to a user.
 #[utoipa::path(get, path = "/v1/relations/{user_id}", tag = "relations", security(("bearer" = [])),
     params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
-async fn relation(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
+async fn relation(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
     Ok(Json(api.relation_view(caller.user_id, peer)?))
 }
 
@@ -245,7 +278,12 @@ async fn friends(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
     let q = query(q)?;
-    Ok(Json(api.relation_list(caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100), |r| r.friend)?))
+    Ok(Json(api.relation_list(
+        caller.user_id,
+        q.after.unwrap_or(0),
+        q.limit.unwrap_or(100),
+        |r| r.friend,
+    )?))
 }
 
 /// Pending friend requests, to and from the caller.
@@ -270,26 +308,48 @@ async fn request_friend(
         (None, Some(name)) => {
             api.store
                 .account_by_name(&name)?
-                .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user named {name:?}")))?
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::UnknownUser, format!("no user named {name:?}"))
+                })?
                 .id
         }
         (None, None) => return Err(ApiError::invalid("give `user_id` or `name`")),
     };
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Request)?))
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Request,
+    )?))
 }
 
 /// Accept a pending request from a user.
 #[utoipa::path(post, path = "/v1/friends/requests/{user_id}/accept", tag = "relations", security(("bearer" = [])),
     params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
-async fn accept_friend(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Accept)?))
+async fn accept_friend(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Accept,
+    )?))
 }
 
 /// Decline a pending request from a user.
 #[utoipa::path(post, path = "/v1/friends/requests/{user_id}/decline", tag = "relations", security(("bearer" = [])),
     params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
-async fn decline_friend(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Decline)?))
+async fn decline_friend(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Decline,
+    )?))
 }
 
 /// Withdraw the caller's pending request to a user.
@@ -300,14 +360,26 @@ async fn cancel_friend_request(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Cancel)?))
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Cancel,
+    )?))
 }
 
 /// End a friendship.
 #[utoipa::path(delete, path = "/v1/friends/{user_id}", tag = "relations", security(("bearer" = [])),
     params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 404, body = ErrorBody)))]
-async fn remove_friend(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Unfriend)?))
+async fn remove_friend(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Unfriend,
+    )?))
 }
 
 /// Users the caller follows (one-way).
@@ -319,7 +391,12 @@ async fn following(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
     let q = query(q)?;
-    Ok(Json(api.relation_list(caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100), |r| r.following)?))
+    Ok(Json(api.relation_list(
+        caller.user_id,
+        q.after.unwrap_or(0),
+        q.limit.unwrap_or(100),
+        |r| r.following,
+    )?))
 }
 
 /// Users who follow the caller.
@@ -331,21 +408,42 @@ async fn followers(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
     let q = query(q)?;
-    Ok(Json(api.relation_list(caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100), |r| r.followed_by)?))
+    Ok(Json(api.relation_list(
+        caller.user_id,
+        q.after.unwrap_or(0),
+        q.limit.unwrap_or(100),
+        |r| r.followed_by,
+    )?))
 }
 
 /// Follow a user.
 #[utoipa::path(put, path = "/v1/following/{user_id}", tag = "relations", security(("bearer" = [])),
     params(("user_id" = u64, Path)), responses((status = 200, body = RelationView), (status = 403, body = ErrorBody)))]
-async fn follow(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Follow(true))?))
+async fn follow(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Follow(true),
+    )?))
 }
 
 /// Stop following a user.
 #[utoipa::path(delete, path = "/v1/following/{user_id}", tag = "relations", security(("bearer" = [])),
     params(("user_id" = u64, Path)), responses((status = 200, body = RelationView)))]
-async fn unfollow(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Follow(false))?))
+async fn unfollow(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Follow(false),
+    )?))
 }
 
 /// Users the caller blocks.
@@ -357,28 +455,51 @@ async fn blocks(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
     let q = query(q)?;
-    Ok(Json(api.relation_list(caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100), |r| r.blocking)?))
+    Ok(Json(api.relation_list(
+        caller.user_id,
+        q.after.unwrap_or(0),
+        q.limit.unwrap_or(100),
+        |r| r.blocking,
+    )?))
 }
 
 /// Block a user: it can no longer message the caller or see its presence.
 #[utoipa::path(put, path = "/v1/blocks/{user_id}", tag = "relations", security(("bearer" = [])),
     params(("user_id" = u64, Path)), responses((status = 200, body = RelationView)))]
-async fn block(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Block(true))?))
+async fn block(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Block(true),
+    )?))
 }
 
 /// Unblock a user.
 #[utoipa::path(delete, path = "/v1/blocks/{user_id}", tag = "relations", security(("bearer" = [])),
     params(("user_id" = u64, Path)), responses((status = 200, body = RelationView)))]
-async fn unblock(State(api): State<Arc<Api>>, caller: Caller, Path(peer): Path<u64>) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(caller.user_id, peer, RelationChange::Block(false))?))
+async fn unblock(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(peer): Path<u64>,
+) -> ApiResult<RelationView> {
+    Ok(Json(api.change_relation(
+        caller.user_id,
+        peer,
+        RelationChange::Block(false),
+    )?))
 }
 
 /// The caller's groups.
 #[utoipa::path(get, path = "/v1/groups", tag = "groups", security(("bearer" = [])),
     responses((status = 200, body = GroupList)))]
 async fn my_groups(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<GroupList> {
-    Ok(Json(GroupList { groups: api.groups_of(caller.user_id)? }))
+    Ok(Json(GroupList {
+        groups: api.groups_of(caller.user_id)?,
+    }))
 }
 
 /// Create a group; the caller owns it.
@@ -406,7 +527,11 @@ async fn create_group(
 /// A group's info (members; anyone for open groups).
 #[utoipa::path(get, path = "/v1/groups/{group_id}", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path)), responses((status = 200, body = GroupView), (status = 404, body = ErrorBody)))]
-async fn group_info(State(api): State<Arc<Api>>, caller: Caller, Path(group): Path<u64>) -> ApiResult<GroupView> {
+async fn group_info(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+) -> ApiResult<GroupView> {
     Ok(Json(api.group_info(group, caller.user_id)?))
 }
 
@@ -422,7 +547,16 @@ async fn update_group(
 ) -> ApiResult<GroupView> {
     let body = json_body(body)?;
     let policy = body.join_policy.as_deref().map(parse_policy).transpose()?;
-    Ok(Json(api.update_group(group, caller.user_id, body.name, policy, body.history_visible).await?))
+    Ok(Json(
+        api.update_group(
+            group,
+            caller.user_id,
+            body.name,
+            policy,
+            body.history_visible,
+        )
+        .await?,
+    ))
 }
 
 /// A page of members, by user id (members only).
@@ -436,7 +570,12 @@ async fn group_members(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<MemberList> {
     let q = query(q)?;
-    Ok(Json(api.group_members(group, caller.user_id, q.after.unwrap_or(0), q.limit.unwrap_or(100))?))
+    Ok(Json(api.group_members(
+        group,
+        caller.user_id,
+        q.after.unwrap_or(0),
+        q.limit.unwrap_or(100),
+    )?))
 }
 
 /// Add users (owner, admins; any member of an open group).
@@ -450,7 +589,10 @@ async fn add_members(
     body: Result<Json<AddMembers>, JsonRejection>,
 ) -> ApiResult<AddedMembers> {
     let body = json_body(body)?;
-    Ok(Json(api.add_members(group, caller.user_id, body.user_ids).await?))
+    Ok(Json(
+        api.add_members(group, caller.user_id, body.user_ids)
+            .await?,
+    ))
 }
 
 /// Remove a member (owner: anyone; admins: plain members).
@@ -484,15 +626,24 @@ async fn set_role(
 #[utoipa::path(post, path = "/v1/groups/{group_id}/join", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path)),
     responses((status = 200, body = GroupView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn join_group(State(api): State<Arc<Api>>, caller: Caller, Path(group): Path<u64>) -> ApiResult<GroupView> {
+async fn join_group(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+) -> ApiResult<GroupView> {
     Ok(Json(api.join_group(group, caller.user_id).await?))
 }
 
 /// Leave a group (the owner transfers ownership first).
 #[utoipa::path(post, path = "/v1/groups/{group_id}/leave", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path)), responses((status = 204), (status = 403, body = ErrorBody)))]
-async fn leave_group(State(api): State<Arc<Api>>, caller: Caller, Path(group): Path<u64>) -> Result<StatusCode, ApiError> {
-    api.remove_member(group, caller.user_id, caller.user_id).await?;
+async fn leave_group(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    api.remove_member(group, caller.user_id, caller.user_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -507,7 +658,10 @@ async fn transfer_group(
     body: Result<Json<TransferBody>, JsonRejection>,
 ) -> ApiResult<GroupView> {
     let body = json_body(body)?;
-    Ok(Json(api.transfer_group(group, caller.user_id, body.user_id).await?))
+    Ok(Json(
+        api.transfer_group(group, caller.user_id, body.user_id)
+            .await?,
+    ))
 }
 
 /// Paging of the conversation list.
@@ -529,7 +683,11 @@ async fn conversations(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<ConversationList> {
     let q = query(q)?;
-    Ok(Json(api.conversation_list(caller.user_id, q.cursor.as_deref(), q.limit.unwrap_or(50))?))
+    Ok(Json(api.conversation_list(
+        caller.user_id,
+        q.cursor.as_deref(),
+        q.limit.unwrap_or(50),
+    )?))
 }
 
 /// Mute or pin a conversation.
@@ -603,5 +761,8 @@ async fn mark_read(
     let body = json_body(body)?;
     let c = conversation(&api, &id)?;
     let read_seq = api.mark_read(caller.user_id, &c, body.seq, None)?;
-    Ok(Json(ReadState { conversation: c.to_string(), read_seq }))
+    Ok(Json(ReadState {
+        conversation: c.to_string(),
+        read_seq,
+    }))
 }

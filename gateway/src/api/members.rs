@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use courier_protocol::conversation::mix;
-use courier_storage::{Store, StorageError};
+use courier_storage::{StorageError, Store};
 
 const SHARDS: usize = 32;
 

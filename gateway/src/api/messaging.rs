@@ -20,11 +20,18 @@ impl Api {
     pub fn authorize(&self, user: u64, c: &ConversationId) -> Result<u64, ApiError> {
         match *c {
             ConversationId::Direct { .. } if c.peer_of(user).is_some() => Ok(0),
-            ConversationId::Direct { .. } => Err(ApiError::forbidden("not a participant of this conversation")),
+            ConversationId::Direct { .. } => Err(ApiError::forbidden(
+                "not a participant of this conversation",
+            )),
             ConversationId::Group(g) => match self.store.member(g, user)? {
                 Some(member) => Ok(member.joined_seq),
-                None if self.store.group(g)?.is_some() => Err(ApiError::forbidden("not a member of this group")),
-                None => Err(ApiError::new(ErrorCode::UnknownConversation, "no such group")),
+                None if self.store.group(g)?.is_some() => {
+                    Err(ApiError::forbidden("not a member of this group"))
+                }
+                None => Err(ApiError::new(
+                    ErrorCode::UnknownConversation,
+                    "no such group",
+                )),
             },
         }
     }
@@ -42,10 +49,16 @@ impl Api {
                     return Err(ApiError::new(ErrorCode::Blocked, "this user blocks you"));
                 }
                 if relation.blocking {
-                    return Err(ApiError::new(ErrorCode::Blocked, "you block this user; unblock first"));
+                    return Err(ApiError::new(
+                        ErrorCode::Blocked,
+                        "you block this user; unblock first",
+                    ));
                 }
                 if self.store.account(peer)?.is_none() {
-                    return Err(ApiError::new(ErrorCode::UnknownUser, format!("no user with id {peer}")));
+                    return Err(ApiError::new(
+                        ErrorCode::UnknownUser,
+                        format!("no user with id {peer}"),
+                    ));
                 }
                 Ok(())
             }
@@ -202,7 +215,9 @@ impl Api {
                 conversation: entry.conversation.to_string(),
                 last_seq: entry.last_seq,
                 read_seq: entry.state.read_seq,
-                unread: entry.last_seq.saturating_sub(entry.state.read_seq.max(entry.state.joined_seq)),
+                unread: entry
+                    .last_seq
+                    .saturating_sub(entry.state.read_seq.max(entry.state.joined_seq)),
                 new_since_cursor: entry.last_seq.saturating_sub(cursor),
                 last_message,
                 kind: if entry.conversation.is_group() {

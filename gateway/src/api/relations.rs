@@ -16,8 +16,12 @@ impl From<RelationRefusal> for ApiError {
             RelationRefusal::SelfRelation => ApiError::invalid("that is yourself"),
             RelationRefusal::Blocked => ApiError::new(ErrorCode::Blocked, "this user blocks you"),
             RelationRefusal::Blocking => ApiError::invalid("you block this user; unblock first"),
-            RelationRefusal::AlreadyFriends => ApiError::new(ErrorCode::AlreadyExists, "already friends"),
-            RelationRefusal::NoRequest => ApiError::new(ErrorCode::NotFound, "no such pending request"),
+            RelationRefusal::AlreadyFriends => {
+                ApiError::new(ErrorCode::AlreadyExists, "already friends")
+            }
+            RelationRefusal::NoRequest => {
+                ApiError::new(ErrorCode::NotFound, "no such pending request")
+            }
             RelationRefusal::NotFriends => ApiError::new(ErrorCode::NotFound, "not friends"),
         }
     }
@@ -45,14 +49,18 @@ pub enum RelationChange {
 impl Api {
     /// Checks that `user_id` names an account.
     pub fn require_user(&self, user_id: u64) -> Result<String, ApiError> {
-        self.store
-            .account(user_id)?
-            .map(|a| a.name)
-            .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user with id {user_id}")))
+        self.store.account(user_id)?.map(|a| a.name).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownUser, format!("no user with id {user_id}"))
+        })
     }
 
     /// Applies `change` between `user` and `peer` and returns the new relation.
-    pub fn change_relation(&self, user: u64, peer: u64, change: RelationChange) -> Result<RelationView, ApiError> {
+    pub fn change_relation(
+        &self,
+        user: u64,
+        peer: u64,
+        change: RelationChange,
+    ) -> Result<RelationView, ApiError> {
         self.require_user(peer)?;
         let s = &self.store;
         match change {
@@ -83,11 +91,17 @@ impl Api {
     ) -> Result<RelationList, ApiError> {
         let limit = limit.clamp(1, MAX_RELATION_PAGE);
         let page = self.store.relations(user, after, limit, keep)?;
-        let next_after = (page.len() == limit).then(|| page.last().map(|(p, _)| *p)).flatten();
+        let next_after = (page.len() == limit)
+            .then(|| page.last().map(|(p, _)| *p))
+            .flatten();
         let users = page
             .into_iter()
             .map(|(peer, r)| {
-                let name = self.store.account(peer)?.map(|a| a.name).unwrap_or_default();
+                let name = self
+                    .store
+                    .account(peer)?
+                    .map(|a| a.name)
+                    .unwrap_or_default();
                 Ok(view(peer, name, r))
             })
             .collect::<Result<_, ApiError>>()?;
@@ -97,8 +111,12 @@ impl Api {
     /// Pending requests to and from `user`.
     pub fn friend_requests(&self, user: u64) -> Result<FriendRequests, ApiError> {
         Ok(FriendRequests {
-            incoming: self.relation_list(user, 0, MAX_RELATION_PAGE, |r| r.request_received)?.users,
-            outgoing: self.relation_list(user, 0, MAX_RELATION_PAGE, |r| r.request_sent)?.users,
+            incoming: self
+                .relation_list(user, 0, MAX_RELATION_PAGE, |r| r.request_received)?
+                .users,
+            outgoing: self
+                .relation_list(user, 0, MAX_RELATION_PAGE, |r| r.request_sent)?
+                .users,
         })
     }
 }

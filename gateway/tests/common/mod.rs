@@ -162,3 +162,30 @@ pub fn error_code(frame: &Frame) -> Option<courier_protocol::ErrorCode> {
         _ => None,
     }
 }
+
+/// Registers and logs in `n` users named `{prefix}{i}`, a few at a time.
+pub async fn users(t: &TestServer, prefix: &str, n: usize) -> Vec<LoginInfo> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(0..n)
+        .map(|i| {
+            let http = t.http.clone();
+            let name = format!("{prefix}{i}");
+            async move {
+                http.register(&name, "password123").await.unwrap();
+                http.login(&name, "password123").await.unwrap()
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await
+}
+
+/// Waits for the next event that is a text message, skipping system events and others.
+pub async fn next_text(events: &mut Events) -> pb::Message {
+    loop {
+        let m = next_message(events).await;
+        if m.body.as_ref().and_then(|b| b.as_text()).is_some() {
+            return m;
+        }
+    }
+}
