@@ -171,6 +171,9 @@ impl Writer {
             }
         }
 
+        if !committed.is_empty() {
+            self.advance_senders_read_cursors(&committed);
+        }
         for (reply, outcome) in outcomes {
             let result = match outcome {
                 Outcome::Fresh(a) | Outcome::Stored(a) => Ok(a),
@@ -178,9 +181,6 @@ impl Writer {
             };
             // The waiter may have given up (connection closed); the message is stored anyway.
             let _ = reply.send(result);
-        }
-        if !committed.is_empty() {
-            self.advance_senders_read_cursors(&committed);
         }
         if let (Some(listener), false) = (&self.listener, committed.is_empty()) {
             listener.committed(&committed);
