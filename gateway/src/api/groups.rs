@@ -125,17 +125,19 @@ impl Api {
         let info = self
             .blocking(move |store| Ok(store.create_group(owner, &name, policy, history_visible)?))
             .await?;
-        self.group_event(
-            info.id,
-            owner,
-            Event::GroupCreated(pb::GroupCreated {
-                name: info.name.clone(),
+        // Members are in before the first event, so everyone sees the whole log.
+        let (added, _) = self.insert_members(info.id, members).await?;
+        let created = Event::GroupCreated(pb::GroupCreated {
+            name: info.name.clone(),
+            by_user: owner,
+        });
+        self.group_event(info.id, owner, created).await?;
+        if !added.is_empty() {
+            let event = Event::MembersAdded(pb::MembersAdded {
+                user_ids: added,
                 by_user: owner,
-            }),
-        )
-        .await?;
-        if !members.is_empty() {
-            self.add_members(info.id, owner, members).await?;
+            });
+            self.group_event(info.id, owner, event).await?;
         }
         let info = self.store.group(info.id)?.unwrap_or(info);
         Ok(self.group_view(&info, Some(Role::Owner)))
@@ -258,27 +260,7 @@ impl Api {
         for &u in &users {
             self.require_user(u)?;
         }
-        let max = self.config.max_group_members;
-        let (added, already_members) = self
-            .blocking(move |store| {
-                let mut added = Vec::new();
-                let mut already = Vec::new();
-                for u in users {
-                    match store.add_member(group, u, Role::Member, max)? {
-                        Ok(_) => added.push(u),
-                        Err(MembershipRefusal::AlreadyMember) => already.push(u),
-                        Err(other) => {
-                            if added.is_empty() {
-                                return Err(other.into());
-                            }
-                            break;
-                        }
-                    }
-                }
-                Ok((added, already))
-            })
-            .await?;
-        self.members.invalidate(group);
+        let (added, already_members) = self.insert_members(group, users).await?;
         if !added.is_empty() {
             let event = Event::MembersAdded(pb::MembersAdded {
                 user_ids: added.clone(),
@@ -290,6 +272,33 @@ impl Api {
             added,
             already_members,
         })
+    }
+
+    /// Adds `users` as plain members (no checks, no event); returns who was added and
+    /// who was a member already. Stops at the size limit.
+    async fn insert_members(
+        &self,
+        group: u64,
+        users: Vec<u64>,
+    ) -> Result<(Vec<u64>, Vec<u64>), ApiError> {
+        let max = self.config.max_group_members;
+        let result = self
+            .blocking(move |store| {
+                let mut added = Vec::new();
+                let mut already = Vec::new();
+                for u in users {
+                    match store.add_member(group, u, Role::Member, max)? {
+                        Ok(_) => added.push(u),
+                        Err(MembershipRefusal::AlreadyMember) => already.push(u),
+                        Err(other) if added.is_empty() => return Err(other.into()),
+                        Err(_) => break,
+                    }
+                }
+                Ok((added, already))
+            })
+            .await;
+        self.members.invalidate(group);
+        result
     }
 
     /// Joins an open group.
