@@ -115,6 +115,9 @@ pub struct AddedMembers {
     pub added: Vec<u64>,
     /// Members already.
     pub already_members: Vec<u64>,
+    /// Not added: the group is full.
+    #[serde(default)]
+    pub over_limit: Vec<u64>,
 }
 
 /// One entry of the conversation list.

@@ -419,3 +419,67 @@ async fn fan_out_to_two_thousand_online_members() {
     );
     t.stop().await;
 }
+
+/// A 100,000-member group: membership, paging, the size cap and fan-out all work.
+/// Most members are added through the store in one bulk call (they need no accounts
+/// or connections for this); three are real users who talk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_one_hundred_thousand_members_works() {
+    const SIZE: u64 = 100_000;
+    let t = TestServer::start_with(|c| c.max_group_members = SIZE).await;
+    let p = users(&t, "h", 4).await;
+    let owner = t.http_as(&p[0]);
+    let g = owner
+        .create_group(&NewGroup {
+            name: "city".into(),
+            members: vec![p[1].user_id],
+            ..NewGroup::default()
+        })
+        .await
+        .unwrap()
+        .group_id;
+    let api = t.server.api();
+    let bulk: Vec<u64> = (1_000_000..1_000_000 + SIZE - 2).collect();
+    let added = api
+        .store
+        .add_members(g, &bulk, courier_storage::Role::Member, SIZE)
+        .unwrap()
+        .unwrap();
+    assert_eq!(added.added.len() as u64, SIZE - 2);
+    api.members.invalidate(g);
+    assert_eq!(owner.group(g).await.unwrap().member_count, SIZE);
+
+    // Full: the next one is refused with a code.
+    let err = owner.add_members(g, &[p[2].user_id]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::GroupFull));
+
+    // Member pages are bounded and reach the end.
+    let last_page = owner
+        .members(g, Some(1_000_000 + SIZE - 600), Some(500))
+        .await
+        .unwrap();
+    assert_eq!(last_page.members.len(), 500);
+    let tail = owner
+        .members(g, last_page.next_after, Some(500))
+        .await
+        .unwrap();
+    assert!(tail.members.len() < 500 && tail.next_after.is_none());
+
+    // A message still reaches the online member (the router walks 100,000 members).
+    let c = ConversationId::Group(g);
+    let (sender, _se) = t.connect(&p[0], "phone").await;
+    let (_member, mut member_events) = t.connect(&p[1], "phone").await;
+    let start = Instant::now();
+    let seq = sender.send_text(&c, "hello city").await.unwrap().seq;
+    assert_eq!(next_text(&mut member_events).await.seq, seq);
+    println!(
+        "100,000-member group: send to receipt {:.1} ms ({} build)",
+        start.elapsed().as_secs_f64() * 1000.0,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    t.stop().await;
+}

@@ -85,6 +85,17 @@ pub struct Member {
     pub joined_ms: u64,
 }
 
+/// The outcome of adding several members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddedMembers {
+    /// Added now.
+    pub added: Vec<u64>,
+    /// Members already.
+    pub already_members: Vec<u64>,
+    /// Not added: the group reached its size limit.
+    pub over_limit: Vec<u64>,
+}
+
 /// Why a membership change was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipRefusal {
@@ -298,15 +309,51 @@ impl Store {
         role: Role,
         max_members: u64,
     ) -> Result<Result<Member, MembershipRefusal>> {
+        let added = match self.add_members(id, &[user], role, max_members)? {
+            Ok(added) => added,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if !added.already_members.is_empty() {
+            return Ok(Err(MembershipRefusal::AlreadyMember));
+        }
+        self.member(id, user)?
+            .map(Ok)
+            .ok_or(StorageError::Corrupt("member vanished"))
+    }
+
+    /// Adds many users at once with `role` (one flush per touched shard, not per
+    /// user): the way to fill a 100,000-member group. Users past `max_members` are
+    /// reported in `over_limit`; a group already full is refused.
+    pub fn add_members(
+        &self,
+        id: u64,
+        users: &[u64],
+        role: Role,
+        max_members: u64,
+    ) -> Result<Result<AddedMembers, MembershipRefusal>> {
         let _guard = self.lock_for(group_lock(id));
         let Some(mut info) = self.group(id)? else {
             return Ok(Err(MembershipRefusal::NoGroup));
         };
-        if self.member(id, user)?.is_some() {
-            return Ok(Err(MembershipRefusal::AlreadyMember));
+        let mut out = AddedMembers::default();
+        let mut seen = std::collections::HashSet::new();
+        for &user in users {
+            if !seen.insert(user) {
+                continue;
+            }
+            if self.member(id, user)?.is_some() {
+                out.already_members.push(user);
+            } else if info.member_count + out.added.len() as u64 >= max_members {
+                out.over_limit.push(user);
+            } else {
+                out.added.push(user);
+            }
         }
-        if info.member_count >= max_members {
-            return Ok(Err(MembershipRefusal::Full));
+        if out.added.is_empty() {
+            if !out.over_limit.is_empty() {
+                return Ok(Err(MembershipRefusal::Full));
+            }
+            return Ok(Ok(out));
         }
         let conversation = ConversationId::Group(id);
         let joined_seq = if info.history_visible {
@@ -315,35 +362,43 @@ impl Store {
             self.last_seq(&conversation)?
         };
         let now = now_ms();
-        let member = Member {
-            user_id: user,
-            role,
-            joined_seq,
-            joined_ms: now,
-        };
-        // The user's index first: a crash in between leaves an entry that grants
+        // The users' indexes first: a crash in between leaves entries that grant
         // nothing (membership is checked against the member list).
-        let user_shard = self.shard(self.inner.map.user(user));
         let state = ConversationState {
             joined_seq,
             read_seq: joined_seq,
             created_ms: now,
             ..ConversationState::default()
         };
-        user_shard
-            .userconv_state
-            .insert(keys::user_conv(user, &conversation), &state.encode()[..])?;
-        user_shard.db.flush()?;
-        info.member_count += 1;
+        let mut touched = std::collections::BTreeSet::new();
+        for &user in &out.added {
+            let index = self.inner.map.user(user);
+            self.shard(index)
+                .userconv_state
+                .insert(keys::user_conv(user, &conversation), &state.encode()[..])?;
+            touched.insert(index);
+        }
+        for index in touched {
+            self.shard(index).db.flush()?;
+        }
+        let mut batch = sled::Batch::default();
+        for &user in &out.added {
+            let member = Member {
+                user_id: user,
+                role,
+                joined_seq,
+                joined_ms: now,
+            };
+            batch.insert(&member_key(id, user), &member.encode());
+        }
+        info.member_count += out.added.len() as u64;
         let shard = self.group_shard(id);
-        shard
-            .groupmember_member
-            .insert(member_key(id, user), &member.encode())?;
+        shard.groupmember_member.apply_batch(batch)?;
         shard
             .groupid_group
             .insert(id.to_be_bytes(), info.encode())?;
         shard.db.flush()?;
-        Ok(Ok(member))
+        Ok(Ok(out))
     }
 
     /// Removes `user` from group `id` (leave or kick). The owner cannot be removed.
@@ -496,6 +551,22 @@ mod tests {
             .conversation_state(3, &ConversationId::Group(g.id))
             .unwrap()
             .is_some());
+        // Bulk adds: duplicates and existing members are sorted out, the cap holds.
+        let big = s.create_group(9, "big", JoinPolicy::Open, false).unwrap();
+        let users: Vec<u64> = (100..20_100).chain([100, 9]).collect();
+        let added = s
+            .add_members(big.id, &users, Role::Member, 10_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(added.added.len(), 9_999);
+        assert_eq!(added.already_members, vec![9]);
+        assert_eq!(added.over_limit.len(), 10_001);
+        assert_eq!(s.group(big.id).unwrap().unwrap().member_count, 10_000);
+        assert_eq!(s.member_ids(big.id).unwrap().len(), 10_000);
+        assert_eq!(
+            s.add_members(big.id, &[1], Role::Member, 10_000).unwrap(),
+            Err(MembershipRefusal::Full)
+        );
         let renamed = s
             .update_group(g.id, Some("crew"), Some(JoinPolicy::Open), None)
             .unwrap()

@@ -38,7 +38,7 @@ pub use accounts::{Account, Session};
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
 pub use error::{Result, StorageError};
-pub use groups::{GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
+pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
 pub use record::{ConversationState, Recall, StoredMessage};
 pub use relations::{Relation, RelationRefusal, RequestOutcome};
 

@@ -307,6 +307,8 @@ pub struct AddedMembers {
     pub added: Vec<u64>,
     /// Users who were members already.
     pub already_members: Vec<u64>,
+    /// Users not added because the group reached its size limit.
+    pub over_limit: Vec<u64>,
 }
 
 /// A role change.

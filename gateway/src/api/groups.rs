@@ -126,7 +126,7 @@ impl Api {
             .blocking(move |store| Ok(store.create_group(owner, &name, policy, history_visible)?))
             .await?;
         // Members are in before the first event, so everyone sees the whole log.
-        let (added, _) = self.insert_members(info.id, members).await?;
+        let added = self.insert_members(info.id, members).await?.added;
         let created = Event::GroupCreated(pb::GroupCreated {
             name: info.name.clone(),
             by_user: owner,
@@ -260,7 +260,11 @@ impl Api {
         for &u in &users {
             self.require_user(u)?;
         }
-        let (added, already_members) = self.insert_members(group, users).await?;
+        let courier_storage::AddedMembers {
+            added,
+            already_members,
+            over_limit,
+        } = self.insert_members(group, users).await?;
         if !added.is_empty() {
             let event = Event::MembersAdded(pb::MembersAdded {
                 user_ids: added.clone(),
@@ -271,31 +275,20 @@ impl Api {
         Ok(AddedMembers {
             added,
             already_members,
+            over_limit,
         })
     }
 
     /// Adds `users` as plain members (no checks, no event); returns who was added and
-    /// who was a member already. Stops at the size limit.
+    /// who was a member already. Users past the size limit are left out.
     async fn insert_members(
         &self,
         group: u64,
         users: Vec<u64>,
-    ) -> Result<(Vec<u64>, Vec<u64>), ApiError> {
+    ) -> Result<courier_storage::AddedMembers, ApiError> {
         let max = self.config.max_group_members;
         let result = self
-            .blocking(move |store| {
-                let mut added = Vec::new();
-                let mut already = Vec::new();
-                for u in users {
-                    match store.add_member(group, u, Role::Member, max)? {
-                        Ok(_) => added.push(u),
-                        Err(MembershipRefusal::AlreadyMember) => already.push(u),
-                        Err(other) if added.is_empty() => return Err(other.into()),
-                        Err(_) => break,
-                    }
-                }
-                Ok((added, already))
-            })
+            .blocking(move |store| Ok(store.add_members(group, &users, Role::Member, max)??))
             .await;
         self.members.invalidate(group);
         result
