@@ -196,11 +196,13 @@ impl Client {
             u64::from(welcome.heartbeat_interval_ms).max(50),
         ));
         tokio::spawn(write_loop(writer, out_rx, heartbeat));
+        // The reader holds only a weak handle for acks: when the last `Client` is
+        // dropped the writer ends, the connection closes, and the reader follows.
         tokio::spawn(read_loop(
             frames,
             pending.clone(),
             event_tx,
-            out_tx.clone(),
+            out_tx.downgrade(),
             options.auto_ack,
         ));
         let shared = Arc::new(Shared {
@@ -326,6 +328,35 @@ impl Client {
             .map_err(|_| SdkError::Closed(None))
     }
 
+    /// Recalls message `seq` of `conversation`; returns the seq of the recall event.
+    pub async fn recall(&self, conversation: &ConversationId, seq: u64) -> Result<u64> {
+        let kind = Kind::Recall(pb::Recall {
+            conversation: conversation.to_string(),
+            seq,
+        });
+        match self.request(kind).await? {
+            Kind::RecallAck(ack) => Ok(ack.event_seq),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Watches `users`' presence for `lease` (for users who are pull-only). The
+    /// current state and later changes arrive as [`Event::Presence`].
+    pub async fn subscribe_presence(&self, users: Vec<u64>, lease: Duration) -> Result<()> {
+        let frame = Frame::new(
+            0,
+            Kind::PresenceSubscribe(pb::PresenceSubscribe {
+                user_ids: users,
+                lease_ms: lease.as_millis().min(u128::from(u32::MAX)) as u32,
+            }),
+        );
+        self.shared
+            .out
+            .send(encode_frame(&frame))
+            .await
+            .map_err(|_| SdkError::Closed(None))
+    }
+
     /// Reports that the user read `conversation` up to `seq`.
     pub async fn report_read(&self, conversation: &ConversationId, seq: u64) -> Result<()> {
         let frame = Frame::new(
@@ -411,7 +442,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut frames: FramedRead<R, FrameCodec>,
     pending: Pending,
     events: mpsc::Sender<Event>,
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::WeakSender<Bytes>,
     auto_ack: bool,
 ) {
     let mut to_ack: HashMap<String, u64> = HashMap::new();
@@ -459,9 +490,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         // Acks go out once the read buffer is drained: one per conversation per burst.
         if !to_ack.is_empty() && frames.read_buffer().is_empty() {
+            let out = out.upgrade();
             for (conversation, seq) in to_ack.drain() {
                 let ack = Frame::new(0, Kind::DeliveryAck(pb::DeliveryAck { conversation, seq }));
-                let _ = out.try_send(encode_frame(&ack));
+                if let Some(out) = &out {
+                    let _ = out.try_send(encode_frame(&ack));
+                }
             }
         }
     }

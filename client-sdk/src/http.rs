@@ -440,6 +440,44 @@ impl HttpClient {
         .await
     }
 
+    /// Who has read message `seq` (count, and readers where the server lists them).
+    pub async fn reads(&self, c: &ConversationId, seq: u64) -> Result<Value> {
+        let url = self.url(&format!("/v1/conversations/{c}/messages/{seq}/reads"));
+        self.call(self.http.get(url)).await
+    }
+
+    /// Recalls message `seq`; returns the seq of the recall event.
+    pub async fn recall(&self, c: &ConversationId, seq: u64) -> Result<u64> {
+        let url = self.url(&format!("/v1/conversations/{c}/messages/{seq}/recall"));
+        let v: Value = self.call(self.http.post(url)).await?;
+        v["event_seq"]
+            .as_u64()
+            .ok_or_else(|| SdkError::Unexpected("no event_seq in the answer".into()))
+    }
+
+    /// The caller's bound devices (JSON: `{devices: [{device_id, platform, online, ...}]}`).
+    pub async fn devices(&self) -> Result<Value> {
+        self.call(self.http.get(self.url("/v1/devices"))).await
+    }
+
+    /// Unbinds a device and ends its session.
+    pub async fn remove_device(&self, device_id: &str) -> Result<()> {
+        let url = self.url(&format!("/v1/devices/{device_id}"));
+        self.call_empty(self.http.delete(url)).await
+    }
+
+    /// Presence of `users` (JSON: `{users: [{user_id, online}]}`).
+    pub async fn presence(&self, users: &[u64]) -> Result<Value> {
+        let list: Vec<String> = users.iter().map(u64::to_string).collect();
+        let req = self.http.get(self.url("/v1/presence"));
+        self.call(req.query(&[("users", list.join(","))])).await
+    }
+
+    /// Presence and receipt counters.
+    pub async fn stats(&self) -> Result<Value> {
+        self.call(self.http.get(self.url("/v1/stats"))).await
+    }
+
     /// The server's OpenAPI document.
     pub async fn openapi(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/v1/openapi.json"))).await

@@ -47,6 +47,29 @@ pub struct Config {
     pub max_group_members: u64,
     /// Groups whose member lists are kept in memory.
     pub member_cache_groups: usize,
+    /// Devices one user may have bound.
+    pub max_devices_per_user: usize,
+    /// What happens when a new device would exceed `max_devices_per_user`.
+    pub device_limit_policy: DeviceLimitPolicy,
+    /// How long a sender may recall its message, in ms.
+    pub recall_window_ms: u64,
+    /// A user whose last device left and who returns within this time announces
+    /// nothing, in ms.
+    pub presence_grace_ms: u64,
+    /// Presence changes for one recipient within this window share a frame, in ms.
+    pub presence_window_ms: u64,
+    /// Users with more friends than this are pull-only: no presence is pushed.
+    pub presence_push_max_friends: usize,
+    /// Also tell one-way followers (default: mutual friends only).
+    pub presence_notify_followers: bool,
+    /// Presence and receipt events that may queue before new ones are dropped.
+    pub presence_queue: usize,
+    /// Longest presence subscription lease, in ms.
+    pub presence_max_lease_ms: u64,
+    /// Read receipts to others are coalesced over this window, in ms.
+    pub receipt_window_ms: u64,
+    /// Groups larger than this get no pushed read receipts (pull on demand).
+    pub receipt_push_max_group: usize,
     /// History page size when the client names none.
     pub history_default_page: usize,
     /// Largest history page.
@@ -84,6 +107,17 @@ impl Default for Config {
             shutdown_grace_ms: 5_000,
             max_group_members: 2_000,
             member_cache_groups: 100_000,
+            max_devices_per_user: 5,
+            device_limit_policy: DeviceLimitPolicy::KickOldest,
+            recall_window_ms: 120_000,
+            presence_grace_ms: 3_000,
+            presence_window_ms: 250,
+            presence_push_max_friends: 1_000,
+            presence_notify_followers: false,
+            presence_queue: 65_536,
+            presence_max_lease_ms: 300_000,
+            receipt_window_ms: 250,
+            receipt_push_max_group: 1_000,
             history_default_page: 20,
             history_max_page: 100,
             store_queue_depth: 4096,
@@ -94,6 +128,16 @@ impl Default for Config {
             token_ttl_secs: 30 * 24 * 3600,
         }
     }
+}
+
+/// What to do when a login from a new device would exceed the device cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceLimitPolicy {
+    /// Unbind the least recently seen device and kick its session.
+    KickOldest,
+    /// Refuse the new login with `DEVICE_LIMIT`.
+    RefuseNew,
 }
 
 /// Why a configuration cannot be used.
@@ -215,6 +259,11 @@ impl Config {
         if self.max_group_members < 2 || self.max_group_members > 1_000_000 {
             return Err(ConfigError::Invalid(
                 "max_group_members must be 2..=1000000",
+            ));
+        }
+        if self.max_devices_per_user == 0 {
+            return Err(ConfigError::Invalid(
+                "max_devices_per_user must be at least 1",
             ));
         }
         if self.history_default_page == 0 || self.history_default_page > self.history_max_page {

@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::members::MemberCache;
+use crate::api::presence::Presence;
+use crate::api::receipts::Receipts;
 use crate::api::router::Router;
 use crate::api::{http, Api};
 use crate::config::Config;
@@ -56,11 +58,26 @@ impl Server {
             .await
             .expect("store open task")?;
         members.attach(store.clone());
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (presence, presence_actor) =
+            Presence::start(&config, registry.clone(), store.clone(), shutdown.clone());
+        let (receipts, receipts_actor) = Receipts::start(
+            &config,
+            registry.clone(),
+            members.clone(),
+            store.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(presence_actor);
+        tasks.spawn(receipts_actor);
         let api = Arc::new(Api {
             config: config.clone(),
             store,
             registry,
             members,
+            presence,
+            receipts,
         });
 
         let bind = |addr: SocketAddr| async move {
@@ -83,8 +100,6 @@ impl Server {
                 source,
             })?;
 
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
         tasks.spawn(tcp::serve(
             tcp_listener,
             api.clone(),

@@ -16,6 +16,7 @@
 //! | `userpeer_relation` | `user peer` | the user's view of the pair ([`crate::Relation`]) |
 //! | `groupid_group` | group id | [`crate::GroupInfo`] |
 //! | `groupmember_member` | `group user` | [`crate::Member`] |
+//! | `userdevice_device` | `user device_id` | [`crate::Device`] |
 //!
 //! Messages, their idempotency entries and the last seq share the `log` tree so one
 //! atomic batch writes all three: after a crash a message is never stored without its

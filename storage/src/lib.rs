@@ -17,9 +17,11 @@
 mod accounts;
 mod config;
 mod conversations;
+mod devices;
 mod error;
 mod groups;
 mod keys;
+mod recall;
 mod record;
 mod relations;
 mod shard;
@@ -37,8 +39,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use accounts::{Account, Session};
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
+pub use devices::Device;
 pub use error::{Result, StorageError};
 pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
+pub use recall::RecallRefusal;
 pub use record::{ConversationState, Recall, StoredMessage};
 pub use relations::{Relation, RelationRefusal, RequestOutcome};
 

@@ -269,6 +269,42 @@ impl Store {
         })
     }
 
+    /// Makes `user` and each of `peers` friends at once, with one flush per touched
+    /// shard: an administrative bulk path (imports, load tests), not a user action.
+    /// Pairs where either side blocks the other are skipped; returns how many pairs
+    /// are friends now.
+    pub fn befriend_many(&self, user: u64, peers: &[u64]) -> Result<usize> {
+        let now = now_ms();
+        let mut touched = std::collections::BTreeSet::new();
+        let mut count = 0;
+        for &peer in peers {
+            if peer == user {
+                continue;
+            }
+            let _guard = self.lock_for(user.min(peer) ^ user.max(peer).rotate_left(32));
+            let mut mine = self.relation(user, peer)?;
+            let mut theirs = self.relation(peer, user)?;
+            if mine.blocking || mine.blocked_by {
+                continue;
+            }
+            make_friends(&mut mine, &mut theirs);
+            mine.since_ms = now;
+            theirs.since_ms = now;
+            for (owner, other, relation) in [(user, peer, mine), (peer, user, theirs)] {
+                let index = self.inner.map.user(owner);
+                self.shard(index)
+                    .userpeer_relation
+                    .insert(pair_key(owner, other), &relation.encode())?;
+                touched.insert(index);
+            }
+            count += 1;
+        }
+        for index in touched {
+            self.shard(index).db.flush()?;
+        }
+        Ok(count)
+    }
+
     /// Reads both sides of a pair, applies `change` under the pair's lock, and writes
     /// and flushes both sides if it succeeded.
     fn change_pair<T>(

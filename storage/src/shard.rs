@@ -21,6 +21,7 @@ pub(crate) struct ShardDb {
     pub userpeer_relation: sled::Tree,
     pub groupid_group: sled::Tree,
     pub groupmember_member: sled::Tree,
+    pub userdevice_device: sled::Tree,
 }
 
 impl ShardDb {
@@ -40,6 +41,7 @@ impl ShardDb {
             userpeer_relation: db.open_tree("userpeer_relation")?,
             groupid_group: db.open_tree("groupid_group")?,
             groupmember_member: db.open_tree("groupmember_member")?,
+            userdevice_device: db.open_tree("userdevice_device")?,
             db,
         })
     }

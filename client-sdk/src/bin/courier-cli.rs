@@ -118,6 +118,16 @@ enum Command {
         #[arg(long)]
         pinned: Option<bool>,
     },
+    /// Recall message SEQ of a conversation (sender within the time limit, group admins).
+    Recall { conversation: String, seq: u64 },
+    /// Who has read message SEQ of a conversation.
+    Reads { conversation: String, seq: u64 },
+    /// Presence of users, by name.
+    Presence { users: Vec<String> },
+    /// Your bound devices.
+    Devices,
+    /// Unbind a device (its session ends).
+    RemoveDevice { device_id: String },
     /// Friends, follows and blocks.
     #[command(subcommand)]
     Friend(FriendCommand),
@@ -260,6 +270,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .set_conversation_flags(&c, *muted, *pinned)
                 .await?;
             print(&json!({"conversation": conversation, "muted": muted, "pinned": pinned}))
+        }
+        Command::Recall { conversation, seq } => {
+            let c: ConversationId = conversation.parse()?;
+            let event_seq = authed(&cli, http)?.recall(&c, *seq).await?;
+            print(&json!({"conversation": conversation, "seq": seq, "event_seq": event_seq}))
+        }
+        Command::Reads { conversation, seq } => {
+            let c: ConversationId = conversation.parse()?;
+            print(&authed(&cli, http)?.reads(&c, *seq).await?)
+        }
+        Command::Presence { users } => {
+            let http = authed(&cli, http)?;
+            let mut ids = Vec::new();
+            for u in users {
+                ids.push(user_id(&http, u).await?);
+            }
+            print(&http.presence(&ids).await?)
+        }
+        Command::Devices => print(&authed(&cli, http)?.devices().await?),
+        Command::RemoveDevice { device_id } => {
+            authed(&cli, http)?.remove_device(device_id).await?;
+            print(&json!({"device_id": device_id, "removed": true}))
         }
         Command::Friend(cmd) => friend(authed(&cli, http)?, cmd).await,
         Command::Group(cmd) => group(authed(&cli, http)?, cmd).await,

@@ -7,7 +7,7 @@ use courier_protocol::pb::{self, frame::Kind, Frame};
 use courier_protocol::{encode_frame, ConversationId};
 use courier_storage::StorageError;
 
-use crate::api::dto::{ConversationList, ConversationView};
+use crate::api::dto::{ConversationList, ConversationView, ReadsView};
 use crate::api::{convert, Api};
 use crate::error::ApiError;
 
@@ -134,7 +134,41 @@ impl Api {
         let wire: Bytes = encode_frame(&receipt);
         self.registry
             .push_to_user(user, &wire, from_device.map(|device| (user, device)));
+        if read_seq > 0 {
+            self.receipts.read(user, *c, read_seq);
+        }
         Ok(read_seq)
+    }
+
+    /// Who has read message `seq` of `c` (the sender itself not counted).
+    pub fn reads(&self, user: u64, c: &ConversationId, seq: u64) -> Result<ReadsView, ApiError> {
+        let floor = self.authorize(user, c)?;
+        let message = self
+            .store
+            .message(c, seq)?
+            .filter(|_| seq > floor)
+            .ok_or_else(|| {
+                ApiError::new(courier_protocol::ErrorCode::NotFound, "no such message")
+            })?;
+        let (participants, list_readers): (Vec<u64>, bool) = match *c {
+            ConversationId::Direct { low, high } => (vec![low, high], true),
+            ConversationId::Group(g) => {
+                let members = self.members.members(g)?;
+                let small = members.len() <= self.config.receipt_push_max_group;
+                (members.to_vec(), small)
+            }
+        };
+        let others: Vec<u64> = participants
+            .into_iter()
+            .filter(|&p| p != message.sender)
+            .collect();
+        let readers = crate::api::receipts::readers_at(&self.store, c, &others, seq);
+        Ok(ReadsView {
+            conversation: c.to_string(),
+            seq,
+            count: readers.len() as u64,
+            readers: list_readers.then_some(readers),
+        })
     }
 
     /// Sets mute and pin flags of `user`'s entry for `c`.

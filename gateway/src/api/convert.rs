@@ -6,7 +6,7 @@ use courier_storage::StoredMessage;
 use prost::Message as _;
 use serde_json::{json, Value};
 
-use crate::api::dto::MessageView;
+use crate::api::dto::{MessageView, RecalledView};
 
 /// The protobuf form of a stored message. A body that fails to decode (it was
 /// validated on the way in, so only disk corruption does this) is left empty.
@@ -47,6 +47,10 @@ pub fn to_view(m: &StoredMessage) -> MessageView {
         text: body.as_ref().and_then(|b| b.as_text()).map(str::to_owned),
         body: body.as_ref().map_or(Value::Null, body_json),
         reply_to_seq: (m.reply_to_seq != 0).then_some(m.reply_to_seq),
+        recalled: m.recalled.map(|r| RecalledView {
+            by_user: r.by_user,
+            at_ms: r.at_ms,
+        }),
     }
 }
 

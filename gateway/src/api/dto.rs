@@ -82,6 +82,9 @@ pub struct MessageView {
     /// The seq this message replies to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to_seq: Option<u64>,
+    /// Set when the message was recalled (its body is then empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recalled: Option<RecalledView>,
 }
 
 /// A page of history, ascending seq.
@@ -323,4 +326,87 @@ pub struct RoleBody {
 pub struct TransferBody {
     /// The member who becomes owner.
     pub user_id: u64,
+}
+
+/// Who recalled a message, and when.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecalledView {
+    /// The user who recalled it.
+    pub by_user: u64,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// The outcome of a recall.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecallView {
+    /// Conversation id.
+    pub conversation: String,
+    /// The recalled message.
+    pub seq: u64,
+    /// The seq of the recall event in the log.
+    pub event_seq: u64,
+}
+
+/// Who has read a message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReadsView {
+    /// Conversation id.
+    pub conversation: String,
+    /// The message.
+    pub seq: u64,
+    /// Participants (the sender excluded) whose read cursor is at or past it.
+    pub count: u64,
+    /// Their ids, for groups up to the receipt push limit and 1:1 conversations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readers: Option<Vec<u64>>,
+}
+
+/// A bound device.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    /// The client's device id.
+    pub device_id: String,
+    /// `ios`, `android`, `web`, `desktop`, `cli`, `server` or `unspecified`.
+    pub platform: String,
+    /// First login from it, ms since the epoch.
+    pub first_seen_ms: u64,
+    /// Latest login from it.
+    pub last_seen_ms: u64,
+    /// Connected now.
+    pub online: bool,
+}
+
+/// The caller's devices.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceList {
+    /// Least recently seen first.
+    pub devices: Vec<DeviceView>,
+}
+
+/// One user's presence.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PresenceView {
+    /// User id.
+    pub user_id: u64,
+    /// Whether any of its devices is connected.
+    pub online: bool,
+}
+
+/// Presence of the asked users (those who block the caller are left out).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PresenceList {
+    /// The users.
+    pub users: Vec<PresenceView>,
+}
+
+/// Counters of the storm-prone machinery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// Devices connected now.
+    pub online_devices: u64,
+    /// Presence counters.
+    pub presence: crate::api::presence::PresenceStats,
+    /// Read-receipt counters.
+    pub receipts: crate::api::receipts::ReceiptStats,
 }

@@ -67,6 +67,7 @@ impl Api {
             ));
         }
         let user = self.authenticate_token(&hello.token)?;
+        self.bind_device(user, &hello.device_id, hello.platform)?;
         let name = self
             .store
             .account(user)?
@@ -130,14 +131,32 @@ impl Api {
                 Ok(_) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),
             },
-            later @ (Kind::Recall(_) | Kind::PresenceSubscribe(_)) => Handled::Reply(Frame::error(
-                id,
-                ErrorCode::NotImplemented,
-                format!(
-                    "{} is not served by this server version",
-                    Frame::new(0, later).kind_name()
-                ),
-            )),
+            Kind::Recall(recall) => {
+                let api = self.clone();
+                let ctx = ctx.clone();
+                Handled::Later(Box::pin(async move {
+                    let done = match api.parse_conversation(&recall.conversation) {
+                        Ok(c) => {
+                            api.recall(ctx.user_id, &ctx.device_id, &c, recall.seq)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match done {
+                        Ok(ack) => Frame::new(id, Kind::RecallAck(ack)),
+                        Err(e) => e.to_frame(id),
+                    }
+                }))
+            }
+            Kind::PresenceSubscribe(sub) => {
+                let lease = u64::from(sub.lease_ms).min(self.config.presence_max_lease_ms);
+                self.presence.subscribe(
+                    ctx.user_id,
+                    sub.user_ids,
+                    std::time::Duration::from_millis(lease),
+                );
+                Handled::Nothing
+            }
             Kind::Hello(_) => Handled::Reply(Frame::error(
                 id,
                 ErrorCode::UnexpectedFrame,

@@ -97,6 +97,12 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(update_conversation))
         .routes(routes!(history))
         .routes(routes!(mark_read))
+        .routes(routes!(reads))
+        .routes(routes!(recall))
+        .routes(routes!(devices))
+        .routes(routes!(remove_device))
+        .routes(routes!(presence))
+        .routes(routes!(stats))
         .split_for_parts()
 }
 
@@ -765,4 +771,102 @@ async fn mark_read(
         conversation: c.to_string(),
         read_seq,
     }))
+}
+
+/// Who has read message `seq`: the count, and the readers for 1:1 conversations and
+/// groups up to the receipt push limit (participants only).
+#[utoipa::path(get, path = "/v1/conversations/{id}/messages/{seq}/reads", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id"), ("seq" = u64, Path)),
+    responses((status = 200, body = ReadsView), (status = 403, body = ErrorBody)))]
+async fn reads(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((id, seq)): Path<(String, u64)>,
+) -> ApiResult<ReadsView> {
+    let c = conversation(&api, &id)?;
+    Ok(Json(api.reads(caller.user_id, &c, seq)?))
+}
+
+/// Recall a message (the sender within the recall window; group owner and admins).
+#[utoipa::path(post, path = "/v1/conversations/{id}/messages/{seq}/recall", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id"), ("seq" = u64, Path)),
+    responses((status = 200, body = RecallView), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody)))]
+async fn recall(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((id, seq)): Path<(String, u64)>,
+) -> ApiResult<RecallView> {
+    let c = conversation(&api, &id)?;
+    let ack = api.recall(caller.user_id, "", &c, seq).await?;
+    Ok(Json(RecallView {
+        conversation: ack.conversation,
+        seq: ack.seq,
+        event_seq: ack.event_seq,
+    }))
+}
+
+/// The caller's bound devices.
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", security(("bearer" = [])),
+    responses((status = 200, body = DeviceList)))]
+async fn devices(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<DeviceList> {
+    Ok(Json(DeviceList {
+        devices: api.devices(caller.user_id)?,
+    }))
+}
+
+/// Unbind a device; its session is ended with `LOGGED_OUT`.
+#[utoipa::path(delete, path = "/v1/devices/{device_id}", tag = "devices", security(("bearer" = [])),
+    params(("device_id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn remove_device(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(device): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    api.remove_device(caller.user_id, &device)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which users to ask about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PresenceQuery {
+    /// Comma-separated user ids (at most 256).
+    users: String,
+}
+
+/// Presence on demand (how pull-only users are seen).
+#[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])), params(PresenceQuery),
+    responses((status = 200, body = PresenceList), (status = 400, body = ErrorBody)))]
+async fn presence(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    q: Result<Query<PresenceQuery>, QueryRejection>,
+) -> ApiResult<PresenceList> {
+    let q = query(q)?;
+    let ids = q
+        .users
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::invalid("users is a list of ids"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.len() > crate::api::presence::MAX_SUBSCRIBE_TARGETS {
+        return Err(ApiError::invalid("at most 256 users at once"));
+    }
+    Ok(Json(api.presence_of(caller.user_id, &ids)?))
+}
+
+/// Counters of presence and read receipts (events in, frames out, suppressed).
+#[utoipa::path(get, path = "/v1/stats", tag = "server", responses((status = 200, body = Stats)))]
+async fn stats(State(api): State<Arc<Api>>) -> Json<Stats> {
+    Json(Stats {
+        online_devices: api.registry.online_devices(),
+        presence: api.presence.counters.snapshot(),
+        receipts: api.receipts.counters.snapshot(),
+    })
 }

@@ -8,6 +8,9 @@
 //! - `conversations`: the conversation list, read cursors, mute/pin.
 //! - `relations`: friends, follows, blocks.
 //! - `groups` / `members`: groups, roles, membership events, the member cache.
+//! - `devices`: device bindings and the device cap.
+//! - `presence` / `receipts`: storm-proof presence and read receipts (actors).
+//! - `recall`: recalling messages.
 //! - `dto`: the JSON shapes of the HTTP API.
 //! - `router`: the store's commit listener; fans committed messages out.
 //! - `frames`: dispatch of binary-protocol frames to the handlers.
@@ -16,12 +19,16 @@
 
 pub mod conversations;
 pub mod convert;
+pub mod devices;
 pub mod dto;
 pub mod frames;
 pub mod groups;
 pub mod http;
 pub mod members;
 pub mod messaging;
+pub mod presence;
+pub mod recall;
+pub mod receipts;
 pub mod relations;
 pub mod router;
 
@@ -43,6 +50,10 @@ pub struct Api {
     pub registry: Arc<Registry>,
     /// Group member lists in memory.
     pub members: Arc<members::MemberCache>,
+    /// The presence actor.
+    pub presence: presence::Presence,
+    /// The read-receipt actor.
+    pub receipts: receipts::Receipts,
 }
 
 /// A fresh client message id for server-written log events.

@@ -123,21 +123,29 @@ impl Registry {
     }
 
     /// Registers a device session. An older session of the same device is closed as
-    /// replaced: one device holds one session.
-    pub fn register(&self, user: u64, session_id: u64, device_id: Arc<str>, outbound: Outbound) {
-        let replaced = {
+    /// replaced: one device holds one session. Returns true when this is the user's
+    /// first online device (a presence edge).
+    pub fn register(
+        &self,
+        user: u64,
+        session_id: u64,
+        device_id: Arc<str>,
+        outbound: Outbound,
+    ) -> bool {
+        let (replaced, first) = {
             let mut map = self.shard(user).lock().expect("registry lock");
             let devices = map.entry(user).or_default();
             let old = devices
                 .iter()
                 .position(|d| d.device_id == device_id)
                 .map(|i| devices.swap_remove(i));
+            let first = devices.is_empty() && old.is_none();
             devices.push(Device {
                 session_id,
                 device_id,
                 outbound,
             });
-            old
+            (old, first)
         };
         match replaced {
             Some(old) => old.outbound.control.close(ErrorCode::Replaced),
@@ -145,20 +153,44 @@ impl Registry {
                 self.online_devices.fetch_add(1, Ordering::Relaxed);
             }
         }
+        first
     }
 
-    /// Removes a session (if it is still the registered one for its device).
-    pub fn unregister(&self, user: u64, session_id: u64) {
+    /// Removes a session (if it is still the registered one for its device). Returns
+    /// true when it was the user's last online device (a presence edge).
+    pub fn unregister(&self, user: u64, session_id: u64) -> bool {
         let mut map = self.shard(user).lock().expect("registry lock");
-        if let Some(devices) = map.get_mut(&user) {
-            if let Some(i) = devices.iter().position(|d| d.session_id == session_id) {
-                devices.swap_remove(i);
-                self.online_devices.fetch_sub(1, Ordering::Relaxed);
-            }
-            if devices.is_empty() {
-                map.remove(&user);
-            }
+        let Some(devices) = map.get_mut(&user) else {
+            return false;
+        };
+        let Some(i) = devices.iter().position(|d| d.session_id == session_id) else {
+            return false;
+        };
+        devices.swap_remove(i);
+        self.online_devices.fetch_sub(1, Ordering::Relaxed);
+        if devices.is_empty() {
+            map.remove(&user);
+            return true;
         }
+        false
+    }
+
+    /// Ends the session of one device of `user`, telling it `code`.
+    pub fn close_device(&self, user: u64, device_id: &str, code: ErrorCode) {
+        let map = self.shard(user).lock().expect("registry lock");
+        if let Some(d) = map
+            .get(&user)
+            .and_then(|devices| devices.iter().find(|d| &*d.device_id == device_id))
+        {
+            d.outbound.control.close(code);
+        }
+    }
+
+    /// Whether `device_id` of `user` is connected.
+    pub fn device_online(&self, user: u64, device_id: &str) -> bool {
+        let map = self.shard(user).lock().expect("registry lock");
+        map.get(&user)
+            .is_some_and(|devices| devices.iter().any(|d| &*d.device_id == device_id))
     }
 
     /// Queues `frame` to every online device of `user` except the session `skip`.

@@ -99,8 +99,12 @@ pub async fn run<R, W>(
     if writer.write_all(&encode_frame(&welcome)).await.is_err() {
         return;
     }
-    api.registry
-        .register(user_id, session_id, ctx.device_id.clone(), outbound.clone());
+    if api
+        .registry
+        .register(user_id, session_id, ctx.device_id.clone(), outbound.clone())
+    {
+        api.presence.online(user_id);
+    }
     tracing::debug!(user_id, session_id, device = %ctx.device_id, "session open");
 
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection));
@@ -196,7 +200,9 @@ pub async fn run<R, W>(
         }
     };
 
-    api.registry.unregister(user_id, session_id);
+    if api.registry.unregister(user_id, session_id) {
+        api.presence.offline(user_id);
+    }
     tracing::debug!(user_id, session_id, reason = ?end, "session closed");
     if let End::Close(code, reason) = end {
         // Whatever is still queued goes out first, then the reason.
