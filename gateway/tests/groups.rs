@@ -394,16 +394,16 @@ async fn fan_out_to_two_thousand_online_members() {
     let (sender, _e) = t.connect(&people[0], "phone").await;
     let mut waits = Vec::new();
     let start = Instant::now();
-    for (_, mut events) in receivers.drain(..) {
+    for (client, mut events) in receivers.drain(..) {
         waits.push(tokio::spawn(async move {
             let m = next_text(&mut events).await;
-            (m.seq, Instant::now(), events)
+            (m.seq, Instant::now(), (client, events))
         }));
     }
     let seq = sender.send_text(&c, "kick-off").await.unwrap().seq;
     let mut last = start;
     for w in waits {
-        let (got, at, _events) = w.await.unwrap();
+        let (got, at, _connection) = w.await.unwrap();
         assert_eq!(got, seq);
         last = last.max(at);
     }
