@@ -41,6 +41,10 @@ pub struct ClientOptions {
     pub auto_ack: bool,
     /// Events buffered for the application before the connection stops reading.
     pub event_buffer: usize,
+    /// Server silence after which the connection counts as dead; `None` uses the
+    /// server's idle timeout from Welcome (heartbeats are answered, so a live server
+    /// is never silent that long).
+    pub silence_timeout: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -53,6 +57,7 @@ impl Default for ClientOptions {
             heartbeat_interval: None,
             auto_ack: true,
             event_buffer: 4096,
+            silence_timeout: None,
         }
     }
 }
@@ -198,12 +203,16 @@ impl Client {
         tokio::spawn(write_loop(writer, out_rx, heartbeat));
         // The reader holds only a weak handle for acks: when the last `Client` is
         // dropped the writer ends, the connection closes, and the reader follows.
+        let silence = options.silence_timeout.unwrap_or(Duration::from_millis(
+            u64::from(welcome.idle_timeout_ms).max(1000),
+        ));
         tokio::spawn(read_loop(
             frames,
             pending.clone(),
             event_tx,
             out_tx.downgrade(),
             options.auto_ack,
+            silence,
         ));
         let shared = Arc::new(Shared {
             out: out_tx,
@@ -444,9 +453,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
     events: mpsc::Sender<Event>,
     out: mpsc::WeakSender<Bytes>,
     auto_ack: bool,
+    silence: Duration,
 ) {
     let mut to_ack: HashMap<String, u64> = HashMap::new();
-    while let Some(Ok(payload)) = frames.next().await {
+    // The server answers every heartbeat, so silence this long means a dead path
+    // (a NAT that forgot us, a network that went away without a reset).
+    while let Ok(Some(Ok(payload))) = tokio::time::timeout(silence, frames.next()).await {
         let Ok(frame) = decode_frame(payload) else {
             break;
         };

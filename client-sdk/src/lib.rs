@@ -2,6 +2,8 @@
 //!
 //! - [`Client`]: the long-lived connection (TCP) — login with a token, send, receive
 //!   [`Event`]s, pull history, sync.
+//! - [`Session`]: the same, resilient: reconnects with backoff, resends unacknowledged
+//!   sends, resyncs from cursors, hands over each message once and in order.
 //! - [`HttpClient`]: the HTTP API — accounts, relations, groups, the conversation
 //!   list, read cursors, history pages.
 //!
@@ -23,14 +25,18 @@
 #![warn(missing_docs)]
 
 mod client;
+mod cursor;
 mod error;
 mod http;
+mod session;
 mod types;
 
 pub use client::{new_client_msg_id, Client, ClientOptions, Event, Events, SendReceipt};
 pub use courier_protocol::{pb, ConversationId, ErrorCode};
+pub use cursor::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use error::{Result, SdkError};
 pub use http::{HistoryMessage, HistoryPage, HistoryQuery, HttpClient, LoginInfo, UserInfo};
+pub use session::{Session, SessionEvent, SessionEvents, SessionOptions};
 pub use types::{
     AddedMembers, Conversation, ConversationList, FriendRequests, Group, Member, MemberList,
     NewGroup, Relation, RelationList,

@@ -1,6 +1,8 @@
 //! Shared helpers: a real gateway on ephemeral loopback ports, accounts, raw sockets.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use bytes::BytesMut;

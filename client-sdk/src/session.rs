@@ -1,0 +1,512 @@
+//! A resilient session for apps on bad networks.
+//!
+//! [`Session`] keeps one logical connection alive across network failures:
+//! - it reconnects by itself, with exponential backoff and jitter;
+//! - sends survive reconnects: each waits in an outbox until the server acknowledges
+//!   it, and is resent with the same `client_msg_id`, so it is stored once;
+//! - after every (re)connect it syncs from its cursors and pulls what it missed;
+//! - it hands the application each message exactly once and in seq order per
+//!   conversation: duplicates (by seq) are dropped, gaps are filled by pulling.
+//!
+//! Cursors live in a [`CursorStore`]; with a [`crate::FileCursorStore`] an app restart
+//! resumes where it was.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_protocol::pb::{self, Direction};
+use courier_protocol::{ConversationId, ErrorCode};
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::{new_client_msg_id, Client, ClientOptions, Event, Events, SendReceipt};
+use crate::cursor::{CursorStore, MemoryCursorStore};
+use crate::error::{Result, SdkError};
+
+/// How a [`Session`] behaves.
+#[derive(Clone)]
+pub struct SessionOptions {
+    /// Options of each underlying connection (keep `device_id` stable).
+    pub client: ClientOptions,
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Where cursors are kept.
+    pub cursors: Arc<dyn CursorStore>,
+    /// A conversation first seen at seq ≤ this is replayed from its start; one first
+    /// seen later starts at that message (older history is for the app to page).
+    pub backfill_limit: u64,
+    /// Messages per history pull when filling gaps.
+    pub page_size: u32,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            client: ClientOptions::default(),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            cursors: Arc::new(MemoryCursorStore::default()),
+            backfill_limit: 1000,
+            page_size: 100,
+        }
+    }
+}
+
+/// What a session tells the application.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// The next message of a conversation (exactly once, in seq order).
+    Message(Box<pb::Message>),
+    /// Someone read a conversation.
+    ReadReceipt(pb::ReadReceipt),
+    /// Presence changes.
+    Presence(pb::PresenceBatch),
+    /// Connected (again) and synced.
+    Connected,
+    /// The connection was lost; reconnecting.
+    Disconnected,
+    /// The session ended for good (bad token, device removed, replaced, ...).
+    Ended(Option<ErrorCode>),
+}
+
+/// The application's handle. Cheap to clone; the session ends when all are dropped.
+#[derive(Clone)]
+pub struct Session {
+    cmd: mpsc::Sender<Cmd>,
+    user_id: u64,
+}
+
+/// The session's event stream.
+pub struct SessionEvents {
+    rx: mpsc::Receiver<SessionEvent>,
+}
+
+impl SessionEvents {
+    /// The next event; `None` once the session has ended.
+    pub async fn next(&mut self) -> Option<SessionEvent> {
+        self.rx.recv().await
+    }
+}
+
+struct SendCmd {
+    conversation: ConversationId,
+    body: pb::MessageBody,
+    client_msg_id: String,
+    reply: oneshot::Sender<Result<SendReceipt>>,
+}
+
+enum Cmd {
+    Send(SendCmd),
+}
+
+impl Session {
+    /// Connects over TCP to `addr` (the first attempt must succeed, so that a bad
+    /// token is reported here) and keeps the session alive from then on.
+    pub async fn start(
+        addr: impl Into<String>,
+        token: impl Into<String>,
+        options: SessionOptions,
+    ) -> Result<(Session, SessionEvents)> {
+        let addr = addr.into();
+        let token = token.into();
+        let first = Client::connect(&addr, &token, options.client.clone()).await?;
+        let user_id = first.0.user_id();
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (event_tx, event_rx) = mpsc::channel(options.client.event_buffer.max(1));
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let cursors = options.cursors.load();
+        let driver = Driver {
+            addr,
+            token,
+            device_id: options.client.device_id.clone(),
+            user_id,
+            options,
+            cmd_rx,
+            events: event_tx,
+            ack_tx,
+            ack_rx,
+            outbox: BTreeMap::new(),
+            next_order: 0,
+            cursors,
+            buffers: HashMap::new(),
+        };
+        tokio::spawn(driver.run(first));
+        Ok((
+            Session {
+                cmd: cmd_tx,
+                user_id,
+            },
+            SessionEvents { rx: event_rx },
+        ))
+    }
+
+    /// This user's id.
+    pub fn user_id(&self) -> u64 {
+        self.user_id
+    }
+
+    /// Sends a text; resolves once the server has stored it, however many reconnects
+    /// that takes.
+    pub async fn send_text(
+        &self,
+        conversation: &ConversationId,
+        text: impl Into<String>,
+    ) -> Result<SendReceipt> {
+        self.send(
+            conversation,
+            pb::MessageBody::text(text),
+            new_client_msg_id(),
+        )
+        .await
+    }
+
+    /// Sends a message (see [`Self::send_text`]).
+    pub async fn send(
+        &self,
+        conversation: &ConversationId,
+        body: pb::MessageBody,
+        client_msg_id: String,
+    ) -> Result<SendReceipt> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Cmd::Send(SendCmd {
+            conversation: *conversation,
+            body,
+            client_msg_id,
+            reply,
+        });
+        self.cmd
+            .send(cmd)
+            .await
+            .map_err(|_| SdkError::Closed(None))?;
+        rx.await.map_err(|_| SdkError::Closed(None))?
+    }
+}
+
+/// A send waiting for its acknowledgement.
+struct Outgoing {
+    conversation: ConversationId,
+    body: pb::MessageBody,
+    client_msg_id: String,
+    reply: Option<oneshot::Sender<Result<SendReceipt>>>,
+}
+
+enum Held {
+    /// Someone's message, to hand over.
+    Message(Box<pb::Message>),
+    /// This device's own message: advances the cursor, not shown.
+    Own,
+}
+
+enum End {
+    Lost,
+    Ended(Option<ErrorCode>),
+}
+
+struct Driver {
+    addr: String,
+    token: String,
+    device_id: String,
+    user_id: u64,
+    options: SessionOptions,
+    cmd_rx: mpsc::Receiver<Cmd>,
+    events: mpsc::Sender<SessionEvent>,
+    ack_tx: mpsc::UnboundedSender<(u64, Result<SendReceipt>)>,
+    ack_rx: mpsc::UnboundedReceiver<(u64, Result<SendReceipt>)>,
+    outbox: BTreeMap<u64, Outgoing>,
+    next_order: u64,
+    cursors: HashMap<String, u64>,
+    buffers: HashMap<String, BTreeMap<u64, Held>>,
+}
+
+/// Errors after which reconnecting cannot help.
+fn fatal(code: Option<ErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            ErrorCode::BadToken
+                | ErrorCode::Unauthenticated
+                | ErrorCode::UnsupportedVersion
+                | ErrorCode::DeviceLimit
+                | ErrorCode::LoggedOut
+                | ErrorCode::Replaced
+        )
+    )
+}
+
+impl Driver {
+    async fn run(mut self, first: (Client, Events)) {
+        let mut next = Some(first);
+        let mut backoff = self.options.backoff_initial;
+        loop {
+            let (client, events) = match next.take() {
+                Some(conn) => conn,
+                None => match Client::connect(&self.addr, &self.token, self.options.client.clone())
+                    .await
+                {
+                    Ok(conn) => {
+                        backoff = self.options.backoff_initial;
+                        conn
+                    }
+                    Err(e) if fatal(e.code()) => {
+                        self.end(e.code()).await;
+                        return;
+                    }
+                    Err(_) => {
+                        let delay = jitter(backoff);
+                        backoff = (backoff * 2).min(self.options.backoff_max);
+                        if !self.wait(delay).await {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match self.serve(client, events).await {
+                End::Lost => {
+                    let _ = self.events.send(SessionEvent::Disconnected).await;
+                }
+                End::Ended(code) => {
+                    self.end(code).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn end(&mut self, code: Option<ErrorCode>) {
+        for (_, out) in std::mem::take(&mut self.outbox) {
+            if let Some(reply) = out.reply {
+                let _ = reply.send(Err(SdkError::Closed(
+                    code.map(|c| (c, "session ended".into())),
+                )));
+            }
+        }
+        let _ = self.events.send(SessionEvent::Ended(code)).await;
+    }
+
+    /// Sleeps while taking new sends into the outbox; false once the app is gone.
+    async fn wait(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Cmd::Send(s)) => {
+                        self.enqueue(s);
+                    }
+                    None => return false,
+                },
+                Some((order, result)) = self.ack_rx.recv() => {
+                    self.acked(order, result);
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, s: SendCmd) -> u64 {
+        let order = self.next_order;
+        self.next_order += 1;
+        self.outbox.insert(
+            order,
+            Outgoing {
+                conversation: s.conversation,
+                body: s.body,
+                client_msg_id: s.client_msg_id,
+                reply: Some(s.reply),
+            },
+        );
+        order
+    }
+
+    fn transmit(&self, client: &Client, order: u64) {
+        let Some(out) = self.outbox.get(&order) else {
+            return;
+        };
+        let client = client.clone();
+        let (conversation, body, id) = (
+            out.conversation,
+            out.body.clone(),
+            out.client_msg_id.clone(),
+        );
+        let acks = self.ack_tx.clone();
+        tokio::spawn(async move {
+            let result = client.send(&conversation, body, id).await;
+            let _ = acks.send((order, result));
+        });
+    }
+
+    /// An answer to a send: resolve it, or keep it for the next connection (the
+    /// resend carries the same `client_msg_id`, so it is stored once).
+    fn acked(&mut self, order: u64, result: Result<SendReceipt>) -> Option<SendReceipt> {
+        if matches!(
+            result,
+            Err(SdkError::Closed(_) | SdkError::Timeout | SdkError::Io(_))
+        ) {
+            return None;
+        }
+        let mut out = self.outbox.remove(&order)?;
+        let receipt = result.as_ref().ok().cloned();
+        if let Some(reply) = out.reply.take() {
+            let _ = reply.send(result);
+        }
+        receipt
+    }
+
+    async fn serve(&mut self, client: Client, mut events: Events) -> End {
+        if let Err(e) = self.resync(&client).await {
+            return if fatal(e.code()) {
+                End::Ended(e.code())
+            } else {
+                End::Lost
+            };
+        }
+        let _ = self.events.send(SessionEvent::Connected).await;
+        let pending: Vec<u64> = self.outbox.keys().copied().collect();
+        for order in pending {
+            self.transmit(&client, order);
+        }
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Event::Message(m)) => {
+                        let conv = m.conversation.clone();
+                        let seq = m.seq;
+                        let own = m.sender == self.user_id && m.sender_device == self.device_id;
+                        let held = if own { Held::Own } else { Held::Message(m) };
+                        if self.offer(&conv, seq, held).await && self.fill(&client, &conv).await.is_err() {
+                            return End::Lost;
+                        }
+                    }
+                    Some(Event::ReadReceipt(r)) => { let _ = self.events.send(SessionEvent::ReadReceipt(r)).await; }
+                    Some(Event::Presence(p)) => { let _ = self.events.send(SessionEvent::Presence(p)).await; }
+                    Some(Event::Kicked { code, .. }) if fatal(Some(code)) => return End::Ended(Some(code)),
+                    Some(Event::Kicked { .. }) | Some(Event::Closed) | None => return End::Lost,
+                },
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Cmd::Send(s)) => {
+                        let order = self.enqueue(s);
+                        self.transmit(&client, order);
+                    }
+                    None => return End::Ended(None),
+                },
+                Some((order, result)) = self.ack_rx.recv() => {
+                    if let Some(receipt) = self.acked(order, result) {
+                        let conv = receipt.conversation.to_string();
+                        if self.offer(&conv, receipt.seq, Held::Own).await && self.fill(&client, &conv).await.is_err() {
+                            return End::Lost;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a (re)connect: ask what changed since the cursors, pull it, in order.
+    async fn resync(&mut self, client: &Client) -> Result<()> {
+        let cursors = self
+            .cursors
+            .iter()
+            .map(|(conversation, seq)| pb::Cursor {
+                conversation: conversation.clone(),
+                seq: *seq,
+            })
+            .collect();
+        let sync = client.sync(cursors).await?;
+        for state in sync.conversations {
+            if !self.cursors.contains_key(&state.conversation) {
+                let start = if state.last_seq <= self.options.backfill_limit {
+                    0
+                } else {
+                    state.last_seq - 1
+                };
+                self.cursors.insert(state.conversation.clone(), start);
+            }
+            if state.last_seq > self.cursors[&state.conversation] {
+                self.fill(client, &state.conversation).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds `item` at `seq` and hands over everything contiguous from the cursor.
+    /// Returns true when a gap remains (something before `seq` is missing).
+    async fn offer(&mut self, conv: &str, seq: u64, item: Held) -> bool {
+        let backfill = self.options.backfill_limit;
+        let cursor = *self
+            .cursors
+            .entry(conv.to_owned())
+            .or_insert(if seq <= backfill { 0 } else { seq - 1 });
+        if seq <= cursor {
+            return false; // a duplicate
+        }
+        let buffer = self.buffers.entry(conv.to_owned()).or_default();
+        buffer.insert(seq, item);
+        let mut cursor = cursor;
+        let mut ready = Vec::new();
+        while let Some(held) = buffer.remove(&(cursor + 1)) {
+            cursor += 1;
+            if let Held::Message(m) = held {
+                ready.push(m);
+            }
+        }
+        let gap = !buffer.is_empty();
+        if buffer.is_empty() {
+            self.buffers.remove(conv);
+        }
+        if cursor > self.cursors[conv] {
+            self.cursors.insert(conv.to_owned(), cursor);
+            for m in ready {
+                let _ = self.events.send(SessionEvent::Message(m)).await;
+            }
+            self.options.cursors.save(conv, cursor);
+        }
+        gap
+    }
+
+    /// Pulls forward from the cursor until nothing is missing.
+    async fn fill(&mut self, client: &Client, conv: &str) -> Result<()> {
+        let c: ConversationId =
+            conv.parse()
+                .map_err(|e: courier_protocol::ParseConversationError| {
+                    SdkError::Unexpected(e.to_string())
+                })?;
+        loop {
+            let cursor = self.cursors.get(conv).copied().unwrap_or(0);
+            let page = client
+                .pull_history(&c, Direction::Forward, cursor, self.options.page_size)
+                .await?;
+            let Some(first) = page.messages.first() else {
+                // Nothing after the cursor on the server: drop what was waiting for it.
+                return Ok(());
+            };
+            if first.seq > cursor + 1 {
+                // Beyond retention: what is gone cannot be handed over; move on.
+                self.cursors.insert(conv.to_owned(), first.seq - 1);
+            }
+            let mut gap = false;
+            for m in page.messages {
+                let seq = m.seq;
+                let own = m.sender == self.user_id && m.sender_device == self.device_id;
+                let held = if own {
+                    Held::Own
+                } else {
+                    Held::Message(Box::new(m))
+                };
+                gap = self.offer(conv, seq, held).await;
+            }
+            if !page.has_more && !gap {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let factor: f64 = rand::thread_rng().gen_range(0.5..=1.0);
+    d.mul_f64(factor)
+}
