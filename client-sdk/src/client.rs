@@ -384,6 +384,16 @@ impl Client {
 
     /// Sends a request frame and waits for its answer (an `Error` answer is an `Err`).
     pub async fn request(&self, kind: Kind) -> Result<Kind> {
+        self.submit(kind).await?.await
+    }
+
+    /// Queues a request frame now and returns a future for its answer. Requests
+    /// submitted one after another go out in that order, however their answers are
+    /// awaited (so pipelined sends keep their order).
+    pub async fn submit(
+        &self,
+        kind: Kind,
+    ) -> Result<impl std::future::Future<Output = Result<Kind>> + Send + 'static> {
         let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.shared.pending.lock().expect("pending lock").as_mut() {
@@ -395,19 +405,51 @@ impl Client {
             forget(&self.shared.pending, id);
             return Err(SdkError::Closed(None));
         }
-        let answer = match tokio::time::timeout(self.shared.options.request_timeout, rx).await {
-            Ok(Ok(frame)) => frame,
-            Ok(Err(_)) => return Err(SdkError::Closed(None)),
-            Err(_) => {
-                forget(&self.shared.pending, id);
-                return Err(SdkError::Timeout);
+        let shared = self.shared.clone();
+        Ok(async move {
+            let answer = match tokio::time::timeout(shared.options.request_timeout, rx).await {
+                Ok(Ok(frame)) => frame,
+                Ok(Err(_)) => return Err(SdkError::Closed(None)),
+                Err(_) => {
+                    forget(&shared.pending, id);
+                    return Err(SdkError::Timeout);
+                }
+            };
+            match answer.kind {
+                Some(Kind::Error(e)) => Err(server_error(&e)),
+                Some(kind) => Ok(kind),
+                None => Err(SdkError::Unexpected("answer of an unknown type".into())),
             }
-        };
-        match answer.kind {
-            Some(Kind::Error(e)) => Err(server_error(&e)),
-            Some(kind) => Ok(kind),
-            None => Err(SdkError::Unexpected("answer of an unknown type".into())),
-        }
+        })
+    }
+
+    /// Queues a send now (see [`Self::submit`]) and returns a future for its receipt.
+    pub async fn submit_send(
+        &self,
+        conversation: &ConversationId,
+        body: pb::MessageBody,
+        client_msg_id: String,
+    ) -> Result<impl std::future::Future<Output = Result<SendReceipt>> + Send + 'static> {
+        let kind = Kind::Send(pb::Send {
+            client_msg_id,
+            conversation: conversation.to_string(),
+            body: Some(body),
+            reply_to_seq: 0,
+        });
+        let answer = self.submit(kind).await?;
+        let conversation = *conversation;
+        Ok(async move {
+            match answer.await? {
+                Kind::SendAck(ack) => Ok(SendReceipt {
+                    conversation,
+                    seq: ack.seq,
+                    server_time_ms: ack.server_time_ms,
+                    client_msg_id: ack.client_msg_id,
+                    duplicate: ack.duplicate,
+                }),
+                other => Err(unexpected(&other)),
+            }
+        })
     }
 }
 

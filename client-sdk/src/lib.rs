@@ -29,6 +29,7 @@ mod cursor;
 mod error;
 mod http;
 mod session;
+mod transport;
 mod types;
 
 pub use client::{new_client_msg_id, Client, ClientOptions, Event, Events, SendReceipt};
@@ -36,7 +37,8 @@ pub use courier_protocol::{pb, ConversationId, ErrorCode};
 pub use cursor::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use error::{Result, SdkError};
 pub use http::{HistoryMessage, HistoryPage, HistoryQuery, HttpClient, LoginInfo, UserInfo};
-pub use session::{Session, SessionEvent, SessionEvents, SessionOptions};
+pub use session::{Connector, Session, SessionEvent, SessionEvents, SessionOptions};
+pub use transport::{client_crypto, connect_tls, QuicConnector, Trust, ALPN};
 pub use types::{
     AddedMembers, Conversation, ConversationList, FriendRequests, Group, Member, MemberList,
     NewGroup, Relation, RelationList,

@@ -12,6 +12,7 @@
 //! resumes where it was.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::{new_client_msg_id, Client, ClientOptions, Event, Events, SendReceipt};
 use crate::cursor::{CursorStore, MemoryCursorStore};
 use crate::error::{Result, SdkError};
+use crate::transport::{connect_tls, QuicConnector, Trust};
 
 /// How a [`Session`] behaves.
 #[derive(Clone)]
@@ -51,6 +53,38 @@ impl Default for SessionOptions {
             cursors: Arc::new(MemoryCursorStore::default()),
             backfill_limit: 1000,
             page_size: 100,
+        }
+    }
+}
+
+/// How a session reaches the server (again and again).
+#[derive(Clone)]
+pub enum Connector {
+    /// Plain TCP to this address.
+    Tcp(String),
+    /// QUIC through this endpoint (kept, so reconnects can use 0-RTT).
+    Quic(QuicConnector, SocketAddr),
+    /// TLS over TCP.
+    Tls {
+        /// Server address.
+        addr: SocketAddr,
+        /// How to trust its certificate.
+        trust: Trust,
+        /// Name checked against the certificate.
+        server_name: String,
+    },
+}
+
+impl Connector {
+    async fn connect(&self, token: &str, options: ClientOptions) -> Result<(Client, Events)> {
+        match self {
+            Connector::Tcp(addr) => Client::connect(addr.as_str(), token, options).await,
+            Connector::Quic(quic, addr) => quic.connect(*addr, token, options).await,
+            Connector::Tls {
+                addr,
+                trust,
+                server_name,
+            } => connect_tls(*addr, trust, server_name, token, options).await,
         }
     }
 }
@@ -111,16 +145,24 @@ impl Session {
         token: impl Into<String>,
         options: SessionOptions,
     ) -> Result<(Session, SessionEvents)> {
-        let addr = addr.into();
+        Self::start_with(Connector::Tcp(addr.into()), token, options).await
+    }
+
+    /// Like [`Self::start`], over any transport.
+    pub async fn start_with(
+        connector: Connector,
+        token: impl Into<String>,
+        options: SessionOptions,
+    ) -> Result<(Session, SessionEvents)> {
         let token = token.into();
-        let first = Client::connect(&addr, &token, options.client.clone()).await?;
+        let first = connector.connect(&token, options.client.clone()).await?;
         let user_id = first.0.user_id();
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (event_tx, event_rx) = mpsc::channel(options.client.event_buffer.max(1));
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let cursors = options.cursors.load();
         let driver = Driver {
-            addr,
+            connector,
             token,
             device_id: options.client.device_id.clone(),
             user_id,
@@ -207,7 +249,7 @@ enum End {
 }
 
 struct Driver {
-    addr: String,
+    connector: Connector,
     token: String,
     device_id: String,
     user_id: u64,
@@ -244,7 +286,9 @@ impl Driver {
         loop {
             let (client, events) = match next.take() {
                 Some(conn) => conn,
-                None => match Client::connect(&self.addr, &self.token, self.options.client.clone())
+                None => match self
+                    .connector
+                    .connect(&self.token, self.options.client.clone())
                     .await
                 {
                     Ok(conn) => {
@@ -323,21 +367,30 @@ impl Driver {
         order
     }
 
-    fn transmit(&self, client: &Client, order: u64) {
+    /// Queues the send on the connection now (so sends leave in the order the app
+    /// made them) and waits for its acknowledgement in a task.
+    async fn transmit(&self, client: &Client, order: u64) {
         let Some(out) = self.outbox.get(&order) else {
             return;
         };
-        let client = client.clone();
-        let (conversation, body, id) = (
-            out.conversation,
-            out.body.clone(),
-            out.client_msg_id.clone(),
-        );
+        let queued = client
+            .submit_send(
+                &out.conversation,
+                out.body.clone(),
+                out.client_msg_id.clone(),
+            )
+            .await;
         let acks = self.ack_tx.clone();
-        tokio::spawn(async move {
-            let result = client.send(&conversation, body, id).await;
-            let _ = acks.send((order, result));
-        });
+        match queued {
+            Ok(answer) => {
+                tokio::spawn(async move {
+                    let _ = acks.send((order, answer.await));
+                });
+            }
+            Err(e) => {
+                let _ = acks.send((order, Err(e)));
+            }
+        }
     }
 
     /// An answer to a send: resolve it, or keep it for the next connection (the
@@ -368,7 +421,7 @@ impl Driver {
         let _ = self.events.send(SessionEvent::Connected).await;
         let pending: Vec<u64> = self.outbox.keys().copied().collect();
         for order in pending {
-            self.transmit(&client, order);
+            self.transmit(&client, order).await;
         }
         loop {
             tokio::select! {
@@ -390,7 +443,7 @@ impl Driver {
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(Cmd::Send(s)) => {
                         let order = self.enqueue(s);
-                        self.transmit(&client, order);
+                        self.transmit(&client, order).await;
                     }
                     None => return End::Ended(None),
                 },

@@ -20,6 +20,17 @@ pub struct Config {
     pub tcp_addr: SocketAddr,
     /// HTTP API listener.
     pub http_addr: SocketAddr,
+    /// QUIC listener (UDP) for the binary protocol.
+    pub quic_addr: SocketAddr,
+    /// Serve QUIC.
+    pub quic_enabled: bool,
+    /// TLS-over-TCP listener for networks that block UDP; empty = off.
+    pub tls_addr: String,
+    /// PEM certificate chain for QUIC and TLS; empty = a self-signed one generated
+    /// into `<data_dir>/tls/`.
+    pub tls_cert_path: String,
+    /// PEM private key for `tls_cert_path`.
+    pub tls_key_path: String,
     /// Store shards; fixed when the data directory is created.
     pub shards: usize,
     /// Largest frame payload accepted or sent, in bytes.
@@ -94,6 +105,11 @@ impl Default for Config {
             data_dir: PathBuf::from("courier-data"),
             tcp_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7180)),
+            quic_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            quic_enabled: true,
+            tls_addr: String::new(),
+            tls_cert_path: String::new(),
+            tls_key_path: String::new(),
             shards: 4,
             max_frame_bytes: courier_protocol::DEFAULT_MAX_FRAME_BYTES,
             max_text_bytes: 16 * 1024,
@@ -167,6 +183,7 @@ impl Config {
             data_dir: data_dir.into(),
             tcp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            quic_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             shards: 2,
             store_cache_mib: 16,
             password_memory_kib: 64,
@@ -260,6 +277,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "max_group_members must be 2..=1000000",
             ));
+        }
+        if !self.tls_addr.is_empty() && self.tls_addr.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid("tls_addr must be empty or an address"));
         }
         if self.max_devices_per_user == 0 {
             return Err(ConfigError::Invalid(

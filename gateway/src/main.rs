@@ -42,6 +42,12 @@ struct ServeArgs {
     /// HTTP listen address.
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// QUIC (UDP) listen address.
+    #[arg(long)]
+    quic: Option<SocketAddr>,
+    /// TLS-over-TCP listen address (off unless given).
+    #[arg(long)]
+    tls: Option<SocketAddr>,
     /// Store shards (only when creating a data directory).
     #[arg(long)]
     shards: Option<usize>,
@@ -58,6 +64,12 @@ impl ServeArgs {
         }
         if let Some(addr) = self.http {
             config.http_addr = addr;
+        }
+        if let Some(addr) = self.quic {
+            config.quic_addr = addr;
+        }
+        if let Some(addr) = self.tls {
+            config.tls_addr = addr.to_string();
         }
         if let Some(shards) = self.shards {
             config.shards = shards;
@@ -98,6 +110,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         tcp = %server.tcp_addr(),
         http = %server.http_addr(),
+        quic = ?server.quic_addr(),
+        tls = ?server.tls_addr(),
+        cert_sha256 = server.cert_fingerprint().unwrap_or("-"),
         data_dir = %data_dir.display(),
         "courier is serving"
     );
@@ -106,6 +121,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "event": "listening",
         "tcp": server.tcp_addr().to_string(),
         "http": format!("http://{}", server.http_addr()),
+        "quic": server.quic_addr().map(|a| a.to_string()),
+        "tls": server.tls_addr().map(|a| a.to_string()),
+        "cert_sha256": server.cert_fingerprint(),
         "data_dir": data_dir.display().to_string(),
     });
     let mut stdout = std::io::stdout().lock();

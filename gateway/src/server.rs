@@ -15,7 +15,7 @@ use crate::api::router::Router;
 use crate::api::{http, Api};
 use crate::config::Config;
 use crate::connection::registry::Registry;
-use crate::connection::tcp;
+use crate::connection::{certs, quic, tcp};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] courier_storage::StorageError),
+    /// The certificate for QUIC/TLS could not be loaded or made.
+    #[error("certificate: {0}")]
+    Cert(#[from] crate::connection::certs::CertError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -41,6 +44,9 @@ pub struct Server {
     api: Arc<Api>,
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
+    quic_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    cert_fingerprint: Option<String>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -105,7 +111,58 @@ impl Server {
             api.clone(),
             shutdown.clone(),
             tasks.clone(),
+            None,
         ));
+
+        // QUIC and TLS share one certificate.
+        let needs_cert = config.quic_enabled || !config.tls_addr.is_empty();
+        let cert = match needs_cert {
+            true => Some(certs::load_or_generate(
+                &config.tls_cert_path,
+                &config.tls_key_path,
+                &config.data_dir,
+            )?),
+            false => None,
+        };
+        let mut quic_addr = None;
+        if let (true, Some(cert)) = (config.quic_enabled, &cert) {
+            let endpoint = quic::endpoint(config.quic_addr, cert, config.idle_timeout()).map_err(
+                |source| StartError::Bind {
+                    addr: config.quic_addr,
+                    source,
+                },
+            )?;
+            quic_addr = Some(endpoint.local_addr().map_err(|source| StartError::Bind {
+                addr: config.quic_addr,
+                source,
+            })?);
+            tasks.spawn(quic::serve(
+                endpoint,
+                api.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+        let mut tls_addr = None;
+        if let (false, Some(cert)) = (config.tls_addr.is_empty(), &cert) {
+            let addr: SocketAddr = config.tls_addr.parse().map_err(|_| {
+                crate::config::ConfigError::Invalid("tls_addr must be empty or an address")
+            })?;
+            let listener = bind(addr).await?;
+            tls_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            );
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs::server_crypto(cert)?));
+            tasks.spawn(tcp::serve(
+                listener,
+                api.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+                Some(acceptor),
+            ));
+        }
         let app = http::router(api.clone());
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -120,6 +177,9 @@ impl Server {
             api,
             tcp_addr,
             http_addr,
+            quic_addr,
+            tls_addr,
+            cert_fingerprint: cert.map(|c| c.fingerprint),
             shutdown,
             tasks,
         })
@@ -128,6 +188,21 @@ impl Server {
     /// Where the binary protocol listens.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// Where QUIC listens, if enabled.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
+    }
+
+    /// Where TLS over TCP listens, if enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Hex SHA-256 of the QUIC/TLS certificate, for clients to pin.
+    pub fn cert_fingerprint(&self) -> Option<&str> {
+        self.cert_fingerprint.as_deref()
     }
 
     /// Where the HTTP API listens.

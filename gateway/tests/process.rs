@@ -28,6 +28,8 @@ async fn spawn_server(data_dir: &Path) -> Running {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--quic",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data_dir)

@@ -2,6 +2,8 @@
 //! It moves frames and knows who is connected where; what frames mean is the API
 //! layer's business (`crate::api`).
 
+pub mod certs;
+pub mod quic;
 pub mod registry;
 pub mod session;
 pub mod tcp;

@@ -1,5 +1,5 @@
-//! The TCP listener: accepts connections, caps how many are open, and runs a session
-//! for each.
+//! The TCP listener (plain, or TLS for networks that block UDP): accepts
+//! connections, caps how many are open, and runs a session for each.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,7 @@ pub async fn serve(
     api: Arc<Api>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let slots = Arc::new(Semaphore::new(api.config.max_connections));
     loop {
@@ -49,9 +50,25 @@ pub async fn serve(
         let api = api.clone();
         let shutdown = shutdown.clone();
         let session_tasks = tasks.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            let (reader, writer) = stream.into_split();
-            session::run(reader, writer, api, shutdown, session_tasks).await;
+            match tls {
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    session::run(reader, writer, api, shutdown, session_tasks).await;
+                }
+                Some(acceptor) => {
+                    let handshake = api.config.handshake_timeout();
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let (reader, writer) = tokio::io::split(tls_stream);
+                            session::run(reader, writer, api, shutdown, session_tasks).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                    }
+                }
+            }
             tracing::trace!(%peer, "connection done");
             drop(slot);
         });

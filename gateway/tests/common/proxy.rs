@@ -92,22 +92,38 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
     }
 }
 
+/// Copies one direction through a delay line: every chunk is written `delay` after
+/// it was read, in order, without limiting throughput.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
+    from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
 ) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(1024);
+    let reader = async move {
+        let mut from = from;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if tx
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
         }
-    }
+    };
+    tokio::join!(reader, writer);
 }

@@ -1,0 +1,210 @@
+//! Secure transports: QUIC (quinn) and TLS over TCP (rustls), with the server's
+//! certificate either pinned by its SHA-256 fingerprint (what `courier serve` prints
+//! for its self-signed certificate) or checked against a CA file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::client::{Client, ClientOptions, Events};
+use crate::error::{Result, SdkError};
+
+/// The ALPN protocol id of Courier.
+pub const ALPN: &[u8] = b"courier/1";
+
+/// How the client decides to trust the server's certificate.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Accept exactly the certificate with this hex SHA-256 fingerprint.
+    Pinned(String),
+    /// Accept certificates signed by these PEM-encoded CA certificates.
+    CaPem(Vec<u8>),
+}
+
+impl Trust {
+    /// Trust the CAs in a PEM file.
+    pub fn ca_file(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Trust::CaPem(std::fs::read(path)?))
+    }
+}
+
+fn tls_error(e: impl std::fmt::Display) -> SdkError {
+    SdkError::Unexpected(format!("tls: {e}"))
+}
+
+/// A rustls client configuration for `trust` (TLS 1.3, ALPN `courier/1`, 0-RTT on).
+pub fn client_crypto(trust: &Trust) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?;
+    let mut config = match trust {
+        Trust::Pinned(fingerprint) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                fingerprint: fingerprint.to_ascii_lowercase(),
+                provider,
+            }))
+            .with_no_client_auth(),
+        Trust::CaPem(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut &pem[..]) {
+                roots.add(cert?).map_err(tls_error)?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.enable_early_data = true;
+    Ok(config)
+}
+
+/// Accepts only the certificate with a given fingerprint (and checks its signatures).
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        if hex::encode(Sha256::digest(end_entity.as_ref())) == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "certificate does not match the pinned fingerprint".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A QUIC client endpoint. Keep one per app: it holds the session tickets that let
+/// reconnects use 0-RTT.
+#[derive(Clone)]
+pub struct QuicConnector {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    server_name: String,
+}
+
+impl QuicConnector {
+    /// An endpoint on an ephemeral local UDP port trusting the server per `trust`.
+    /// `server_name` is checked against the certificate when trusting a CA.
+    pub fn new(trust: &Trust, server_name: &str, keep_alive: Duration) -> Result<Self> {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto(trust)?)
+            .map_err(tls_error)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(keep_alive));
+        config.transport_config(Arc::new(transport));
+        let bind: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
+        let endpoint = quinn::Endpoint::client(bind)?;
+        Ok(Self {
+            endpoint,
+            config,
+            server_name: server_name.to_owned(),
+        })
+    }
+
+    /// The local UDP address (it changes when the client migrates).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Rebinds the endpoint to a fresh local port: what a phone moving from Wi-Fi to
+    /// cellular looks like. Open connections migrate to the new address.
+    pub fn rebind(&self) -> Result<()> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        self.endpoint.rebind(socket)?;
+        Ok(())
+    }
+
+    /// Connects to `addr`, opens the frame stream and logs in with `token`. Uses
+    /// 0-RTT when a ticket from an earlier connection allows it.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        token: &str,
+        options: ClientOptions,
+    ) -> Result<(Client, Events)> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), addr, &self.server_name)
+            .map_err(|e| SdkError::Unexpected(format!("quic: {e}")))?;
+        let connection = match connecting.into_0rtt() {
+            Ok((connection, _accepted)) => connection,
+            Err(connecting) => connecting
+                .await
+                .map_err(|e| SdkError::Io(std::io::Error::other(format!("quic: {e}"))))?,
+        };
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| SdkError::Io(std::io::Error::other(format!("quic: {e}"))))?;
+        Client::handshake(recv, send, token, options).await
+    }
+}
+
+/// Connects with TLS over TCP (for networks that block UDP) and logs in.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    trust: &Trust,
+    server_name: &str,
+    token: &str,
+    options: ClientOptions,
+) -> Result<(Client, Events)> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_crypto(trust)?));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(server_name.to_owned()).map_err(tls_error)?;
+    let stream = connector.connect(name, tcp).await?;
+    let (reader, writer) = tokio::io::split(stream);
+    Client::handshake(reader, writer, token, options).await
+}

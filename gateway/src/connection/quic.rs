@@ -1,0 +1,107 @@
+//! The QUIC listener (quinn): one long-lived bidirectional stream per connection
+//! carries the same frames as TCP, so the session code is shared. QUIC gives weak
+//! networks what TCP cannot: the connection survives an address change (NAT
+//! rebinding, Wi-Fi to cellular) without a new login, losses do not stall a whole
+//! byte stream at the kernel, and reconnects may use 0-RTT (our sends are idempotent,
+//! so a replayed early Send is stored once).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::Api;
+use crate::connection::certs::{server_crypto, CertError, ServerCert};
+use crate::connection::session;
+
+/// The QUIC application close code for "server going away".
+pub const CLOSE_GOING_AWAY: u32 = 500;
+
+/// Binds a QUIC endpoint on `addr` with `cert`.
+pub fn endpoint(
+    addr: SocketAddr,
+    cert: &ServerCert,
+    idle_timeout: Duration,
+) -> Result<quinn::Endpoint, std::io::Error> {
+    let tls = |e: CertError| std::io::Error::other(e.to_string());
+    let mut crypto = server_crypto(cert).map_err(tls)?;
+    // 0-RTT: early data is accepted; every frame it can carry is idempotent.
+    crypto.max_early_data_size = u32::MAX;
+    let crypto =
+        QuicServerConfig::try_from(crypto).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(
+        idle_timeout
+            .try_into()
+            .map_err(|_| std::io::Error::other("idle timeout out of range"))?,
+    ));
+    transport.max_concurrent_bidi_streams(2u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    config.transport_config(Arc::new(transport));
+    config.migration(true);
+    quinn::Endpoint::server(config, addr)
+}
+
+/// Accepts QUIC connections until `shutdown`, then closes the endpoint.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    api: Arc<Api>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        if open.load(Ordering::Relaxed) >= api.config.max_connections {
+            incoming.refuse();
+            continue;
+        }
+        let (api, shutdown, session_tasks, open) =
+            (api.clone(), shutdown.clone(), tasks.clone(), open.clone());
+        tasks.spawn(async move {
+            open.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection(incoming, api, shutdown, session_tasks).await {
+                tracing::debug!(error = %e, "quic connection ended");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    endpoint.close(CLOSE_GOING_AWAY.into(), b"going away");
+}
+
+async fn connection(
+    incoming: quinn::Incoming,
+    api: Arc<Api>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<(), quinn::ConnectionError> {
+    let connecting = incoming.accept()?;
+    let connection = match connecting.into_0rtt() {
+        Ok((connection, _accepted)) => connection,
+        Err(connecting) => connecting.await?,
+    };
+    let handshake = api.config.handshake_timeout();
+    let (send, recv) = match tokio::time::timeout(handshake, connection.accept_bi()).await {
+        Ok(streams) => streams?,
+        Err(_) => {
+            connection.close(105u32.into(), b"no stream in time");
+            return Ok(());
+        }
+    };
+    session::run(recv, send, api, shutdown, tasks).await;
+    // Dropping the connection now could discard the last frames (an Error, a Kick)
+    // still in flight: give the client a moment to read them and close first.
+    let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+    Ok(())
+}
