@@ -308,12 +308,24 @@ impl Client {
         }
     }
 
-    /// Asks which conversations changed since `cursors` (empty: all of them).
+    /// Asks which conversations changed since `cursors` (empty: all of them); the
+    /// first page (see [`Self::sync_page`]).
     pub async fn sync(&self, cursors: Vec<pb::Cursor>) -> Result<pb::SyncResponse> {
+        self.sync_page(cursors, 0, String::new()).await
+    }
+
+    /// One page of a sync: `limit` conversations (0: the server's default) after
+    /// `page_token` (the previous page's `next_page_token`; empty for the first).
+    pub async fn sync_page(
+        &self,
+        cursors: Vec<pb::Cursor>,
+        limit: u32,
+        page_token: String,
+    ) -> Result<pb::SyncResponse> {
         let kind = Kind::SyncRequest(pb::SyncRequest {
             cursors,
-            limit: 0,
-            page_token: String::new(),
+            limit,
+            page_token,
         });
         match self.request(kind).await? {
             Kind::SyncResponse(r) => Ok(r),

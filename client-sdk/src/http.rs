@@ -74,6 +74,9 @@ pub struct HistoryPage {
     pub messages: Vec<HistoryMessage>,
     /// More messages lie beyond this page.
     pub has_more: bool,
+    /// The oldest seq the server still serves (its retention depth).
+    #[serde(default)]
+    pub retained_from_seq: u64,
 }
 
 /// Which page of history to fetch.

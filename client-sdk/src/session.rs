@@ -461,7 +461,7 @@ impl Driver {
 
     /// After a (re)connect: ask what changed since the cursors, pull it, in order.
     async fn resync(&mut self, client: &Client) -> Result<()> {
-        let cursors = self
+        let cursors: Vec<pb::Cursor> = self
             .cursors
             .iter()
             .map(|(conversation, seq)| pb::Cursor {
@@ -469,8 +469,17 @@ impl Driver {
                 seq: *seq,
             })
             .collect();
-        let sync = client.sync(cursors).await?;
-        for state in sync.conversations {
+        let mut states = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = client.sync_page(cursors.clone(), 0, token).await?;
+            states.extend(page.conversations);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        for state in states {
             if !self.cursors.contains_key(&state.conversation) {
                 let start = if state.last_seq <= self.options.backfill_limit {
                     0

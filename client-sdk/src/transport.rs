@@ -129,6 +129,7 @@ impl ServerCertVerifier for Pinned {
 /// reconnects use 0-RTT.
 #[derive(Clone)]
 pub struct QuicConnector {
+    zero_rtt: Arc<std::sync::atomic::AtomicU64>,
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
     server_name: String,
@@ -147,10 +148,17 @@ impl QuicConnector {
         let bind: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
         let endpoint = quinn::Endpoint::client(bind)?;
         Ok(Self {
+            zero_rtt: Arc::default(),
             endpoint,
             config,
             server_name: server_name.to_owned(),
         })
+    }
+
+    /// Connections opened with 0-RTT so far (a resumption ticket from an earlier
+    /// connection let the handshake and the first frames share a round trip).
+    pub fn zero_rtt_connections(&self) -> u64 {
+        self.zero_rtt.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The local UDP address (it changes when the client migrates).
@@ -179,7 +187,11 @@ impl QuicConnector {
             .connect_with(self.config.clone(), addr, &self.server_name)
             .map_err(|e| SdkError::Unexpected(format!("quic: {e}")))?;
         let connection = match connecting.into_0rtt() {
-            Ok((connection, _accepted)) => connection,
+            Ok((connection, _accepted)) => {
+                self.zero_rtt
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                connection
+            }
             Err(connecting) => connecting
                 .await
                 .map_err(|e| SdkError::Io(std::io::Error::other(format!("quic: {e}"))))?,

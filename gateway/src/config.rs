@@ -85,6 +85,9 @@ pub struct Config {
     pub history_default_page: usize,
     /// Largest history page.
     pub history_max_page: usize,
+    /// How many of a conversation's newest messages history serves (0 = all);
+    /// pulls past it return nothing and say where retention starts.
+    pub history_retention_messages: u64,
     /// Appends that may queue per store shard.
     pub store_queue_depth: usize,
     /// Most appends in one group commit.
@@ -136,6 +139,7 @@ impl Default for Config {
             receipt_push_max_group: 1_000,
             history_default_page: 20,
             history_max_page: 100,
+            history_retention_messages: 0,
             store_queue_depth: 4096,
             store_max_batch: 1024,
             store_cache_mib: 256,

@@ -139,6 +139,20 @@ async fn quic_and_tls_connect_with_a_pinned_certificate() {
         .unwrap();
         assert_eq!(m.body.unwrap().as_text(), Some(expect));
     }
+    // A second connection through the same endpoint resumes with 0-RTT.
+    let quic = QuicConnector::new(&pin(&t), "localhost", Duration::from_secs(1)).unwrap();
+    let (first, _e1) = quic
+        .connect(quic_addr, &p[0].token, ClientOptions::default())
+        .await
+        .unwrap();
+    drop(first);
+    assert_eq!(quic.zero_rtt_connections(), 0);
+    let (again, _e2) = quic
+        .connect(quic_addr, &p[0].token, ClientOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(quic.zero_rtt_connections(), 1, "the reconnect used 0-RTT");
+    assert_eq!(again.user_id(), p[0].user_id);
     // A wrong pin is refused.
     let wrong = QuicConnector::new(
         &Trust::Pinned("00".repeat(32)),

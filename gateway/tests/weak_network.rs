@@ -238,6 +238,21 @@ async fn one_sync_after_a_long_absence_says_what_changed_and_paging_fetches_it()
         assert_eq!(cursor, 25);
     }
     assert_eq!(total, 500);
+    // A fresh install pages through its conversation list.
+    let mut seen = std::collections::HashSet::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client.sync_page(Vec::new(), 7, token).await.unwrap();
+        assert!(page.conversations.len() <= 7);
+        seen.extend(page.conversations.into_iter().map(|s| s.conversation));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!((seen.len(), pages), (20, 3));
     // With cursors, only what changed comes back.
     let cursors: Vec<pb::Cursor> = sync
         .conversations
@@ -251,5 +266,39 @@ async fn one_sync_after_a_long_absence_says_what_changed_and_paging_fetches_it()
     let again = client.sync(cursors).await.unwrap();
     assert_eq!(again.conversations.len(), 5);
     assert!(again.conversations.iter().all(|s| s.new_since_cursor == 5));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_past_the_retention_depth_return_nothing_and_say_so() {
+    let t = TestServer::start_with(|c| c.history_retention_messages = 10).await;
+    let p = users(&t, "k", 2).await;
+    let (a, _ae) = t.connect(&p[0], "phone").await;
+    let c = a.direct_with(p[1].user_id).unwrap();
+    for i in 0..25 {
+        a.send_text(&c, format!("m{i}")).await.unwrap();
+    }
+    let http = t.http_as(&p[1]);
+    let all = http.history_all(&c, 0).await.unwrap();
+    assert_eq!(all.first().unwrap().seq, 16);
+    assert_eq!(all.len(), 10);
+    let old = http
+        .history(
+            &c,
+            courier_sdk::HistoryQuery {
+                before: Some(12),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(old.messages.is_empty() && !old.has_more);
+    assert_eq!(old.retained_from_seq, 16);
+    let page = a
+        .pull_history(&c, Direction::Backward, 10, 5)
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty());
+    assert_eq!(page.retained_from_seq, 16);
     t.stop().await;
 }

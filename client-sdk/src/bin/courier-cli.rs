@@ -41,6 +41,18 @@ struct Cli {
     /// Bearer token from `login`.
     #[arg(long, env = "COURIER_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// Use QUIC (UDP) to --server instead of TCP.
+    #[arg(long, global = true, conflicts_with = "tls")]
+    quic: bool,
+    /// Use TLS over TCP to --server.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// With --quic/--tls: the server certificate's SHA-256 (printed by `courier serve`).
+    #[arg(long, env = "COURIER_PIN", global = true)]
+    pin: Option<String>,
+    /// With --quic/--tls: trust certificates signed by the CAs in this PEM file.
+    #[arg(long, env = "COURIER_CA", global = true)]
+    ca: Option<std::path::PathBuf>,
     /// Device id for the binary connection (default: a random one per run).
     #[arg(long, env = "COURIER_DEVICE", global = true)]
     device: Option<String>,
@@ -546,7 +558,28 @@ async fn connect(cli: &Cli) -> anyhow::Result<(Client, courier_sdk::Events)> {
     if let Some(device) = &cli.device {
         options.device_id = device.clone();
     }
-    Ok(Client::connect(&cli.server, token, options).await?)
+    if !cli.quic && !cli.tls {
+        return Ok(Client::connect(&cli.server, token, options).await?);
+    }
+    let trust = match (&cli.pin, &cli.ca) {
+        (Some(pin), _) => courier_sdk::Trust::Pinned(pin.clone()),
+        (None, Some(ca)) => courier_sdk::Trust::ca_file(ca)?,
+        (None, None) => bail!("--quic and --tls need --pin SHA256 or --ca FILE"),
+    };
+    let addr = tokio::net::lookup_host(&cli.server)
+        .await?
+        .next()
+        .context("--server does not resolve")?;
+    if cli.quic {
+        let quic = courier_sdk::QuicConnector::new(
+            &trust,
+            "localhost",
+            std::time::Duration::from_secs(10),
+        )?;
+        Ok(quic.connect(addr, token, options).await?)
+    } else {
+        Ok(courier_sdk::connect_tls(addr, &trust, "localhost", token, options).await?)
+    }
 }
 
 fn receipt_json(r: &courier_sdk::SendReceipt) -> Value {

@@ -96,6 +96,8 @@ pub struct HistoryPage {
     pub messages: Vec<MessageView>,
     /// More messages lie beyond this page in the paging direction.
     pub has_more: bool,
+    /// The oldest seq history still serves (retention depth); older pulls are empty.
+    pub retained_from_seq: u64,
 }
 
 /// One entry of the conversation list.

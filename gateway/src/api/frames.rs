@@ -185,7 +185,7 @@ impl Api {
             conversation: pull.conversation.clone(),
             messages: page.messages.iter().map(convert::to_pb).collect(),
             has_more: page.has_more,
-            retained_from_seq: 1,
+            retained_from_seq: self.retention_floor(&c)? + 1,
         };
         // A page must fit in one frame: shed messages from the far end of the page
         // (the client pages on from where this one stops).

@@ -751,6 +751,7 @@ async fn history(
         conversation: c.to_string(),
         messages: page.messages.iter().map(convert::to_view).collect(),
         has_more: page.has_more,
+        retained_from_seq: api.retention_floor(&c)? + 1,
     }))
 }
 

@@ -8,6 +8,11 @@ use prost::Message as _;
 use crate::api::{convert, Api};
 use crate::error::ApiError;
 
+/// Conversations per sync page when the client names no limit.
+pub const DEFAULT_SYNC_PAGE: usize = 100;
+/// Largest sync page.
+pub const MAX_SYNC_PAGE: usize = 500;
+
 impl Api {
     /// Parses a conversation id from a client.
     pub fn parse_conversation(&self, s: &str) -> Result<ConversationId, ApiError> {
@@ -170,13 +175,22 @@ impl Api {
         range: HistoryRange,
         limit: usize,
     ) -> Result<HistoryPage, ApiError> {
-        let floor = self.authorize(user, c)?;
+        let floor = self.authorize(user, c)?.max(self.retention_floor(c)?);
         let limit = if limit == 0 {
             self.config.history_default_page
         } else {
             limit.min(self.config.history_max_page)
         };
         Ok(self.store.history_above(c, range, limit, floor)?)
+    }
+
+    /// The highest seq of `c` that is past the retention depth (0 when everything
+    /// is retained): history at or below it is not served.
+    pub fn retention_floor(&self, c: &ConversationId) -> Result<u64, ApiError> {
+        match self.config.history_retention_messages {
+            0 => Ok(0),
+            depth => Ok(self.store.last_seq(c)?.saturating_sub(depth)),
+        }
     }
 
     /// Records a cumulative delivery acknowledgement from one of `user`'s devices.
@@ -196,8 +210,29 @@ impl Api {
         for cursor in &req.cursors {
             cursors.insert(self.parse_conversation(&cursor.conversation)?, cursor.seq);
         }
+        let after: Option<ConversationId> = match req.page_token.as_str() {
+            "" => None,
+            token => Some(self.parse_conversation(token)?),
+        };
+        let limit = match req.limit {
+            0 => DEFAULT_SYNC_PAGE,
+            n => (n as usize).min(MAX_SYNC_PAGE),
+        };
         let mut conversations = Vec::new();
+        let mut next_page_token = String::new();
+        // The store lists a user's conversations in id order: pages continue after
+        // the last id of the previous page.
         for entry in self.store.conversations(user)? {
+            if after.is_some_and(|a| entry.conversation <= a) {
+                continue;
+            }
+            if conversations.len() == limit {
+                next_page_token = conversations
+                    .last()
+                    .map(|s: &pb::ConversationState| s.conversation.clone())
+                    .unwrap_or_default();
+                break;
+            }
             let cursor = cursors
                 .get(&entry.conversation)
                 .copied()
@@ -229,7 +264,7 @@ impl Api {
         }
         Ok(pb::SyncResponse {
             conversations,
-            next_page_token: String::new(),
+            next_page_token,
             server_time_ms: courier_storage::now_ms(),
         })
     }
