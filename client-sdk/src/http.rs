@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::error::{Result, SdkError};
 use crate::types::{
-    AddedMembers, ConversationList, FriendRequests, Group, Member, MemberList, NewGroup, Relation,
-    RelationList,
+    AddedMembers, ConversationList, FriendRequests, Group, Media, Member, MemberList, NewGroup,
+    Relation, RelationList,
 };
 
 /// A client of the HTTP API.
@@ -479,6 +479,46 @@ impl HttpClient {
     /// Presence and receipt counters.
     pub async fn stats(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/v1/stats"))).await
+    }
+
+    /// Uploads a file's bytes (streamed from `path`); the server sniffs the type.
+    pub async fn upload_file(&self, path: impl AsRef<std::path::Path>) -> Result<Media> {
+        let file = tokio::fs::File::open(path).await?;
+        let stream = tokio_util::io::ReaderStream::new(file);
+        let body = reqwest::Body::wrap_stream(stream);
+        self.call(self.http.post(self.url("/v1/media")).body(body))
+            .await
+    }
+
+    /// Uploads bytes held in memory.
+    pub async fn upload_bytes(&self, bytes: Vec<u8>) -> Result<Media> {
+        self.call(self.http.post(self.url("/v1/media")).body(bytes))
+            .await
+    }
+
+    /// Downloads from a signed path (as in [`Media::url`]), optionally a byte range
+    /// (`Range: bytes=a-b`). Returns the status and the bytes.
+    pub async fn download(
+        &self,
+        signed_path: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let mut req = self.http.get(self.url(signed_path));
+        if let Some((a, b)) = range {
+            req = req.header("range", format!("bytes={a}-{b}"));
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok((status, resp.bytes().await?.to_vec()));
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(SdkError::Http {
+            status,
+            code: body["code"].as_i64().unwrap_or(0) as i32,
+            name: body["name"].as_str().unwrap_or("unknown").to_owned(),
+            message: body["message"].as_str().unwrap_or("").to_owned(),
+        })
     }
 
     /// The server's OpenAPI document.

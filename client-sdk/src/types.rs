@@ -162,3 +162,55 @@ pub struct ConversationList {
     #[serde(default)]
     pub next_cursor: Option<String>,
 }
+
+/// An uploaded blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    /// Blob id (its hex SHA-256).
+    pub id: String,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Signed download path, relative to the HTTP base URL.
+    pub url: String,
+    /// When `url` expires, ms since the epoch.
+    pub url_expires_ms: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Sniffed MIME type.
+    pub mime: String,
+    /// Image width.
+    pub width: u32,
+    /// Image height.
+    pub height: u32,
+    /// `available`, `quarantined` or `blocked`.
+    pub status: String,
+}
+
+impl Media {
+    /// The message body that shares this blob (`name` is the file name shown).
+    pub fn body(&self, name: &str) -> crate::pb::MessageBody {
+        use crate::pb;
+        let kind = match self.mime.split('/').next() {
+            Some("image") => pb::MediaKind::Image,
+            Some("video") => pb::MediaKind::Video,
+            Some("audio") => pb::MediaKind::Audio,
+            _ => pb::MediaKind::File,
+        };
+        pb::MessageBody {
+            content: Some(pb::message_body::Content::Media(pb::Media {
+                kind: kind as i32,
+                url: self.url.clone(),
+                mime: self.mime.clone(),
+                size: self.size,
+                sha256: self.sha256.clone(),
+                width: self.width,
+                height: self.height,
+                duration_ms: 0,
+                thumbnail: None,
+                name: name.to_owned(),
+                custom_kind: String::new(),
+                caption: String::new(),
+            })),
+        }
+    }
+}

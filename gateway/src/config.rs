@@ -85,6 +85,25 @@ pub struct Config {
     pub history_default_page: usize,
     /// Largest history page.
     pub history_max_page: usize,
+    /// Largest media upload, in bytes (enforced while the upload streams in).
+    pub media_max_bytes: u64,
+    /// MIME types (sniffed from the bytes) that may be uploaded.
+    pub media_allowed_types: Vec<String>,
+    /// Uploads one user may start per minute.
+    pub media_uploads_per_minute: u32,
+    /// Lifetime of a signed download URL, in seconds.
+    pub media_url_ttl_secs: u64,
+    /// SHA-256 hashes (hex) refused at upload and never served.
+    pub media_blocklist: Vec<String>,
+    /// Moderation webhook: POST `{sha256, mime, size}`, answer
+    /// `{"verdict": "approve"|"reject"|"quarantine"}`; empty = blocklist only.
+    pub media_moderation_webhook: String,
+    /// Blobs no message refers to are deleted after this long, in seconds.
+    pub media_gc_grace_secs: u64,
+    /// How often garbage collection runs, in seconds (0 = never).
+    pub media_gc_interval_secs: u64,
+    /// Bearer secret for the operator routes under `/v1/admin`; empty = disabled.
+    pub admin_token: String,
     /// How many of a conversation's newest messages history serves (0 = all);
     /// pulls past it return nothing and say where retention starts.
     pub history_retention_messages: u64,
@@ -139,6 +158,34 @@ impl Default for Config {
             receipt_push_max_group: 1_000,
             history_default_page: 20,
             history_max_page: 100,
+            media_max_bytes: 50 * 1024 * 1024,
+            media_allowed_types: [
+                "image/jpeg",
+                "image/png",
+                "image/gif",
+                "image/webp",
+                "image/heif",
+                "video/mp4",
+                "video/webm",
+                "video/quicktime",
+                "audio/mpeg",
+                "audio/ogg",
+                "audio/x-wav",
+                "audio/aac",
+                "audio/m4a",
+                "audio/x-flac",
+                "application/pdf",
+                "application/zip",
+            ]
+            .map(String::from)
+            .to_vec(),
+            media_uploads_per_minute: 60,
+            media_url_ttl_secs: 7 * 24 * 3600,
+            media_blocklist: Vec::new(),
+            media_moderation_webhook: String::new(),
+            media_gc_grace_secs: 24 * 3600,
+            media_gc_interval_secs: 3600,
+            admin_token: String::new(),
             history_retention_messages: 0,
             store_queue_depth: 4096,
             store_max_batch: 1024,

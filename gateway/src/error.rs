@@ -69,7 +69,14 @@ impl ApiError {
             ErrorCode::Overloaded | ErrorCode::GoingAway => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Internal | ErrorCode::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::FrameTooLarge | ErrorCode::TextTooLong => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::FrameTooLarge | ErrorCode::TextTooLong | ErrorCode::MediaTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ErrorCode::MediaTypeNotAllowed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::MediaRejected | ErrorCode::MediaUnavailable => {
+                StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
+            }
+            ErrorCode::BadSignature => StatusCode::FORBIDDEN,
             ErrorCode::BeyondRetention => StatusCode::GONE,
             _ => StatusCode::BAD_REQUEST,
         }

@@ -5,6 +5,7 @@
 //! - [`config`]: [`Config`] and how it is layered (defaults, TOML, env, flags).
 //! - [`connection`]: listeners, sessions, [`connection::registry::Registry`].
 //! - [`api`]: what frames and HTTP requests mean; fan-out of committed messages.
+//! - [`media`]: the blob store, type sniffing, moderation, signed links.
 //! - [`error`]: [`ApiError`], the one mapping from failures to client-visible codes.
 //! - [`server`]: [`Server`], which wires it all and shuts it down in order.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod media;
 pub mod server;
 
 pub use config::Config;

@@ -29,6 +29,12 @@ pub enum StartError {
     /// The certificate for QUIC/TLS could not be loaded or made.
     #[error("certificate: {0}")]
     Cert(#[from] crate::connection::certs::CertError),
+    /// The media directory or its signing key could not be set up.
+    #[error("media store: {source}")]
+    Media {
+        /// The error.
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,7 +90,27 @@ impl Server {
             members,
             presence,
             receipts,
+            media: crate::media::Media::open(&config)
+                .map_err(|source| StartError::Media { source })?,
         });
+        if config.media_gc_interval_secs > 0 {
+            let (api, shutdown) = (api.clone(), shutdown.clone());
+            let every = std::time::Duration::from_secs(config.media_gc_interval_secs);
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => match api.collect_media_garbage(courier_storage::now_ms()).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(deleted = n, "media garbage collected"),
+                            Err(e) => tracing::warn!(error = %e, "media garbage collection failed"),
+                        },
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            });
+        }
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)

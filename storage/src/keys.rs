@@ -17,6 +17,8 @@
 //! | `groupid_group` | group id | [`crate::GroupInfo`] |
 //! | `groupmember_member` | `group user` | [`crate::Member`] |
 //! | `userdevice_device` | `user device_id` | [`crate::Device`] |
+//! | `sha_blob` | sha256 (32 bytes) | [`crate::BlobRecord`] |
+//! | `shauser_owner` | `sha256 user` | (empty): who uploaded a blob |
 //!
 //! Messages, their idempotency entries and the last seq share the `log` tree so one
 //! atomic batch writes all three: after a crash a message is never stored without its

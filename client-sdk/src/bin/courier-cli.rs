@@ -79,6 +79,9 @@ enum Command {
         /// Read messages from stdin, one per line.
         #[arg(long, conflicts_with = "text")]
         stdin: bool,
+        /// Upload this file and send it as a media message.
+        #[arg(long, conflicts_with_all = ["text", "stdin"])]
+        file: Option<std::path::PathBuf>,
         /// Sends in flight at once with --stdin.
         #[arg(long, default_value_t = 64)]
         window: usize,
@@ -335,6 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             group,
             stdin,
+            file,
             window,
             text,
         } => {
@@ -343,7 +347,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (client, events) = connect(&cli).await?;
             // This command only sends: drop the event stream so it never holds reads up.
             drop(events);
-            if *stdin {
+            if let Some(path) = file {
+                let media = http.upload_file(path).await?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let receipt = client
+                    .send(&c, media.body(&name), courier_sdk::new_client_msg_id())
+                    .await?;
+                let mut line = receipt_json(&receipt);
+                line["media"] = serde_json::to_value(&media)?;
+                print(&line)
+            } else if *stdin {
                 send_lines(&client, &c, (*window).max(1)).await
             } else {
                 let Some(text) = text else {

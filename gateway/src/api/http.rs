@@ -103,6 +103,11 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(remove_device))
         .routes(routes!(presence))
         .routes(routes!(stats))
+        .routes(routes!(crate::api::media::upload))
+        .routes(routes!(crate::api::media::download))
+        .routes(routes!(crate::api::media::refresh_url))
+        .routes(routes!(crate::api::media::release))
+        .routes(routes!(crate::api::media::block))
         .split_for_parts()
 }
 

@@ -111,14 +111,14 @@ impl Api {
             .body
             .ok_or_else(|| ApiError::invalid("a message needs a body"))?;
         self.validate_body(&body)?;
-        if let Some(peer) = c.peer_of(user) {
-            if self.store.account(peer)?.is_none() {
-                return Err(ApiError::new(
-                    ErrorCode::UnknownUser,
-                    format!("no user with id {peer}"),
-                ));
+        // A media message must point at an available blob the sender uploaded.
+        let media = match &body.content {
+            Some(Content::Media(m)) => {
+                self.check_media_use(user, &m.sha256)?;
+                Some(m.sha256.clone())
             }
-        }
+            _ => None,
+        };
         let ticket = self
             .store
             .submit(AppendRequest {
@@ -130,8 +130,13 @@ impl Api {
                 reply_to_seq: send.reply_to_seq,
             })
             .await?;
+        let store = self.store.clone();
         Ok(async move {
             let appended = ticket.wait().await?;
+            if let Some(sha256) = media {
+                // Referenced blobs are never garbage-collected.
+                store.update_blob(&sha256, |b| b.referenced = true)?;
+            }
             Ok(pb::SendAck {
                 client_msg_id: send.client_msg_id,
                 conversation: send.conversation,

@@ -11,6 +11,7 @@
 //! - `devices`: device bindings and the device cap.
 //! - `presence` / `receipts`: storm-proof presence and read receipts (actors).
 //! - `recall`: recalling messages.
+//! - `media`: upload, signed download, moderation routes, garbage collection.
 //! - `dto`: the JSON shapes of the HTTP API.
 //! - `router`: the store's commit listener; fans committed messages out.
 //! - `frames`: dispatch of binary-protocol frames to the handlers.
@@ -24,6 +25,7 @@ pub mod dto;
 pub mod frames;
 pub mod groups;
 pub mod http;
+pub mod media;
 pub mod members;
 pub mod messaging;
 pub mod presence;
@@ -54,6 +56,8 @@ pub struct Api {
     pub presence: presence::Presence,
     /// The read-receipt actor.
     pub receipts: receipts::Receipts,
+    /// Blob store, moderation and link signing.
+    pub media: crate::media::Media,
 }
 
 /// A fresh client message id for server-written log events.

@@ -1,0 +1,426 @@
+//! The media routes: upload, signed download with Range, link refresh, operator
+//! release/block, and garbage collection of blobs no message refers to.
+
+use std::io::SeekFrom;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use courier_protocol::ErrorCode;
+use courier_storage::{BlobRecord, BlobStatus};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::dto::ErrorBody;
+use crate::api::http::Caller;
+use crate::api::Api;
+use crate::error::ApiError;
+use crate::media::{dimensions, sniff, Verdict};
+
+/// An uploaded blob.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MediaView {
+    /// The blob id: its hex SHA-256.
+    pub id: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// A signed download path (append it to the HTTP base URL).
+    pub url: String,
+    /// When `url` stops working, ms since the epoch.
+    pub url_expires_ms: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// MIME type sniffed from the bytes.
+    pub mime: String,
+    /// Image width (0 for other types).
+    pub width: u32,
+    /// Image height.
+    pub height: u32,
+    /// `available`, `quarantined` or `blocked`.
+    pub status: String,
+}
+
+fn status_name(s: BlobStatus) -> &'static str {
+    match s {
+        BlobStatus::Available => "available",
+        BlobStatus::Quarantined => "quarantined",
+        BlobStatus::Blocked => "blocked",
+    }
+}
+
+impl Api {
+    fn media_view(&self, r: &BlobRecord) -> MediaView {
+        let expires = courier_storage::now_ms() + self.config.media_url_ttl_secs * 1000;
+        MediaView {
+            id: r.sha256.clone(),
+            sha256: r.sha256.clone(),
+            url: self.media.signed_path(&r.sha256, expires),
+            url_expires_ms: expires,
+            size: r.size,
+            mime: r.mime.clone(),
+            width: r.width,
+            height: r.height,
+            status: status_name(r.status).into(),
+        }
+    }
+
+    /// Deletes blobs that no message refers to and that are older than the grace
+    /// period. Returns how many were deleted.
+    pub async fn collect_media_garbage(&self, now_ms: u64) -> Result<usize, ApiError> {
+        let grace_ms = self.config.media_gc_grace_secs * 1000;
+        let mut deleted = 0;
+        for blob in self.store.blobs()? {
+            if blob.referenced || now_ms.saturating_sub(blob.created_ms) < grace_ms {
+                continue;
+            }
+            self.media
+                .blobs
+                .delete(&blob.sha256)
+                .await
+                .map_err(ApiError::internal)?;
+            self.store.delete_blob(&blob.sha256)?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Checks that `user` may send a media message about blob `sha256`.
+    pub fn check_media_use(&self, user: u64, sha256: &str) -> Result<(), ApiError> {
+        let blob = self
+            .store
+            .blob(sha256)
+            .map_err(|_| ApiError::invalid("media sha256 must be 64 hex digits"))?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media; upload it first"))?;
+        if blob.status != BlobStatus::Available {
+            return Err(ApiError::new(
+                ErrorCode::MediaUnavailable,
+                "this media is not available",
+            ));
+        }
+        if !self.store.is_blob_owner(sha256, user)? {
+            return Err(ApiError::forbidden("only a media's uploader may send it"));
+        }
+        Ok(())
+    }
+}
+
+async fn remove_quietly(path: &std::path::Path) {
+    let _ = tokio::fs::remove_file(path).await;
+}
+
+/// Upload a file (the raw body). Returns its id and a signed URL.
+#[utoipa::path(post, path = "/v1/media", tag = "media", security(("bearer" = [])),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = MediaView), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 451, body = ErrorBody)))]
+pub async fn upload(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    body: Body,
+) -> Result<(StatusCode, Json<MediaView>), ApiError> {
+    api.media
+        .admit_upload(caller.user_id, api.config.media_uploads_per_minute)?;
+    let temp = api.media.blobs.temp_path(&format!(
+        "{}-{}",
+        caller.user_id,
+        crate::api::system_msg_id()
+    ));
+    let mut file = tokio::fs::File::create(&temp)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut head = Vec::with_capacity(8192);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                remove_quietly(&temp).await;
+                return Err(ApiError::invalid(format!("upload interrupted: {e}")));
+            }
+        };
+        size += chunk.len() as u64;
+        if size > api.config.media_max_bytes {
+            drop(file);
+            remove_quietly(&temp).await;
+            return Err(ApiError::new(
+                ErrorCode::MediaTooLarge,
+                format!(
+                    "uploads are limited to {} bytes",
+                    api.config.media_max_bytes
+                ),
+            ));
+        }
+        hasher.update(&chunk);
+        if head.len() < 8192 {
+            let take = (8192 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        if let Err(e) = file.write_all(&chunk).await {
+            remove_quietly(&temp).await;
+            return Err(ApiError::internal(e));
+        }
+    }
+    if let Err(e) = file.sync_all().await {
+        remove_quietly(&temp).await;
+        return Err(ApiError::internal(e));
+    }
+    drop(file);
+    let Some(mime) = sniff(&head).filter(|m| api.config.media_allowed_types.iter().any(|a| a == m))
+    else {
+        remove_quietly(&temp).await;
+        return Err(ApiError::new(
+            ErrorCode::MediaTypeNotAllowed,
+            "this file type is not allowed",
+        ));
+    };
+    let sha256 = hex::encode(hasher.finalize());
+    if let Some(existing) = api.store.blob(&sha256)? {
+        if existing.status == BlobStatus::Blocked {
+            remove_quietly(&temp).await;
+            return Err(ApiError::new(
+                ErrorCode::MediaRejected,
+                "this content is blocked",
+            ));
+        }
+    }
+    let status = match api.media.moderator.check(&sha256, mime, size).await {
+        Verdict::Approve => BlobStatus::Available,
+        Verdict::Quarantine(reason) => {
+            tracing::info!(%sha256, %reason, "upload quarantined");
+            BlobStatus::Quarantined
+        }
+        Verdict::Reject(reason) => {
+            remove_quietly(&temp).await;
+            return Err(ApiError::new(ErrorCode::MediaRejected, reason));
+        }
+    };
+    api.media
+        .blobs
+        .commit(&temp, &sha256)
+        .await
+        .map_err(ApiError::internal)?;
+    let (width, height) = if mime.starts_with("image/") {
+        dimensions(&head)
+    } else {
+        (0, 0)
+    };
+    let record = api.store.put_blob(&BlobRecord {
+        sha256: sha256.clone(),
+        size,
+        mime: mime.to_owned(),
+        width,
+        height,
+        created_ms: courier_storage::now_ms(),
+        status,
+        referenced: false,
+    })?;
+    api.store.add_blob_owner(&sha256, caller.user_id)?;
+    Ok((StatusCode::CREATED, Json(api.media_view(&record))))
+}
+
+/// A signed link's query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SignedQuery {
+    /// Expiry, ms since the epoch.
+    exp: u64,
+    /// Hex HMAC-SHA-256 of `<id>:<exp>`.
+    sig: String,
+}
+
+/// Download through a signed link; supports `Range: bytes=a-b`.
+#[utoipa::path(get, path = "/v1/media/{id}", tag = "media",
+    params(("id" = String, Path, description = "blob id (sha256)"), SignedQuery),
+    responses((status = 200, description = "the bytes"), (status = 206, description = "a range of the bytes"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, description = "bad range"),
+        (status = 451, body = ErrorBody)))]
+pub async fn download(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    q: Result<Query<SignedQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) =
+        q.map_err(|_| ApiError::new(ErrorCode::BadSignature, "a media link needs exp and sig"))?;
+    let now = courier_storage::now_ms();
+    api.media.verify(&id, q.exp, &q.sig, now)?;
+    let blob = api
+        .store
+        .blob(&id)
+        .ok()
+        .flatten()
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+    if blob.status != BlobStatus::Available {
+        return Err(ApiError::new(
+            ErrorCode::MediaUnavailable,
+            "this media is not available",
+        ));
+    }
+    let mut file = tokio::fs::File::open(api.media.blobs.path(&id))
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+    let total = blob.size;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, total));
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, total),
+        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Some(None) => {
+            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{total}")).expect("ascii"),
+            );
+            return Ok(r);
+        }
+    };
+    file.seek(SeekFrom::Start(start))
+        .await
+        .map_err(ApiError::internal)?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&blob.mime).map_err(ApiError::internal)?,
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{id}\"")).map_err(ApiError::internal)?,
+    );
+    let max_age = q.exp.saturating_sub(now) / 1000;
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("private, max-age={max_age}, immutable"))
+            .map_err(ApiError::internal)?,
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {start}-{}/{total}", start + len - 1))
+                .map_err(ApiError::internal)?,
+        );
+    }
+    Ok(response)
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` (one range) -> inclusive (start, end).
+fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    if spec.contains(',') || total == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (total.saturating_sub(n), total - 1)
+        }
+        (a, "") => (a.parse().ok()?, total - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+/// A fresh signed link for a blob the caller uploaded.
+#[utoipa::path(post, path = "/v1/media/{id}/url", tag = "media", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = MediaView), (status = 403, body = ErrorBody)))]
+pub async fn refresh_url(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<MediaView>, ApiError> {
+    let blob = api
+        .store
+        .blob(&id)
+        .ok()
+        .flatten()
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+    if !api.store.is_blob_owner(&id, caller.user_id)? {
+        return Err(ApiError::forbidden("not your upload"));
+    }
+    Ok(Json(api.media_view(&blob)))
+}
+
+fn check_admin(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let expected = api.config.admin_token.as_str();
+    let ok = !expected.is_empty()
+        && given.is_some_and(|g| {
+            g.len() == expected.len()
+                && g.bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("operator route: needs the admin token"))
+    }
+}
+
+/// Release a quarantined blob (operator).
+#[utoipa::path(post, path = "/v1/admin/media/{id}/release", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = MediaView), (status = 403, body = ErrorBody)))]
+pub async fn release(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<MediaView>, ApiError> {
+    check_admin(&api, &headers)?;
+    let blob = api
+        .store
+        .update_blob(&id, |b| b.status = BlobStatus::Available)?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+    Ok(Json(api.media_view(&blob)))
+}
+
+/// Block a blob (operator): never served again, re-uploads refused.
+#[utoipa::path(post, path = "/v1/admin/media/{id}/block", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = MediaView), (status = 403, body = ErrorBody)))]
+pub async fn block(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<MediaView>, ApiError> {
+    check_admin(&api, &headers)?;
+    let blob = api
+        .store
+        .update_blob(&id, |b| b.status = BlobStatus::Blocked)?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+    Ok(Json(api.media_view(&blob)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! Media: uploads streamed to a content-addressed blob store, type sniffing and an
+//! allowlist, moderation, signed download URLs, and garbage collection.
+//!
+//! An upload is written to a temp file while it is hashed (SHA-256) and counted; it
+//! is refused the moment it passes the size limit, so a large upload never fills the
+//! disk. The type is sniffed from the first bytes, never taken from the client. The
+//! blob id is its hash: the same bytes uploaded twice are stored once. Downloads go
+//! through signed, expiring URLs (HMAC-SHA-256 over id and expiry), so a message can
+//! carry a link that works without the recipient's token.
+
+pub mod moderation;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use courier_protocol::ErrorCode;
+
+pub use moderation::{Moderator, Verdict};
+pub use store::LocalBlobStore;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Everything the media routes need.
+pub struct Media {
+    /// Blob bytes.
+    pub blobs: LocalBlobStore,
+    /// Moderation of new uploads.
+    pub moderator: Box<dyn Moderator>,
+    key: [u8; 32],
+    limiter: Mutex<HashMap<u64, (Instant, u32)>>,
+}
+
+impl Media {
+    /// Opens the blob store under `<data_dir>/media` and loads (or makes) the URL
+    /// signing key.
+    pub fn open(config: &Config) -> std::io::Result<Self> {
+        let root = config.data_dir.join("media");
+        let blobs = LocalBlobStore::open(&root)?;
+        let key = signing_key(&root.join("url-signing.key"))?;
+        Ok(Self {
+            blobs,
+            moderator: moderation::from_config(config),
+            key,
+            limiter: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts an upload by `user` against the per-minute limit.
+    pub fn admit_upload(&self, user: u64, per_minute: u32) -> Result<(), ApiError> {
+        let mut limiter = self.limiter.lock().expect("limiter lock");
+        let now = Instant::now();
+        if limiter.len() > 100_000 {
+            limiter.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+        }
+        let (start, count) = limiter.entry(user).or_insert((now, 0));
+        if now.duration_since(*start) >= Duration::from_secs(60) {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= per_minute {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many uploads; try again in a minute",
+            ));
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    fn mac(&self, sha256: &str, expires_ms: u64) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(sha256.as_bytes());
+        mac.update(b":");
+        mac.update(expires_ms.to_string().as_bytes());
+        mac
+    }
+
+    /// A download path for blob `sha256` valid until `expires_ms`.
+    pub fn signed_path(&self, sha256: &str, expires_ms: u64) -> String {
+        let sig = hex::encode(self.mac(sha256, expires_ms).finalize().into_bytes());
+        format!("/v1/media/{sha256}?exp={expires_ms}&sig={sig}")
+    }
+
+    /// Checks a download link: the signature must match and the link must be live.
+    pub fn verify(
+        &self,
+        sha256: &str,
+        expires_ms: u64,
+        sig: &str,
+        now_ms: u64,
+    ) -> Result<(), ApiError> {
+        let bad = || ApiError::new(ErrorCode::BadSignature, "invalid or expired media link");
+        let sig = hex::decode(sig).map_err(|_| bad())?;
+        self.mac(sha256, expires_ms)
+            .verify_slice(&sig)
+            .map_err(|_| bad())?;
+        if now_ms > expires_ms {
+            return Err(bad());
+        }
+        Ok(())
+    }
+}
+
+/// Reads the signing key, or makes one (32 random bytes, owner-only).
+fn signing_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() == 32 => Ok(bytes.try_into().expect("32 bytes")),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{}: not a 32-byte key",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut key = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The MIME type of a blob, from its first bytes.
+pub fn sniff(head: &[u8]) -> Option<&'static str> {
+    infer::get(head).map(|t| t.mime_type())
+}
+
+/// Width and height of an image, from its first bytes.
+pub fn dimensions(head: &[u8]) -> (u32, u32) {
+    imagesize::blob_size(head)
+        .map(|s| (s.width as u32, s.height as u32))
+        .unwrap_or((0, 0))
+}
