@@ -109,8 +109,9 @@ async fn size_type_and_rate_limits() {
     let http = t.http_as(&p[0]);
     let mut big = png(b"");
     big.resize(3 * 1024 * 1024, 0);
-    let err = http.upload_bytes(big).await.unwrap_err();
-    assert_eq!(status(&err), (413, Some(ErrorCode::MediaTooLarge)));
+    let (code, body) = raw_upload(t.server.http_addr(), &p[0].token, &big).await;
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("\"code\":310"), "{body}");
     let data_dir = t.server.api().config.data_dir.clone();
     assert!(
         blob_files(&data_dir).is_empty(),
@@ -125,6 +126,38 @@ async fn size_type_and_rate_limits() {
     let err = http.upload_bytes(png(b"y")).await.unwrap_err();
     assert_eq!(status(&err), (429, Some(ErrorCode::RateLimited)));
     t.stop().await;
+}
+
+/// Uploads `bytes` over a raw connection, reading the answer while still writing:
+/// the server answers (and stops reading) as soon as the upload is too large, which
+/// an ordinary client may see as a broken pipe instead of the answer.
+async fn raw_upload(addr: std::net::SocketAddr, token: &str, bytes: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let head = format!(
+        "POST /v1/media HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n",
+        bytes.len()
+    );
+    w.write_all(head.as_bytes()).await.unwrap();
+    let body = bytes.to_vec();
+    let writer = tokio::spawn(async move {
+        for chunk in body.chunks(16 * 1024) {
+            if w.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = r.read_to_end(&mut answer).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
 }
 
 /// A moderation webhook that answers every request with `verdict`.
