@@ -100,13 +100,19 @@ pub struct Config {
     pub media_moderation_webhook: String,
     /// Blobs no message refers to are deleted after this long, in seconds.
     pub media_gc_grace_secs: u64,
-    /// How often garbage collection runs, in seconds (0 = never).
-    pub media_gc_interval_secs: u64,
     /// Bearer secret for the operator routes under `/v1/admin`; empty = disabled.
     pub admin_token: String,
     /// How many of a conversation's newest messages history serves (0 = all);
     /// pulls past it return nothing and say where retention starts.
     pub history_retention_messages: u64,
+    /// Messages older than this many days are removed by the retention job (0 = kept).
+    pub history_retention_days: u64,
+    /// How often the retention and media lifecycle jobs run, in seconds (0 = never).
+    pub lifecycle_interval_secs: u64,
+    /// Blobs older than this many days move to the cold store (0 = never).
+    pub media_cold_after_days: u64,
+    /// The cold blob store's directory; empty = `<data_dir>/media-cold`.
+    pub media_cold_dir: String,
     /// Appends that may queue per store shard.
     pub store_queue_depth: usize,
     /// Most appends in one group commit.
@@ -184,9 +190,12 @@ impl Default for Config {
             media_blocklist: Vec::new(),
             media_moderation_webhook: String::new(),
             media_gc_grace_secs: 24 * 3600,
-            media_gc_interval_secs: 3600,
             admin_token: String::new(),
             history_retention_messages: 0,
+            history_retention_days: 0,
+            lifecycle_interval_secs: 3600,
+            media_cold_after_days: 0,
+            media_cold_dir: String::new(),
             store_queue_depth: 4096,
             store_max_batch: 1024,
             store_cache_mib: 256,

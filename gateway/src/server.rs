@@ -93,19 +93,17 @@ impl Server {
             media: crate::media::Media::open(&config)
                 .map_err(|source| StartError::Media { source })?,
         });
-        if config.media_gc_interval_secs > 0 {
+        if config.lifecycle_interval_secs > 0 {
             let (api, shutdown) = (api.clone(), shutdown.clone());
-            let every = std::time::Duration::from_secs(config.media_gc_interval_secs);
+            let every = std::time::Duration::from_secs(config.lifecycle_interval_secs);
             tasks.spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => match api.collect_media_garbage(courier_storage::now_ms()).await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(deleted = n, "media garbage collected"),
-                            Err(e) => tracing::warn!(error = %e, "media garbage collection failed"),
-                        },
+                        _ = tick.tick() => {
+                            api.run_lifecycle(courier_storage::now_ms()).await;
+                        }
                         _ = shutdown.cancelled() => break,
                     }
                 }

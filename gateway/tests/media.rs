@@ -316,3 +316,64 @@ async fn media_messages_and_garbage_collection() {
     assert!(t.http.download(&unused.url, None).await.is_err());
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_blobs_move_cold_and_old_history_is_pruned() {
+    let t = TestServer::start_with(|c| {
+        c.media_cold_after_days = 30;
+        c.history_retention_days = 90;
+        c.lifecycle_interval_secs = 0;
+    })
+    .await;
+    let p = users(&t, "c", 2).await;
+    let alice = t.http_as(&p[0]);
+    let photo = alice.upload_bytes(png(b"old photo")).await.unwrap();
+    let (a, _ae) = t.connect(&p[0], "phone").await;
+    let c = ConversationId::direct(p[0].user_id, p[1].user_id).unwrap();
+    a.send(&c, photo.body("old.png"), "m".into()).await.unwrap();
+    for i in 0..9 {
+        a.send_text(&c, format!("old {i}")).await.unwrap();
+    }
+    let day = 24 * 3600 * 1000;
+    let api = t.server.api();
+
+    // 31 days later: the blob is cold, still served; history is within 90 days.
+    let report = api
+        .run_lifecycle(courier_storage::now_ms() + 31 * day)
+        .await;
+    assert_eq!((report.blobs_moved_cold, report.messages_pruned), (1, 0));
+    let data_dir = api.config.data_dir.clone();
+    assert!(data_dir
+        .join("media-cold")
+        .join(&photo.sha256[..2])
+        .join(&photo.sha256[2..4])
+        .join(&photo.sha256)
+        .is_file());
+    assert_eq!(t.http.download(&photo.url, None).await.unwrap().0, 200);
+
+    // 91 days later: all ten messages are past retention and removed; pulls say so,
+    // and seqs carry on.
+    let report = api
+        .run_lifecycle(courier_storage::now_ms() + 91 * day)
+        .await;
+    assert_eq!(report.messages_pruned, 10);
+    assert!(api.store.message(&c, 5).unwrap().is_none());
+    let page = t
+        .http_as(&p[1])
+        .history(&c, Default::default())
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty());
+    assert_eq!(page.retained_from_seq, 11);
+    assert_eq!(a.send_text(&c, "new").await.unwrap().seq, 11);
+    let page = t
+        .http_as(&p[1])
+        .history(&c, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![11]
+    );
+    t.stop().await;
+}

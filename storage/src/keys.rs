@@ -9,6 +9,7 @@
 //! | `log` | `'m' conv seq` | message record ([`crate::record`]) |
 //! | `log` | `'i' conv sender client_msg_id` | seq and time, the idempotency index |
 //! | `log` | `'s' conv` | the conversation's last seq |
+//! | `log` | `'r' conv` | the first seq still retained (after pruning) |
 //! | `userconv_state` | `user conv` | [`crate::UserConversation`] state |
 //! | `username_userid` | user name | user id |
 //! | `userid_account` | user id | account record |

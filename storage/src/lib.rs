@@ -25,6 +25,7 @@ mod media;
 mod recall;
 mod record;
 mod relations;
+mod retention;
 mod shard;
 mod writer;
 

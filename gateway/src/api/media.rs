@@ -84,6 +84,11 @@ impl Api {
                 .delete(&blob.sha256)
                 .await
                 .map_err(ApiError::internal)?;
+            if let Some(cold) = &self.media.cold {
+                cold.delete(&blob.sha256)
+                    .await
+                    .map_err(ApiError::internal)?;
+            }
             self.store.delete_blob(&blob.sha256)?;
             deleted += 1;
         }
@@ -264,7 +269,11 @@ pub async fn download(
             "this media is not available",
         ));
     }
-    let mut file = tokio::fs::File::open(api.media.blobs.path(&id))
+    let path = api
+        .media
+        .locate(&id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+    let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such media"))?;
     let total = blob.size;

@@ -192,10 +192,12 @@ impl Api {
     /// The highest seq of `c` that is past the retention depth (0 when everything
     /// is retained): history at or below it is not served.
     pub fn retention_floor(&self, c: &ConversationId) -> Result<u64, ApiError> {
-        match self.config.history_retention_messages {
-            0 => Ok(0),
-            depth => Ok(self.store.last_seq(c)?.saturating_sub(depth)),
-        }
+        let pruned = self.store.first_retained_seq(c)?.saturating_sub(1);
+        let by_count = match self.config.history_retention_messages {
+            0 => 0,
+            depth => self.store.last_seq(c)?.saturating_sub(depth),
+        };
+        Ok(pruned.max(by_count))
     }
 
     /// Records a cumulative delivery acknowledgement from one of `user`'s devices.

@@ -12,6 +12,7 @@
 //! - `presence` / `receipts`: storm-proof presence and read receipts (actors).
 //! - `recall`: recalling messages.
 //! - `media`: upload, signed download, moderation routes, garbage collection.
+//! - `lifecycle`: retention, media GC and the cold tier, run periodically.
 //! - `dto`: the JSON shapes of the HTTP API.
 //! - `router`: the store's commit listener; fans committed messages out.
 //! - `frames`: dispatch of binary-protocol frames to the handlers.
@@ -25,6 +26,7 @@ pub mod dto;
 pub mod frames;
 pub mod groups;
 pub mod http;
+pub mod lifecycle;
 pub mod media;
 pub mod members;
 pub mod messaging;

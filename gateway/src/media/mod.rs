@@ -30,8 +30,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Everything the media routes need.
 pub struct Media {
-    /// Blob bytes.
+    /// Blob bytes (the hot tier).
     pub blobs: LocalBlobStore,
+    /// Old blobs, still served (the cold tier), when configured.
+    pub cold: Option<LocalBlobStore>,
     /// Moderation of new uploads.
     pub moderator: Box<dyn Moderator>,
     key: [u8; 32],
@@ -45,12 +47,29 @@ impl Media {
         let root = config.data_dir.join("media");
         let blobs = LocalBlobStore::open(&root)?;
         let key = signing_key(&root.join("url-signing.key"))?;
+        let cold = match (config.media_cold_after_days, config.media_cold_dir.as_str()) {
+            (0, _) => None,
+            (_, "") => Some(LocalBlobStore::open(config.data_dir.join("media-cold"))?),
+            (_, dir) => Some(LocalBlobStore::open(dir)?),
+        };
         Ok(Self {
             blobs,
+            cold,
             moderator: moderation::from_config(config),
             key,
             limiter: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Where blob `sha256` is: the hot store, else the cold one.
+    pub fn locate(&self, sha256: &str) -> Option<std::path::PathBuf> {
+        if self.blobs.contains(sha256) {
+            return Some(self.blobs.path(sha256));
+        }
+        self.cold
+            .as_ref()
+            .filter(|c| c.contains(sha256))
+            .map(|c| c.path(sha256))
     }
 
     /// Counts an upload by `user` against the per-minute limit.

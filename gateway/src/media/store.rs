@@ -50,6 +50,21 @@ impl LocalBlobStore {
         Ok(true)
     }
 
+    /// Moves blob `sha256` from this store into `to` (the cold tier).
+    pub async fn move_to(&self, sha256: &str, to: &LocalBlobStore) -> std::io::Result<()> {
+        let from = self.path(sha256);
+        let target = to.path(sha256);
+        if let Some(dir) = target.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        if tokio::fs::rename(&from, &target).await.is_err() {
+            // Another file system: copy, then remove.
+            tokio::fs::copy(&from, &target).await?;
+            tokio::fs::remove_file(&from).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes blob `sha256`; true if it existed.
     pub async fn delete(&self, sha256: &str) -> std::io::Result<bool> {
         match tokio::fs::remove_file(self.path(sha256)).await {
