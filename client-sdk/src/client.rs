@@ -287,6 +287,25 @@ impl Client {
         }
     }
 
+    /// Uploads the file at `path` through `http`, then sends it as a media message.
+    pub async fn send_media(
+        &self,
+        http: &crate::HttpClient,
+        conversation: &ConversationId,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<(SendReceipt, crate::Media)> {
+        let path = path.as_ref();
+        let media = http.upload_file(path).await?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let receipt = self
+            .send(conversation, media.body(&name), new_client_msg_id())
+            .await?;
+        Ok((receipt, media))
+    }
+
     /// A page of history over the binary protocol. `cursor` 0 with
     /// [`pb::Direction::Backward`] gives the newest messages.
     pub async fn pull_history(

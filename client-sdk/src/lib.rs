@@ -40,6 +40,6 @@ pub use http::{HistoryMessage, HistoryPage, HistoryQuery, HttpClient, LoginInfo,
 pub use session::{Connector, Session, SessionEvent, SessionEvents, SessionOptions};
 pub use transport::{client_crypto, connect_tls, QuicConnector, Trust, ALPN};
 pub use types::{
-    AddedMembers, Conversation, ConversationList, FriendRequests, Group, Member, MemberList,
+    AddedMembers, Conversation, ConversationList, FriendRequests, Group, Media, Member, MemberList,
     NewGroup, Relation, RelationList,
 };

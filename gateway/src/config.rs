@@ -111,8 +111,22 @@ pub struct Config {
     pub lifecycle_interval_secs: u64,
     /// Blobs older than this many days move to the cold store (0 = never).
     pub media_cold_after_days: u64,
-    /// The cold blob store's directory; empty = `<data_dir>/media-cold`.
+    /// The cold blob store's directory (local backend); empty = `<data_dir>/media-cold`.
     pub media_cold_dir: String,
+    /// `local` (under the data directory) or `s3` (an S3-compatible service).
+    pub media_backend: String,
+    /// S3 endpoint URL (empty = AWS).
+    pub media_s3_endpoint: String,
+    /// S3 bucket for blobs.
+    pub media_s3_bucket: String,
+    /// S3 bucket for the cold tier.
+    pub media_s3_cold_bucket: String,
+    /// S3 region.
+    pub media_s3_region: String,
+    /// S3 access key id.
+    pub media_s3_access_key: String,
+    /// S3 secret access key.
+    pub media_s3_secret_key: String,
     /// Appends that may queue per store shard.
     pub store_queue_depth: usize,
     /// Most appends in one group commit.
@@ -196,6 +210,13 @@ impl Default for Config {
             lifecycle_interval_secs: 3600,
             media_cold_after_days: 0,
             media_cold_dir: String::new(),
+            media_backend: "local".into(),
+            media_s3_endpoint: String::new(),
+            media_s3_bucket: "courier-media".into(),
+            media_s3_cold_bucket: "courier-media-cold".into(),
+            media_s3_region: "us-east-1".into(),
+            media_s3_access_key: String::new(),
+            media_s3_secret_key: String::new(),
             store_queue_depth: 4096,
             store_max_batch: 1024,
             store_cache_mib: 256,

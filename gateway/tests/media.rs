@@ -35,7 +35,7 @@ fn blob_files(data_dir: &Path) -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(&data_dir.join("media"), &mut out);
-    out.retain(|p| !p.ends_with("url-signing.key"));
+    walk(&data_dir.join("media-tmp"), &mut out);
     out
 }
 
@@ -376,4 +376,122 @@ async fn old_blobs_move_cold_and_old_history_is_pruned() {
         vec![11]
     );
     t.stop().await;
+}
+
+/// A real S3-compatible server: moto's server mode (`.ci/run` installs it from PyPI).
+struct Moto {
+    child: tokio::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    async fn start() -> Self {
+        // The project installs what its tests need: moto comes from PyPI.
+        let present = std::process::Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let installed = std::process::Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+                .status()
+                .expect("python3 runs");
+            assert!(installed.success(), "pip install 'moto[server]' failed");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new("python3")
+            .args(["-m", "moto.server", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client.get(&endpoint).send().await.is_ok() {
+                for bucket in ["courier-media", "courier-media-cold"] {
+                    let r = client
+                        .put(format!("{endpoint}/{bucket}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success());
+                }
+                return Self { child, endpoint };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("moto's S3 server did not start: install it with `python3 -m pip install 'moto[server]'` (.ci/run does)");
+    }
+
+    async fn keys(&self, bucket: &str) -> usize {
+        let xml = reqwest::get(format!("{}/{bucket}", self.endpoint))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        xml.matches("<Key>").count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_backend_against_a_real_s3_server() {
+    let mut moto = Moto::start().await;
+    let endpoint = moto.endpoint.clone();
+    let t = TestServer::start_with(|c| {
+        c.media_backend = "s3".into();
+        c.media_s3_endpoint = endpoint;
+        c.media_s3_access_key = "test".into();
+        c.media_s3_secret_key = "test".into();
+        c.media_cold_after_days = 30;
+        c.media_gc_grace_secs = 0;
+        c.lifecycle_interval_secs = 0;
+    })
+    .await;
+    let p = users(&t, "s", 2).await;
+    let bytes = png(b"in the bucket");
+    let a = t.http_as(&p[0]).upload_bytes(bytes.clone()).await.unwrap();
+    let b = t.http_as(&p[1]).upload_bytes(bytes.clone()).await.unwrap();
+    assert_eq!(a.id, b.id);
+    assert_eq!(
+        moto.keys("courier-media").await,
+        1,
+        "stored once in the bucket"
+    );
+    assert_eq!(
+        t.http.download(&a.url, None).await.unwrap(),
+        (200, bytes.clone())
+    );
+    let (code, part) = t.http.download(&a.url, Some((1, 4))).await.unwrap();
+    assert_eq!((code, part.as_slice()), (206, &bytes[1..5]));
+
+    // Send it (so GC keeps it), then age it into the cold bucket: still served.
+    let (client, _e) = t.connect(&p[0], "phone").await;
+    let c = ConversationId::direct(p[0].user_id, p[1].user_id).unwrap();
+    client.send(&c, a.body("x.png"), "s3".into()).await.unwrap();
+    let unused = t.http_as(&p[0]).upload_bytes(png(b"unused")).await.unwrap();
+    let report = t
+        .server
+        .api()
+        .run_lifecycle(courier_storage::now_ms() + 31 * 24 * 3600 * 1000)
+        .await;
+    assert_eq!(report.blobs_deleted, 1);
+    assert_eq!(report.blobs_moved_cold, 1);
+    assert_eq!(
+        (
+            moto.keys("courier-media").await,
+            moto.keys("courier-media-cold").await
+        ),
+        (0, 1)
+    );
+    assert_eq!(t.http.download(&a.url, None).await.unwrap(), (200, bytes));
+    assert!(t.http.download(&unused.url, None).await.is_err());
+    t.stop().await;
+    let _ = moto.child.kill().await;
 }

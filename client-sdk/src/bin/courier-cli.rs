@@ -348,14 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // This command only sends: drop the event stream so it never holds reads up.
             drop(events);
             if let Some(path) = file {
-                let media = http.upload_file(path).await?;
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let receipt = client
-                    .send(&c, media.body(&name), courier_sdk::new_client_msg_id())
-                    .await?;
+                let (receipt, media) = client.send_media(&http, &c, path).await?;
                 let mut line = receipt_json(&receipt);
                 line["media"] = serde_json::to_value(&media)?;
                 print(&line)

@@ -73,7 +73,13 @@ impl Api {
         let cutoff = now_ms.saturating_sub(days * 24 * 3600 * 1000);
         let mut moved = 0;
         for blob in self.store.blobs()? {
-            if blob.created_ms <= cutoff && self.media.blobs.contains(&blob.sha256) {
+            let hot = self
+                .media
+                .blobs
+                .contains(&blob.sha256)
+                .await
+                .map_err(ApiError::internal)?;
+            if blob.created_ms <= cutoff && hot {
                 self.media
                     .blobs
                     .move_to(&blob.sha256, cold)

@@ -1,7 +1,6 @@
 //! The media routes: upload, signed download with Range, link refresh, operator
 //! release/block, and garbage collection of blobs no message refers to.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -14,7 +13,7 @@ use courier_storage::{BlobRecord, BlobStatus};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::dto::ErrorBody;
@@ -131,7 +130,7 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<MediaView>), ApiError> {
     api.media
         .admit_upload(caller.user_id, api.config.media_uploads_per_minute)?;
-    let temp = api.media.blobs.temp_path(&format!(
+    let temp = api.media.temp_path(&format!(
         "{}-{}",
         caller.user_id,
         crate::api::system_msg_id()
@@ -269,13 +268,12 @@ pub async fn download(
             "this media is not available",
         ));
     }
-    let path = api
+    let source = api
         .media
         .locate(&id)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
-    let mut file = tokio::fs::File::open(path)
         .await
-        .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
     let total = blob.size;
     let range = headers
         .get(header::RANGE)
@@ -293,10 +291,12 @@ pub async fn download(
             return Ok(r);
         }
     };
-    file.seek(SeekFrom::Start(start))
+    let whole = start == 0 && len == total;
+    let stream = source
+        .read(&id, (!whole).then_some(start..start + len))
         .await
         .map_err(ApiError::internal)?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let body = Body::from_stream(stream);
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();

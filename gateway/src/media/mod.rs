@@ -24,16 +24,18 @@ use crate::error::ApiError;
 use courier_protocol::ErrorCode;
 
 pub use moderation::{Moderator, Verdict};
-pub use store::LocalBlobStore;
+pub use store::BlobStore;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Everything the media routes need.
 pub struct Media {
     /// Blob bytes (the hot tier).
-    pub blobs: LocalBlobStore,
+    pub blobs: BlobStore,
     /// Old blobs, still served (the cold tier), when configured.
-    pub cold: Option<LocalBlobStore>,
+    pub cold: Option<BlobStore>,
+    /// Where uploads stream to before they are checked and stored.
+    temp_dir: std::path::PathBuf,
     /// Moderation of new uploads.
     pub moderator: Box<dyn Moderator>,
     key: [u8; 32],
@@ -45,31 +47,66 @@ impl Media {
     /// signing key.
     pub fn open(config: &Config) -> std::io::Result<Self> {
         let root = config.data_dir.join("media");
-        let blobs = LocalBlobStore::open(&root)?;
-        let key = signing_key(&root.join("url-signing.key"))?;
-        let cold = match (config.media_cold_after_days, config.media_cold_dir.as_str()) {
-            (0, _) => None,
-            (_, "") => Some(LocalBlobStore::open(config.data_dir.join("media-cold"))?),
-            (_, dir) => Some(LocalBlobStore::open(dir)?),
+        let temp_dir = config.data_dir.join("media-tmp");
+        std::fs::create_dir_all(&temp_dir)?;
+        std::fs::create_dir_all(&root)?;
+        let key = signing_key(&config.data_dir.join("media-url-signing.key"))?;
+        let s3 = |bucket: &str| {
+            BlobStore::s3(
+                &config.media_s3_endpoint,
+                bucket,
+                &config.media_s3_region,
+                &config.media_s3_access_key,
+                &config.media_s3_secret_key,
+            )
         };
+        let (blobs, cold) = match config.media_backend.as_str() {
+            "local" => {
+                let cold = match (config.media_cold_after_days, config.media_cold_dir.as_str()) {
+                    (0, _) => None,
+                    (_, "") => Some(BlobStore::local(config.data_dir.join("media-cold"))?),
+                    (_, dir) => Some(BlobStore::local(dir)?),
+                };
+                (BlobStore::local(&root)?, cold)
+            }
+            "s3" => {
+                let cold = match config.media_cold_after_days {
+                    0 => None,
+                    _ => Some(s3(&config.media_s3_cold_bucket)?),
+                };
+                (s3(&config.media_s3_bucket)?, cold)
+            }
+            other => {
+                return Err(std::io::Error::other(format!(
+                    "media_backend {other:?}: use \"local\" or \"s3\""
+                )))
+            }
+        };
+        tracing::info!(hot = %blobs.describe, cold = ?cold.as_ref().map(|c| &c.describe), "media store");
         Ok(Self {
             blobs,
             cold,
+            temp_dir,
             moderator: moderation::from_config(config),
             key,
             limiter: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Where blob `sha256` is: the hot store, else the cold one.
-    pub fn locate(&self, sha256: &str) -> Option<std::path::PathBuf> {
-        if self.blobs.contains(sha256) {
-            return Some(self.blobs.path(sha256));
+    /// A fresh temp file path for an upload.
+    pub fn temp_path(&self, name: &str) -> std::path::PathBuf {
+        self.temp_dir.join(name)
+    }
+
+    /// The store that holds blob `sha256`: the hot one, else the cold one.
+    pub async fn locate(&self, sha256: &str) -> std::io::Result<Option<&BlobStore>> {
+        if self.blobs.contains(sha256).await? {
+            return Ok(Some(&self.blobs));
         }
-        self.cold
-            .as_ref()
-            .filter(|c| c.contains(sha256))
-            .map(|c| c.path(sha256))
+        match &self.cold {
+            Some(cold) if cold.contains(sha256).await? => Ok(Some(cold)),
+            _ => Ok(None),
+        }
     }
 
     /// Counts an upload by `user` against the per-minute limit.
