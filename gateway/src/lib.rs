@@ -16,6 +16,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod media;
+pub mod metrics;
 pub mod server;
 
 pub use config::Config;

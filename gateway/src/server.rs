@@ -92,6 +92,7 @@ impl Server {
             receipts,
             media: crate::media::Media::open(&config)
                 .map_err(|source| StartError::Media { source })?,
+            metrics: crate::metrics::Metrics::default(),
         });
         if config.lifecycle_interval_secs > 0 {
             let (api, shutdown) = (api.clone(), shutdown.clone());

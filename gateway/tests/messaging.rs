@@ -284,3 +284,44 @@ async fn history_over_the_binary_protocol_and_sync() {
     assert!(matches!(err, SdkError::Http { status: 403, .. }), "{err:?}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_traffic() {
+    let t = TestServer::start().await;
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    let (a, _ae) = t.connect(&alice, "phone").await;
+    let (_b, mut be) = t.connect(&bob, "phone").await;
+    let c = a.direct_with(bob.user_id).unwrap();
+    for i in 0..5 {
+        a.send_text(&c, format!("m{i}")).await.unwrap();
+    }
+    for _ in 0..5 {
+        next_message(&mut be).await;
+    }
+    let text = reqwest::get(format!("http://{}/metrics", t.server.http_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+    };
+    assert_eq!(value("courier_sessions{transport=\"tcp\"}"), 2.0);
+    assert_eq!(value("courier_handshakes_total{transport=\"tcp\"}"), 2.0);
+    assert_eq!(value("courier_messages_stored_total"), 5.0);
+    assert!(value("courier_deliveries_total") >= 5.0);
+    assert!(value("courier_frames_in_total") >= 5.0);
+    assert!(value("courier_frames_out_total") >= 10.0);
+    assert_eq!(
+        value("courier_commit_batch_size_count"),
+        value("courier_commit_flush_seconds_count")
+    );
+    assert!(value("courier_commit_flush_seconds_count") >= 1.0);
+    t.stop().await;
+}

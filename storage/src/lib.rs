@@ -27,6 +27,7 @@ mod record;
 mod relations;
 mod retention;
 mod shard;
+mod stats;
 mod writer;
 
 use std::path::Path;
@@ -48,6 +49,7 @@ pub use media::{BlobRecord, BlobStatus};
 pub use recall::RecallRefusal;
 pub use record::{ConversationState, Recall, StoredMessage};
 pub use relations::{Relation, RelationRefusal, RequestOutcome};
+pub use stats::{CommitStats, Histogram};
 
 use shard::{ShardDb, ShardMap};
 use writer::{Command, Writer};
@@ -121,6 +123,7 @@ struct Inner {
     writers: Mutex<Vec<JoinHandle<()>>>,
     /// Striped locks serialising changes to one friend pair or one group.
     locks: Box<[Mutex<()>]>,
+    stats: Arc<CommitStats>,
 }
 
 impl Store {
@@ -145,6 +148,7 @@ impl Store {
         let map = ShardMap {
             count: config.shards,
         };
+        let stats = Arc::new(CommitStats::default());
         let mut queues = Vec::with_capacity(config.shards);
         let mut writers = Vec::with_capacity(config.shards);
         for index in 0..config.shards {
@@ -157,6 +161,7 @@ impl Store {
                 max_batch: config.max_batch.max(1),
                 seq_cache_entries: config.seq_cache_entries.max(16),
                 seq_cache: Default::default(),
+                stats: stats.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("courier-writer-{index}"))
@@ -172,6 +177,7 @@ impl Store {
                 queues,
                 writers: Mutex::new(writers),
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                stats,
             }),
         })
     }
@@ -210,6 +216,11 @@ impl Store {
             .await
             .map_err(|_| StorageError::ShuttingDown)?;
         Ok(AppendTicket(rx))
+    }
+
+    /// Group-commit counters and histograms.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.inner.stats
     }
 
     /// Appends that wait in the writer queues right now (all shards).

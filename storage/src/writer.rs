@@ -34,6 +34,7 @@ pub(crate) struct Writer {
     pub max_batch: usize,
     pub seq_cache_entries: usize,
     pub seq_cache: HashMap<[u8; keys::CONV_LEN], u64>,
+    pub stats: std::sync::Arc<crate::stats::CommitStats>,
 }
 
 enum Outcome {
@@ -153,11 +154,19 @@ impl Writer {
             for (c, seq) in &last_seqs {
                 log_batch.insert(&keys::last_seq(c), &seq.to_be_bytes());
             }
+            let started = std::time::Instant::now();
             let durable = self
                 .register_direct(&new_direct, now)
                 .and_then(|()| Ok(self.shard().log.apply_batch(log_batch)?))
                 .and_then(|()| Ok(self.shard().db.flush().map(drop)?));
+            self.stats
+                .flush_us
+                .observe(started.elapsed().as_micros() as u64);
+            self.stats.batch_size.observe(committed.len() as u64);
             if let Err(e) = durable {
+                self.stats
+                    .failed_commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(shard = self.index, error = %e, "group commit failed");
                 // What is on disk is now unknown: re-read seqs from the log.
                 self.seq_cache.clear();
@@ -174,6 +183,17 @@ impl Writer {
         if !committed.is_empty() {
             self.advance_senders_read_cursors(&committed);
         }
+        self.stats
+            .appended
+            .fetch_add(committed.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.deduplicated.fetch_add(
+            outcomes
+                .iter()
+                .filter(|(_, o)| matches!(o, Outcome::Stored(_)))
+                .count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+
         for (reply, outcome) in outcomes {
             let result = match outcome {
                 Outcome::Fresh(a) | Outcome::Stored(a) => Ok(a),

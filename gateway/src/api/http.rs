@@ -108,6 +108,7 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::api::media::refresh_url))
         .routes(routes!(crate::api::media::release))
         .routes(routes!(crate::api::media::block))
+        .routes(routes!(metrics))
         .split_for_parts()
 }
 
@@ -875,4 +876,17 @@ async fn stats(State(api): State<Arc<Api>>) -> Json<Stats> {
         presence: api.presence.counters.snapshot(),
         receipts: api.receipts.counters.snapshot(),
     })
+}
+
+/// Operator metrics in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+async fn metrics(State(api): State<Arc<Api>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(&api),
+    )
 }

@@ -60,6 +60,8 @@ pub struct Api {
     pub receipts: receipts::Receipts,
     /// Blob store, moderation and link signing.
     pub media: crate::media::Media,
+    /// Connection-layer counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A fresh client message id for server-written log events.

@@ -6,7 +6,6 @@
 //! (and the sender's other devices) without blocking: a full queue closes that slow
 //! device, which catches up by seq when it returns.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use courier_protocol::pb::{self, frame::Kind, Frame};
@@ -21,22 +20,12 @@ use crate::connection::registry::Registry;
 pub struct Router {
     registry: Arc<Registry>,
     members: Arc<MemberCache>,
-    deliveries: AtomicU64,
 }
 
 impl Router {
     /// A router over `registry`, with group members from `members`.
     pub fn new(registry: Arc<Registry>, members: Arc<MemberCache>) -> Self {
-        Self {
-            registry,
-            members,
-            deliveries: AtomicU64::new(0),
-        }
-    }
-
-    /// Frames queued to devices so far.
-    pub fn deliveries(&self) -> u64 {
-        self.deliveries.load(Ordering::Relaxed)
+        Self { registry, members }
     }
 }
 
@@ -51,23 +40,22 @@ impl CommitListener for Router {
             );
             let wire = encode_frame(&frame);
             let skip = Some((m.sender, m.sender_device.as_str()));
-            let queued = match m.conversation {
+            match m.conversation {
                 ConversationId::Direct { low, high } => {
-                    self.registry.push_to_user(low, &wire, skip)
-                        + self.registry.push_to_user(high, &wire, skip)
+                    self.registry.push_to_user(low, &wire, skip);
+                    self.registry.push_to_user(high, &wire, skip);
                 }
                 ConversationId::Group(g) => match self.members.members(g) {
-                    Ok(members) => members
-                        .iter()
-                        .map(|&member| self.registry.push_to_user(member, &wire, skip))
-                        .sum(),
+                    Ok(members) => {
+                        for &member in members.iter() {
+                            self.registry.push_to_user(member, &wire, skip);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(group = g, error = %e, "cannot load members; fan-out skipped");
-                        0
                     }
                 },
-            };
-            self.deliveries.fetch_add(queued as u64, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::Api;
 use crate::connection::certs::{server_crypto, CertError, ServerCert};
 use crate::connection::session;
+use crate::metrics::Transport;
 
 /// The QUIC application close code for "server going away".
 pub const CLOSE_GOING_AWAY: u32 = 500;
@@ -99,7 +100,7 @@ async fn connection(
             return Ok(());
         }
     };
-    session::run(recv, send, api, shutdown, tasks).await;
+    session::run(recv, send, api, shutdown, tasks, Transport::Quic).await;
     // Dropping the connection now could discard the last frames (an Error, a Kick)
     // still in flight: give the client a moment to read them and close first.
     let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;

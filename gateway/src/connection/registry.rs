@@ -23,6 +23,13 @@ pub struct Outbound {
     control: Arc<SessionControl>,
 }
 
+/// Counters the registry keeps for `/metrics`.
+#[derive(Default)]
+struct Counters {
+    deliveries: AtomicU64,
+    slow_consumers: AtomicU64,
+}
+
 /// Lets other parts of the server end a session, with a reason.
 #[derive(Default)]
 pub struct SessionControl {
@@ -100,6 +107,7 @@ pub struct Registry {
     shards: Box<[Mutex<DevicesByUser>]>,
     next_session: AtomicU64,
     online_devices: AtomicU64,
+    counters: Counters,
 }
 
 impl Default for Registry {
@@ -108,6 +116,7 @@ impl Default for Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             next_session: AtomicU64::new(1),
             online_devices: AtomicU64::new(0),
+            counters: Counters::default(),
         }
     }
 }
@@ -209,8 +218,13 @@ impl Registry {
             }
             if d.outbound.push(frame.clone()) {
                 queued += 1;
+            } else if d.outbound.control.reason() == ErrorCode::SlowConsumer {
+                self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.counters
+            .deliveries
+            .fetch_add(queued as u64, Ordering::Relaxed);
         queued
     }
 
@@ -222,6 +236,16 @@ impl Registry {
                 d.outbound.control.close(code);
             }
         }
+    }
+
+    /// Frames queued to devices through [`Self::push_to_user`] so far.
+    pub fn deliveries(&self) -> u64 {
+        self.counters.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Pushes that found a device's queue full (the device is closed as slow).
+    pub fn slow_consumers(&self) -> u64 {
+        self.counters.slow_consumers.load(Ordering::Relaxed)
     }
 
     /// Devices online now.

@@ -24,6 +24,8 @@ use tokio_util::task::TaskTracker;
 use crate::api::frames::{Handled, SessionCtx};
 use crate::api::Api;
 use crate::connection::registry::Outbound;
+use crate::metrics::{Metrics, Transport};
+use std::sync::atomic::Ordering;
 
 /// Bytes of queued frames written with one syscall at most.
 const MAX_WRITE_BATCH: usize = 64 * 1024;
@@ -48,6 +50,7 @@ pub async fn run<R, W>(
     api: Arc<Api>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    transport: Transport,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -87,8 +90,15 @@ pub async fn run<R, W>(
     let (hello_id, hello) = hello;
     let (user_id, mut welcome) = match api.handshake(&hello, session_id) {
         Ok(ok) => ok,
-        Err(e) => return finish(&mut writer, &e.to_frame(hello_id)).await,
+        Err(e) => {
+            api.metrics
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return finish(&mut writer, &e.to_frame(hello_id)).await;
+        }
     };
+    api.metrics.handshake(transport);
+    api.metrics.session(transport, 1);
     welcome.request_id = hello_id;
     let ctx = SessionCtx {
         user_id,
@@ -121,11 +131,11 @@ pub async fn run<R, W>(
             _ = control.closed() => break End::Close(control.reason(), "session closed by the server".into()),
             _ = shutdown.cancelled() => {
                 // Let in-flight sends finish and their acks go out before we leave.
-                let _ = drain_in_flight(&in_flight, config.max_in_flight_per_connection, &mut queue, &mut writer, &mut out, config.shutdown_grace()).await;
+                let _ = drain_in_flight(&in_flight, config.max_in_flight_per_connection, &mut queue, &mut writer, &mut out, config.shutdown_grace(), &api.metrics).await;
                 break End::Close(ErrorCode::GoingAway, "server is shutting down".into());
             }
             Some(frame) = queue.recv() => {
-                if write_queued(frame, &mut queue, &mut writer, &mut out).await.is_err() {
+                if write_queued(frame, &mut queue, &mut writer, &mut out, &api.metrics).await.is_err() {
                     break End::Broken;
                 }
             }
@@ -138,6 +148,7 @@ pub async fn run<R, W>(
                     Some(Ok(payload)) => payload,
                 };
                 last_seen = Instant::now();
+                api.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
                 let frame = match decode_frame(payload) {
                     Ok(frame) => frame,
                     Err(e) => {
@@ -174,7 +185,7 @@ pub async fn run<R, W>(
                             tokio::select! {
                                 p = in_flight.clone().acquire_owned() => break p.ok(),
                                 Some(frame) = queue.recv() => {
-                                    if write_queued(frame, &mut queue, &mut writer, &mut out).await.is_err() {
+                                    if write_queued(frame, &mut queue, &mut writer, &mut out, &api.metrics).await.is_err() {
                                         break None;
                                     }
                                 }
@@ -200,6 +211,7 @@ pub async fn run<R, W>(
         }
     };
 
+    api.metrics.session(transport, -1);
     if api.registry.unregister(user_id, session_id) {
         api.presence.offline(user_id);
     }
@@ -224,19 +236,27 @@ async fn write_queued<W: AsyncWrite + Unpin>(
     queue: &mut mpsc::Receiver<Bytes>,
     writer: &mut W,
     out: &mut BytesMut,
+    metrics: &Metrics,
 ) -> std::io::Result<()> {
+    metrics.writes.fetch_add(1, Ordering::Relaxed);
     if queue.is_empty() {
         // The common case of one frame: no copy.
+        metrics.frames_out.fetch_add(1, Ordering::Relaxed);
         return writer.write_all(&first).await;
     }
     out.clear();
     out.extend_from_slice(&first);
+    let mut frames = 1;
     while out.len() < MAX_WRITE_BATCH {
         match queue.try_recv() {
-            Ok(frame) => out.extend_from_slice(&frame),
+            Ok(frame) => {
+                out.extend_from_slice(&frame);
+                frames += 1;
+            }
             Err(_) => break,
         }
     }
+    metrics.frames_out.fetch_add(frames, Ordering::Relaxed);
     let result = writer.write_all(out).await;
     if out.capacity() > 4 * MAX_WRITE_BATCH {
         // Do not keep a burst's buffer around while idle.
@@ -253,6 +273,7 @@ async fn drain_in_flight<W: AsyncWrite + Unpin>(
     writer: &mut W,
     out: &mut BytesMut,
     grace: Duration,
+    metrics: &Metrics,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + grace;
     loop {
@@ -261,7 +282,7 @@ async fn drain_in_flight<W: AsyncWrite + Unpin>(
                 drop(all);
                 return Ok(());
             }
-            Some(frame) = queue.recv() => write_queued(frame, queue, writer, out).await?,
+            Some(frame) = queue.recv() => write_queued(frame, queue, writer, out, metrics).await?,
             _ = sleep_until(deadline) => return Ok(()),
         }
     }

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::Api;
 use crate::connection::session;
+use crate::metrics::Transport;
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(
@@ -55,14 +56,23 @@ pub async fn serve(
             match tls {
                 None => {
                     let (reader, writer) = stream.into_split();
-                    session::run(reader, writer, api, shutdown, session_tasks).await;
+                    session::run(reader, writer, api, shutdown, session_tasks, Transport::Tcp)
+                        .await;
                 }
                 Some(acceptor) => {
                     let handshake = api.config.handshake_timeout();
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let (reader, writer) = tokio::io::split(tls_stream);
-                            session::run(reader, writer, api, shutdown, session_tasks).await;
+                            session::run(
+                                reader,
+                                writer,
+                                api,
+                                shutdown,
+                                session_tasks,
+                                Transport::Tls,
+                            )
+                            .await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                         Err(_) => tracing::debug!(%peer, "tls handshake timed out"),

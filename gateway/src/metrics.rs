@@ -1,0 +1,251 @@
+//! Operator metrics in the Prometheus text format (`GET /metrics`): connections by
+//! transport, handshakes, frames, messages, fan-out deliveries, slow consumers,
+//! storage queue depth, group-commit batch sizes and flush latency, presence and
+//! receipt suppression. Counters are plain atomics updated on the hot path; the text
+//! is rendered only when scraped.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::api::Api;
+
+/// A transport a session runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// A QUIC stream.
+    Quic,
+}
+
+impl Transport {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    const ALL: [(Transport, &'static str); 3] = [
+        (Transport::Tcp, "tcp"),
+        (Transport::Tls, "tls"),
+        (Transport::Quic, "quic"),
+    ];
+}
+
+/// Connection-layer counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open sessions per transport.
+    pub sessions: [AtomicI64; 3],
+    /// Completed handshakes per transport.
+    pub handshakes: [AtomicU64; 3],
+    /// Refused handshakes (bad token, version, ...).
+    pub handshake_failures: AtomicU64,
+    /// Frames read from clients.
+    pub frames_in: AtomicU64,
+    /// Frames written to clients.
+    pub frames_out: AtomicU64,
+    /// Write syscalls (batches) to clients.
+    pub writes: AtomicU64,
+}
+
+impl Metrics {
+    /// A session on `t` opened (+1) or closed (-1).
+    pub fn session(&self, t: Transport, delta: i64) {
+        self.sessions[t.index()].fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A handshake on `t` succeeded.
+    pub fn handshake(&self, t: Transport) {
+        self.handshakes[t.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &courier_storage::Histogram, scale: f64) {
+    let (buckets, sum, count) = h.snapshot();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, cumulative) in buckets {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{}\"}} {cumulative}",
+            bound as f64 * scale
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
+        sum as f64 * scale
+    );
+}
+
+/// Renders every metric.
+pub fn render(api: &Api) -> String {
+    let m = &api.metrics;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(4096);
+    let _ = writeln!(
+        out,
+        "# HELP courier_sessions Open sessions by transport.\n# TYPE courier_sessions gauge"
+    );
+    for (t, label) in Transport::ALL {
+        let _ = writeln!(
+            out,
+            "courier_sessions{{transport=\"{label}\"}} {}",
+            m.sessions[t.index()].load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# HELP courier_handshakes_total Completed handshakes by transport.\n# TYPE courier_handshakes_total counter");
+    for (t, label) in Transport::ALL {
+        let _ = writeln!(
+            out,
+            "courier_handshakes_total{{transport=\"{label}\"}} {}",
+            load(&m.handshakes[t.index()])
+        );
+    }
+    counter(
+        &mut out,
+        "courier_handshake_failures_total",
+        "Refused handshakes.",
+        load(&m.handshake_failures),
+    );
+    gauge(
+        &mut out,
+        "courier_online_devices",
+        "Devices online.",
+        api.registry.online_devices() as i64,
+    );
+    counter(
+        &mut out,
+        "courier_frames_in_total",
+        "Frames read from clients.",
+        load(&m.frames_in),
+    );
+    counter(
+        &mut out,
+        "courier_frames_out_total",
+        "Frames written to clients.",
+        load(&m.frames_out),
+    );
+    counter(
+        &mut out,
+        "courier_writes_total",
+        "Write calls to clients (frames are coalesced).",
+        load(&m.writes),
+    );
+    counter(
+        &mut out,
+        "courier_deliveries_total",
+        "Deliver frames queued to devices (fan-out).",
+        api.registry.deliveries(),
+    );
+    counter(
+        &mut out,
+        "courier_slow_consumer_closes_total",
+        "Sessions closed because their outbound queue was full.",
+        api.registry.slow_consumers(),
+    );
+    let stats = api.store.commit_stats();
+    counter(
+        &mut out,
+        "courier_messages_stored_total",
+        "Messages stored (durable).",
+        load(&stats.appended),
+    );
+    counter(
+        &mut out,
+        "courier_messages_deduplicated_total",
+        "Resends answered with the original seq.",
+        load(&stats.deduplicated),
+    );
+    counter(
+        &mut out,
+        "courier_commit_failures_total",
+        "Failed group commits.",
+        load(&stats.failed_commits),
+    );
+    gauge(
+        &mut out,
+        "courier_storage_queue_depth",
+        "Appends waiting for a writer.",
+        api.store.queued() as i64,
+    );
+    histogram(
+        &mut out,
+        "courier_commit_batch_size",
+        "Appends per group commit.",
+        &stats.batch_size,
+        1.0,
+    );
+    histogram(
+        &mut out,
+        "courier_commit_flush_seconds",
+        "Apply + flush time of a group commit.",
+        &stats.flush_us,
+        1e-6,
+    );
+    let p = api.presence.counters.snapshot();
+    counter(
+        &mut out,
+        "courier_presence_events_total",
+        "Presence edges reported.",
+        p.events_in,
+    );
+    counter(
+        &mut out,
+        "courier_presence_frames_total",
+        "PresenceBatch frames queued.",
+        p.frames_out,
+    );
+    let _ = writeln!(out, "# HELP courier_presence_suppressed_total Presence work avoided, by mechanism.\n# TYPE courier_presence_suppressed_total counter");
+    for (why, n) in [
+        ("debounced", p.suppressed_debounced),
+        ("offline", p.suppressed_offline),
+        ("pull_only", p.suppressed_pull_only),
+        ("coalesced", p.suppressed_coalesced),
+        ("dropped", p.events_dropped),
+    ] {
+        let _ = writeln!(
+            out,
+            "courier_presence_suppressed_total{{reason=\"{why}\"}} {n}"
+        );
+    }
+    let r = api.receipts.counters.snapshot();
+    counter(
+        &mut out,
+        "courier_receipt_reports_total",
+        "Read reports.",
+        r.reports_in,
+    );
+    counter(
+        &mut out,
+        "courier_receipt_frames_total",
+        "ReadReceipt frames queued.",
+        r.frames_out,
+    );
+    let _ = writeln!(out, "# HELP courier_receipts_suppressed_total Receipt work avoided, by mechanism.\n# TYPE courier_receipts_suppressed_total counter");
+    for (why, n) in [
+        ("coalesced", r.suppressed_coalesced),
+        ("large_group", r.suppressed_large_group),
+        ("dropped", r.reports_dropped),
+    ] {
+        let _ = writeln!(
+            out,
+            "courier_receipts_suppressed_total{{reason=\"{why}\"}} {n}"
+        );
+    }
+    out
+}
