@@ -1,0 +1,588 @@
+//! `courier-bench`: the load generator. Each scenario sets up its own users (through
+//! the real HTTP API), drives the server over loopback, and prints one JSON line with
+//! the figures `../shared/BENCHMARKS.md` asks for. Every run is bounded in count and
+//! time. `--spawn-server` starts `courier serve` on a temporary data directory so one
+//! command yields a figure; `--server-pid` reads a running server's RSS and CPU.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use courier_sdk::{
+    pb, Client, ClientOptions, ConversationId, Event, HttpClient, LoginInfo, NewGroup,
+};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Scenario {
+    /// N authenticated connections held open: connect rate and memory per connection.
+    Idle,
+    /// 1,000 pairs x 100 messages, 10 in flight each, durable acks.
+    Pair,
+    /// 10 pairs x 200 messages, 1 in flight: latency without queueing.
+    PairLight,
+    /// One 1,000-member group, all online; 10 senders x 100 messages, 5 in flight.
+    Group,
+    /// Page through a 100,000-message conversation, 20 and 100 per page.
+    History,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "courier-bench",
+    about = "Courier load generator (one JSON line per run)"
+)]
+struct Args {
+    scenario: Scenario,
+    /// Server TCP address.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    server: String,
+    /// Server HTTP base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7180")]
+    http: String,
+    /// Start `courier serve` on a temporary data directory (path of the binary, or
+    /// found next to this one).
+    #[arg(long)]
+    spawn_server: bool,
+    /// The server's pid, to read its RSS and CPU from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connections (idle), pairs (pair, pair-light), members (group).
+    #[arg(long)]
+    n: Option<usize>,
+    /// Messages per sender (pair, pair-light, group) or in the log (history).
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Sends in flight per sender.
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// Seconds to hold idle connections.
+    #[arg(long, default_value_t = 20)]
+    hold_secs: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+struct Spawned {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server() -> anyhow::Result<(Spawned, String, String, u32)> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe()?;
+    let courier = exe.with_file_name("courier");
+    if !courier.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p courier-gateway`",
+            courier.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(&courier)
+        .args([
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--quic",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        // Bench accounts are made by the thousand: cheap hashing, room for devices.
+        .env("COURIER_PASSWORD_MEMORY_KIB", "64")
+        .env("COURIER_PASSWORD_ITERATIONS", "1")
+        .env("COURIER_MAX_DEVICES_PER_USER", "64")
+        .env("COURIER_MAX_GROUP_MEMBERS", "100000")
+        .env("COURIER_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let v: Value = serde_json::from_str(&line).context("the server's listening line")?;
+    let pid = child.id();
+    Ok((
+        Spawned { child, _dir: dir },
+        v["tcp"].as_str().context("tcp")?.to_owned(),
+        v["http"].as_str().context("http")?.to_owned(),
+        pid,
+    ))
+}
+
+/// RSS in KiB and CPU seconds (user + system) of a process.
+fn proc_stats(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((rss, ticks / 100.0))
+}
+
+fn self_cpu() -> f64 {
+    proc_stats(std::process::id()).map_or(0.0, |(_, cpu)| cpu)
+}
+
+async fn accounts(http: &HttpClient, prefix: &str, n: usize) -> anyhow::Result<Vec<LoginInfo>> {
+    let run = format!(
+        "{prefix}{:x}",
+        std::process::id() ^ (courier_sdk_now() as u32)
+    );
+    let logins: Vec<anyhow::Result<LoginInfo>> = stream::iter(0..n)
+        .map(|i| {
+            let http = http.clone();
+            let name = format!("{run}-{i}");
+            async move {
+                http.register(&name, "bench-password").await?;
+                Ok(http.login(&name, "bench-password").await?)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    logins.into_iter().collect()
+}
+
+fn courier_sdk_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn options(device: String) -> ClientOptions {
+    ClientOptions {
+        device_id: device,
+        event_buffer: 65_536,
+        ..ClientOptions::default()
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Bench {
+    args: Args,
+    tcp: String,
+    http: HttpClient,
+    pid: Option<u32>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (spawned, tcp, http_base, pid) = if args.spawn_server {
+        let (s, tcp, http, pid) = spawn_server()?;
+        (Some(s), tcp, http, Some(pid))
+    } else {
+        (
+            None,
+            args.server.clone(),
+            args.http.clone(),
+            args.server_pid,
+        )
+    };
+    let ctx = Bench {
+        http: HttpClient::new(&http_base),
+        tcp,
+        pid,
+        args,
+    };
+    let limit = Duration::from_secs(ctx.args.timeout_secs);
+    let line = match tokio::time::timeout(limit, run(&ctx)).await {
+        Ok(line) => line?,
+        Err(_) => bail!("gave up after {} s", ctx.args.timeout_secs),
+    };
+    println!("{line}");
+    drop(spawned);
+    Ok(())
+}
+
+async fn run(ctx: &Bench) -> anyhow::Result<Value> {
+    match ctx.args.scenario {
+        Scenario::Idle => idle(ctx).await,
+        Scenario::Pair => {
+            pair(
+                ctx,
+                "pair",
+                ctx.args.n.unwrap_or(1000),
+                ctx.args.messages.unwrap_or(100),
+                ctx.args.in_flight.unwrap_or(10),
+            )
+            .await
+        }
+        Scenario::PairLight => {
+            pair(
+                ctx,
+                "pair-light",
+                ctx.args.n.unwrap_or(10),
+                ctx.args.messages.unwrap_or(200),
+                ctx.args.in_flight.unwrap_or(1),
+            )
+            .await
+        }
+        Scenario::Group => group(ctx).await,
+        Scenario::History => history(ctx).await,
+    }
+}
+
+fn with_server(ctx: &Bench, mut line: Value, before: Option<(u64, f64)>) -> Value {
+    if let (Some(pid), Some((rss0, cpu0))) = (ctx.pid, before) {
+        if let Some((rss, cpu)) = proc_stats(pid) {
+            line["server_rss_kib"] = json!(rss);
+            line["server_rss_growth_kib"] = json!(rss as i64 - rss0 as i64);
+            line["server_cpu_s"] = json!(((cpu - cpu0) * 100.0).round() / 100.0);
+        }
+    }
+    line
+}
+
+async fn idle(ctx: &Bench) -> anyhow::Result<Value> {
+    let n = ctx.args.n.unwrap_or(10_000);
+    let per_user = 50;
+    let users = accounts(&ctx.http, "idle", n.div_ceil(per_user)).await?;
+    let before = ctx.pid.and_then(proc_stats);
+    let started = Instant::now();
+    let conns: Vec<anyhow::Result<(Client, courier_sdk::Events)>> =
+        stream::iter(0..n)
+            .map(|i| {
+                let token = users[i / per_user].token.clone();
+                let tcp = ctx.tcp.clone();
+                async move {
+                    Ok(Client::connect(tcp.as_str(), &token, options(format!("idle-{i}"))).await?)
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let connected: Vec<_> = conns.into_iter().collect::<anyhow::Result<_>>()?;
+    tokio::time::sleep(Duration::from_secs(ctx.args.hold_secs)).await;
+    let mut line = json!({
+        "scenario": "idle", "transport": "tcp", "connections": connected.len(),
+        "duration_s": elapsed, "conns_per_s": connected.len() as f64 / elapsed,
+    });
+    line = with_server(ctx, line, before);
+    if let Some(growth) = line["server_rss_growth_kib"].as_i64() {
+        line["kib_per_conn"] = json!(growth as f64 / connected.len() as f64);
+    }
+    line["client_cpu_s"] = json!(self_cpu());
+    drop(connected);
+    Ok(line)
+}
+
+/// Senders send `messages` each to their partner, `in_flight` at a time, every
+/// message acknowledged (durable); receivers check order and count.
+async fn pair(
+    ctx: &Bench,
+    name: &str,
+    pairs: usize,
+    messages: usize,
+    in_flight: usize,
+) -> anyhow::Result<Value> {
+    let users = accounts(&ctx.http, "pair", pairs * 2).await?;
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for p in 0..pairs {
+        let (a, b) = (&users[2 * p], &users[2 * p + 1]);
+        let (sender, sender_events) =
+            Client::connect(ctx.tcp.as_str(), &a.token, options(format!("s{p}"))).await?;
+        drop(sender_events);
+        let (_receiver, events) =
+            Client::connect(ctx.tcp.as_str(), &b.token, options(format!("r{p}"))).await?;
+        let c = ConversationId::direct(a.user_id, b.user_id).context("distinct users")?;
+        senders.push((sender, c));
+        receivers.push((_receiver, events, a.user_id));
+    }
+    let before = ctx.pid.and_then(proc_stats);
+    let cpu0 = self_cpu();
+    let lost = Arc::new(AtomicU64::new(0));
+    let duplicated = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut receive_tasks = Vec::new();
+    for (client, mut events, from) in receivers {
+        let (lost, duplicated) = (lost.clone(), duplicated.clone());
+        receive_tasks.push(tokio::spawn(async move {
+            let _keep = client;
+            let mut latencies = Vec::with_capacity(messages);
+            let mut last = 0u64;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while latencies.len() < messages {
+                match tokio::time::timeout_at(deadline, events.next()).await {
+                    Ok(Some(Event::Message(m))) if m.sender == from => {
+                        if m.seq <= last {
+                            duplicated.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        last = m.seq;
+                        let sent_ms: u64 = m
+                            .body
+                            .as_ref()
+                            .and_then(|b| b.as_text())
+                            .and_then(|t| t.split(' ').next())
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(0);
+                        latencies
+                            .push(courier_sdk_now_us().saturating_sub(sent_ms) as f64 / 1000.0);
+                    }
+                    Ok(Some(_)) => {}
+                    _ => break,
+                }
+            }
+            lost.fetch_add((messages - latencies.len()) as u64, Ordering::Relaxed);
+            latencies
+        }));
+    }
+    let padding = "x".repeat(80);
+    let mut send_tasks = Vec::new();
+    for (client, c) in senders {
+        let padding = padding.clone();
+        send_tasks.push(tokio::spawn(async move {
+            let mut pending = stream::FuturesOrdered::new();
+            for _ in 0..messages {
+                let text = format!("{} {padding}", courier_sdk_now_us());
+                let body = pb::MessageBody::text(text);
+                let wait = client
+                    .submit_send(&c, body, courier_sdk::new_client_msg_id())
+                    .await?;
+                pending.push_back(wait);
+                if pending.len() >= in_flight {
+                    pending.next().await.context("an ack")??;
+                }
+            }
+            while let Some(r) = pending.next().await {
+                r?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in send_tasks {
+        t.await??;
+    }
+    let mut latencies = Vec::new();
+    for t in receive_tasks {
+        latencies.extend(t.await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let delivered = latencies.len();
+    let line = json!({
+        "scenario": name, "transport": "tcp", "connections": pairs * 2, "messages": pairs * messages,
+        "duration_s": elapsed, "msgs_per_s": delivered as f64 / elapsed,
+        "delivered": delivered, "lost": lost.load(Ordering::Relaxed), "duplicated": duplicated.load(Ordering::Relaxed),
+        "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99),
+        "max_ms": latencies.last().copied().unwrap_or(0.0),
+        "client_cpu_s": ((self_cpu() - cpu0) * 100.0).round() / 100.0,
+    });
+    Ok(with_server(ctx, line, before))
+}
+
+fn courier_sdk_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn group(ctx: &Bench) -> anyhow::Result<Value> {
+    let members = ctx.args.n.unwrap_or(1000);
+    let messages = ctx.args.messages.unwrap_or(100);
+    let in_flight = ctx.args.in_flight.unwrap_or(5);
+    let senders_n = 10.min(members);
+    let users = accounts(&ctx.http, "grp", members).await?;
+    let owner = ctx.http.clone().with_token(&users[0].token);
+    let group = owner
+        .create_group(&NewGroup {
+            name: "bench".into(),
+            members: users[1..].iter().map(|u| u.user_id).collect(),
+            ..NewGroup::default()
+        })
+        .await?;
+    let c = ConversationId::Group(group.group_id);
+    let mut clients = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        clients.push(Client::connect(ctx.tcp.as_str(), &u.token, options(format!("g{i}"))).await?);
+    }
+    let before = ctx.pid.and_then(proc_stats);
+    let cpu0 = self_cpu();
+    let total = senders_n * messages;
+    let received = Arc::new(AtomicU64::new(0));
+    let duplicated = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut receive_tasks = Vec::new();
+    let mut senders = Vec::new();
+    for (i, (client, mut events)) in clients.into_iter().enumerate() {
+        if i < senders_n {
+            senders.push(client.clone());
+        }
+        let (received, duplicated) = (received.clone(), duplicated.clone());
+        let me = client.user_id();
+        receive_tasks.push(tokio::spawn(async move {
+            let _keep = client;
+            let mut latencies = Vec::new();
+            let mut last = 0u64;
+            let expected = if i < senders_n {
+                total - messages
+            } else {
+                total
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+            let mut got = 0;
+            while got < expected {
+                match tokio::time::timeout_at(deadline, events.next()).await {
+                    Ok(Some(Event::Message(m)))
+                        if m.sender != me
+                            && m.body.as_ref().and_then(|b| b.as_text()).is_some() =>
+                    {
+                        if m.seq <= last {
+                            duplicated.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        last = m.seq;
+                        got += 1;
+                        received.fetch_add(1, Ordering::Relaxed);
+                        let sent: u64 = m
+                            .body
+                            .as_ref()
+                            .and_then(|b| b.as_text())
+                            .and_then(|t| t.split(' ').next())
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(0);
+                        if latencies.len() < 200 {
+                            latencies
+                                .push(courier_sdk_now_us().saturating_sub(sent) as f64 / 1000.0);
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    _ => break,
+                }
+            }
+            (expected - got, latencies)
+        }));
+    }
+    let mut send_tasks = Vec::new();
+    for client in senders {
+        send_tasks.push(tokio::spawn(async move {
+            let mut pending = stream::FuturesOrdered::new();
+            for _ in 0..messages {
+                let body = pb::MessageBody::text(format!("{} group", courier_sdk_now_us()));
+                pending.push_back(
+                    client
+                        .submit_send(&c, body, courier_sdk::new_client_msg_id())
+                        .await?,
+                );
+                if pending.len() >= in_flight {
+                    pending.next().await.context("an ack")??;
+                }
+            }
+            while let Some(r) = pending.next().await {
+                r?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in send_tasks {
+        t.await??;
+    }
+    let mut lost = 0;
+    let mut latencies = Vec::new();
+    for t in receive_tasks {
+        let (missing, l) = t.await?;
+        lost += missing;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let deliveries = received.load(Ordering::Relaxed);
+    let line = json!({
+        "scenario": "group", "transport": "tcp", "connections": members, "messages": total,
+        "duration_s": elapsed, "deliveries_per_s": deliveries as f64 / elapsed, "deliveries": deliveries,
+        "lost": lost, "duplicated": duplicated.load(Ordering::Relaxed),
+        "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99),
+        "max_ms": latencies.last().copied().unwrap_or(0.0),
+        "client_cpu_s": ((self_cpu() - cpu0) * 100.0).round() / 100.0,
+    });
+    Ok(with_server(ctx, line, before))
+}
+
+async fn history(ctx: &Bench) -> anyhow::Result<Value> {
+    let total = ctx.args.messages.unwrap_or(100_000);
+    let users = accounts(&ctx.http, "hist", 2).await?;
+    let (client, events) =
+        Client::connect(ctx.tcp.as_str(), &users[0].token, options("h".into())).await?;
+    drop(events);
+    let c = ConversationId::direct(users[0].user_id, users[1].user_id).context("distinct")?;
+    let mut pending = stream::FuturesUnordered::new();
+    for i in 0..total {
+        pending.push(
+            client
+                .submit_send(
+                    &c,
+                    pb::MessageBody::text(format!("history {i}")),
+                    courier_sdk::new_client_msg_id(),
+                )
+                .await?,
+        );
+        if pending.len() >= 256 {
+            pending.next().await.context("an ack")??;
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    let reader = ctx.http.clone().with_token(&users[1].token);
+    let mut results = Vec::new();
+    for page in [20usize, 100] {
+        let mut cursor = 0u64;
+        let mut times = Vec::new();
+        let started = Instant::now();
+        loop {
+            let t0 = Instant::now();
+            let p = reader
+                .history(
+                    &c,
+                    courier_sdk::HistoryQuery {
+                        after: Some(cursor),
+                        limit: Some(page),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let Some(last) = p.messages.last() else { break };
+            cursor = last.seq;
+            if !p.has_more {
+                break;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        times.sort_by(|a, b| a.total_cmp(b));
+        results.push(json!({
+            "page": page, "pages": times.len(), "pages_per_s": times.len() as f64 / elapsed,
+            "p50_ms": percentile(&times, 0.5), "p99_ms": percentile(&times, 0.99), "last_seq": cursor,
+        }));
+    }
+    Ok(json!({"scenario": "history", "transport": "http", "messages": total, "pages": results}))
+}
