@@ -269,22 +269,9 @@ impl Client {
         body: pb::MessageBody,
         client_msg_id: String,
     ) -> Result<SendReceipt> {
-        let kind = Kind::Send(pb::Send {
-            client_msg_id,
-            conversation: conversation.to_string(),
-            body: Some(body),
-            reply_to_seq: 0,
-        });
-        match self.request(kind).await? {
-            Kind::SendAck(ack) => Ok(SendReceipt {
-                conversation: *conversation,
-                seq: ack.seq,
-                server_time_ms: ack.server_time_ms,
-                client_msg_id: ack.client_msg_id,
-                duplicate: ack.duplicate,
-            }),
-            other => Err(unexpected(&other)),
-        }
+        self.submit_send(conversation, body, client_msg_id)
+            .await?
+            .await
     }
 
     /// Uploads the file at `path` through `http`, then sends it as a media message.
@@ -354,18 +341,11 @@ impl Client {
 
     /// Acknowledges every message of `conversation` up to `seq` (not needed with auto-ack).
     pub async fn ack(&self, conversation: &ConversationId, seq: u64) -> Result<()> {
-        let frame = Frame::new(
-            0,
-            Kind::DeliveryAck(pb::DeliveryAck {
-                conversation: conversation.to_string(),
-                seq,
-            }),
-        );
-        self.shared
-            .out
-            .send(encode_frame(&frame))
-            .await
-            .map_err(|_| SdkError::Closed(None))
+        self.post(Kind::DeliveryAck(pb::DeliveryAck {
+            conversation: conversation.to_string(),
+            seq,
+        }))
+        .await
     }
 
     /// Recalls message `seq` of `conversation`; returns the seq of the recall event.
@@ -383,32 +363,27 @@ impl Client {
     /// Watches `users`' presence for `lease` (for users who are pull-only). The
     /// current state and later changes arrive as [`Event::Presence`].
     pub async fn subscribe_presence(&self, users: Vec<u64>, lease: Duration) -> Result<()> {
-        let frame = Frame::new(
-            0,
-            Kind::PresenceSubscribe(pb::PresenceSubscribe {
-                user_ids: users,
-                lease_ms: lease.as_millis().min(u128::from(u32::MAX)) as u32,
-            }),
-        );
-        self.shared
-            .out
-            .send(encode_frame(&frame))
-            .await
-            .map_err(|_| SdkError::Closed(None))
+        self.post(Kind::PresenceSubscribe(pb::PresenceSubscribe {
+            user_ids: users,
+            lease_ms: lease.as_millis().min(u128::from(u32::MAX)) as u32,
+        }))
+        .await
     }
 
     /// Reports that the user read `conversation` up to `seq`.
     pub async fn report_read(&self, conversation: &ConversationId, seq: u64) -> Result<()> {
-        let frame = Frame::new(
-            0,
-            Kind::ReadReport(pb::ReadReport {
-                conversation: conversation.to_string(),
-                seq,
-            }),
-        );
+        self.post(Kind::ReadReport(pb::ReadReport {
+            conversation: conversation.to_string(),
+            seq,
+        }))
+        .await
+    }
+
+    /// Sends a frame that has no answer.
+    async fn post(&self, kind: Kind) -> Result<()> {
         self.shared
             .out
-            .send(encode_frame(&frame))
+            .send(encode_frame(&Frame::new(0, kind)))
             .await
             .map_err(|_| SdkError::Closed(None))
     }
