@@ -393,12 +393,7 @@ pub async fn release(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<MediaView>, ApiError> {
-    check_admin(&api, &headers)?;
-    let blob = api
-        .store
-        .update_blob(&id, |b| b.status = BlobStatus::Available)?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
-    Ok(Json(api.media_view(&blob)))
+    set_status(&api, &headers, &id, BlobStatus::Available)
 }
 
 /// Block a blob (operator): never served again, re-uploads refused.
@@ -409,10 +404,20 @@ pub async fn block(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<MediaView>, ApiError> {
-    check_admin(&api, &headers)?;
+    set_status(&api, &headers, &id, BlobStatus::Blocked)
+}
+
+/// The operator routes' shared step: check the admin token, then set the status.
+fn set_status(
+    api: &Api,
+    headers: &HeaderMap,
+    id: &str,
+    status: BlobStatus,
+) -> Result<Json<MediaView>, ApiError> {
+    check_admin(api, headers)?;
     let blob = api
         .store
-        .update_blob(&id, |b| b.status = BlobStatus::Blocked)?
+        .update_blob(id, |b| b.status = status)?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
     Ok(Json(api.media_view(&blob)))
 }
