@@ -360,24 +360,9 @@ async fn pair(
     let mut send_tasks = Vec::new();
     for (client, c) in senders {
         let padding = padding.clone();
-        send_tasks.push(tokio::spawn(async move {
-            let mut pending = stream::FuturesOrdered::new();
-            for _ in 0..messages {
-                let text = format!("{} {padding}", courier_sdk_now_us());
-                let body = pb::MessageBody::text(text);
-                let wait = client
-                    .submit_send(&c, body, courier_sdk::new_client_msg_id())
-                    .await?;
-                pending.push_back(wait);
-                if pending.len() >= in_flight {
-                    pending.next().await.context("an ack")??;
-                }
-            }
-            while let Some(r) = pending.next().await {
-                r?;
-            }
-            anyhow::Ok(())
-        }));
+        send_tasks.push(tokio::spawn(send_paced(
+            client, c, messages, in_flight, padding,
+        )));
     }
     for t in send_tasks {
         t.await??;
@@ -398,6 +383,33 @@ async fn pair(
         "client_cpu_s": ((self_cpu() - cpu0) * 100.0).round() / 100.0,
     });
     Ok(with_server(ctx, line, before))
+}
+
+/// Sends `messages` texts `"<send time µs> <tail>"`, `in_flight` awaiting their
+/// durable ack at a time (the receivers read the send time for latency).
+async fn send_paced(
+    client: Client,
+    c: ConversationId,
+    messages: usize,
+    in_flight: usize,
+    tail: String,
+) -> anyhow::Result<()> {
+    let mut pending = stream::FuturesOrdered::new();
+    for _ in 0..messages {
+        let body = pb::MessageBody::text(format!("{} {tail}", courier_sdk_now_us()));
+        pending.push_back(
+            client
+                .submit_send(&c, body, courier_sdk::new_client_msg_id())
+                .await?,
+        );
+        if pending.len() >= in_flight {
+            pending.next().await.context("an ack")??;
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    Ok(())
 }
 
 fn courier_sdk_now_us() -> u64 {
@@ -484,24 +496,13 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
     }
     let mut send_tasks = Vec::new();
     for client in senders {
-        send_tasks.push(tokio::spawn(async move {
-            let mut pending = stream::FuturesOrdered::new();
-            for _ in 0..messages {
-                let body = pb::MessageBody::text(format!("{} group", courier_sdk_now_us()));
-                pending.push_back(
-                    client
-                        .submit_send(&c, body, courier_sdk::new_client_msg_id())
-                        .await?,
-                );
-                if pending.len() >= in_flight {
-                    pending.next().await.context("an ack")??;
-                }
-            }
-            while let Some(r) = pending.next().await {
-                r?;
-            }
-            anyhow::Ok(())
-        }));
+        send_tasks.push(tokio::spawn(send_paced(
+            client,
+            c,
+            messages,
+            in_flight,
+            "group".to_owned(),
+        )));
     }
     for t in send_tasks {
         t.await??;
