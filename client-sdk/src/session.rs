@@ -213,6 +213,20 @@ impl Session {
         body: pb::MessageBody,
         client_msg_id: String,
     ) -> Result<SendReceipt> {
+        self.submit_send(conversation, body, client_msg_id)
+            .await?
+            .await
+    }
+
+    /// Queues a send now and returns a future for its receipt. Sends queued one after
+    /// another are stored in that order, even when their receipts are awaited
+    /// together (concurrent [`Self::send`] calls have no order between them).
+    pub async fn submit_send(
+        &self,
+        conversation: &ConversationId,
+        body: pb::MessageBody,
+        client_msg_id: String,
+    ) -> Result<impl std::future::Future<Output = Result<SendReceipt>> + Send + 'static> {
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Send(SendCmd {
             conversation: *conversation,
@@ -224,7 +238,7 @@ impl Session {
             .send(cmd)
             .await
             .map_err(|_| SdkError::Closed(None))?;
-        rx.await.map_err(|_| SdkError::Closed(None))?
+        Ok(async move { rx.await.map_err(|_| SdkError::Closed(None))? })
     }
 }
 

@@ -19,9 +19,16 @@ async fn send_many(
     let mut in_flight = FuturesOrdered::new();
     let mut seqs = Vec::with_capacity(n);
     for i in 0..n {
-        let client = client.clone();
-        let text = format!("{prefix} {i}");
-        in_flight.push_back(async move { client.send_text(&c, text).await.unwrap().seq });
+        // Queued one by one (so stored in order), acknowledged concurrently.
+        let ack = client
+            .submit_send(
+                &c,
+                pb::MessageBody::text(format!("{prefix} {i}")),
+                courier_sdk::new_client_msg_id(),
+            )
+            .await
+            .unwrap();
+        in_flight.push_back(async move { ack.await.unwrap().seq });
         if in_flight.len() >= 32 {
             seqs.push(in_flight.next().await.unwrap());
         }
@@ -58,7 +65,9 @@ async fn a_thousand_messages_each_way_arrive_once_and_in_order() {
             }
         }
         // Nothing more may arrive: no duplicates trailing behind.
-        assert!(events.try_next().is_none());
+        if let Some(e) = events.try_next() {
+            panic!("after the last message came {e:?}");
+        }
         assert_eq!(
             texts,
             (0..N).map(|i| format!("{prefix} {i}")).collect::<Vec<_>>()

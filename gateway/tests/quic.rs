@@ -95,8 +95,16 @@ async fn send_all(
     use futures_util::StreamExt;
     for i in 0..n {
         sent.lock().unwrap()[i] = Some(Instant::now());
-        let s = session.clone();
-        tasks.push_back(async move { s.send_text(&c, format!("{tag} {i}")).await.unwrap() });
+        // Queued one by one (so stored in order), acknowledged concurrently.
+        let ack = session
+            .submit_send(
+                &c,
+                courier_sdk::pb::MessageBody::text(format!("{tag} {i}")),
+                courier_sdk::new_client_msg_id(),
+            )
+            .await
+            .unwrap();
+        tasks.push_back(async move { ack.await.unwrap() });
         if tasks.len() >= 32 {
             tasks.next().await;
         }

@@ -64,7 +64,8 @@ const META_FILE: &str = "courier-store.meta";
 const FORMAT_VERSION: u32 = 1;
 
 /// Called by a shard's writer thread with each batch of newly committed messages, in
-/// seq order per conversation, after they are durable. Must not block.
+/// seq order per conversation, after they are durable and before their appends are
+/// acknowledged. Must not block.
 pub trait CommitListener: Send + Sync + 'static {
     /// `messages` were stored by one group commit (resends of stored messages excluded).
     fn committed(&self, messages: &[StoredMessage]);

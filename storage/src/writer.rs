@@ -4,8 +4,9 @@
 //! their seqs, so seqs are gap-free and strictly increasing without locks. The writer
 //! takes whatever queued up while it was busy (up to `max_batch`), writes the whole
 //! batch atomically, flushes once, and only then answers each waiter: one fsync covers
-//! every message of the batch (group commit). Committed messages are then handed to
-//! the commit listener in seq order, which is how the gateway routes deliveries.
+//! every message of the batch (group commit). Committed messages are handed to the
+//! commit listener in seq order (which is how the gateway routes deliveries) before
+//! the waiters are answered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -194,6 +195,13 @@ impl Writer {
             std::sync::atomic::Ordering::Relaxed,
         );
 
+        // The listener runs before the waiters hear back: once an append is
+        // acknowledged its deliveries are already queued, so whatever the caller does
+        // next (remove the member a system event is about, answer on the same
+        // connection) happens after them.
+        if let (Some(listener), false) = (&self.listener, committed.is_empty()) {
+            listener.committed(&committed);
+        }
         for (reply, outcome) in outcomes {
             let result = match outcome {
                 Outcome::Fresh(a) | Outcome::Stored(a) => Ok(a),
@@ -201,9 +209,6 @@ impl Writer {
             };
             // The waiter may have given up (connection closed); the message is stored anyway.
             let _ = reply.send(result);
-        }
-        if let (Some(listener), false) = (&self.listener, committed.is_empty()) {
-            listener.committed(&committed);
         }
     }
 

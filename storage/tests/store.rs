@@ -235,6 +235,16 @@ impl CommitListener for Recorder {
     }
 }
 
+fn recorder_seen(recorder: &Recorder, c: ConversationId) -> Vec<u64> {
+    recorder
+        .0
+        .lock()
+        .unwrap()
+        .get(&c)
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[test]
 fn listener_hears_each_new_message_once_in_seq_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -245,11 +255,15 @@ fn listener_hears_each_new_message_once_in_seq_order() {
         let mut tasks = Vec::new();
         for i in 0..200 {
             let store = store.clone();
+            let recorder = recorder.clone();
             tasks.push(tokio::spawn(async move {
-                store
+                let seq = store
                     .append(request(c, 4, &format!("l{i}"), "x"))
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .seq;
+                // The listener heard of it before the append was acknowledged.
+                assert!(recorder_seen(&recorder, c).contains(&seq));
                 // A resend is not announced again.
                 store
                     .append(request(c, 4, &format!("l{i}"), "x"))
