@@ -13,7 +13,7 @@ fn fanout(c: &mut Criterion) {
         let registry = Registry::default();
         let mut queues = Vec::new();
         for user in 1..=members {
-            let (outbound, rx, _control) = Outbound::channel(1024);
+            let (outbound, rx) = Outbound::channel(1024);
             registry.register(user, user, "phone".into(), outbound);
             queues.push(rx);
         }
@@ -30,9 +30,7 @@ fn fanout(c: &mut Criterion) {
                     }
                     // Drain, as the sessions' writers would.
                     for q in queues.iter_mut() {
-                        while let Ok(frame) = q.try_recv() {
-                            black_box(frame);
-                        }
+                        black_box(q.take_single());
                     }
                 })
             },

@@ -16,6 +16,11 @@ use courier_sdk::{
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
+mod presence_storm;
+mod proxy;
+mod quic_scale;
+mod reconnect_storm;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Scenario {
     /// N authenticated connections held open: connect rate and memory per connection.
@@ -28,6 +33,15 @@ enum Scenario {
     Group,
     /// Page through a 100,000-message conversation, 20 and 100 per page.
     History,
+    /// A user with 5,000 friends (1,000 online) flaps 10 times in 2 s.
+    PresenceStorm,
+    /// 10,000 sessions drop at once, miss 10 messages each, reconnect and resync.
+    ReconnectStorm,
+    /// `idle` over QUIC in steps past the TCP descriptor cap (25k, 50k, 100k).
+    QuicScale,
+    /// Internal: one worker process of `reconnect-storm`, driven over stdin.
+    #[value(hide = true)]
+    ReconnectWorker,
 }
 
 #[derive(Parser)]
@@ -43,6 +57,12 @@ struct Args {
     /// Server HTTP base URL.
     #[arg(long, default_value = "http://127.0.0.1:7180")]
     http: String,
+    /// Server QUIC address (quic-scale).
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    quic: String,
+    /// SHA-256 fingerprint of the server's certificate, to pin (quic-scale).
+    #[arg(long)]
+    cert_sha256: Option<String>,
     /// Start `courier serve` on a temporary data directory (path of the binary, or
     /// found next to this one).
     #[arg(long)]
@@ -62,6 +82,15 @@ struct Args {
     /// Seconds to hold idle connections.
     #[arg(long, default_value_t = 20)]
     hold_secs: u64,
+    /// Online friends (presence-storm; default a fifth of --n).
+    #[arg(long)]
+    online: Option<usize>,
+    /// Milliseconds to let presence settle before and after the storm.
+    #[arg(long, default_value_t = 4_000)]
+    settle_ms: u64,
+    /// Connection counts to step through (quic-scale).
+    #[arg(long, value_delimiter = ',', default_value = "25000,50000,100000")]
+    steps: Vec<usize>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
@@ -79,7 +108,17 @@ impl Drop for Spawned {
     }
 }
 
-fn spawn_server() -> anyhow::Result<(Spawned, String, String, u32)> {
+/// A server this run started: where it listens and how to reach it.
+struct SpawnedServer {
+    process: Spawned,
+    tcp: String,
+    http: String,
+    quic: Option<String>,
+    cert_sha256: Option<String>,
+    pid: u32,
+}
+
+fn spawn_server() -> anyhow::Result<SpawnedServer> {
     use std::io::BufRead;
     let exe = std::env::current_exe()?;
     let courier = exe.with_file_name("courier");
@@ -107,6 +146,9 @@ fn spawn_server() -> anyhow::Result<(Spawned, String, String, u32)> {
         .env("COURIER_PASSWORD_ITERATIONS", "1")
         .env("COURIER_MAX_DEVICES_PER_USER", "64")
         .env("COURIER_MAX_GROUP_MEMBERS", "100000")
+        // quic-scale holds 100,000 connections; presence-storm pushes for 5,000 friends.
+        .env("COURIER_MAX_CONNECTIONS", "250000")
+        .env("COURIER_PRESENCE_PUSH_MAX_FRIENDS", "100000")
         .env("COURIER_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -115,12 +157,14 @@ fn spawn_server() -> anyhow::Result<(Spawned, String, String, u32)> {
     std::io::BufReader::new(stdout).read_line(&mut line)?;
     let v: Value = serde_json::from_str(&line).context("the server's listening line")?;
     let pid = child.id();
-    Ok((
-        Spawned { child, _dir: dir },
-        v["tcp"].as_str().context("tcp")?.to_owned(),
-        v["http"].as_str().context("http")?.to_owned(),
+    Ok(SpawnedServer {
+        process: Spawned { child, _dir: dir },
+        tcp: v["tcp"].as_str().context("tcp")?.to_owned(),
+        http: v["http"].as_str().context("http")?.to_owned(),
+        quic: v["quic"].as_str().map(str::to_owned),
+        cert_sha256: v["cert_sha256"].as_str().map(str::to_owned),
         pid,
-    ))
+    })
 }
 
 /// RSS in KiB and CPU seconds (user + system) of a process.
@@ -188,28 +232,38 @@ struct Bench {
     args: Args,
     tcp: String,
     http: HttpClient,
+    quic: Option<String>,
+    cert_sha256: Option<String>,
     pid: Option<u32>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (spawned, tcp, http_base, pid) = if args.spawn_server {
-        let (s, tcp, http, pid) = spawn_server()?;
-        (Some(s), tcp, http, Some(pid))
+    if let Scenario::ReconnectWorker = args.scenario {
+        return reconnect_storm::worker(args.server).await;
+    }
+    let (spawned, ctx) = if args.spawn_server {
+        let s = spawn_server()?;
+        let ctx = Bench {
+            http: HttpClient::new(&s.http),
+            tcp: s.tcp.clone(),
+            quic: s.quic.clone(),
+            cert_sha256: s.cert_sha256.clone(),
+            pid: Some(s.pid),
+            args,
+        };
+        (Some(s.process), ctx)
     } else {
-        (
-            None,
-            args.server.clone(),
-            args.http.clone(),
-            args.server_pid,
-        )
-    };
-    let ctx = Bench {
-        http: HttpClient::new(&http_base),
-        tcp,
-        pid,
-        args,
+        let ctx = Bench {
+            http: HttpClient::new(&args.http),
+            tcp: args.server.clone(),
+            quic: Some(args.quic.clone()),
+            cert_sha256: args.cert_sha256.clone(),
+            pid: args.server_pid,
+            args,
+        };
+        (None, ctx)
     };
     let limit = Duration::from_secs(ctx.args.timeout_secs);
     let line = match tokio::time::timeout(limit, run(&ctx)).await {
@@ -246,6 +300,10 @@ async fn run(ctx: &Bench) -> anyhow::Result<Value> {
         }
         Scenario::Group => group(ctx).await,
         Scenario::History => history(ctx).await,
+        Scenario::PresenceStorm => presence_storm::run(ctx).await,
+        Scenario::ReconnectStorm => reconnect_storm::run(ctx).await,
+        Scenario::QuicScale => quic_scale::run(ctx).await,
+        Scenario::ReconnectWorker => bail!("reconnect-worker runs under reconnect-storm"),
     }
 }
 

@@ -3,7 +3,9 @@
 //! layer's business (`crate::api`).
 
 pub mod certs;
+pub mod outbound;
 pub mod quic;
+pub mod reader;
 pub mod registry;
 pub mod session;
 pub mod tcp;

@@ -3,92 +3,23 @@
 //! locks are held only for a map lookup and never across an await.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use courier_protocol::conversation::mix;
 use courier_protocol::ErrorCode;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+
+pub use crate::connection::outbound::{Outbound, OutboundQueue, Pushed};
 
 /// Lock shards of the registry.
 const SHARDS: usize = 64;
-
-/// The sending side of one connection's outbound queue, plus the switch that closes
-/// the connection when the queue overflows.
-#[derive(Clone)]
-pub struct Outbound {
-    tx: mpsc::Sender<Bytes>,
-    control: Arc<SessionControl>,
-}
 
 /// Counters the registry keeps for `/metrics`.
 #[derive(Default)]
 struct Counters {
     deliveries: AtomicU64,
     slow_consumers: AtomicU64,
-}
-
-/// Lets other parts of the server end a session, with a reason.
-#[derive(Default)]
-pub struct SessionControl {
-    closed: CancellationToken,
-    reason: AtomicI32,
-}
-
-impl SessionControl {
-    /// Asks the session to close, telling the client `code`. The first reason wins.
-    pub fn close(&self, code: ErrorCode) {
-        let _ = self
-            .reason
-            .compare_exchange(0, code as i32, Ordering::AcqRel, Ordering::Acquire);
-        self.closed.cancel();
-    }
-
-    /// Resolves once [`Self::close`] was called.
-    pub async fn closed(&self) {
-        self.closed.cancelled().await
-    }
-
-    /// The reason given to [`Self::close`].
-    pub fn reason(&self) -> ErrorCode {
-        ErrorCode::try_from(self.reason.load(Ordering::Acquire)).unwrap_or(ErrorCode::Unspecified)
-    }
-}
-
-impl Outbound {
-    /// A queue of `capacity` frames; the receiver belongs to the connection's writer.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Bytes>, Arc<SessionControl>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let control = Arc::new(SessionControl::default());
-        (
-            Self {
-                tx,
-                control: control.clone(),
-            },
-            rx,
-            control,
-        )
-    }
-
-    /// Queues an encoded frame without waiting. A full queue means the client does not
-    /// keep up: the session is closed as a slow consumer (it resyncs by seq later).
-    pub fn push(&self, frame: Bytes) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.control.close(ErrorCode::SlowConsumer);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    /// Queues a response to the client's own request, waiting for room.
-    pub async fn reply(&self, frame: Bytes) -> bool {
-        self.tx.send(frame).await.is_ok()
-    }
 }
 
 /// One connected device.
@@ -157,7 +88,7 @@ impl Registry {
             (old, first)
         };
         match replaced {
-            Some(old) => old.outbound.control.close(ErrorCode::Replaced),
+            Some(old) => old.outbound.close(ErrorCode::Replaced),
             None => {
                 self.online_devices.fetch_add(1, Ordering::Relaxed);
             }
@@ -191,7 +122,7 @@ impl Registry {
             .get(&user)
             .and_then(|devices| devices.iter().find(|d| &*d.device_id == device_id))
         {
-            d.outbound.control.close(code);
+            d.outbound.close(code);
         }
     }
 
@@ -216,10 +147,12 @@ impl Registry {
                     continue;
                 }
             }
-            if d.outbound.push(frame.clone()) {
-                queued += 1;
-            } else if d.outbound.control.reason() == ErrorCode::SlowConsumer {
-                self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            match d.outbound.push(frame.clone()) {
+                Pushed::Queued => queued += 1,
+                Pushed::SlowConsumer => {
+                    self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                }
+                Pushed::Closed => {}
             }
         }
         self.counters
@@ -233,7 +166,7 @@ impl Registry {
         for shard in self.shards.iter() {
             let map = shard.lock().expect("registry lock");
             for d in map.values().flatten() {
-                d.outbound.control.close(code);
+                d.outbound.close(code);
             }
         }
     }
@@ -270,14 +203,14 @@ mod tests {
     #[test]
     fn routes_to_every_device_but_the_sender() {
         let registry = Registry::default();
-        let (a, mut rx_a, _) = Outbound::channel(4);
-        let (b, mut rx_b, _) = Outbound::channel(4);
+        let (a, mut rx_a) = Outbound::channel(4);
+        let (b, mut rx_b) = Outbound::channel(4);
         registry.register(1, 10, "phone".into(), a);
         registry.register(1, 11, "laptop".into(), b);
         let frame = Bytes::from_static(b"x");
         assert_eq!(registry.push_to_user(1, &frame, Some((1, "phone"))), 1);
-        assert!(rx_a.try_recv().is_err());
-        assert_eq!(rx_b.try_recv().unwrap(), frame);
+        assert!(rx_a.take_single().is_none());
+        assert_eq!(rx_b.take_single().unwrap(), frame);
         assert_eq!(registry.push_to_user(2, &frame, None), 0);
         registry.unregister(1, 10);
         assert_eq!(registry.devices_of(1), 1);
@@ -287,11 +220,11 @@ mod tests {
     #[test]
     fn same_device_replaces_its_old_session() {
         let registry = Registry::default();
-        let (a, _rx_a, control_a) = Outbound::channel(4);
-        let (b, _rx_b, _) = Outbound::channel(4);
-        registry.register(1, 10, "phone".into(), a);
+        let (a, _rx_a) = Outbound::channel(4);
+        let (b, _rx_b) = Outbound::channel(4);
+        registry.register(1, 10, "phone".into(), a.clone());
         registry.register(1, 11, "phone".into(), b);
-        assert_eq!(control_a.reason(), ErrorCode::Replaced);
+        assert_eq!(a.close_reason(), Some(ErrorCode::Replaced));
         assert_eq!(registry.devices_of(1), 1);
         // The replaced session's unregister does not remove the new one.
         registry.unregister(1, 10);
@@ -301,12 +234,13 @@ mod tests {
     #[test]
     fn a_full_queue_closes_the_slow_consumer() {
         let registry = Registry::default();
-        let (a, _rx, control) = Outbound::channel(2);
-        registry.register(1, 10, "phone".into(), a);
+        let (a, _rx) = Outbound::channel(2);
+        registry.register(1, 10, "phone".into(), a.clone());
         let frame = Bytes::from_static(b"x");
         assert_eq!(registry.push_to_user(1, &frame, None), 1);
         assert_eq!(registry.push_to_user(1, &frame, None), 1);
         assert_eq!(registry.push_to_user(1, &frame, None), 0);
-        assert_eq!(control.reason(), ErrorCode::SlowConsumer);
+        assert_eq!(a.close_reason(), Some(ErrorCode::SlowConsumer));
+        assert_eq!(registry.slow_consumers(), 1);
     }
 }

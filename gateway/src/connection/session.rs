@@ -1,29 +1,28 @@
-//! One client session over any ordered byte stream (TCP now; TLS and QUIC streams
-//! produce the same reader/writer pair).
+//! One client session over any ordered byte stream (TCP, TLS, or a QUIC stream).
 //!
 //! A session is one task running one `select!` over: inbound frames, its outbound
-//! queue, the idle timer, the server's shutdown signal and its own close switch
-//! (slow consumer, replaced device). Queued frames are coalesced into one write.
+//! queue (which also carries the close switch: slow consumer, replaced device), the
+//! idle timer and the server's shutdown signal. Queued frames are coalesced into one
+//! write. While idle a session holds no read or write buffer.
 //! Sends run as separate tasks so several can wait for the group commit at once;
 //! their number is capped per connection, and reading pauses at the cap.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use courier_protocol::pb::{frame::Kind, Frame};
 use courier_protocol::{decode_frame, encode_frame, CodecError, ErrorCode, FrameCodec};
-use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::{sleep_until, Instant};
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::frames::{Handled, SessionCtx};
 use crate::api::Api;
-use crate::connection::registry::Outbound;
+use crate::connection::outbound::{Outbound, OutboundQueue, Ready};
+use crate::connection::reader::FrameReader;
 use crate::metrics::{Metrics, Transport};
 use std::sync::atomic::Ordering;
 
@@ -56,7 +55,7 @@ pub async fn run<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let config = api.config.clone();
-    let mut frames = FramedRead::new(reader, FrameCodec::new(config.max_frame_bytes));
+    let mut frames = FrameReader::new(reader, FrameCodec::new(config.max_frame_bytes));
     let session_id = api.registry.next_session_id();
 
     // Handshake: the first frame must be a valid Hello, in time.
@@ -105,7 +104,7 @@ pub async fn run<R, W>(
         device_id: hello.device_id.into(),
         session_id,
     };
-    let (outbound, mut queue, control) = Outbound::channel(config.outbound_queue_frames);
+    let (outbound, mut queue) = Outbound::channel(config.outbound_queue_frames);
     if writer.write_all(&encode_frame(&welcome)).await.is_err() {
         return;
     }
@@ -128,17 +127,17 @@ pub async fn run<R, W>(
     let end = loop {
         tokio::select! {
             biased;
-            _ = control.closed() => break End::Close(control.reason(), "session closed by the server".into()),
             _ = shutdown.cancelled() => {
                 // Let in-flight sends finish and their acks go out before we leave.
                 let _ = drain_in_flight(&in_flight, config.max_in_flight_per_connection, &mut queue, &mut writer, &mut out, config.shutdown_grace(), &api.metrics).await;
                 break End::Close(ErrorCode::GoingAway, "server is shutting down".into());
             }
-            Some(frame) = queue.recv() => {
-                if write_queued(frame, &mut queue, &mut writer, &mut out, &api.metrics).await.is_err() {
+            ready = queue.ready() => match ready {
+                Ready::Closed(code) => break End::Close(code, "session closed by the server".into()),
+                Ready::Frames => if write_queued(&mut queue, &mut writer, &mut out, &api.metrics).await.is_err() {
                     break End::Broken;
-                }
-            }
+                },
+            },
             inbound = frames.next() => {
                 let payload = match inbound {
                     None => break End::ClientClosed,
@@ -184,8 +183,8 @@ pub async fn run<R, W>(
                             // At the cap: stop reading, keep writing until a send completes.
                             tokio::select! {
                                 p = in_flight.clone().acquire_owned() => break p.ok(),
-                                Some(frame) = queue.recv() => {
-                                    if write_queued(frame, &mut queue, &mut writer, &mut out, &api.metrics).await.is_err() {
+                                _ = queue.frames() => {
+                                    if write_queued(&mut queue, &mut writer, &mut out, &api.metrics).await.is_err() {
                                         break None;
                                     }
                                 }
@@ -195,7 +194,7 @@ pub async fn run<R, W>(
                         let outbound = outbound.clone();
                         tasks.spawn(async move {
                             let reply = pending.await;
-                            outbound.reply(encode_frame(&reply)).await;
+                            outbound.reply(encode_frame(&reply));
                             drop(permit);
                         });
                     }
@@ -218,9 +217,8 @@ pub async fn run<R, W>(
     tracing::debug!(user_id, session_id, reason = ?end, "session closed");
     if let End::Close(code, reason) = end {
         // Whatever is still queued goes out first, then the reason.
-        while let Ok(frame) = queue.try_recv() {
-            out.extend_from_slice(&frame);
-        }
+        out.clear();
+        queue.drain_into(&mut out, usize::MAX);
         out.extend_from_slice(&encode_frame(&Frame::kick(code, reason)));
         let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
             writer.write_all(&out).await?;
@@ -230,38 +228,27 @@ pub async fn run<R, W>(
     }
 }
 
-/// Writes `first` and whatever else is queued, coalesced into few writes.
+/// Writes what is queued, coalesced into few writes.
 async fn write_queued<W: AsyncWrite + Unpin>(
-    first: Bytes,
-    queue: &mut mpsc::Receiver<Bytes>,
+    queue: &mut OutboundQueue,
     writer: &mut W,
     out: &mut BytesMut,
     metrics: &Metrics,
 ) -> std::io::Result<()> {
     metrics.writes.fetch_add(1, Ordering::Relaxed);
-    if queue.is_empty() {
+    if let Some(frame) = queue.take_single() {
         // The common case of one frame: no copy.
         metrics.frames_out.fetch_add(1, Ordering::Relaxed);
-        return writer.write_all(&first).await;
+        return writer.write_all(&frame).await;
     }
     out.clear();
-    out.extend_from_slice(&first);
-    let mut frames = 1;
-    while out.len() < MAX_WRITE_BATCH {
-        match queue.try_recv() {
-            Ok(frame) => {
-                out.extend_from_slice(&frame);
-                frames += 1;
-            }
-            Err(_) => break,
-        }
-    }
-    metrics.frames_out.fetch_add(frames, Ordering::Relaxed);
+    let frames = queue.drain_into(out, MAX_WRITE_BATCH);
+    metrics
+        .frames_out
+        .fetch_add(frames as u64, Ordering::Relaxed);
     let result = writer.write_all(out).await;
-    if out.capacity() > 4 * MAX_WRITE_BATCH {
-        // Do not keep a burst's buffer around while idle.
-        *out = BytesMut::new();
-    }
+    // A connection going quiet keeps no write buffer.
+    *out = BytesMut::new();
     result
 }
 
@@ -269,7 +256,7 @@ async fn write_queued<W: AsyncWrite + Unpin>(
 async fn drain_in_flight<W: AsyncWrite + Unpin>(
     in_flight: &Arc<Semaphore>,
     permits: usize,
-    queue: &mut mpsc::Receiver<Bytes>,
+    queue: &mut OutboundQueue,
     writer: &mut W,
     out: &mut BytesMut,
     grace: Duration,
@@ -282,7 +269,7 @@ async fn drain_in_flight<W: AsyncWrite + Unpin>(
                 drop(all);
                 return Ok(());
             }
-            Some(frame) = queue.recv() => write_queued(frame, queue, writer, out, metrics).await?,
+            _ = queue.frames() => write_queued(queue, writer, out, metrics).await?,
             _ = sleep_until(deadline) => return Ok(()),
         }
     }

@@ -17,11 +17,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub mod outbox;
+pub use outbox::Outbox;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_protocol::encode_frame;
-use courier_protocol::pb::{self, frame::Kind, Frame};
+use courier_protocol::pb;
 use courier_storage::Store;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -135,7 +137,7 @@ impl Presence {
             notify_followers: config.presence_notify_followers,
             pending_offline: HashMap::new(),
             announced_online: HashMap::new(),
-            outbox: HashMap::new(),
+            outbox: Outbox::default(),
             subscriptions: HashMap::new(),
         };
         (Self { tx, counters }, actor.run(shutdown))
@@ -181,8 +183,8 @@ struct Actor {
     pending_offline: HashMap<u64, Instant>,
     /// Users whose friends were told they are online.
     announced_online: HashMap<u64, ()>,
-    /// Changes waiting for the next window, by recipient.
-    outbox: HashMap<u64, Vec<pb::PresenceChange>>,
+    /// Changes waiting for the next window.
+    outbox: Outbox,
     /// Watched user -> subscriber -> lease end.
     subscriptions: HashMap<u64, HashMap<u64, Instant>>,
 }
@@ -313,30 +315,17 @@ impl Actor {
 
     fn queue(&mut self, recipient: u64, update: pb::PresenceChange) {
         add(&self.counters.changes_out, 1);
-        self.outbox.entry(recipient).or_default().push(update);
+        self.outbox.queue(recipient, update);
     }
 
     fn flush(&mut self) {
-        for (recipient, changes) in self.outbox.drain() {
-            // Within a window only the latest state of each user matters.
-            let mut latest: Vec<pb::PresenceChange> = Vec::with_capacity(changes.len());
-            let total = changes.len();
-            for c in changes {
-                match latest.iter_mut().find(|l| l.user_id == c.user_id) {
-                    Some(l) => *l = c,
-                    None => latest.push(c),
-                }
-            }
-            add(&self.counters.suppressed_coalesced, (total - 1) as u64);
-            let frame = Frame::new(
-                0,
-                Kind::PresenceBatch(pb::PresenceBatch { changes: latest }),
-            );
-            let queued = self
-                .registry
-                .push_to_user(recipient, &encode_frame(&frame), None);
-            add(&self.counters.frames_out, queued as u64);
-        }
+        let registry = &self.registry;
+        let mut frames = 0;
+        let coalesced = self.outbox.flush(|recipient, frame| {
+            frames += registry.push_to_user(recipient, frame, None);
+        });
+        add(&self.counters.suppressed_coalesced, coalesced);
+        add(&self.counters.frames_out, frames as u64);
     }
 }
 
