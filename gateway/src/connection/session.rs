@@ -56,58 +56,15 @@ pub async fn run<R, W>(
 {
     let config = api.config.clone();
     let mut frames = FrameReader::new(reader, FrameCodec::new(config.max_frame_bytes));
-    let session_id = api.registry.next_session_id();
-
-    // Handshake: the first frame must be a valid Hello, in time.
-    let first = tokio::select! {
-        f = tokio::time::timeout(config.handshake_timeout(), frames.next()) => f,
-        _ = shutdown.cancelled() => return,
+    // Boxed, like every rarely taken await below: a session's future lives as long as
+    // the connection, and its size is the idle connection's memory.
+    let Some(ctx) = Box::pin(handshake(&mut frames, &mut writer, &api, &shutdown)).await else {
+        return;
     };
-    let hello = match first {
-        Err(_) => {
-            let e = Frame::error(0, ErrorCode::HandshakeTimeout, "no Hello in time");
-            return finish(&mut writer, &e).await;
-        }
-        Ok(None) | Ok(Some(Err(CodecError::Io(_)))) => return,
-        Ok(Some(Err(e))) => return finish(&mut writer, &codec_error_frame(0, &e)).await,
-        Ok(Some(Ok(payload))) => match decode_frame(payload) {
-            Ok(Frame {
-                request_id,
-                kind: Some(Kind::Hello(hello)),
-            }) => (request_id, hello),
-            Ok(other) => {
-                let e = Frame::error(
-                    other.request_id,
-                    ErrorCode::Unauthenticated,
-                    "the first frame must be Hello",
-                );
-                return finish(&mut writer, &e).await;
-            }
-            Err(e) => return finish(&mut writer, &codec_error_frame(0, &e)).await,
-        },
-    };
-    let (hello_id, hello) = hello;
-    let (user_id, mut welcome) = match api.handshake(&hello, session_id) {
-        Ok(ok) => ok,
-        Err(e) => {
-            api.metrics
-                .handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            return finish(&mut writer, &e.to_frame(hello_id)).await;
-        }
-    };
+    let (user_id, session_id) = (ctx.user_id, ctx.session_id);
     api.metrics.handshake(transport);
     api.metrics.session(transport, 1);
-    welcome.request_id = hello_id;
-    let ctx = SessionCtx {
-        user_id,
-        device_id: hello.device_id.into(),
-        session_id,
-    };
     let (outbound, mut queue) = Outbound::channel(config.outbound_queue_frames);
-    if writer.write_all(&encode_frame(&welcome)).await.is_err() {
-        return;
-    }
     if api
         .registry
         .register(user_id, session_id, ctx.device_id.clone(), outbound.clone())
@@ -129,7 +86,7 @@ pub async fn run<R, W>(
             biased;
             _ = shutdown.cancelled() => {
                 // Let in-flight sends finish and their acks go out before we leave.
-                let _ = drain_in_flight(&in_flight, config.max_in_flight_per_connection, &mut queue, &mut writer, &mut out, config.shutdown_grace(), &api.metrics).await;
+                let _ = Box::pin(drain_in_flight(&in_flight, config.max_in_flight_per_connection, &mut queue, &mut writer, &mut out, config.shutdown_grace(), &api.metrics)).await;
                 break End::Close(ErrorCode::GoingAway, "server is shutting down".into());
             }
             ready = queue.ready() => match ready {
@@ -168,7 +125,7 @@ pub async fn run<R, W>(
                         break End::Close(ErrorCode::ProtocolViolation, "too many unknown frames".into());
                     }
                 }
-                match api.on_frame(&ctx, frame).await {
+                match Box::pin(api.on_frame(&ctx, frame)).await {
                     Handled::Nothing => {}
                     Handled::Reply(reply) => {
                         if writer.write_all(&encode_frame(&reply)).await.is_err() {
@@ -176,19 +133,9 @@ pub async fn run<R, W>(
                         }
                     }
                     Handled::Later(pending) => {
-                        let permit = loop {
-                            if let Ok(p) = in_flight.clone().try_acquire_owned() {
-                                break Some(p);
-                            }
-                            // At the cap: stop reading, keep writing until a send completes.
-                            tokio::select! {
-                                p = in_flight.clone().acquire_owned() => break p.ok(),
-                                _ = queue.frames() => {
-                                    if write_queued(&mut queue, &mut writer, &mut out, &api.metrics).await.is_err() {
-                                        break None;
-                                    }
-                                }
-                            }
+                        let permit = match in_flight.clone().try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) => Box::pin(wait_for_permit(&in_flight, &mut queue, &mut writer, &mut out, &api.metrics)).await,
                         };
                         let Some(permit) = permit else { break End::Broken };
                         let outbound = outbound.clone();
@@ -220,12 +167,76 @@ pub async fn run<R, W>(
         out.clear();
         queue.drain_into(&mut out, usize::MAX);
         out.extend_from_slice(&encode_frame(&Frame::kick(code, reason)));
-        let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
+        let _ = Box::pin(tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
             writer.write_all(&out).await?;
             writer.shutdown().await
-        })
+        }))
         .await;
     }
+}
+
+/// Reads the Hello (the first frame, in time), checks it and answers Welcome, or
+/// answers an error and returns None.
+async fn handshake<R, W>(
+    frames: &mut FrameReader<R>,
+    writer: &mut W,
+    api: &Api,
+    shutdown: &CancellationToken,
+) -> Option<SessionCtx>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let session_id = api.registry.next_session_id();
+    let first = tokio::select! {
+        f = tokio::time::timeout(api.config.handshake_timeout(), frames.next()) => f,
+        _ = shutdown.cancelled() => return None,
+    };
+    let answer = match first {
+        Err(_) => Err(Some(Frame::error(
+            0,
+            ErrorCode::HandshakeTimeout,
+            "no Hello in time",
+        ))),
+        Ok(None) | Ok(Some(Err(CodecError::Io(_)))) => Err(None),
+        Ok(Some(Err(e))) => Err(Some(codec_error_frame(0, &e))),
+        Ok(Some(Ok(payload))) => match decode_frame(payload) {
+            Ok(Frame {
+                request_id,
+                kind: Some(Kind::Hello(hello)),
+            }) => match api.handshake(&hello, session_id) {
+                Ok((user_id, welcome)) => Ok((request_id, hello, user_id, welcome)),
+                Err(e) => {
+                    api.metrics
+                        .handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(Some(e.to_frame(request_id)))
+                }
+            },
+            Ok(other) => Err(Some(Frame::error(
+                other.request_id,
+                ErrorCode::Unauthenticated,
+                "the first frame must be Hello",
+            ))),
+            Err(e) => Err(Some(codec_error_frame(0, &e))),
+        },
+    };
+    let (hello_id, hello, user_id, mut welcome) = match answer {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            if let Some(frame) = refusal {
+                finish(writer, &frame).await;
+            }
+            return None;
+        }
+    };
+    welcome.request_id = hello_id;
+    writer.write_all(&encode_frame(&welcome)).await.ok()?;
+    Some(SessionCtx {
+        user_id,
+        device_id: hello.device_id.into(),
+        session_id,
+    })
 }
 
 /// Writes what is queued, coalesced into few writes.
@@ -250,6 +261,26 @@ async fn write_queued<W: AsyncWrite + Unpin>(
     // A connection going quiet keeps no write buffer.
     *out = BytesMut::new();
     result
+}
+
+/// At the cap of sends in flight: stops reading, keeps writing until a send completes.
+async fn wait_for_permit<W: AsyncWrite + Unpin>(
+    in_flight: &Arc<Semaphore>,
+    queue: &mut OutboundQueue,
+    writer: &mut W,
+    out: &mut BytesMut,
+    metrics: &Metrics,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    loop {
+        tokio::select! {
+            p = in_flight.clone().acquire_owned() => return p.ok(),
+            _ = queue.frames() => {
+                if write_queued(queue, writer, out, metrics).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Waits (writing queued frames meanwhile) until no send is in flight, or `grace`.

@@ -59,24 +59,30 @@ pub async fn serve(
                     session::run(reader, writer, api, shutdown, session_tasks, Transport::Tcp)
                         .await;
                 }
+                // Boxed: the TLS state would otherwise widen every plain session's task.
                 Some(acceptor) => {
-                    let handshake = api.config.handshake_timeout();
-                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let (reader, writer) = tokio::io::split(tls_stream);
-                            session::run(
-                                reader,
-                                writer,
-                                api,
-                                shutdown,
-                                session_tasks,
-                                Transport::Tls,
-                            )
-                            .await;
+                    Box::pin(async move {
+                        let handshake = api.config.handshake_timeout();
+                        match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                let (reader, writer) = tokio::io::split(tls_stream);
+                                session::run(
+                                    reader,
+                                    writer,
+                                    api,
+                                    shutdown,
+                                    session_tasks,
+                                    Transport::Tls,
+                                )
+                                .await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "tls handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
-                    }
+                    })
+                    .await
                 }
             }
             tracing::trace!(%peer, "connection done");
