@@ -25,7 +25,10 @@ struct Shared {
 impl DropProxy {
     /// Listens on an ephemeral loopback port and forwards to `upstream`.
     pub async fn start(upstream: String) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        // A deep backlog: every client of a storm connects at once.
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.1:0".parse().expect("an address"))?;
+        let listener: TcpListener = socket.listen(65_535)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let accept = {

@@ -112,9 +112,7 @@ impl Server {
         }
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
+            listen(addr).map_err(|source| StartError::Bind { addr, source })
         };
         let tcp_listener = bind(config.tcp_addr).await?;
         let http_listener = bind(config.http_addr).await?;
@@ -259,4 +257,21 @@ impl Server {
             Err(e) => tracing::error!(error = %e, "store shutdown task failed"),
         }
     }
+}
+
+/// Pending connections a listener queues (the kernel caps it at `somaxconn`). A
+/// reconnect storm brings thousands at once; with tokio's default of 1,024 the
+/// excess SYNs are dropped and retried by the clients' kernels after 1 s, then 3 s.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// A TCP listener on `addr` with a backlog fit for reconnect storms.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
