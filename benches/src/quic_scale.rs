@@ -19,7 +19,7 @@ const CONNECTIONS_PER_ENDPOINT: usize = 10_000;
 /// Devices per bench user (the spawned server allows 64).
 const DEVICES_PER_USER: usize = 50;
 /// Handshakes in flight at once.
-const CONNECTING: usize = 256;
+const CONNECTING: usize = 128;
 
 pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
     let steps = ctx.args.steps.clone();
@@ -66,15 +66,18 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
             .collect()
             .await;
         let step_s = step_started.elapsed().as_secs_f64();
-        let mut failed = 0;
+        let (mut failed, mut first_error) = (0, None);
         for c in conns {
             match c {
                 Ok(c) => held.push(c),
-                Err(_) => failed += 1,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
             }
         }
         let mut step = json!({
-            "connections": held.len(), "failed": failed,
+            "connections": held.len(), "failed": failed, "first_error": first_error,
             "conns_per_s": (target - from) as f64 / step_s,
         });
         if let (Some(pid), Some((rss0, _))) = (ctx.pid, before) {
