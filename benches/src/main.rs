@@ -96,6 +96,10 @@ struct Args {
     timeout_secs: u64,
 }
 
+/// Devices per bench user where a scenario needs many connections (the spawned
+/// server allows 64 per user).
+const DEVICES_PER_USER: usize = 50;
+
 struct Spawned {
     child: std::process::Child,
     _dir: tempfile::TempDir,
@@ -320,7 +324,7 @@ fn with_server(ctx: &Bench, mut line: Value, before: Option<(u64, f64)>) -> Valu
 
 async fn idle(ctx: &Bench) -> anyhow::Result<Value> {
     let n = ctx.args.n.unwrap_or(10_000);
-    let per_user = 50;
+    let per_user = DEVICES_PER_USER;
     let users = accounts(&ctx.http, "idle", n.div_ceil(per_user)).await?;
     let before = ctx.pid.and_then(proc_stats);
     let started = Instant::now();

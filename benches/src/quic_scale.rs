@@ -12,12 +12,10 @@ use courier_sdk::{QuicConnector, Trust};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
-use crate::{accounts, options, proc_stats, self_cpu, Bench};
+use crate::{accounts, options, proc_stats, self_cpu, with_server, Bench, DEVICES_PER_USER};
 
 /// Client connections per UDP endpoint.
 const CONNECTIONS_PER_ENDPOINT: usize = 10_000;
-/// Devices per bench user (the spawned server allows 64).
-const DEVICES_PER_USER: usize = 50;
 /// Handshakes in flight at once.
 const CONNECTING: usize = 128;
 
@@ -92,18 +90,13 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
     tokio::time::sleep(Duration::from_secs(ctx.args.hold_secs)).await;
     let zero_rtt: u64 = endpoints.iter().map(|e| e.zero_rtt_connections()).sum();
     let last = results.last().cloned().unwrap_or(Value::Null);
-    let mut line = json!({
+    let line = json!({
         "scenario": "quic-scale", "transport": "quic", "connections": held.len(),
         "duration_s": elapsed, "conns_per_s": held.len() as f64 / elapsed,
-        "kib_per_conn": last["kib_per_conn"], "server_rss_kib": last["server_rss_kib"],
+        "kib_per_conn": last["kib_per_conn"],
         "zero_rtt_connections": zero_rtt, "steps": results,
         "client_cpu_s": ((self_cpu() - cpu0) * 100.0).round() / 100.0,
     });
-    if let (Some(pid), Some((_, cpu0))) = (ctx.pid, before) {
-        if let Some((_, cpu)) = proc_stats(pid) {
-            line["server_cpu_s"] = json!(((cpu - cpu0) * 100.0).round() / 100.0);
-        }
-    }
     drop(held);
-    Ok(line)
+    Ok(with_server(ctx, line, before))
 }

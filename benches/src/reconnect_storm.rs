@@ -22,12 +22,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::proxy::DropProxy;
-use crate::{accounts, options, percentile, proc_stats, with_server, Bench};
+use crate::{accounts, options, percentile, proc_stats, with_server, Bench, DEVICES_PER_USER};
 
 /// Sessions per worker process: three descriptors each stays under the 20,000 cap.
 pub const CLIENTS_PER_WORKER: usize = 5_000;
-/// Devices per bench user (the spawned server allows 64).
-const DEVICES_PER_USER: usize = 50;
 /// How long the workers wait for every session to resync.
 const RESYNC_LIMIT: Duration = Duration::from_secs(60);
 

@@ -186,16 +186,6 @@ impl OutboundQueue {
             None
         }
     }
-
-    /// Whether the session was asked to close.
-    pub fn close_requested(&self) -> bool {
-        self.shared
-            .state
-            .lock()
-            .expect("outbound lock")
-            .closed
-            .is_some()
-    }
 }
 
 impl Drop for OutboundQueue {
