@@ -186,22 +186,42 @@ impl QuicConnector {
             .endpoint
             .connect_with(self.config.clone(), addr, &self.server_name)
             .map_err(|e| SdkError::Unexpected(format!("quic: {e}")))?;
-        let connection = match connecting.into_0rtt() {
-            Ok((connection, _accepted)) => {
-                self.zero_rtt
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                connection
-            }
-            Err(connecting) => connecting
-                .await
-                .map_err(|e| SdkError::Io(std::io::Error::other(format!("quic: {e}"))))?,
+        let (connection, zero_rtt_accepted) = match connecting.into_0rtt() {
+            Ok((connection, accepted)) => (connection, Some(accepted)),
+            Err(connecting) => (connecting.await.map_err(quic_error)?, None),
         };
-        let (send, recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| SdkError::Io(std::io::Error::other(format!("quic: {e}"))))?;
-        Client::handshake(recv, send, token, options).await
+        let first = log_in(&connection, token, options.clone()).await;
+        let Some(accepted) = zero_rtt_accepted else {
+            return first;
+        };
+        // Resolves once the handshake is done: whether the server took the early data.
+        if accepted.await {
+            self.zero_rtt
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return first;
+        }
+        match first {
+            // The server refused the early data (its ticket key rotated, or it is
+            // shedding load): the stream carrying Hello was reset, but the connection
+            // carries on as a 1-RTT one, so log in again on a fresh stream.
+            Err(_) => log_in(&connection, token, options).await,
+            answered => answered,
+        }
     }
+}
+
+/// Opens the frame stream on `connection` and logs in with `token`.
+async fn log_in(
+    connection: &quinn::Connection,
+    token: &str,
+    options: ClientOptions,
+) -> Result<(Client, Events)> {
+    let (send, recv) = connection.open_bi().await.map_err(quic_error)?;
+    Client::handshake(recv, send, token, options).await
+}
+
+fn quic_error(e: impl std::fmt::Display) -> SdkError {
+    SdkError::Io(std::io::Error::other(format!("quic: {e}")))
 }
 
 /// Connects with TLS over TCP (for networks that block UDP) and logs in.

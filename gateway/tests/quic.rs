@@ -183,6 +183,46 @@ async fn quic_and_tls_connect_with_a_pinned_certificate() {
     t.stop().await;
 }
 
+/// A restarted server cannot read tickets issued before the restart, so it refuses
+/// the early data of a resuming client: the client must log in over 1-RTT instead
+/// of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_0rtt_attempt_falls_back_to_1rtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = courier_gateway::Server::start(courier_gateway::Config::for_tests(dir.path()))
+        .await
+        .unwrap();
+    let http = courier_sdk::HttpClient::new(format!("http://{}", server.http_addr()));
+    http.register("zrtt", "password123").await.unwrap();
+    let login = http.login("zrtt", "password123").await.unwrap();
+    let quic_addr = server.quic_addr().unwrap();
+    let trust = Trust::Pinned(server.cert_fingerprint().unwrap().to_owned());
+    let quic = QuicConnector::new(&trust, "localhost", Duration::from_secs(1)).unwrap();
+    let (first, _events) = quic
+        .connect(quic_addr, &login.token, ClientOptions::default())
+        .await
+        .unwrap();
+    drop(first);
+    server.shutdown().await;
+
+    // Same data dir (same certificate and accounts), fresh ticket keys. The client
+    // keeps its ticket per server name, so it tries 0-RTT at the new port too.
+    let restarted = courier_gateway::Server::start(courier_gateway::Config::for_tests(dir.path()))
+        .await
+        .unwrap();
+    let (again, _events) = quic
+        .connect(
+            restarted.quic_addr().unwrap(),
+            &login.token,
+            ClientOptions::default(),
+        )
+        .await
+        .expect("a refused 0-RTT attempt is retried over 1-RTT");
+    assert_eq!(again.user_id(), login.user_id);
+    assert_eq!(quic.zero_rtt_connections(), 0, "the early data was refused");
+    restarted.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_each_way_over_lossy_quic_arrive_once_in_order() {
     const N: usize = 1000;

@@ -79,6 +79,9 @@ pub async fn serve(
         });
     }
     endpoint.close(CLOSE_GOING_AWAY.into(), b"going away");
+    // Let the close frames reach the peers before the socket goes (the shutdown
+    // grace period bounds this, as it bounds every tracked task).
+    endpoint.wait_idle().await;
 }
 
 async fn connection(
