@@ -16,6 +16,9 @@ use courier_sdk::{
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
+use dial::{Dialer, Transport};
+
+mod dial;
 mod presence_storm;
 mod proxy;
 mod quic_scale;
@@ -51,16 +54,19 @@ enum Scenario {
 )]
 struct Args {
     scenario: Scenario,
+    /// Transport of the scenario's connections (idle, pair, pair-light, group).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
     /// Server TCP address.
     #[arg(long, default_value = "127.0.0.1:7100")]
     server: String,
     /// Server HTTP base URL.
     #[arg(long, default_value = "http://127.0.0.1:7180")]
     http: String,
-    /// Server QUIC address (quic-scale).
+    /// Server QUIC address (quic-scale, --transport quic).
     #[arg(long, default_value = "127.0.0.1:7100")]
     quic: String,
-    /// SHA-256 fingerprint of the server's certificate, to pin (quic-scale).
+    /// SHA-256 fingerprint of the server's certificate, to pin (QUIC).
     #[arg(long)]
     cert_sha256: Option<String>,
     /// Start `courier serve` on a temporary data directory (path of the binary, or
@@ -235,6 +241,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 struct Bench {
     args: Args,
     tcp: String,
+    dialer: Dialer,
     http: HttpClient,
     quic: Option<String>,
     cert_sha256: Option<String>,
@@ -251,6 +258,12 @@ async fn main() -> anyhow::Result<()> {
         let s = spawn_server()?;
         let ctx = Bench {
             http: HttpClient::new(&s.http),
+            dialer: Dialer::new(
+                args.transport,
+                &s.tcp,
+                s.quic.as_deref(),
+                s.cert_sha256.as_deref(),
+            )?,
             tcp: s.tcp.clone(),
             quic: s.quic.clone(),
             cert_sha256: s.cert_sha256.clone(),
@@ -261,6 +274,12 @@ async fn main() -> anyhow::Result<()> {
     } else {
         let ctx = Bench {
             http: HttpClient::new(&args.http),
+            dialer: Dialer::new(
+                args.transport,
+                &args.server,
+                Some(&args.quic),
+                args.cert_sha256.as_deref(),
+            )?,
             tcp: args.server.clone(),
             quic: Some(args.quic.clone()),
             cert_sha256: args.cert_sha256.clone(),
@@ -328,23 +347,19 @@ async fn idle(ctx: &Bench) -> anyhow::Result<Value> {
     let users = accounts(&ctx.http, "idle", n.div_ceil(per_user)).await?;
     let before = ctx.pid.and_then(proc_stats);
     let started = Instant::now();
-    let conns: Vec<anyhow::Result<(Client, courier_sdk::Events)>> =
-        stream::iter(0..n)
-            .map(|i| {
-                let token = users[i / per_user].token.clone();
-                let tcp = ctx.tcp.clone();
-                async move {
-                    Ok(Client::connect(tcp.as_str(), &token, options(format!("idle-{i}"))).await?)
-                }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
+    let conns: Vec<anyhow::Result<(Client, courier_sdk::Events)>> = stream::iter(0..n)
+        .map(|i| {
+            let token = &users[i / per_user].token;
+            ctx.dialer.connect(i, token, options(format!("idle-{i}")))
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
     let elapsed = started.elapsed().as_secs_f64();
     let connected: Vec<_> = conns.into_iter().collect::<anyhow::Result<_>>()?;
     tokio::time::sleep(Duration::from_secs(ctx.args.hold_secs)).await;
     let mut line = json!({
-        "scenario": "idle", "transport": "tcp", "connections": connected.len(),
+        "scenario": "idle", "transport": ctx.args.transport.name(), "connections": connected.len(),
         "duration_s": elapsed, "conns_per_s": connected.len() as f64 / elapsed,
     });
     line = with_server(ctx, line, before);
@@ -370,11 +385,15 @@ async fn pair(
     let mut receivers = Vec::new();
     for p in 0..pairs {
         let (a, b) = (&users[2 * p], &users[2 * p + 1]);
-        let (sender, sender_events) =
-            Client::connect(ctx.tcp.as_str(), &a.token, options(format!("s{p}"))).await?;
+        let (sender, sender_events) = ctx
+            .dialer
+            .connect(2 * p, &a.token, options(format!("s{p}")))
+            .await?;
         drop(sender_events);
-        let (_receiver, events) =
-            Client::connect(ctx.tcp.as_str(), &b.token, options(format!("r{p}"))).await?;
+        let (_receiver, events) = ctx
+            .dialer
+            .connect(2 * p + 1, &b.token, options(format!("r{p}")))
+            .await?;
         let c = ConversationId::direct(a.user_id, b.user_id).context("distinct users")?;
         senders.push((sender, c));
         receivers.push((_receiver, events, a.user_id));
@@ -437,7 +456,7 @@ async fn pair(
     latencies.sort_by(|a, b| a.total_cmp(b));
     let delivered = latencies.len();
     let line = json!({
-        "scenario": name, "transport": "tcp", "connections": pairs * 2, "messages": pairs * messages,
+        "scenario": name, "transport": ctx.args.transport.name(), "connections": pairs * 2, "messages": pairs * messages,
         "duration_s": elapsed, "msgs_per_s": delivered as f64 / elapsed,
         "delivered": delivered, "lost": lost.load(Ordering::Relaxed), "duplicated": duplicated.load(Ordering::Relaxed),
         "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99),
@@ -497,7 +516,11 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
     let c = ConversationId::Group(group.group_id);
     let mut clients = Vec::new();
     for (i, u) in users.iter().enumerate() {
-        clients.push(Client::connect(ctx.tcp.as_str(), &u.token, options(format!("g{i}"))).await?);
+        clients.push(
+            ctx.dialer
+                .connect(i, &u.token, options(format!("g{i}")))
+                .await?,
+        );
     }
     let before = ctx.pid.and_then(proc_stats);
     let cpu0 = self_cpu();
@@ -580,7 +603,7 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let deliveries = received.load(Ordering::Relaxed);
     let line = json!({
-        "scenario": "group", "transport": "tcp", "connections": members, "messages": total,
+        "scenario": "group", "transport": ctx.args.transport.name(), "connections": members, "messages": total,
         "duration_s": elapsed, "deliveries_per_s": deliveries as f64 / elapsed, "deliveries": deliveries,
         "lost": lost, "duplicated": duplicated.load(Ordering::Relaxed),
         "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99),

@@ -145,8 +145,13 @@ impl QuicConnector {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(keep_alive));
         config.transport_config(Arc::new(transport));
-        let bind: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
-        let endpoint = quinn::Endpoint::client(bind)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            client_socket()?,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        endpoint.set_default_client_config(config.clone());
         Ok(Self {
             zero_rtt: Arc::default(),
             endpoint,
@@ -169,8 +174,7 @@ impl QuicConnector {
     /// Rebinds the endpoint to a fresh local port: what a phone moving from Wi-Fi to
     /// cellular looks like. Open connections migrate to the new address.
     pub fn rebind(&self) -> Result<()> {
-        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        self.endpoint.rebind(socket)?;
+        self.endpoint.rebind(client_socket()?)?;
         Ok(())
     }
 
@@ -222,6 +226,21 @@ async fn log_in(
 
 fn quic_error(e: impl std::fmt::Display) -> SdkError {
     SdkError::Io(std::io::Error::other(format!("quic: {e}")))
+}
+
+/// Receive/send buffer of a client's UDP socket: room for bursts of a busy
+/// connection (the kernel default, ~208 KiB, drops datagrams under bursts).
+const CLIENT_SOCKET_BUFFER_BYTES: usize = 1 << 20;
+
+/// A UDP socket on an ephemeral local port.
+fn client_socket() -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_recv_buffer_size(CLIENT_SOCKET_BUFFER_BYTES)?;
+    socket.set_send_buffer_size(CLIENT_SOCKET_BUFFER_BYTES)?;
+    let any: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
+    socket.bind(&any.into())?;
+    Ok(socket.into())
 }
 
 /// Connects with TLS over TCP (for networks that block UDP) and logs in.

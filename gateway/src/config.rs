@@ -24,6 +24,10 @@ pub struct Config {
     pub quic_addr: SocketAddr,
     /// Serve QUIC.
     pub quic_enabled: bool,
+    /// Receive and send buffer of the QUIC UDP socket. Every QUIC connection shares
+    /// this one socket, so the kernel's default (~208 KiB) overflows under load and
+    /// drops datagrams; the kernel caps it at `net.core.rmem_max`/`wmem_max`.
+    pub quic_socket_buffer_bytes: usize,
     /// TLS-over-TCP listener for networks that block UDP; empty = off.
     pub tls_addr: String,
     /// PEM certificate chain for QUIC and TLS; empty = a self-signed one generated
@@ -148,6 +152,7 @@ impl Default for Config {
             tcp_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7180)),
             quic_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            quic_socket_buffer_bytes: 8 << 20,
             quic_enabled: true,
             tls_addr: String::new(),
             tls_cert_path: String::new(),

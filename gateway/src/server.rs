@@ -149,12 +149,16 @@ impl Server {
         };
         let mut quic_addr = None;
         if let (true, Some(cert)) = (config.quic_enabled, &cert) {
-            let endpoint = quic::endpoint(config.quic_addr, cert, config.idle_timeout()).map_err(
-                |source| StartError::Bind {
-                    addr: config.quic_addr,
-                    source,
-                },
-            )?;
+            let endpoint = quic::endpoint(
+                config.quic_addr,
+                cert,
+                config.idle_timeout(),
+                config.quic_socket_buffer_bytes,
+            )
+            .map_err(|source| StartError::Bind {
+                addr: config.quic_addr,
+                source,
+            })?;
             quic_addr = Some(endpoint.local_addr().map_err(|source| StartError::Bind {
                 addr: config.quic_addr,
                 source,

@@ -22,11 +22,13 @@ use crate::metrics::Transport;
 /// The QUIC application close code for "server going away".
 pub const CLOSE_GOING_AWAY: u32 = 500;
 
-/// Binds a QUIC endpoint on `addr` with `cert`.
+/// Binds a QUIC endpoint on `addr` with `cert`, its UDP socket buffers sized
+/// `socket_buffer_bytes`.
 pub fn endpoint(
     addr: SocketAddr,
     cert: &ServerCert,
     idle_timeout: Duration,
+    socket_buffer_bytes: usize,
 ) -> Result<quinn::Endpoint, std::io::Error> {
     let tls = |e: CertError| std::io::Error::other(e.to_string());
     let mut crypto = server_crypto(cert).map_err(tls)?;
@@ -45,8 +47,52 @@ pub fn endpoint(
     transport.max_concurrent_uni_streams(0u32.into());
     config.transport_config(Arc::new(transport));
     config.migration(true);
-    quinn::Endpoint::server(config, addr)
+    let socket = udp_socket(addr, socket_buffer_bytes)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
 }
+
+/// A UDP socket bound to `addr` with receive and send buffers of `buffer_bytes`.
+fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_recv_buffer_size(buffer_bytes)?;
+    socket.set_send_buffer_size(buffer_bytes)?;
+    // The kernel silently caps the sizes at net.core.rmem_max / wmem_max (and
+    // reports twice what it grants); a privileged server may go past the cap.
+    if socket.recv_buffer_size()? / 2 < buffer_bytes {
+        force_buffers(&socket, buffer_bytes);
+        let granted = socket.recv_buffer_size()? / 2;
+        if granted < buffer_bytes {
+            tracing::warn!(
+                requested = buffer_bytes,
+                granted,
+                "QUIC socket buffer capped by the kernel; raise net.core.rmem_max and \
+                 net.core.wmem_max to avoid dropped datagrams under load"
+            );
+        }
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE`: past the sysctl caps, with CAP_NET_ADMIN.
+#[cfg(target_os = "linux")]
+fn force_buffers(socket: &socket2::Socket, bytes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(socket, sockopt::RcvBufForce, &bytes);
+    let _ = setsockopt(socket, sockopt::SndBufForce, &bytes);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn force_buffers(_socket: &socket2::Socket, _bytes: usize) {}
 
 /// Accepts QUIC connections until `shutdown`, then closes the endpoint.
 pub async fn serve(
