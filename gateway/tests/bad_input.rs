@@ -112,6 +112,41 @@ async fn unknown_and_malformed_frames_get_errors_and_the_session_goes_on() {
         Some(ErrorCode::MalformedFrame)
     );
 
+    // A Send whose body is not a MessageBody, or whose text is not UTF-8: refused
+    // with MALFORMED_FRAME for that request, nothing stored, connection stays.
+    let bob = t.user("bob").await;
+    let conversation = format!("d:{}:{}", alice.user_id, bob.user_id);
+    for (i, body) in [&[0xff, 0xff][..], &[0x52, 0x03, 0x0a, 0x01, 0xc3][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut send = Vec::new();
+        for (tag, bytes) in [(1u8, &b"cm"[..]), (2, conversation.as_bytes()), (3, body)] {
+            send.push((tag << 3) | 2);
+            send.push(bytes.len() as u8);
+            send.extend_from_slice(bytes);
+        }
+        let request_id = 20 + i as u8;
+        let mut payload = vec![0x08, request_id, 0x72, send.len() as u8];
+        payload.extend_from_slice(&send);
+        let mut wire = Vec::new();
+        wire.put_u32(payload.len() as u32);
+        wire.extend_from_slice(&payload);
+        raw.send_bytes(&wire).await;
+        let answer = raw.recv().await.unwrap();
+        assert_eq!(error_code(&answer), Some(ErrorCode::MalformedFrame), "{i}");
+        assert_eq!(answer.request_id, u64::from(request_id));
+    }
+    let history = t
+        .http_as(&alice)
+        .history(
+            &ConversationId::direct(alice.user_id, bob.user_id).unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(history.messages.is_empty());
+
     // A server-only frame from a client: UNEXPECTED_FRAME.
     raw.send(&Frame::new(9, Kind::SendAck(pb::SendAck::default())))
         .await;

@@ -11,12 +11,15 @@
 //!   [`decode_frame`] for code that handles raw buffers.
 //! - [`conversation`]: [`ConversationId`], the canonical id of a 1:1 or group log.
 //! - [`frames`]: small constructors for frequently built frames.
+//! - [`wire`]: the hot path without copies: `Send` read as views, `Deliver` written
+//!   around a stored body.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod conversation;
 pub mod frames;
+pub mod wire;
 
 /// Types generated from `proto/courier.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -69,9 +72,37 @@ pub mod fuzzing {
         }
     }
 
-    /// Parses `data` as one frame payload; a frame that parses must round-trip.
+    /// Parses `data` as one frame payload; a frame that parses must round-trip, and
+    /// the server's fast reader ([`crate::wire::decode_inbound`]) must read it the
+    /// same way.
     pub fn parse_payload(data: &[u8]) {
+        let inbound = crate::wire::decode_inbound(bytes::Bytes::copy_from_slice(data));
         if let Ok(frame) = decode_frame(bytes::Bytes::copy_from_slice(data)) {
+            let expected = match frame.kind.clone() {
+                Some(crate::pb::frame::Kind::Send(send)) => {
+                    crate::wire::Inbound::Send(frame.request_id, send.into())
+                }
+                _ => crate::wire::Inbound::Other(Box::new(frame.clone())),
+            };
+            match (
+                inbound.expect("prost reads it, so does the fast reader"),
+                expected,
+            ) {
+                (
+                    crate::wire::Inbound::Send(id, got),
+                    crate::wire::Inbound::Send(want_id, want),
+                ) => {
+                    assert_eq!(id, want_id);
+                    assert_eq!(got.client_msg_id(), want.client_msg_id());
+                    assert_eq!(got.conversation(), want.conversation());
+                    assert_eq!(got.reply_to_seq, want.reply_to_seq);
+                    let body = |b: Option<&[u8]>| {
+                        b.map(|b| <crate::pb::MessageBody as prost::Message>::decode(b).ok())
+                    };
+                    assert_eq!(body(got.body()), body(want.body()));
+                }
+                (got, want) => assert_eq!(got, want),
+            }
             let wire = encode_frame(&frame);
             let again = decode_frame(wire.slice(crate::LENGTH_PREFIX_BYTES..))
                 .expect("re-encoded frame parses");

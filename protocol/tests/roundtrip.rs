@@ -357,3 +357,110 @@ proptest! {
         prop_assert!(buf.capacity() <= 4096);
     }
 }
+
+/// The fast `Send` reader and the `Deliver` writer in `wire` against prost.
+mod wire {
+    use super::*;
+    use courier_protocol::wire::{
+        decode_inbound, deliver_frame, plain_text_body, DeliverHead, Inbound, SendView,
+    };
+    use courier_protocol::ConversationId;
+    use prost::Message as _;
+
+    fn payload(frame: &Frame) -> Bytes {
+        encode_frame(frame).slice(courier_protocol::LENGTH_PREFIX_BYTES..)
+    }
+
+    fn same_send(view: &SendView, send: &pb::Send) -> bool {
+        view.client_msg_id() == send.client_msg_id
+            && view.conversation() == send.conversation
+            && view.reply_to_seq == send.reply_to_seq
+            && view.body().map(|b| pb::MessageBody::decode(b).unwrap()) == send.body
+    }
+
+    proptest! {
+        #[test]
+        fn inbound_frames_mean_what_prost_reads(frame in frame()) {
+            match (decode_inbound(payload(&frame)).unwrap(), frame.kind.clone()) {
+                (Inbound::Send(id, view), Some(Kind::Send(send))) => {
+                    prop_assert_eq!(id, frame.request_id);
+                    prop_assert!(same_send(&view, &send), "{:?} vs {:?}", view, send);
+                }
+                (Inbound::Other(other), _) => prop_assert_eq!(*other, frame),
+                (got, _) => prop_assert!(false, "{:?} for {:?}", got, frame),
+            }
+        }
+
+        #[test]
+        fn arbitrary_payloads_are_refused_or_read_as_prost_reads_them(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            as_send in any::<bool>(),
+        ) {
+            // Wrapped as a Send's bytes half of the time, so the fast path is hit.
+            let bytes = if as_send {
+                let mut wrapped = vec![0x72, bytes.len() as u8];
+                wrapped.truncate(if bytes.len() < 128 { 2 } else { 0 });
+                wrapped.extend_from_slice(&bytes);
+                wrapped
+            } else {
+                bytes
+            };
+            let by_prost = decode_frame(Bytes::from(bytes.clone()));
+            match (decode_inbound(Bytes::from(bytes)), by_prost) {
+                (Ok(Inbound::Send(id, view)), Ok(frame)) => {
+                    prop_assert_eq!(id, frame.request_id);
+                    let Some(Kind::Send(send)) = frame.kind else {
+                        return Err(TestCaseError::fail("prost read another kind"));
+                    };
+                    prop_assert!(same_send(&view, &send));
+                }
+                (Ok(Inbound::Other(a)), Ok(b)) => prop_assert_eq!(*a, b),
+                (Err(_), Err(_)) => {}
+                // Only the body is left to the caller to validate.
+                (Ok(Inbound::Send(_, view)), Err(_)) => {
+                    let body = view.body_bytes().expect("a body that prost refused");
+                    prop_assert!(pb::MessageBody::decode(body).is_err());
+                }
+                (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
+            }
+        }
+
+        #[test]
+        fn plain_text_bodies_read_as_prost_reads_them(
+            body in body(),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+            use_noise in any::<bool>(),
+        ) {
+            let bytes = if use_noise { noise } else { body.encode_to_vec() };
+            if let Some(text) = plain_text_body(&bytes) {
+                let decoded = pb::MessageBody::decode(&bytes[..]).expect("prost reads it too");
+                prop_assert_eq!(decoded.as_text(), Some(text));
+            } else if !use_noise {
+                let is_text = matches!(body.content, Some(pb::message_body::Content::Text(_)));
+                prop_assert!(!is_text, "a plain text body took the slow path");
+            }
+        }
+
+        #[test]
+        fn deliver_is_what_prost_writes(m in message()) {
+            let body = m.body.as_ref().map(|b| b.encode_to_vec()).unwrap_or_default();
+            let m = pb::Message { body: (!body.is_empty()).then(|| m.body.clone().unwrap()), ..m };
+            let conversation: ConversationId = m.conversation.parse().unwrap();
+            let head = DeliverHead {
+                conversation,
+                seq: m.seq,
+                sender: m.sender,
+                sender_device: &m.sender_device,
+                client_msg_id: &m.client_msg_id,
+                server_time_ms: m.server_time_ms,
+                reply_to_seq: m.reply_to_seq,
+                recalled: m.recalled.map(|r| (r.by_user, r.at_ms)),
+            };
+            let expected = encode_frame(&Frame::new(
+                0,
+                Kind::Deliver(pb::Deliver { message: Some(m.clone()) }),
+            ));
+            prop_assert_eq!(deliver_frame(&head, &body), expected);
+        }
+    }
+}

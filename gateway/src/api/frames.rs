@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use courier_protocol::pb::{self, frame::Kind, Frame};
+use courier_protocol::wire::{Inbound, SendView};
 use courier_protocol::{ErrorCode, PROTOCOL_VERSION};
 use courier_storage::HistoryRange;
 use prost::Message as _;
@@ -90,7 +91,11 @@ impl Api {
     /// Handles one frame of an authenticated session. The session awaits this inline,
     /// frame by frame, so what it does before returning happens in frame order (a
     /// send is queued for storage here; only its acknowledgement runs later).
-    pub async fn on_frame(self: &Arc<Self>, ctx: &SessionCtx, frame: Frame) -> Handled {
+    pub async fn on_frame(self: &Arc<Self>, ctx: &SessionCtx, frame: Inbound) -> Handled {
+        let frame = match frame {
+            Inbound::Send(id, send) => return self.on_send(ctx, id, send).await,
+            Inbound::Other(frame) => *frame,
+        };
         let id = frame.request_id;
         let reply = |result: Result<Kind, ApiError>| match result {
             Ok(kind) => Handled::Reply(Frame::new(id, kind)),
@@ -107,15 +112,7 @@ impl Api {
             Kind::Heartbeat(_) => reply(Ok(Kind::HeartbeatAck(pb::HeartbeatAck {
                 server_time_ms: courier_storage::now_ms(),
             }))),
-            Kind::Send(send) => match self.submit_send(ctx.user_id, &ctx.device_id, send).await {
-                Ok(ack) => Handled::Later(Box::pin(async move {
-                    match ack.await {
-                        Ok(ack) => Frame::new(id, Kind::SendAck(ack)),
-                        Err(e) => e.to_frame(id),
-                    }
-                })),
-                Err(e) => Handled::Reply(e.to_frame(id)),
-            },
+            Kind::Send(send) => self.on_send(ctx, id, send.into()).await,
             Kind::DeliveryAck(ack) => match self.delivery_ack(ctx.user_id, &ack) {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),
@@ -170,6 +167,19 @@ impl Api {
                     format!("{name} is a server-to-client frame"),
                 ))
             }
+        }
+    }
+
+    /// Queues a send for storage; the acknowledgement is answered once it is durable.
+    async fn on_send(&self, ctx: &SessionCtx, id: u64, send: SendView) -> Handled {
+        match self.submit_send(ctx.user_id, &ctx.device_id, send).await {
+            Ok(ack) => Handled::Later(Box::pin(async move {
+                match ack.await {
+                    Ok(ack) => Frame::new(id, Kind::SendAck(ack)),
+                    Err(e) => e.to_frame(id),
+                }
+            })),
+            Err(e) => Handled::Reply(e.to_frame(id)),
         }
     }
 

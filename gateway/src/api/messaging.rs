@@ -1,6 +1,7 @@
 //! Messaging: authorize and store sends, page history, move cursors, sync.
 
 use courier_protocol::pb::{self, message_body::Content};
+use courier_protocol::wire::{plain_text_body, SendView};
 use courier_protocol::{ConversationId, ErrorCode};
 use courier_storage::{AppendRequest, HistoryPage, HistoryRange, StoredMessage};
 use prost::Message as _;
@@ -83,7 +84,7 @@ impl Api {
         &self,
         user: u64,
         device: &str,
-        send: pb::Send,
+        send: SendView,
     ) -> Result<pb::SendAck, ApiError> {
         self.submit_send(user, device, send).await?.await
     }
@@ -95,29 +96,41 @@ impl Api {
         &self,
         user: u64,
         device: &str,
-        send: pb::Send,
+        send: SendView,
     ) -> Result<
         impl std::future::Future<Output = Result<pb::SendAck, ApiError>> + Send + 'static,
         ApiError,
     > {
-        let c = self.parse_conversation(&send.conversation)?;
+        let c = self.parse_conversation(send.conversation())?;
         self.authorize_send(user, &c)?;
-        if send.client_msg_id.is_empty()
-            || send.client_msg_id.len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES
+        if send.client_msg_id().is_empty()
+            || send.client_msg_id().len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES
         {
             return Err(ApiError::invalid("client_msg_id must be 1 to 128 bytes"));
         }
-        let body = send
-            .body
+        // Stored and delivered as the client encoded it, once it decodes and passes.
+        let encoded_body = send
+            .body_bytes()
             .ok_or_else(|| ApiError::invalid("a message needs a body"))?;
-        self.validate_body(&body)?;
-        // A media message must point at an available blob the sender uploaded.
-        let media = match &body.content {
-            Some(Content::Media(m)) => {
-                self.check_media_use(user, &m.sha256)?;
-                Some(m.sha256.clone())
+        let media = match plain_text_body(&encoded_body) {
+            Some(text) => {
+                self.validate_text(text)?;
+                None
             }
-            _ => None,
+            None => {
+                let body = pb::MessageBody::decode(encoded_body.clone()).map_err(|e| {
+                    ApiError::new(ErrorCode::MalformedFrame, format!("message body: {e}"))
+                })?;
+                self.validate_body(&body)?;
+                // A media message must point at an available blob the sender uploaded.
+                match &body.content {
+                    Some(Content::Media(m)) => {
+                        self.check_media_use(user, &m.sha256)?;
+                        Some(m.sha256.clone())
+                    }
+                    _ => None,
+                }
+            }
         };
         let ticket = self
             .store
@@ -125,8 +138,8 @@ impl Api {
                 conversation: c,
                 sender: user,
                 sender_device: device.to_owned(),
-                client_msg_id: send.client_msg_id.clone(),
-                body: body.encode_to_vec().into(),
+                client_msg_id: send.client_msg_id().to_owned(),
+                body: encoded_body,
                 reply_to_seq: send.reply_to_seq,
             })
             .await?;
@@ -138,8 +151,8 @@ impl Api {
                 store.update_blob(&sha256, |b| b.referenced = true)?;
             }
             Ok(pb::SendAck {
-                client_msg_id: send.client_msg_id,
-                conversation: send.conversation,
+                client_msg_id: send.client_msg_id().to_owned(),
+                conversation: send.conversation().to_owned(),
                 seq: appended.seq,
                 server_time_ms: appended.server_time_ms,
                 duplicate: appended.duplicate,
@@ -147,17 +160,23 @@ impl Api {
         })
     }
 
+    fn validate_text(&self, text: &str) -> Result<(), ApiError> {
+        if text.is_empty() {
+            return Err(ApiError::invalid("text is empty"));
+        }
+        if text.len() > self.config.max_text_bytes {
+            return Err(ApiError::new(
+                ErrorCode::TextTooLong,
+                format!("text is longer than {} bytes", self.config.max_text_bytes),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_body(&self, body: &pb::MessageBody) -> Result<(), ApiError> {
         match &body.content {
             None => Err(ApiError::invalid("a message body needs content")),
-            Some(Content::Text(t)) if t.text.is_empty() => Err(ApiError::invalid("text is empty")),
-            Some(Content::Text(t)) if t.text.len() > self.config.max_text_bytes => {
-                Err(ApiError::new(
-                    ErrorCode::TextTooLong,
-                    format!("text is longer than {} bytes", self.config.max_text_bytes),
-                ))
-            }
-            Some(Content::Text(_)) => Ok(()),
+            Some(Content::Text(t)) => self.validate_text(&t.text),
             Some(Content::Media(m)) if m.url.is_empty() => {
                 Err(ApiError::invalid("media needs a url"))
             }

@@ -2,17 +2,16 @@
 //!
 //! The store calls [`Router::committed`] from a shard writer thread once a batch is
 //! durable, in seq order per conversation. Each message becomes one `Deliver` frame,
-//! encoded once; the same `Bytes` is queued to every online device of every recipient
+//! written once around the stored body bytes (never decoded here); the same `Bytes` is queued to every online device of every recipient
 //! (and the sender's other devices) without blocking: a full queue closes that slow
 //! device, which catches up by seq when it returns.
 
 use std::sync::Arc;
 
-use courier_protocol::pb::{self, frame::Kind, Frame};
-use courier_protocol::{encode_frame, ConversationId};
+use courier_protocol::wire::{deliver_frame, DeliverHead};
+use courier_protocol::ConversationId;
 use courier_storage::{CommitListener, StoredMessage};
 
-use crate::api::convert;
 use crate::api::members::MemberCache;
 use crate::connection::registry::Registry;
 
@@ -32,13 +31,19 @@ impl Router {
 impl CommitListener for Router {
     fn committed(&self, messages: &[StoredMessage]) {
         for m in messages {
-            let frame = Frame::new(
-                0,
-                Kind::Deliver(pb::Deliver {
-                    message: Some(convert::to_pb(m)),
-                }),
+            let wire = deliver_frame(
+                &DeliverHead {
+                    conversation: m.conversation,
+                    seq: m.seq,
+                    sender: m.sender,
+                    sender_device: &m.sender_device,
+                    client_msg_id: &m.client_msg_id,
+                    server_time_ms: m.server_time_ms,
+                    reply_to_seq: m.reply_to_seq,
+                    recalled: m.recalled.map(|r| (r.by_user, r.at_ms)),
+                },
+                &m.body,
             );
-            let wire = encode_frame(&frame);
             let skip = Some((m.sender, m.sender_device.as_str()));
             match m.conversation {
                 ConversationId::Direct { low, high } => {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use courier_protocol::pb::{frame::Kind, Frame};
+use courier_protocol::wire::{decode_inbound, Inbound};
 use courier_protocol::{decode_frame, encode_frame, CodecError, ErrorCode, FrameCodec};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
@@ -105,7 +106,7 @@ pub async fn run<R, W>(
                 };
                 last_seen = Instant::now();
                 api.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-                let frame = match decode_frame(payload) {
+                let frame = match decode_inbound(payload) {
                     Ok(frame) => frame,
                     Err(e) => {
                         bad_frames += 1;
@@ -119,7 +120,7 @@ pub async fn run<R, W>(
                         continue;
                     }
                 };
-                if frame.kind.is_none() {
+                if matches!(&frame, Inbound::Other(f) if f.kind.is_none()) {
                     bad_frames += 1;
                     if bad_frames > config.max_bad_frames {
                         break End::Close(ErrorCode::ProtocolViolation, "too many unknown frames".into());
