@@ -254,39 +254,42 @@ async fn main() -> anyhow::Result<()> {
     if let Scenario::ReconnectWorker = args.scenario {
         return reconnect_storm::worker(args.server).await;
     }
-    let (spawned, ctx) = if args.spawn_server {
+    // Where the server is: one this run starts, or the one the flags name.
+    let (spawned, tcp, http, quic, cert_sha256, pid) = if args.spawn_server {
         let s = spawn_server()?;
-        let ctx = Bench {
-            http: HttpClient::new(&s.http),
-            dialer: Dialer::new(
-                args.transport,
-                &s.tcp,
-                s.quic.as_deref(),
-                s.cert_sha256.as_deref(),
-            )?,
-            tcp: s.tcp.clone(),
-            quic: s.quic.clone(),
-            cert_sha256: s.cert_sha256.clone(),
-            pid: Some(s.pid),
-            args,
-        };
-        (Some(s.process), ctx)
+        (
+            Some(s.process),
+            s.tcp,
+            s.http,
+            s.quic,
+            s.cert_sha256,
+            Some(s.pid),
+        )
     } else {
-        let ctx = Bench {
-            http: HttpClient::new(&args.http),
-            dialer: Dialer::new(
-                args.transport,
-                &args.server,
-                Some(&args.quic),
-                args.cert_sha256.as_deref(),
-            )?,
-            tcp: args.server.clone(),
-            quic: Some(args.quic.clone()),
-            cert_sha256: args.cert_sha256.clone(),
-            pid: args.server_pid,
-            args,
-        };
-        (None, ctx)
+        let a = &args;
+        let (quic, cert) = (Some(a.quic.clone()), a.cert_sha256.clone());
+        (
+            None,
+            a.server.clone(),
+            a.http.clone(),
+            quic,
+            cert,
+            a.server_pid,
+        )
+    };
+    let ctx = Bench {
+        http: HttpClient::new(&http),
+        dialer: Dialer::new(
+            args.transport,
+            &tcp,
+            quic.as_deref(),
+            cert_sha256.as_deref(),
+        )?,
+        tcp,
+        quic,
+        cert_sha256,
+        pid,
+        args,
     };
     let limit = Duration::from_secs(ctx.args.timeout_secs);
     let line = match tokio::time::timeout(limit, run(&ctx)).await {

@@ -145,13 +145,12 @@ impl QuicConnector {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(keep_alive));
         config.transport_config(Arc::new(transport));
-        let mut endpoint = quinn::Endpoint::new(
+        let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             None,
             client_socket()?,
             Arc::new(quinn::TokioRuntime),
         )?;
-        endpoint.set_default_client_config(config.clone());
         Ok(Self {
             zero_rtt: Arc::default(),
             endpoint,

@@ -103,8 +103,9 @@ impl Api {
     > {
         let c = self.parse_conversation(send.conversation())?;
         self.authorize_send(user, &c)?;
-        if send.client_msg_id().is_empty()
-            || send.client_msg_id().len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES
+        let client_msg_id = send.client_msg_id().to_owned();
+        if client_msg_id.is_empty()
+            || client_msg_id.len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES
         {
             return Err(ApiError::invalid("client_msg_id must be 1 to 128 bytes"));
         }
@@ -138,7 +139,7 @@ impl Api {
                 conversation: c,
                 sender: user,
                 sender_device: device.to_owned(),
-                client_msg_id: send.client_msg_id().to_owned(),
+                client_msg_id: client_msg_id.clone(),
                 body: encoded_body,
                 reply_to_seq: send.reply_to_seq,
             })
@@ -151,7 +152,7 @@ impl Api {
                 store.update_blob(&sha256, |b| b.referenced = true)?;
             }
             Ok(pb::SendAck {
-                client_msg_id: send.client_msg_id().to_owned(),
+                client_msg_id,
                 conversation: send.conversation().to_owned(),
                 seq: appended.seq,
                 server_time_ms: appended.server_time_ms,
