@@ -14,7 +14,7 @@ fn fanout(c: &mut Criterion) {
         let mut queues = Vec::new();
         for user in 1..=members {
             let (outbound, rx) = Outbound::channel(1024);
-            registry.register(user, user, "phone".into(), outbound);
+            registry.register(user, user, "phone".into(), [0; 32], outbound);
             queues.push(rx);
         }
         let ids: Vec<u64> = (1..=members).collect();

@@ -76,6 +76,10 @@ struct Args {
     /// The server's pid, to read its RSS and CPU from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The server's admin token, for its operator routes (presence-storm reads
+    /// `/v1/stats`); `--spawn-server` makes one.
+    #[arg(long, env = "COURIER_ADMIN_TOKEN", default_value = "")]
+    admin_token: String,
     /// Connections (idle), pairs (pair, pair-light), members (group).
     #[arg(long)]
     n: Option<usize>,
@@ -126,6 +130,7 @@ struct SpawnedServer {
     quic: Option<String>,
     cert_sha256: Option<String>,
     pid: u32,
+    admin_token: String,
 }
 
 fn spawn_server() -> anyhow::Result<SpawnedServer> {
@@ -139,6 +144,13 @@ fn spawn_server() -> anyhow::Result<SpawnedServer> {
         );
     }
     let dir = tempfile::tempdir()?;
+    // Unguessable enough for a temporary server on loopback: pid, time and an address.
+    let admin_token = format!(
+        "bench-{:x}-{:x}-{:p}",
+        std::process::id(),
+        courier_sdk_now(),
+        &dir
+    );
     let mut child = std::process::Command::new(&courier)
         .args([
             "serve",
@@ -159,6 +171,11 @@ fn spawn_server() -> anyhow::Result<SpawnedServer> {
         // quic-scale holds 100,000 connections; presence-storm pushes for 5,000 friends.
         .env("COURIER_MAX_CONNECTIONS", "250000")
         .env("COURIER_PRESENCE_PUSH_MAX_FRIENDS", "100000")
+        // A load generator is one client address doing what thousands of users do:
+        // rate limits off, and group members added without invitations.
+        .env("COURIER_RATE_LIMITS", "off")
+        .env("COURIER_GROUP_ADD_POLICY", "anyone")
+        .env("COURIER_ADMIN_TOKEN", &admin_token)
         .env("COURIER_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -174,6 +191,7 @@ fn spawn_server() -> anyhow::Result<SpawnedServer> {
         quic: v["quic"].as_str().map(str::to_owned),
         cert_sha256: v["cert_sha256"].as_str().map(str::to_owned),
         pid,
+        admin_token,
     })
 }
 
@@ -243,6 +261,8 @@ struct Bench {
     tcp: String,
     dialer: Dialer,
     http: HttpClient,
+    /// The HTTP client with the admin token (operator routes).
+    admin: HttpClient,
     quic: Option<String>,
     cert_sha256: Option<String>,
     pid: Option<u32>,
@@ -255,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
         return reconnect_storm::worker(args.server).await;
     }
     // Where the server is: one this run starts, or the one the flags name.
-    let (spawned, tcp, http, quic, cert_sha256, pid) = if args.spawn_server {
+    let (spawned, tcp, http, quic, cert_sha256, pid, admin_token) = if args.spawn_server {
         let s = spawn_server()?;
         (
             Some(s.process),
@@ -264,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
             s.quic,
             s.cert_sha256,
             Some(s.pid),
+            s.admin_token,
         )
     } else {
         let a = &args;
@@ -275,10 +296,12 @@ async fn main() -> anyhow::Result<()> {
             quic,
             cert,
             a.server_pid,
+            a.admin_token.clone(),
         )
     };
     let ctx = Bench {
         http: HttpClient::new(&http),
+        admin: HttpClient::new(&http).with_token(&admin_token),
         dialer: Dialer::new(
             args.transport,
             &tcp,

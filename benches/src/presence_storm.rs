@@ -54,7 +54,7 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
     let settle = Duration::from_millis(ctx.args.settle_ms);
     tokio::time::sleep(settle).await;
 
-    let stats0 = ctx.http.stats().await?;
+    let stats0 = ctx.admin.stats().await?;
     let seen0 = frames_seen.load(Ordering::Relaxed);
     let before = ctx.pid.and_then(proc_stats);
     let started = Instant::now();
@@ -72,7 +72,7 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
     let storm_s = started.elapsed().as_secs_f64();
     // Let the grace period and the coalescing window run out.
     tokio::time::sleep(settle).await;
-    let stats1 = ctx.http.stats().await?;
+    let stats1 = ctx.admin.stats().await?;
     let received = frames_seen.load(Ordering::Relaxed) - seen0;
 
     let delta = |k: &str| {

@@ -22,6 +22,8 @@ impl Target {
             max_group_members: 100_000,
             max_connections: 250_000,
             presence_push_max_friends: 100_000,
+            rate_limits: courier_gateway::config::Switch::Off,
+            group_add_policy: courier_gateway::config::GroupAddPolicy::Anyone,
             ..Config::for_tests(dir.path())
         };
         let server = Server::start(config).await.unwrap();
@@ -35,6 +37,7 @@ impl Target {
             .args(args)
             .args(["--server", &self.server.tcp_addr().to_string()])
             .args(["--http", &format!("http://{}", self.server.http_addr())])
+            .args(["--admin-token", &self.server.api().config.admin_token])
             .args(["--quic", &self.server.quic_addr().unwrap().to_string()])
             .args(["--cert-sha256", self.server.cert_fingerprint().unwrap()])
             .args(["--server-pid", &std::process::id().to_string()])

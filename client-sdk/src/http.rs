@@ -120,6 +120,29 @@ impl HttpClient {
             .await
     }
 
+    /// Revokes this client's token; the sessions it opened end with `LOGGED_OUT`.
+    pub async fn logout(&self) -> Result<()> {
+        self.call_empty(self.http.post(self.url("/v1/logout")))
+            .await
+    }
+
+    /// Revokes every token of the user and ends all its sessions; returns how many
+    /// tokens were revoked.
+    pub async fn logout_everywhere(&self) -> Result<u64> {
+        let v: Value = self
+            .call(self.http.post(self.url("/v1/logout/all")))
+            .await?;
+        Ok(v["revoked_tokens"].as_u64().unwrap_or(0))
+    }
+
+    /// Changes the password; every other token of the user is revoked (this one
+    /// stays valid).
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<()> {
+        let body = serde_json::json!({"current_password": current, "new_password": new});
+        self.call_empty(self.http.post(self.url("/v1/password")).json(&body))
+            .await
+    }
+
     /// The account the token belongs to.
     pub async fn me(&self) -> Result<UserInfo> {
         self.call(self.http.get(self.url("/v1/me"))).await
@@ -398,6 +421,29 @@ impl HttpClient {
         .await
     }
 
+    /// Pending invitations to groups (`{invitations: [{group_id, name, inviter, ...}]}`).
+    pub async fn invitations(&self) -> Result<Value> {
+        self.call(self.http.get(self.url("/v1/invitations"))).await
+    }
+
+    /// Accepts an invitation: joins the group.
+    pub async fn accept_invitation(&self, group_id: u64) -> Result<Group> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/invitations/{group_id}/accept"))),
+        )
+        .await
+    }
+
+    /// Declines an invitation.
+    pub async fn decline_invitation(&self, group_id: u64) -> Result<()> {
+        self.call_empty(
+            self.http
+                .delete(self.url(&format!("/v1/invitations/{group_id}"))),
+        )
+        .await
+    }
+
     /// Removes a member.
     pub async fn remove_member(&self, group_id: u64, user_id: u64) -> Result<()> {
         self.call_empty(
@@ -476,9 +522,33 @@ impl HttpClient {
         self.call(req.query(&[("users", list.join(","))])).await
     }
 
-    /// Presence and receipt counters.
+    /// The Prometheus metrics text (an operator route: needs the admin token, or a
+    /// client of the admin listener).
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(self
+            .send(self.http.get(self.url("/metrics")))
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// Presence and receipt counters (an operator route: needs the admin token).
     pub async fn stats(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/v1/stats"))).await
+    }
+
+    /// A fresh signed link to blob `id`: one the caller uploaded, or (with
+    /// `message`) one carried by that message of a conversation the caller reads.
+    pub async fn media_url(
+        &self,
+        id: &str,
+        message: Option<(&ConversationId, u64)>,
+    ) -> Result<Media> {
+        let mut req = self.http.post(self.url(&format!("/v1/media/{id}/url")));
+        if let Some((c, seq)) = message {
+            req = req.query(&[("conversation", c.to_string()), ("seq", seq.to_string())]);
+        }
+        self.call(req).await
     }
 
     /// Uploads a file's bytes (streamed from `path`); the server sniffs the type.

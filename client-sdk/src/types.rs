@@ -118,6 +118,12 @@ pub struct AddedMembers {
     /// Not added: the group is full.
     #[serde(default)]
     pub over_limit: Vec<u64>,
+    /// Invited: they join when they accept (the server's `group_add_policy`).
+    #[serde(default)]
+    pub invited: Vec<u64>,
+    /// Neither added nor invited: a block stands between the adder and them.
+    #[serde(default)]
+    pub refused: Vec<u64>,
 }
 
 /// One entry of the conversation list.
@@ -187,7 +193,8 @@ pub struct Media {
 }
 
 impl Media {
-    /// The message body that shares this blob (`name` is the file name shown).
+    /// The message body that shares this blob (`name` is the file name shown). The
+    /// server fills in kind, url, mime, size and dimensions from the stored blob.
     pub fn body(&self, name: &str) -> crate::pb::MessageBody {
         use crate::pb;
         let kind = match self.mime.split('/').next() {

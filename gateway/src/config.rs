@@ -54,12 +54,30 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Time a new connection has to complete Hello, in ms.
     pub handshake_timeout_ms: u64,
+    /// Longest one write to a client may take, in ms (capped at `idle_timeout_ms`): a
+    /// peer that stops reading is closed as a slow consumer after this long. Also the
+    /// TCP user timeout of every connection.
+    pub write_timeout_ms: u64,
+    /// An HTTP request's head (request line and headers) must arrive within this, in ms.
+    pub http_header_timeout_ms: u64,
+    /// An HTTP request must be answered within this, in ms (uploads excepted: their
+    /// body is bounded by `http_body_timeout_ms` between chunks instead).
+    pub http_request_timeout_ms: u64,
+    /// A request body that sends nothing for this long is abandoned, in ms.
+    pub http_body_timeout_ms: u64,
+    /// An HTTP connection with no request in hand that moves no byte for this long is
+    /// closed (idle keep-alive), in ms.
+    pub http_idle_timeout_ms: u64,
     /// Malformed or unknown frames a connection may send before it is closed.
     pub max_bad_frames: u32,
     /// How long shutdown waits for in-flight work, in ms.
     pub shutdown_grace_ms: u64,
     /// Most members a group may have.
     pub max_group_members: u64,
+    /// Who may be put in a group by someone else: `invite` (the default: everyone
+    /// is invited and joins on accepting), `friends` (the adder's friends are added at
+    /// once, others invited) or `anyone` (added at once). Never across a block.
+    pub group_add_policy: GroupAddPolicy,
     /// Groups whose member lists are kept in memory.
     pub member_cache_groups: usize,
     /// Devices one user may have bound.
@@ -95,6 +113,40 @@ pub struct Config {
     pub media_allowed_types: Vec<String>,
     /// Uploads one user may start per minute.
     pub media_uploads_per_minute: u32,
+    /// `on` (the default) or `off`: every rate limit at once (`off` is for benchmarks
+    /// and load tests; also `COURIER_RATE_LIMITS=off`).
+    pub rate_limits: Switch,
+    /// Messages one user may send per minute (a bucket this deep, refilled over a
+    /// minute).
+    pub rate_sends_per_minute: u32,
+    /// Messages one user may send per minute to people who are not friends and have
+    /// never answered in that conversation.
+    pub rate_stranger_sends_per_minute: u32,
+    /// Groups one user may create per hour.
+    pub rate_groups_per_hour: u32,
+    /// Users one user may add or invite to groups per minute.
+    pub rate_member_adds_per_minute: u32,
+    /// Friend requests one user may make per hour.
+    pub rate_friend_requests_per_hour: u32,
+    /// Presence queries and subscriptions one user may make per minute.
+    pub rate_presence_queries_per_minute: u32,
+    /// Login attempts one client address may make per minute.
+    pub rate_logins_per_address_per_minute: u32,
+    /// Failed logins of one account (four times as many for one address) before each
+    /// further failure locks it out for 1 s, 2 s, 4 s, ... up to `login_backoff_max_secs`.
+    pub login_free_failures: u32,
+    /// Longest login lock-out, in seconds.
+    pub login_backoff_max_secs: u64,
+    /// Accounts one client address may register per hour.
+    pub rate_registrations_per_address_per_hour: u32,
+    /// HTTP requests one user may make per minute.
+    pub rate_http_per_user_per_minute: u32,
+    /// HTTP requests one client address may make per minute.
+    pub rate_http_per_address_per_minute: u32,
+    /// Password hashes (login, registration) computed at once; 0 = half the cores.
+    pub password_hash_concurrency: usize,
+    /// Password hashes that may wait for a slot; past it the answer is `OVERLOADED`.
+    pub password_hash_queue: usize,
     /// Lifetime of a signed download URL, in seconds.
     pub media_url_ttl_secs: u64,
     /// SHA-256 hashes (hex) refused at upload and never served.
@@ -104,8 +156,13 @@ pub struct Config {
     pub media_moderation_webhook: String,
     /// Blobs no message refers to are deleted after this long, in seconds.
     pub media_gc_grace_secs: u64,
-    /// Bearer secret for the operator routes under `/v1/admin`; empty = disabled.
+    /// Bearer secret for the operator routes (`/v1/admin/...`, `/metrics`,
+    /// `/v1/stats`) on the public listener; empty = they answer 403 there.
     pub admin_token: String,
+    /// A second HTTP listener for operators: `/metrics`, `/v1/stats` and `/v1/health`
+    /// without a token (bind it where only operators and Prometheus reach it); empty =
+    /// none.
+    pub admin_addr: String,
     /// How many of a conversation's newest messages history serves (0 = all);
     /// pulls past it return nothing and say where retention starts.
     pub history_retention_messages: u64,
@@ -166,9 +223,15 @@ impl Default for Config {
             heartbeat_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
             handshake_timeout_ms: 10_000,
+            write_timeout_ms: 30_000,
+            http_header_timeout_ms: 10_000,
+            http_request_timeout_ms: 30_000,
+            http_body_timeout_ms: 30_000,
+            http_idle_timeout_ms: 30_000,
             max_bad_frames: 8,
             shutdown_grace_ms: 5_000,
             max_group_members: 2_000,
+            group_add_policy: GroupAddPolicy::Invite,
             member_cache_groups: 100_000,
             max_devices_per_user: 5,
             device_limit_policy: DeviceLimitPolicy::KickOldest,
@@ -205,11 +268,27 @@ impl Default for Config {
             .map(String::from)
             .to_vec(),
             media_uploads_per_minute: 60,
+            rate_limits: Switch::On,
+            rate_sends_per_minute: 600,
+            rate_stranger_sends_per_minute: 10,
+            rate_groups_per_hour: 20,
+            rate_member_adds_per_minute: 200,
+            rate_friend_requests_per_hour: 60,
+            rate_presence_queries_per_minute: 120,
+            rate_logins_per_address_per_minute: 30,
+            login_free_failures: 5,
+            login_backoff_max_secs: 900,
+            rate_registrations_per_address_per_hour: 20,
+            rate_http_per_user_per_minute: 1200,
+            rate_http_per_address_per_minute: 3000,
+            password_hash_concurrency: 0,
+            password_hash_queue: 64,
             media_url_ttl_secs: 7 * 24 * 3600,
             media_blocklist: Vec::new(),
             media_moderation_webhook: String::new(),
             media_gc_grace_secs: 24 * 3600,
             admin_token: String::new(),
+            admin_addr: String::new(),
             history_retention_messages: 0,
             history_retention_days: 0,
             lifecycle_interval_secs: 3600,
@@ -230,6 +309,28 @@ impl Default for Config {
             token_ttl_secs: 30 * 24 * 3600,
         }
     }
+}
+
+/// How users come to be in a group someone else manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupAddPolicy {
+    /// Everyone added is invited and joins on accepting.
+    Invite,
+    /// The adder's friends join at once; others are invited.
+    Friends,
+    /// Everyone added joins at once.
+    Anyone,
+}
+
+/// A feature switch: `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Switch {
+    /// Enforced.
+    On,
+    /// Not enforced.
+    Off,
 }
 
 /// What to do when a login from a new device would exceed the device cap.
@@ -261,6 +362,9 @@ pub enum ConfigError {
     Invalid(&'static str),
 }
 
+/// The admin token of [`Config::for_tests`].
+pub const TEST_ADMIN_TOKEN: &str = "courier-test-admin-token";
+
 impl Config {
     /// Defaults for tests: ephemeral loopback ports, the given data directory, cheap
     /// password hashing.
@@ -275,6 +379,12 @@ impl Config {
             password_memory_kib: 64,
             password_iterations: 1,
             shutdown_grace_ms: 2_000,
+            // The suites register hundreds of users and send thousands of messages
+            // from one loopback address, and build groups by adding members; the
+            // abuse suite turns both defaults back on.
+            rate_limits: Switch::Off,
+            group_add_policy: GroupAddPolicy::Anyone,
+            admin_token: TEST_ADMIN_TOKEN.into(),
             ..Self::default()
         }
     }
@@ -359,6 +469,19 @@ impl Config {
                 "idle_timeout_ms must exceed heartbeat_interval_ms",
             ));
         }
+        if self.write_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("write_timeout_ms must be positive"));
+        }
+        if [
+            self.http_header_timeout_ms,
+            self.http_request_timeout_ms,
+            self.http_body_timeout_ms,
+            self.http_idle_timeout_ms,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError::Invalid("HTTP timeouts must be positive"));
+        }
         if self.max_group_members < 2 || self.max_group_members > 1_000_000 {
             return Err(ConfigError::Invalid(
                 "max_group_members must be 2..=1000000",
@@ -366,6 +489,11 @@ impl Config {
         }
         if !self.tls_addr.is_empty() && self.tls_addr.parse::<SocketAddr>().is_err() {
             return Err(ConfigError::Invalid("tls_addr must be empty or an address"));
+        }
+        if !self.admin_addr.is_empty() && self.admin_addr.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(
+                "admin_addr must be empty or an address",
+            ));
         }
         if self.max_devices_per_user == 0 {
             return Err(ConfigError::Invalid(
@@ -412,6 +540,30 @@ impl Config {
         Duration::from_millis(self.handshake_timeout_ms)
     }
 
+    /// `write_timeout_ms` (at most `idle_timeout_ms`) as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms.min(self.idle_timeout_ms))
+    }
+
+    /// The limits of the HTTP listener.
+    pub fn http_limits(&self) -> crate::connection::http::HttpLimits {
+        crate::connection::http::HttpLimits {
+            header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+            grace: self.shutdown_grace(),
+        }
+    }
+
+    /// How many password hashes may run at once.
+    pub fn password_hash_slots(&self) -> usize {
+        match self.password_hash_concurrency {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .max(1),
+            n => n,
+        }
+    }
+
     /// `shutdown_grace_ms` as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
@@ -455,5 +607,14 @@ mod tests {
         let env = vec![("COURIER_SHARDS".to_string(), "0".to_string())];
         assert!(Config::load(None, env).is_err());
         assert_eq!(Config::load(None, Vec::new()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn rate_limits_are_on_by_default_and_one_variable_turns_them_off() {
+        assert_eq!(Config::default().rate_limits, Switch::On);
+        let env = vec![("COURIER_RATE_LIMITS".to_string(), "off".to_string())];
+        assert_eq!(Config::load(None, env).unwrap().rate_limits, Switch::Off);
+        let env = vec![("COURIER_RATE_LIMITS".to_string(), "maybe".to_string())];
+        assert!(Config::load(None, env).is_err());
     }
 }

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// A human-readable explanation without internals.
     pub message: String,
+    /// For `RATE_LIMITED` and `OVERLOADED`: when to try again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -25,7 +27,24 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// `RATE_LIMITED`: try again after `wait`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self::new(ErrorCode::RateLimited, message).retry_after(wait)
+    }
+
+    /// `OVERLOADED`: the server sheds this request; try again after `wait`.
+    pub fn overloaded(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self::new(ErrorCode::Overloaded, message).retry_after(wait)
+    }
+
+    /// The same error, telling the client when to try again.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     /// `INVALID_ARGUMENT`.
@@ -46,7 +65,13 @@ impl ApiError {
 
     /// The `Error` frame answering request `request_id`.
     pub fn to_frame(&self, request_id: u64) -> Frame {
-        Frame::error(request_id, self.code, self.message.clone())
+        let mut frame = Frame::error(request_id, self.code, self.message.clone());
+        if let (Some(wait), Some(courier_protocol::pb::frame::Kind::Error(e))) =
+            (self.retry_after, frame.kind.as_mut())
+        {
+            e.retry_after_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
+        }
+        frame
     }
 
     /// The code's short name, e.g. `bad_token`.
@@ -66,6 +91,7 @@ impl ApiError {
             }
             ErrorCode::AlreadyExists => StatusCode::CONFLICT,
             ErrorCode::RateLimited | ErrorCode::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Overloaded | ErrorCode::GoingAway => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Internal | ErrorCode::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
@@ -118,7 +144,16 @@ impl IntoResponse for ApiError {
             "name": self.name(),
             "message": self.message,
         });
-        (self.http_status(), axum::Json(body)).into_response()
+        let mut response = (self.http_status(), axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: `Retry-After: 0` would invite a retry storm.
+            let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }
 
@@ -132,5 +167,20 @@ mod tests {
         assert_eq!(ErrorCode::BadToken as i32, 201);
         let e: ApiError = StorageError::NameTaken.into();
         assert_eq!(e.http_status(), StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn a_rate_limit_says_when_to_retry() {
+        let e = ApiError::rate_limited("slow down", std::time::Duration::from_millis(1500));
+        let response = e.clone().into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "2");
+        match e.to_frame(7).kind {
+            Some(courier_protocol::pb::frame::Kind::Error(err)) => {
+                assert_eq!(err.code, ErrorCode::RateLimited as i32);
+                assert_eq!(err.retry_after_ms, 1500);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

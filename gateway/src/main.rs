@@ -112,6 +112,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         http = %server.http_addr(),
         quic = ?server.quic_addr(),
         tls = ?server.tls_addr(),
+        admin = ?server.admin_addr(),
         cert_sha256 = server.cert_fingerprint().unwrap_or("-"),
         data_dir = %data_dir.display(),
         "courier is serving"
@@ -123,6 +124,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "http": format!("http://{}", server.http_addr()),
         "quic": server.quic_addr().map(|a| a.to_string()),
         "tls": server.tls_addr().map(|a| a.to_string()),
+        "admin": server.admin_addr().map(|a| format!("http://{a}")),
         "cert_sha256": server.cert_fingerprint(),
         "data_dir": data_dir.display().to_string(),
     });

@@ -47,6 +47,11 @@ pub struct Metrics {
     pub frames_out: AtomicU64,
     /// Write syscalls (batches) to clients.
     pub writes: AtomicU64,
+    /// Sessions closed because the client did not keep up (full queue or a write
+    /// past its deadline).
+    pub slow_closes: AtomicU64,
+    /// Of those, sessions whose write missed its deadline (the peer stopped reading).
+    pub stalled_writes: AtomicU64,
 }
 
 impl Metrics {
@@ -157,6 +162,62 @@ pub fn render(api: &Api) -> String {
         "courier_slow_consumer_closes_total",
         "Sessions closed because their outbound queue was full.",
         api.registry.slow_consumers(),
+    );
+    counter(
+        &mut out,
+        "courier_slow_sessions_closed_total",
+        "Sessions closed as slow consumers (queue full, or a write past write_timeout_ms).",
+        load(&m.slow_closes),
+    );
+    counter(
+        &mut out,
+        "courier_stalled_writes_total",
+        "Sessions whose write missed its deadline (the peer stopped reading).",
+        load(&m.stalled_writes),
+    );
+    gauge(
+        &mut out,
+        "courier_connections_open",
+        "Connections holding a place in the process-wide budget (all listeners).",
+        api.connections.open() as i64,
+    );
+    gauge(
+        &mut out,
+        "courier_connections_max",
+        "The process-wide connection budget.",
+        api.connections.max_total() as i64,
+    );
+    gauge(
+        &mut out,
+        "courier_connections_max_descriptors",
+        "Connections that may hold a file descriptor (TCP, TLS, HTTP), after the descriptor limit.",
+        api.connections.max_descriptors() as i64,
+    );
+    counter(
+        &mut out,
+        "courier_connections_refused_total",
+        "Connections refused past the budget (answered OVERLOADED).",
+        api.connections.refused(),
+    );
+    let _ = writeln!(out, "# HELP courier_rate_limited_total Requests refused by a rate limit, by limit.\n# TYPE courier_rate_limited_total counter");
+    for (limit, n) in api.limits.refused() {
+        let _ = writeln!(
+            out,
+            "courier_rate_limited_total{{limit=\"{}\"}} {n}",
+            limit.name()
+        );
+    }
+    gauge(
+        &mut out,
+        "courier_rate_limit_keys",
+        "Users and addresses the rate limits hold state for.",
+        api.limits.keys() as i64,
+    );
+    counter(
+        &mut out,
+        "courier_password_hashes_shed_total",
+        "Logins and registrations answered OVERLOADED because password hashing was saturated.",
+        api.passwords.shed_count(),
     );
     let stats = api.store.commit_stats();
     counter(

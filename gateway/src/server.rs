@@ -14,6 +14,7 @@ use crate::api::receipts::Receipts;
 use crate::api::router::Router;
 use crate::api::{http, Api};
 use crate::config::Config;
+use crate::connection::limits::ConnectionBudget;
 use crate::connection::registry::Registry;
 use crate::connection::{certs, quic, tcp};
 
@@ -52,6 +53,7 @@ pub struct Server {
     http_addr: SocketAddr,
     quic_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     cert_fingerprint: Option<String>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -93,6 +95,12 @@ impl Server {
             media: crate::media::Media::open(&config)
                 .map_err(|source| StartError::Media { source })?,
             metrics: crate::metrics::Metrics::default(),
+            connections: ConnectionBudget::for_process(config.max_connections),
+            limits: crate::api::limits::RateLimits::new(&config),
+            passwords: crate::api::accounts::PasswordGate::new(
+                config.password_hash_slots(),
+                config.password_hash_queue,
+            ),
         });
         if config.lifecycle_interval_secs > 0 {
             let (api, shutdown) = (api.clone(), shutdown.clone());
@@ -105,6 +113,21 @@ impl Server {
                         _ = tick.tick() => {
                             api.run_lifecycle(courier_storage::now_ms()).await;
                         }
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            });
+        }
+
+        {
+            // Rate-limit keys of clients gone quiet are forgotten every minute.
+            let (api, shutdown) = (api.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => api.limits.sweep(),
                         _ = shutdown.cancelled() => break,
                     }
                 }
@@ -132,6 +155,7 @@ impl Server {
         tasks.spawn(tcp::serve(
             tcp_listener,
             api.clone(),
+            api.connections.clone(),
             shutdown.clone(),
             tasks.clone(),
             None,
@@ -185,27 +209,47 @@ impl Server {
             tasks.spawn(tcp::serve(
                 listener,
                 api.clone(),
+                api.connections.clone(),
                 shutdown.clone(),
                 tasks.clone(),
                 Some(acceptor),
             ));
         }
-        let app = http::router(api.clone());
-        let http_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(http_listener, app)
-                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "http server failed");
-            }
-        });
+        let mut admin_addr = None;
+        if !config.admin_addr.is_empty() {
+            let addr: SocketAddr = config.admin_addr.parse().map_err(|_| {
+                crate::config::ConfigError::Invalid("admin_addr must be empty or an address")
+            })?;
+            let listener = bind(addr).await?;
+            admin_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            );
+            tasks.spawn(crate::connection::http::serve(
+                listener,
+                http::operator_router(api.clone()),
+                api.connections.clone(),
+                config.http_limits(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+        tasks.spawn(crate::connection::http::serve(
+            http_listener,
+            http::router(api.clone()),
+            api.connections.clone(),
+            config.http_limits(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
         Ok(Self {
             api,
             tcp_addr,
             http_addr,
             quic_addr,
             tls_addr,
+            admin_addr,
             cert_fingerprint: cert.map(|c| c.fingerprint),
             shutdown,
             tasks,
@@ -225,6 +269,11 @@ impl Server {
     /// Where TLS over TCP listens, if enabled.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// Where the operator listener listens, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Hex SHA-256 of the QUIC/TLS certificate, for clients to pin.

@@ -115,7 +115,9 @@ async fn unknown_and_malformed_frames_get_errors_and_the_session_goes_on() {
     // A Send whose body is not a MessageBody, or whose text is not UTF-8: refused
     // with MALFORMED_FRAME for that request, nothing stored, connection stays.
     let bob = t.user("bob").await;
-    let conversation = format!("d:{}:{}", alice.user_id, bob.user_id);
+    let conversation = ConversationId::direct(alice.user_id, bob.user_id)
+        .unwrap()
+        .to_string();
     for (i, body) in [&[0xff, 0xff][..], &[0x52, 0x03, 0x0a, 0x01, 0xc3][..]]
         .into_iter()
         .enumerate()

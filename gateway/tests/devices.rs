@@ -53,8 +53,12 @@ async fn the_oldest_device_is_kicked_past_the_cap() {
         .all(|d| d["online"] == true));
     // A known device logs in again without kicking anyone.
     let (_d3b, _e3b) = t.connect(&alice, "d3").await;
-    // Removing a device over HTTP ends its session.
-    let (_d1b, mut e1b) = t.connect(&alice, "d1").await;
+    // Removing a device over HTTP ends its session (d1 logs in with a token of its
+    // own: removing a device revokes every token it used).
+    let d1_login = t.http.login("alice", "password123").await.unwrap();
+    let (_d1b, mut e1b) = t.connect(&d1_login, "d1").await;
+    let manager = t.http.login("alice", "password123").await.unwrap();
+    let http = t.http_as(&manager);
     http.remove_device("d1").await.unwrap();
     assert_eq!(kicked(&mut e1b).await, ErrorCode::LoggedOut);
     assert_eq!(

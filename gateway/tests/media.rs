@@ -103,6 +103,7 @@ async fn size_type_and_rate_limits() {
     let t = TestServer::start_with(|c| {
         c.media_max_bytes = 1024 * 1024;
         c.media_uploads_per_minute = 3;
+        c.rate_limits = courier_gateway::config::Switch::On;
     })
     .await;
     let p = users(&t, "l", 1).await;
@@ -323,6 +324,9 @@ async fn old_blobs_move_cold_and_old_history_is_pruned() {
         c.media_cold_after_days = 30;
         c.history_retention_days = 90;
         c.lifecycle_interval_secs = 0;
+        // The lifecycle runs below jump months ahead; tokens must outlive the jump
+        // (expired ones are swept by the same run).
+        c.token_ttl_secs = 365 * 24 * 3600;
     })
     .await;
     let p = users(&t, "c", 2).await;

@@ -308,12 +308,11 @@ async fn metrics_show_the_traffic() {
     for _ in 0..5 {
         next_message(&mut be).await;
     }
-    let text = reqwest::get(format!("http://{}/metrics", t.server.http_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // An operator route: refused without the admin token.
+    let err = t.http.metrics().await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err:?}");
+    assert!(t.http_as(&alice).metrics().await.is_err());
+    let text = t.admin().metrics().await.unwrap();
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))

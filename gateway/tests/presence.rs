@@ -27,7 +27,7 @@ async fn presence_frames(events: &mut Events, dur: Duration) -> Vec<Vec<(u64, bo
 }
 
 async fn stats(t: &TestServer) -> serde_json::Value {
-    t.http.stats().await.unwrap()
+    t.admin().stats().await.unwrap()
 }
 
 /// A user with 5,000 friends, 1,000 of them online, flaps 10 times in 2 seconds.

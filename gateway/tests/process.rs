@@ -36,6 +36,9 @@ async fn spawn_server(data_dir: &Path) -> Running {
         .env("COURIER_PASSWORD_MEMORY_KIB", "64")
         .env("COURIER_PASSWORD_ITERATIONS", "1")
         .env("COURIER_LOG", "warn")
+        // These tests are about durability: thousands of messages from one stranger
+        // to another, which the default rate limits would (rightly) refuse.
+        .env("COURIER_RATE_LIMITS", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

@@ -338,7 +338,7 @@ async fn quic_survives_a_blackout_and_migrates_when_the_address_changes() {
 
     // The NAT rebinds (the proxy's port towards the server changes) and the client
     // itself moves to a new local port: same session, no new login.
-    let before = t.http.stats().await.unwrap()["presence"]["events_in"]
+    let before = t.admin().stats().await.unwrap()["presence"]["events_in"]
         .as_u64()
         .unwrap();
     proxy.rebind().await;
@@ -369,7 +369,7 @@ async fn quic_survives_a_blackout_and_migrates_when_the_address_changes() {
     .await
     .unwrap();
     assert!(rest.windows(2).all(|w| w[1] == w[0] + 1));
-    let after = t.http.stats().await.unwrap()["presence"]["events_in"]
+    let after = t.admin().stats().await.unwrap()["presence"]["events_in"]
         .as_u64()
         .unwrap();
     assert_eq!(

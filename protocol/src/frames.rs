@@ -19,6 +19,7 @@ impl Frame {
             Kind::Error(pb::Error {
                 code: code as i32,
                 message: message.into(),
+                retry_after_ms: 0,
             }),
         )
     }

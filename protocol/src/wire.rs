@@ -373,6 +373,12 @@ const TEXT_MENTIONS: u32 = 2;
 /// (the text at most once, mentions packed or not, nothing else), checked for
 /// UTF-8 without copying it. `None` for any other body: decode those with prost.
 pub fn plain_text_body(body: &[u8]) -> Option<&str> {
+    plain_text(body).map(|(text, _)| text)
+}
+
+/// Like [`plain_text_body`], and whether the body mentions anyone.
+pub fn plain_text(body: &[u8]) -> Option<(&str, bool)> {
+    let mut mentions = false;
     let mut buf = body;
     let text = match decode_key(&mut buf).ok()? {
         (BODY_TEXT, WireType::LengthDelimited) => delimited(body, &mut buf)?,
@@ -391,17 +397,19 @@ pub fn plain_text_body(body: &[u8]) -> Option<&str> {
             }
             (TEXT_MENTIONS, WireType::Varint) => {
                 decode_varint(&mut buf).ok()?;
+                mentions = true;
             }
             (TEXT_MENTIONS, WireType::LengthDelimited) => {
                 let mut packed = delimited(text.of(body), &mut buf)?.of(text.of(body));
                 while !packed.is_empty() {
                     decode_varint(&mut packed).ok()?;
+                    mentions = true;
                 }
             }
             _ => return None,
         }
     }
-    Some(found.unwrap_or_default())
+    Some((found.unwrap_or_default(), mentions))
 }
 
 /// Proto3 omits zero scalars and empty strings.
@@ -529,7 +537,12 @@ mod tests {
             })),
         };
         assert_eq!(plain_text_body(&body.encode_to_vec()), Some("hi @bob"));
+        assert_eq!(plain_text(&body.encode_to_vec()), Some(("hi @bob", true)));
         assert_eq!(plain_text_body(&text_body("").encode_to_vec()), Some(""));
+        assert_eq!(
+            plain_text(&text_body("x").encode_to_vec()),
+            Some(("x", false))
+        );
         // Not text, or not the plain shape: left to prost.
         let custom = pb::MessageBody {
             content: Some(pb::message_body::Content::Custom(pb::Custom::default())),

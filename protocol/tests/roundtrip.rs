@@ -49,6 +49,7 @@ fn body() -> impl Strategy<Value = pb::MessageBody> {
                         size,
                         width,
                         height: width / 2,
+                        sha256: String::new(),
                     }),
                     name,
                     custom_kind: String::new(),
@@ -302,7 +303,13 @@ fn kind() -> impl Strategy<Value = Kind> {
             })
         ),
         (0i32..1000, text()).prop_map(|(code, reason)| Kind::Kick(pb::Kick { code, reason })),
-        (0i32..1000, text()).prop_map(|(code, message)| Kind::Error(pb::Error { code, message })),
+        (0i32..1000, text(), any::<u32>()).prop_map(|(code, message, retry_after_ms)| {
+            Kind::Error(pb::Error {
+                code,
+                message,
+                retry_after_ms,
+            })
+        }),
     ]
 }
 
@@ -362,7 +369,7 @@ proptest! {
 mod wire {
     use super::*;
     use courier_protocol::wire::{
-        decode_inbound, deliver_frame, plain_text_body, DeliverHead, Inbound, SendView,
+        decode_inbound, deliver_frame, plain_text, DeliverHead, Inbound, SendView,
     };
     use courier_protocol::ConversationId;
     use prost::Message as _;
@@ -432,9 +439,14 @@ mod wire {
             use_noise in any::<bool>(),
         ) {
             let bytes = if use_noise { noise } else { body.encode_to_vec() };
-            if let Some(text) = plain_text_body(&bytes) {
+            if let Some((text, mentions)) = plain_text(&bytes) {
                 let decoded = pb::MessageBody::decode(&bytes[..]).expect("prost reads it too");
                 prop_assert_eq!(decoded.as_text(), Some(text));
+                let mentioned = match decoded.content {
+                    Some(pb::message_body::Content::Text(t)) => !t.mentions.is_empty(),
+                    _ => false,
+                };
+                prop_assert_eq!(mentions, mentioned);
             } else if !use_noise {
                 let is_text = matches!(body.content, Some(pb::message_body::Content::Text(_)));
                 prop_assert!(!is_text, "a plain text body took the slow path");

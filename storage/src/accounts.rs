@@ -1,17 +1,19 @@
-//! Accounts: user names, Argon2id password hashes and login tokens.
+//! Accounts: user names and Argon2id password hashes (tokens are in `tokens`).
 //!
 //! These calls do CPU-heavy hashing and synchronous flushes: call them from a
 //! blocking context (`spawn_blocking`), not on an async worker.
 //!
-//! Tokens are 32 random bytes, shown to the client once as hex; only their SHA-256
-//! is stored, so a copy of the data directory does not leak live tokens.
+//! A login for a name that does not exist verifies the password against a dummy hash
+//! made with the same parameters, so it costs what a wrong password costs and its
+//! answer is the same: timing does not tell which names exist. User ids are random
+//! (below 2^53, so JavaScript numbers hold them exactly), so the directory cannot be
+//! walked by counting.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use bytes::{Buf, BufMut};
 use rand::rngs::OsRng;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+use rand::Rng;
 
 use crate::error::{Result, StorageError};
 use crate::{now_ms, Store};
@@ -20,6 +22,8 @@ const ACCOUNT_V1: u8 = 1;
 const MAX_NAME_BYTES: usize = 32;
 const MIN_PASSWORD_BYTES: usize = 8;
 const MAX_PASSWORD_BYTES: usize = 1024;
+/// User ids are drawn below this (2^53: exact in a JavaScript number).
+const MAX_USER_ID: u64 = 1 << 53;
 
 /// A registered user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,28 +51,32 @@ impl Store {
     /// Creates an account. Names are 1 to 32 characters of `a-z`, `0-9`, `_`, `-`, `.`.
     pub fn register(&self, name: &str, password: &str) -> Result<Account> {
         validate_name(name)?;
-        if password.len() < MIN_PASSWORD_BYTES {
-            return Err(StorageError::InvalidPassword("at least 8 bytes"));
-        }
-        if password.len() > MAX_PASSWORD_BYTES {
-            return Err(StorageError::InvalidPassword("at most 1024 bytes"));
-        }
+        check_password_rules(password)?;
         let name_shard = self.shard(self.inner.map.name(name));
         if name_shard.username_userid.contains_key(name)? {
             return Err(StorageError::NameTaken);
         }
         let hash = self.hash_password(password)?;
-        // sled ids start at 0; user ids start at 1 so that 0 can mean "nobody".
-        let id = self.shard(0).db.generate_id()? + 1;
-        let account = Account {
-            id,
-            name: name.to_owned(),
-            created_ms: now_ms(),
+        let created_ms = now_ms();
+        // A random id (never 0, which means "nobody"), claimed atomically.
+        let (account, user_shard) = loop {
+            let id = OsRng.gen_range(1..MAX_USER_ID);
+            let account = Account {
+                id,
+                name: name.to_owned(),
+                created_ms,
+            };
+            let user_shard = self.shard(self.inner.map.user(id));
+            let claimed = user_shard.userid_account.compare_and_swap(
+                id.to_be_bytes(),
+                None as Option<&[u8]>,
+                Some(encode_account(&account, &hash)),
+            )?;
+            if claimed.is_ok() {
+                break (account, user_shard);
+            }
         };
-        let user_shard = self.shard(self.inner.map.user(id));
-        user_shard
-            .userid_account
-            .insert(id.to_be_bytes(), encode_account(&account, &hash))?;
+        let id = account.id;
         user_shard.db.flush()?;
         // The name is claimed last and atomically: of two racing registrations one wins.
         let claimed = name_shard.username_userid.compare_and_swap(
@@ -86,66 +94,54 @@ impl Store {
 
     /// Checks a password and issues a new token.
     pub fn login(&self, name: &str, password: &str) -> Result<Session> {
-        let (account, hash) = self
-            .account_with_hash_by_name(name)?
-            .ok_or(StorageError::BadCredentials)?;
-        let parsed =
-            PasswordHash::new(&hash).map_err(|e| StorageError::PasswordHash(e.to_string()))?;
-        if Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_err()
-        {
-            return Err(StorageError::BadCredentials);
-        }
+        let account = self.check_password(name, password)?;
         self.issue_token(account.id)
     }
 
-    /// Issues a token for `user_id` without a password (after a successful login).
-    pub fn issue_token(&self, user_id: u64) -> Result<Session> {
-        let mut raw = [0u8; 32];
-        OsRng.fill_bytes(&mut raw);
-        let token = hex::encode(raw);
-        let hash = token_hash(&token);
-        let expires_ms = now_ms().saturating_add(self.inner.config.token_ttl.as_millis() as u64);
-        let mut value = [0u8; 16];
-        value[..8].copy_from_slice(&user_id.to_be_bytes());
-        value[8..].copy_from_slice(&expires_ms.to_be_bytes());
-        let shard = self.shard(self.inner.map.token_hash(&hash));
-        shard.tokenhash_session.insert(hash, &value)?;
-        shard.db.flush()?;
-        Ok(Session {
-            token,
-            user_id,
-            expires_ms,
-        })
-    }
-
-    /// The user a token authenticates, if it is known and not expired.
-    pub fn verify_token(&self, token: &str) -> Result<Option<u64>> {
-        if token.len() != 64 {
-            return Ok(None);
-        }
-        let hash = token_hash(token);
-        let shard = self.shard(self.inner.map.token_hash(&hash));
-        let Some(value) = shard.tokenhash_session.get(hash)? else {
-            return Ok(None);
+    /// The account `name` names, if `password` is its password. Unknown names cost
+    /// the same as wrong passwords and fail the same way.
+    pub fn check_password(&self, name: &str, password: &str) -> Result<Account> {
+        let found = self.account_with_hash_by_name(name)?;
+        let hash = match &found {
+            Some((_, hash)) => hash.as_str(),
+            None => self.dummy_hash()?,
         };
-        if value.len() != 16 {
-            return Err(StorageError::Corrupt("session"));
+        let parsed =
+            PasswordHash::new(hash).map_err(|e| StorageError::PasswordHash(e.to_string()))?;
+        let verified = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        match found {
+            Some((account, _)) if verified => Ok(account),
+            _ => Err(StorageError::BadCredentials),
         }
-        let mut buf = &value[..];
-        let user = buf.get_u64();
-        let expires = buf.get_u64();
-        Ok((now_ms() < expires).then_some(user))
     }
 
-    /// Revokes a token (logout).
-    pub fn revoke_token(&self, token: &str) -> Result<()> {
-        let hash = token_hash(token);
-        let shard = self.shard(self.inner.map.token_hash(&hash));
-        shard.tokenhash_session.remove(hash)?;
+    /// Sets a new password for `user` (the caller has checked the old one).
+    pub fn set_password(&self, user: u64, password: &str) -> Result<()> {
+        check_password_rules(password)?;
+        let hash = self.hash_password(password)?;
+        let shard = self.shard(self.inner.map.user(user));
+        let Some(old) = shard.userid_account.get(user.to_be_bytes())? else {
+            return Err(StorageError::BadCredentials);
+        };
+        let (account, _) = decode_account(user, &old)?;
+        shard
+            .userid_account
+            .insert(user.to_be_bytes(), encode_account(&account, &hash))?;
         shard.db.flush()?;
         Ok(())
+    }
+
+    /// A hash of a random password with the configured parameters, made once.
+    fn dummy_hash(&self) -> Result<&str> {
+        if let Some(hash) = self.inner.dummy_hash.get() {
+            return Ok(hash);
+        }
+        let mut random = [0u8; 24];
+        OsRng.fill(&mut random[..]);
+        let hash = self.hash_password(&hex::encode(random))?;
+        Ok(self.inner.dummy_hash.get_or_init(|| hash))
     }
 
     /// The account with this id.
@@ -190,6 +186,16 @@ impl Store {
     }
 }
 
+fn check_password_rules(password: &str) -> Result<()> {
+    if password.len() < MIN_PASSWORD_BYTES {
+        return Err(StorageError::InvalidPassword("at least 8 bytes"));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(StorageError::InvalidPassword("at most 1024 bytes"));
+    }
+    Ok(())
+}
+
 fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
         return Err(StorageError::InvalidName("1 to 32 characters"));
@@ -201,10 +207,6 @@ fn validate_name(name: &str) -> Result<()> {
         return Err(StorageError::InvalidName("only a-z, 0-9, '_', '-' and '.'"));
     }
     Ok(())
-}
-
-fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 fn encode_account(a: &Account, hash: &str) -> Vec<u8> {

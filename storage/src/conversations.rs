@@ -5,7 +5,6 @@ use courier_protocol::ConversationId;
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::record::{ConversationState, StoredMessage};
-use crate::writer::decode_u64;
 use crate::Store;
 
 /// Which part of a log a history page covers.
@@ -37,6 +36,9 @@ pub struct UserConversation {
     pub state: ConversationState,
     /// The conversation's newest seq.
     pub last_seq: u64,
+    /// When the conversation last moved, as a store-wide counter (higher = later; 0
+    /// for conversations last written before the counter existed).
+    pub last_activity: u64,
 }
 
 impl Store {
@@ -103,11 +105,27 @@ impl Store {
 
     /// The newest seq of `c` (0 when it has no messages).
     pub fn last_seq(&self, c: &ConversationId) -> Result<u64> {
+        Ok(self.tail(c)?.seq)
+    }
+
+    /// The newest seq of `c` and the activity count of its last message.
+    pub(crate) fn tail(&self, c: &ConversationId) -> Result<keys::Tail> {
         let log = &self.shard(self.inner.map.conversation(c)).log;
         match log.get(keys::last_seq(c))? {
-            Some(v) => decode_u64(&v).ok_or(StorageError::Corrupt("last seq")),
-            None => Ok(0),
+            Some(v) => keys::Tail::decode(&v).ok_or(StorageError::Corrupt("last seq")),
+            None => Ok(keys::Tail::default()),
         }
+    }
+
+    /// Whether `user` has ever sent a message in `c` (its idempotency entries outlive
+    /// retention, so this stays true once true).
+    pub fn has_sent(&self, c: &ConversationId, user: u64) -> Result<bool> {
+        let log = &self.shard(self.inner.map.conversation(c)).log;
+        Ok(log
+            .scan_prefix(keys::idem(c, user, ""))
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     /// `user`'s state in `c`, if `c` is in the user's conversation list.
@@ -131,11 +149,12 @@ impl Store {
             let conversation =
                 keys::parse_conv(&k[8..]).ok_or(StorageError::Corrupt("conversation key"))?;
             let state = ConversationState::decode(&v)?;
-            let last_seq = self.last_seq(&conversation)?;
+            let tail = self.tail(&conversation)?;
             out.push(UserConversation {
                 conversation,
                 state,
-                last_seq,
+                last_seq: tail.seq,
+                last_activity: tail.activity,
             });
         }
         Ok(out)

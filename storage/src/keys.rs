@@ -8,12 +8,15 @@
 //! |---|---|---|
 //! | `log` | `'m' conv seq` | message record ([`crate::record`]) |
 //! | `log` | `'i' conv sender client_msg_id` | seq and time, the idempotency index |
-//! | `log` | `'s' conv` | the conversation's last seq |
+//! | `log` | `'s' conv` | the conversation's last seq and last activity ([`Tail`]) |
+//! | `log` | `'a'` | the highest activity count this shard has written |
 //! | `log` | `'r' conv` | the first seq still retained (after pruning) |
 //! | `userconv_state` | `user conv` | [`crate::UserConversation`] state |
 //! | `username_userid` | user name | user id |
 //! | `userid_account` | user id | account record |
-//! | `tokenhash_session` | sha256(token) | user id, expiry |
+//! | `tokenhash_session` | sha256(token) | user id, expiry, devices ([`crate::TokenInfo`]) |
+//! | `usertoken_expiry` | `user sha256(token)` | expiry: a user's tokens |
+//! | `usergroup_invite` | `user group` | inviter, when: pending group invitations |
 //! | `userpeer_relation` | `user peer` | the user's view of the pair ([`crate::Relation`]) |
 //! | `groupid_group` | group id | [`crate::GroupInfo`] |
 //! | `groupmember_member` | `group user` | [`crate::Member`] |
@@ -107,6 +110,50 @@ pub fn last_seq(c: &ConversationId) -> [u8; 1 + CONV_LEN] {
     out[0] = LAST_SEQ;
     out[1..].copy_from_slice(&conv(c));
     out
+}
+
+/// Prefix byte of the shard's activity high-water mark in the `log` tree.
+pub const ACTIVITY: u8 = b'a';
+
+/// The key of the shard's activity high-water mark.
+pub const ACTIVITY_HWM: [u8; 1] = [ACTIVITY];
+
+/// What the `'s' conv` entry holds: the last seq, and the activity count of the
+/// conversation's last message — a counter over the whole store that orders
+/// conversations by when they last moved (not by a clock: two conversations active in
+/// the same millisecond still come out in the order they were written). Entries
+/// written before activity was recorded hold only the seq; their activity reads as 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// The last seq.
+    pub seq: u64,
+    /// The activity count of the last append (0: not recorded).
+    pub activity: u64,
+}
+
+impl Tail {
+    /// The stored form.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8..].copy_from_slice(&self.activity.to_be_bytes());
+        out
+    }
+
+    /// Reads a stored form (16 bytes, or 8 from before activity was recorded).
+    pub fn decode(v: &[u8]) -> Option<Self> {
+        match v.len() {
+            8 => Some(Self {
+                seq: u64::from_be_bytes(v.try_into().ok()?),
+                activity: 0,
+            }),
+            16 => Some(Self {
+                seq: u64::from_be_bytes(v[..8].try_into().ok()?),
+                activity: u64::from_be_bytes(v[8..].try_into().ok()?),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// `user conv` — a user's state in one conversation.

@@ -5,7 +5,8 @@
 //! - [`Store`]: the handle the gateway uses; cheap to clone.
 //! - `writer`: one thread per shard that assigns seqs and group-commits appends.
 //! - `keys` / `record`: how keys and values are laid out on disk.
-//! - `accounts`: user names, Argon2id password hashes, login tokens.
+//! - `accounts`: user names, Argon2id password hashes.
+//! - `tokens`: login tokens, the devices they were used from, revocation, sweeping.
 //! - `conversations`: history pages, the per-user index and read cursors.
 //!
 //! A conversation's log lives on the shard its id hashes to; user-scoped data on the
@@ -20,6 +21,7 @@ mod conversations;
 mod devices;
 mod error;
 mod groups;
+mod invitations;
 mod keys;
 mod media;
 mod recall;
@@ -28,6 +30,7 @@ mod relations;
 mod retention;
 mod shard;
 mod stats;
+mod tokens;
 mod writer;
 
 use std::path::Path;
@@ -45,11 +48,13 @@ pub use conversations::{HistoryPage, HistoryRange, UserConversation};
 pub use devices::Device;
 pub use error::{Result, StorageError};
 pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
+pub use invitations::Invitation;
 pub use media::{BlobRecord, BlobStatus};
 pub use recall::RecallRefusal;
 pub use record::{ConversationState, Recall, StoredMessage};
 pub use relations::{Relation, RelationRefusal, RequestOutcome};
 pub use stats::{CommitStats, Histogram};
+pub use tokens::{token_hash, TokenHash, TokenInfo};
 
 use shard::{ShardDb, ShardMap};
 use writer::{Command, Writer};
@@ -125,6 +130,8 @@ struct Inner {
     /// Striped locks serialising changes to one friend pair or one group.
     locks: Box<[Mutex<()>]>,
     stats: Arc<CommitStats>,
+    /// A password hash to verify against when a login names no account.
+    dummy_hash: std::sync::OnceLock<String>,
 }
 
 impl Store {
@@ -150,6 +157,9 @@ impl Store {
             count: config.shards,
         };
         let stats = Arc::new(CommitStats::default());
+        let activity = Arc::new(std::sync::atomic::AtomicU64::new(activity_high_water(
+            &shards,
+        )?));
         let mut queues = Vec::with_capacity(config.shards);
         let mut writers = Vec::with_capacity(config.shards);
         for index in 0..config.shards {
@@ -163,6 +173,7 @@ impl Store {
                 seq_cache_entries: config.seq_cache_entries.max(16),
                 seq_cache: Default::default(),
                 stats: stats.clone(),
+                activity: activity.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("courier-writer-{index}"))
@@ -179,6 +190,7 @@ impl Store {
                 writers: Mutex::new(writers),
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 stats,
+                dummy_hash: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -280,6 +292,17 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The highest activity count any shard has written.
+fn activity_high_water(shards: &[ShardDb]) -> Result<u64> {
+    let mut hwm = 0;
+    for shard in shards {
+        if let Some(v) = shard.log.get(keys::ACTIVITY_HWM)? {
+            hwm = hwm.max(writer::decode_u64(&v).ok_or(StorageError::Corrupt("activity"))?);
+        }
+    }
+    Ok(hwm)
 }
 
 fn check_meta(dir: &Path, shards: usize) -> Result<()> {

@@ -28,7 +28,8 @@ impl Store {
             for entry in shard.log.scan_prefix([keys::LAST_SEQ]) {
                 let (k, v) = entry?;
                 let c = keys::parse_conv(&k[1..]).ok_or(StorageError::Corrupt("last seq key"))?;
-                out.push((c, decode_u64(&v).ok_or(StorageError::Corrupt("last seq"))?));
+                let tail = keys::Tail::decode(&v).ok_or(StorageError::Corrupt("last seq"))?;
+                out.push((c, tail.seq));
             }
         }
         Ok(out)

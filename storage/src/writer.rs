@@ -36,6 +36,8 @@ pub(crate) struct Writer {
     pub seq_cache_entries: usize,
     pub seq_cache: HashMap<[u8; keys::CONV_LEN], u64>,
     pub stats: std::sync::Arc<crate::stats::CommitStats>,
+    /// The store-wide activity counter: every stored message takes the next count.
+    pub activity: Arc<std::sync::atomic::AtomicU64>,
 }
 
 enum Outcome {
@@ -83,7 +85,7 @@ impl Writer {
         let now = now_ms();
         let mut log_batch = sled::Batch::default();
         let mut in_batch: HashMap<Vec<u8>, Appended> = HashMap::new();
-        let mut last_seqs: HashMap<ConversationId, u64> = HashMap::new();
+        let mut last_seqs: HashMap<ConversationId, keys::Tail> = HashMap::new();
         let mut new_direct: Vec<ConversationId> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
@@ -127,7 +129,11 @@ impl Writer {
             if seq == 1 && !req.conversation.is_group() {
                 new_direct.push(req.conversation);
             }
-            last_seqs.insert(req.conversation, seq);
+            let activity = self
+                .activity
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            last_seqs.insert(req.conversation, keys::Tail { seq, activity });
             let message = StoredMessage {
                 conversation: req.conversation,
                 seq,
@@ -152,8 +158,12 @@ impl Writer {
         }
 
         if !committed.is_empty() {
-            for (c, seq) in &last_seqs {
-                log_batch.insert(&keys::last_seq(c), &seq.to_be_bytes());
+            for (c, tail) in &last_seqs {
+                log_batch.insert(&keys::last_seq(c), &tail.encode());
+            }
+            // The batch records how far the counter got, so a restart goes on above it.
+            if let Some(hwm) = last_seqs.values().map(|t| t.activity).max() {
+                log_batch.insert(&keys::ACTIVITY_HWM, &hwm.to_be_bytes());
             }
             let started = std::time::Instant::now();
             let durable = self
@@ -244,7 +254,11 @@ impl Writer {
         let last = match self.seq_cache.get(&key) {
             Some(&seq) => seq,
             None => match self.shard().log.get(keys::last_seq(c))? {
-                Some(v) => decode_u64(&v).ok_or(StorageError::Corrupt("last seq"))?,
+                Some(v) => {
+                    keys::Tail::decode(&v)
+                        .ok_or(StorageError::Corrupt("last seq"))?
+                        .seq
+                }
                 None => 0,
             },
         };

@@ -68,6 +68,14 @@ enum Command {
     Login { name: String, password: String },
     /// Who the token belongs to.
     Whoami,
+    /// Revoke the token (its sessions end); with --all, every token of the user.
+    Logout {
+        /// Log out everywhere: every token, every session.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Change the password; every other token of the user is revoked.
+    Passwd { current: String, new: String },
     /// Send a message to a user: TEXT, or one message per line of stdin with --stdin.
     Send {
         /// Recipient's user name.
@@ -224,6 +232,12 @@ enum GroupCommand {
     Transfer { group: u64, user: String },
     /// Rename a group.
     Rename { group: u64, name: String },
+    /// Your pending invitations to groups.
+    Invitations,
+    /// Accept an invitation: join the group.
+    Accept { group: u64 },
+    /// Decline an invitation.
+    Decline { group: u64 },
 }
 
 #[tokio::main]
@@ -258,6 +272,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print(&serde_json::to_value(login)?)
         }
         Command::Whoami => print(&serde_json::to_value(authed(&cli, http)?.me().await?)?),
+        Command::Logout { all: false } => {
+            authed(&cli, http)?.logout().await?;
+            print(&json!({"logged_out": true}))
+        }
+        Command::Logout { all: true } => {
+            let revoked = authed(&cli, http)?.logout_everywhere().await?;
+            print(&json!({"logged_out": true, "revoked_tokens": revoked}))
+        }
+        Command::Passwd { current, new } => {
+            authed(&cli, http)?.change_password(current, new).await?;
+            print(&json!({"password_changed": true}))
+        }
         Command::Conversations { limit, cursor } => {
             let list = authed(&cli, http)?
                 .conversations(cursor.as_deref(), *limit)
@@ -528,6 +554,14 @@ async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
             json!({"group_id": group, "removed": id})
         }
         GroupCommand::Join { group } => serde_json::to_value(http.join_group(*group).await?)?,
+        GroupCommand::Invitations => http.invitations().await?,
+        GroupCommand::Accept { group } => {
+            serde_json::to_value(http.accept_invitation(*group).await?)?
+        }
+        GroupCommand::Decline { group } => {
+            http.decline_invitation(*group).await?;
+            json!({"group_id": group, "declined": true})
+        }
         GroupCommand::Leave { group } => {
             http.leave_group(*group).await?;
             json!({"group_id": group, "left": true})

@@ -14,28 +14,37 @@ use crate::error::ApiError;
 /// Largest page of the conversation list.
 pub const MAX_LIST_PAGE: usize = 200;
 
-/// Sort key of the list: pinned first, then newest activity, then id.
-type SortKey = (Reverse<bool>, Reverse<u64>, String);
+/// Sort key of the list: pinned first, then latest activity (the store's activity
+/// counter, then the time for conversations last active before the counter existed),
+/// then id.
+type SortKey = (Reverse<bool>, Reverse<u64>, Reverse<u64>, String);
 
-fn sort_key(v: &ConversationView) -> SortKey {
+fn sort_key(v: &ConversationView, activity: u64) -> SortKey {
     (
         Reverse(v.pinned),
+        Reverse(activity),
         Reverse(v.last_activity_ms),
         v.conversation.clone(),
     )
 }
 
 fn encode_cursor(k: &SortKey) -> String {
-    format!("{}:{}:{}", u8::from(k.0 .0), k.1 .0, k.2)
+    format!("{}:{}:{}:{}", u8::from(k.0 .0), k.1 .0, k.2 .0, k.3)
 }
 
 fn decode_cursor(s: &str) -> Result<SortKey, ApiError> {
     let bad = || ApiError::invalid("bad cursor");
-    let mut parts = s.splitn(3, ':');
+    let mut parts = s.splitn(4, ':');
     let pinned = parts.next().ok_or_else(bad)? == "1";
     let activity = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let time = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
     let conversation = parts.next().ok_or_else(bad)?.to_owned();
-    Ok((Reverse(pinned), Reverse(activity), conversation))
+    Ok((
+        Reverse(pinned),
+        Reverse(activity),
+        Reverse(time),
+        conversation,
+    ))
 }
 
 impl Api {
@@ -70,39 +79,44 @@ impl Api {
                     ("group", None, Some(g), self.store.group(g)?.map(|i| i.name))
                 }
             };
-            views.push(ConversationView {
-                conversation: c.to_string(),
-                kind: kind.into(),
-                peer,
-                group,
-                name,
-                last_seq: entry.last_seq,
-                read_seq: entry.state.read_seq.max(floor),
-                unread: entry
-                    .last_seq
-                    .saturating_sub(entry.state.read_seq.max(floor)),
-                last_activity_ms: last
-                    .as_ref()
-                    .map_or(entry.state.created_ms, |m| m.server_time_ms),
-                last_message: last.as_ref().map(convert::to_view),
-                muted: entry.state.muted,
-                pinned: entry.state.pinned,
-            });
+            let activity = entry.last_activity;
+            views.push((
+                activity,
+                ConversationView {
+                    conversation: c.to_string(),
+                    kind: kind.into(),
+                    peer,
+                    group,
+                    name,
+                    last_seq: entry.last_seq,
+                    read_seq: entry.state.read_seq.max(floor),
+                    unread: entry
+                        .last_seq
+                        .saturating_sub(entry.state.read_seq.max(floor)),
+                    last_activity_ms: last
+                        .as_ref()
+                        .map_or(entry.state.created_ms, |m| m.server_time_ms),
+                    last_message: last.as_ref().map(convert::to_view),
+                    muted: entry.state.muted,
+                    pinned: entry.state.pinned,
+                },
+            ));
         }
-        views.sort_by_cached_key(sort_key);
-        let mut page: Vec<ConversationView> = views
+        views.sort_by_cached_key(|(activity, v)| sort_key(v, *activity));
+        let mut page: Vec<(u64, ConversationView)> = views
             .into_iter()
-            .filter(|v| after.as_ref().is_none_or(|a| &sort_key(v) > a))
+            .filter(|(activity, v)| after.as_ref().is_none_or(|a| &sort_key(v, *activity) > a))
             .take(limit + 1)
             .collect();
         let next_cursor = if page.len() > limit {
             page.truncate(limit);
-            page.last().map(|v| encode_cursor(&sort_key(v)))
+            page.last()
+                .map(|(activity, v)| encode_cursor(&sort_key(v, *activity)))
         } else {
             None
         };
         Ok(ConversationList {
-            conversations: page,
+            conversations: page.into_iter().map(|(_, v)| v).collect(),
             next_cursor,
         })
     }
@@ -151,7 +165,15 @@ impl Api {
                 ApiError::new(courier_protocol::ErrorCode::NotFound, "no such message")
             })?;
         let (participants, list_readers): (Vec<u64>, bool) = match *c {
-            ConversationId::Direct { low, high } => (vec![low, high], true),
+            ConversationId::Direct { low, high } => {
+                // Across a block, the peer's reading is not shown.
+                let peer = if user == low { high } else { low };
+                let relation = self.store.relation(user, peer)?;
+                match relation.blocking || relation.blocked_by {
+                    true => (vec![user], true),
+                    false => (vec![low, high], true),
+                }
+            }
             ConversationId::Group(g) => {
                 let members = self.members.members(g)?;
                 let small = members.len() <= self.config.receipt_push_max_group;

@@ -8,6 +8,7 @@
 use courier_protocol::ErrorCode;
 
 use crate::api::dto::{DeviceView, PresenceList, PresenceView};
+use crate::api::limits::Limit;
 use crate::api::Api;
 use crate::config::DeviceLimitPolicy;
 use crate::error::ApiError;
@@ -64,24 +65,45 @@ impl Api {
             .collect())
     }
 
-    /// Unbinds a device and ends its session.
-    pub fn remove_device(&self, user: u64, device_id: &str) -> Result<(), ApiError> {
-        if !self.store.unbind_device(user, device_id)? {
-            return Err(ApiError::new(ErrorCode::NotFound, "no such device"));
-        }
+    /// Unbinds a device, revokes every token it was used with, and ends its session
+    /// (and any other session those tokens opened): a lost phone is locked out.
+    pub async fn remove_device(&self, user: u64, device_id: &str) -> Result<(), ApiError> {
+        let device = device_id.to_owned();
+        let (existed, revoked) = self
+            .blocking(move |store| {
+                let existed = store.unbind_device(user, &device)?;
+                Ok((existed, store.revoke_device_tokens(user, &device)?))
+            })
+            .await?;
         self.registry
             .close_device(user, device_id, ErrorCode::LoggedOut);
+        self.end_sessions(user, &revoked);
+        if !existed && revoked.is_empty() {
+            return Err(ApiError::new(ErrorCode::NotFound, "no such device"));
+        }
         Ok(())
     }
 }
 
 impl Api {
-    /// Presence of `users` as `caller` may see it: users who block the caller are
-    /// left out.
+    /// Whether `viewer` may see `target`'s presence: mutual friends (and followers
+    /// when `presence_notify_followers` is on), never across a block.
+    pub fn may_see_presence(&self, viewer: u64, target: u64) -> Result<bool, ApiError> {
+        if viewer == target {
+            return Ok(true);
+        }
+        let r = self.store.relation(target, viewer)?;
+        Ok(!r.blocking
+            && !r.blocked_by
+            && (r.friend || (self.config.presence_notify_followers && r.followed_by)))
+    }
+
+    /// Presence of `users` as `caller` may see it: users it may not see are left out.
     pub fn presence_of(&self, caller: u64, users: &[u64]) -> Result<PresenceList, ApiError> {
+        self.limits.user(Limit::Presence, caller)?;
         let mut out = Vec::with_capacity(users.len());
         for &u in users {
-            if self.store.relation(u, caller)?.blocking {
+            if !self.may_see_presence(caller, u)? {
                 continue;
             }
             out.push(PresenceView {

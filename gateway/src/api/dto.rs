@@ -25,6 +25,22 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// A password change.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordChange {
+    /// The password in use now.
+    pub current_password: String,
+    /// The new password (at least 8 bytes).
+    pub new_password: String,
+}
+
+/// What "log out everywhere" did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoggedOut {
+    /// Tokens revoked.
+    pub revoked_tokens: usize,
+}
+
 /// A user's public basics.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UserInfo {
@@ -314,6 +330,34 @@ pub struct AddedMembers {
     pub already_members: Vec<u64>,
     /// Users not added because the group reached its size limit.
     pub over_limit: Vec<u64>,
+    /// Users invited: they join when they accept (`group_add_policy`).
+    #[serde(default)]
+    pub invited: Vec<u64>,
+    /// Users neither added nor invited: one of the two blocks the other.
+    #[serde(default)]
+    pub refused: Vec<u64>,
+}
+
+/// A pending invitation to a group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvitationView {
+    /// The group.
+    pub group_id: u64,
+    /// Its name.
+    pub name: String,
+    /// Who invited the caller.
+    pub inviter: u64,
+    /// The inviter's name.
+    pub inviter_name: String,
+    /// When, ms since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// The caller's pending group invitations.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InvitationList {
+    /// Oldest group id first.
+    pub invitations: Vec<InvitationView>,
 }
 
 /// A role change.

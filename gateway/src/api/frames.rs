@@ -27,6 +27,10 @@ pub struct SessionCtx {
     pub device_id: Arc<str>,
     /// This session's id.
     pub session_id: u64,
+    /// The hash of the token that opened the session.
+    pub credential: courier_storage::TokenHash,
+    /// When that token expires (ms since the Unix epoch).
+    pub credential_expires_ms: u64,
 }
 
 /// A future that produces the answer to a frame.
@@ -46,7 +50,11 @@ pub enum Handled {
 
 impl Api {
     /// Checks a Hello and builds the Welcome; errors end the connection.
-    pub fn handshake(&self, hello: &pb::Hello, session_id: u64) -> Result<(u64, Frame), ApiError> {
+    pub fn handshake(
+        &self,
+        hello: &pb::Hello,
+        session_id: u64,
+    ) -> Result<(SessionCtx, Frame), ApiError> {
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedVersion,
@@ -56,19 +64,25 @@ impl Api {
                 ),
             ));
         }
-        if hello.device_id.is_empty()
-            || hello.device_id.len() > courier_storage::MAX_DEVICE_ID_BYTES
-        {
-            return Err(ApiError::invalid("device_id must be 1 to 128 bytes"));
-        }
+        crate::api::hygiene::check_id(
+            "device_id",
+            &hello.device_id,
+            courier_storage::MAX_DEVICE_ID_BYTES,
+        )?;
         if hello.token.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::Unauthenticated,
                 "Hello needs a token",
             ));
         }
-        let user = self.authenticate_token(&hello.token)?;
+        let token = self.authenticate(&hello.token)?;
+        let user = token.user_id;
         self.bind_device(user, &hello.device_id, hello.platform)?;
+        if !token.devices.contains(&hello.device_id) {
+            // Removing this device later revokes this token.
+            self.store
+                .note_token_device(&token.hash, &hello.device_id)?;
+        }
         let name = self
             .store
             .account(user)?
@@ -85,7 +99,14 @@ impl Api {
             max_text_bytes: self.config.max_text_bytes as u32,
             user_name: name,
         };
-        Ok((user, Frame::new(0, Kind::Welcome(welcome))))
+        let ctx = SessionCtx {
+            user_id: user,
+            device_id: hello.device_id.as_str().into(),
+            session_id,
+            credential: token.hash,
+            credential_expires_ms: token.expires_ms,
+        };
+        Ok((ctx, Frame::new(0, Kind::Welcome(welcome))))
     }
 
     /// Handles one frame of an authenticated session. The session awaits this inline,
@@ -145,15 +166,10 @@ impl Api {
                     }
                 }))
             }
-            Kind::PresenceSubscribe(sub) => {
-                let lease = u64::from(sub.lease_ms).min(self.config.presence_max_lease_ms);
-                self.presence.subscribe(
-                    ctx.user_id,
-                    sub.user_ids,
-                    std::time::Duration::from_millis(lease),
-                );
-                Handled::Nothing
-            }
+            Kind::PresenceSubscribe(sub) => match self.presence_subscribe(ctx.user_id, sub) {
+                Ok(()) => Handled::Nothing,
+                Err(e) => Handled::Reply(e.to_frame(id)),
+            },
             Kind::Hello(_) => Handled::Reply(Frame::error(
                 id,
                 ErrorCode::UnexpectedFrame,
@@ -168,6 +184,24 @@ impl Api {
                 ))
             }
         }
+    }
+
+    /// Watches the presence of those of `sub.user_ids` the user may see, for a lease.
+    fn presence_subscribe(&self, user: u64, sub: pb::PresenceSubscribe) -> Result<(), ApiError> {
+        self.limits
+            .user(crate::api::limits::Limit::Presence, user)?;
+        let lease = u64::from(sub.lease_ms).min(self.config.presence_max_lease_ms);
+        let mut targets = sub.user_ids;
+        targets.truncate(crate::api::presence::MAX_SUBSCRIBE_TARGETS);
+        let mut allowed = Vec::with_capacity(targets.len());
+        for target in targets {
+            if self.may_see_presence(user, target)? {
+                allowed.push(target);
+            }
+        }
+        self.presence
+            .subscribe(user, allowed, std::time::Duration::from_millis(lease));
+        Ok(())
     }
 
     /// Queues a send for storage; the acknowledgement is answered once it is durable.

@@ -9,9 +9,23 @@ use courier_protocol::{ConversationId, ErrorCode};
 use courier_storage::{AppendRequest, GroupInfo, JoinPolicy, MembershipRefusal, Role};
 use prost::Message as _;
 
-use crate::api::dto::{AddedMembers, GroupView, MemberList, MemberView};
+use crate::api::dto::{AddedMembers, GroupView, InvitationView, MemberList, MemberView};
+use crate::api::hygiene::check_name;
+use crate::api::limits::Limit;
 use crate::api::Api;
+use crate::config::GroupAddPolicy;
 use crate::error::ApiError;
+
+/// Longest group name, in bytes.
+pub const MAX_GROUP_NAME_BYTES: usize = 128;
+
+/// Who of the users someone wants in a group joins now, is invited, or is refused.
+#[derive(Debug, Default)]
+struct Consent {
+    join_now: Vec<u64>,
+    invite: Vec<u64>,
+    refused: Vec<u64>,
+}
 
 /// Largest page of a member list.
 pub const MAX_MEMBER_PAGE: usize = 500;
@@ -101,7 +115,8 @@ impl Api {
         Ok(())
     }
 
-    /// Creates a group owned by `owner`, with `members` added at once.
+    /// Creates a group owned by `owner`; `members` are added or invited by the
+    /// `group_add_policy` (never across a block).
     pub async fn create_group(
         &self,
         owner: u64,
@@ -110,6 +125,7 @@ impl Api {
         history_visible: bool,
         members: Vec<u64>,
     ) -> Result<GroupView, ApiError> {
+        check_name("group name", &name, MAX_GROUP_NAME_BYTES)?;
         let mut members: Vec<u64> = members.into_iter().filter(|&m| m != owner).collect();
         members.sort_unstable();
         members.dedup();
@@ -122,11 +138,15 @@ impl Api {
         for &m in &members {
             self.require_user(m)?;
         }
+        self.limits.user(Limit::GroupCreate, owner)?;
+        self.limits
+            .user_n(Limit::MemberAdd, owner, members.len() as u32)?;
+        let consent = self.sort_by_consent(owner, members)?;
         let info = self
             .blocking(move |store| Ok(store.create_group(owner, &name, policy, history_visible)?))
             .await?;
         // Members are in before the first event, so everyone sees the whole log.
-        let added = self.insert_members(info.id, members).await?.added;
+        let added = self.insert_members(info.id, consent.join_now).await?.added;
         let created = Event::GroupCreated(pb::GroupCreated {
             name: info.name.clone(),
             by_user: owner,
@@ -139,8 +159,118 @@ impl Api {
             });
             self.group_event(info.id, owner, event).await?;
         }
+        self.send_invitations(info.id, owner, consent.invite)
+            .await?;
         let info = self.store.group(info.id)?.unwrap_or(info);
         Ok(self.group_view(&info, Some(Role::Owner)))
+    }
+
+    /// Splits the users `by` wants in a group into who joins now, who is invited and
+    /// who is refused (a block either way), by `group_add_policy`.
+    fn sort_by_consent(&self, by: u64, users: Vec<u64>) -> Result<Consent, ApiError> {
+        let mut consent = Consent::default();
+        for user in users {
+            let relation = self.store.relation(by, user)?;
+            if relation.blocking || relation.blocked_by {
+                consent.refused.push(user);
+                continue;
+            }
+            let now = match self.config.group_add_policy {
+                GroupAddPolicy::Anyone => true,
+                GroupAddPolicy::Friends => relation.friend,
+                GroupAddPolicy::Invite => false,
+            };
+            if now {
+                consent.join_now.push(user);
+            } else {
+                consent.invite.push(user);
+            }
+        }
+        Ok(consent)
+    }
+
+    /// Records invitations to `group` from `by` (users already in it are skipped).
+    async fn send_invitations(
+        &self,
+        group: u64,
+        by: u64,
+        users: Vec<u64>,
+    ) -> Result<Vec<u64>, ApiError> {
+        if users.is_empty() {
+            return Ok(users);
+        }
+        self.blocking(move |store| {
+            let now = courier_storage::now_ms();
+            let mut invited = Vec::with_capacity(users.len());
+            for user in users {
+                if store.member(group, user)?.is_none() {
+                    store.invite(user, group, by, now)?;
+                    invited.push(user);
+                }
+            }
+            Ok(invited)
+        })
+        .await
+    }
+
+    /// The caller's pending invitations.
+    pub fn invitations(&self, user: u64) -> Result<Vec<InvitationView>, ApiError> {
+        let mut out = Vec::new();
+        for i in self.store.invitations(user)? {
+            let Some(info) = self.store.group(i.group_id)? else {
+                continue;
+            };
+            out.push(InvitationView {
+                group_id: i.group_id,
+                name: info.name,
+                inviter: i.inviter,
+                inviter_name: self
+                    .store
+                    .account(i.inviter)?
+                    .map(|a| a.name)
+                    .unwrap_or_default(),
+                created_ms: i.created_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Accepts an invitation: the user joins the group (refused if either now blocks
+    /// the other).
+    pub async fn accept_invitation(&self, group: u64, user: u64) -> Result<GroupView, ApiError> {
+        let invitation = self
+            .blocking(move |store| Ok(store.take_invitation(user, group)?))
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such invitation"))?;
+        let relation = self.store.relation(user, invitation.inviter)?;
+        if relation.blocking || relation.blocked_by {
+            return Err(ApiError::new(
+                ErrorCode::Blocked,
+                "a block stands between you and the inviter",
+            ));
+        }
+        let max = self.config.max_group_members;
+        self.blocking(move |store| Ok(store.add_member(group, user, Role::Member, max)??))
+            .await?;
+        self.members.invalidate(group);
+        self.group_event(
+            group,
+            user,
+            Event::MemberJoined(pb::MemberJoined {
+                user_id: user,
+                by_user: invitation.inviter,
+            }),
+        )
+        .await?;
+        self.group_info(group, user)
+    }
+
+    /// Declines (drops) an invitation.
+    pub async fn decline_invitation(&self, group: u64, user: u64) -> Result<(), ApiError> {
+        self.blocking(move |store| Ok(store.take_invitation(user, group)?))
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such invitation"))?;
+        Ok(())
     }
 
     /// A group's info: for members, and for anyone when the group is open.
@@ -187,6 +317,9 @@ impl Api {
             return Err(ApiError::forbidden(
                 "only the owner and admins change group settings",
             ));
+        }
+        if let Some(name) = &name {
+            check_name("group name", name, MAX_GROUP_NAME_BYTES)?;
         }
         let new_name = name.clone();
         let info = self
@@ -244,7 +377,8 @@ impl Api {
         })
     }
 
-    /// Adds users (owners and admins; any member of an open group).
+    /// Adds or invites users (owners and admins; any member of an open group), by
+    /// the `group_add_policy`; never across a block.
     pub async fn add_members(
         &self,
         group: u64,
@@ -260,11 +394,18 @@ impl Api {
         for &u in &users {
             self.require_user(u)?;
         }
+        self.limits
+            .user_n(Limit::MemberAdd, by, users.len() as u32)?;
+        let Consent {
+            join_now,
+            invite,
+            refused,
+        } = self.sort_by_consent(by, users)?;
         let courier_storage::AddedMembers {
             added,
             already_members,
             over_limit,
-        } = self.insert_members(group, users).await?;
+        } = self.insert_members(group, join_now).await?;
         if !added.is_empty() {
             let event = Event::MembersAdded(pb::MembersAdded {
                 user_ids: added.clone(),
@@ -272,10 +413,13 @@ impl Api {
             });
             self.group_event(group, by, event).await?;
         }
+        let invited = self.send_invitations(group, by, invite).await?;
         Ok(AddedMembers {
             added,
             already_members,
             over_limit,
+            invited,
+            refused,
         })
     }
 

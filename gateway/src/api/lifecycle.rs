@@ -1,5 +1,6 @@
 //! Data lifecycle jobs, run every `lifecycle_interval_secs`: history retention (by
-//! count and by age), media garbage collection, and moving old blobs to the cold tier.
+//! count and by age), media garbage collection, moving old blobs to the cold tier,
+//! and deleting expired login tokens.
 
 use crate::api::Api;
 use crate::error::ApiError;
@@ -13,6 +14,8 @@ pub struct LifecycleReport {
     pub blobs_deleted: usize,
     /// Blobs moved to the cold tier.
     pub blobs_moved_cold: usize,
+    /// Expired tokens deleted.
+    pub tokens_swept: usize,
 }
 
 impl Api {
@@ -30,6 +33,10 @@ impl Api {
         match self.move_cold_media(now_ms).await {
             Ok(n) => report.blobs_moved_cold = n,
             Err(e) => tracing::warn!(error = %e, "moving media to the cold tier failed"),
+        }
+        match self.sweep_tokens(now_ms).await {
+            Ok(n) => report.tokens_swept = n,
+            Err(e) => tracing::warn!(error = %e, "sweeping expired tokens failed"),
         }
         if report != LifecycleReport::default() {
             tracing::info!(?report, "lifecycle run");

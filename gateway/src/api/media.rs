@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use courier_protocol::ErrorCode;
+use courier_protocol::{pb, ErrorCode};
 use courier_storage::{BlobRecord, BlobStatus};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::dto::ErrorBody;
 use crate::api::http::Caller;
+use crate::api::hygiene::{check_chars, check_id};
 use crate::api::Api;
 use crate::error::ApiError;
 use crate::media::{dimensions, sniff, Verdict};
@@ -94,8 +95,107 @@ impl Api {
         Ok(deleted)
     }
 
-    /// Checks that `user` may send a media message about blob `sha256`.
-    pub fn check_media_use(&self, user: u64, sha256: &str) -> Result<(), ApiError> {
+    /// The media of a message as the server delivers it: the sender picks the blob
+    /// (by sha256; one it uploaded and that is available) and may name it, caption
+    /// it and give its duration; kind, url, mime, size and dimensions come from the
+    /// stored blob, and the url is a signed link the server makes. A thumbnail must be
+    /// an uploaded image of the sender's too, or it is dropped.
+    pub fn server_media(&self, user: u64, m: &pb::Media) -> Result<pb::Media, ApiError> {
+        let blob = self.check_media_use(user, &m.sha256)?;
+        check_chars("media name", &m.name)?;
+        if m.name.len() > MAX_MEDIA_NAME_BYTES {
+            return Err(ApiError::invalid(format!(
+                "media name is longer than {MAX_MEDIA_NAME_BYTES} bytes"
+            )));
+        }
+        if m.caption.len() > self.config.max_text_bytes {
+            return Err(ApiError::new(
+                ErrorCode::TextTooLong,
+                format!(
+                    "caption is longer than {} bytes",
+                    self.config.max_text_bytes
+                ),
+            ));
+        }
+        let kind = match (pb::MediaKind::try_from(m.kind), media_kind_of(&blob.mime)) {
+            // An app's own kind keeps its name, but not a claim about the bytes.
+            (Ok(pb::MediaKind::Custom), _) => {
+                check_id("custom_kind", &m.custom_kind, 64)?;
+                pb::MediaKind::Custom
+            }
+            (_, sniffed) => sniffed,
+        };
+        let thumbnail = match &m.thumbnail {
+            Some(t) if !t.sha256.is_empty() => {
+                let thumb = self.check_media_use(user, &t.sha256)?;
+                if !thumb.mime.starts_with("image/") {
+                    return Err(ApiError::invalid("a thumbnail must be an image"));
+                }
+                Some(pb::Thumbnail {
+                    url: self.message_url(&thumb.sha256),
+                    mime: thumb.mime,
+                    size: thumb.size,
+                    width: thumb.width,
+                    height: thumb.height,
+                    sha256: thumb.sha256,
+                })
+            }
+            _ => None,
+        };
+        Ok(pb::Media {
+            kind: kind as i32,
+            url: self.message_url(&blob.sha256),
+            mime: blob.mime,
+            size: blob.size,
+            sha256: blob.sha256,
+            width: blob.width,
+            height: blob.height,
+            duration_ms: m.duration_ms,
+            thumbnail,
+            name: m.name.clone(),
+            custom_kind: match kind {
+                pb::MediaKind::Custom => m.custom_kind.clone(),
+                _ => String::new(),
+            },
+            caption: m.caption.clone(),
+        })
+    }
+
+    /// Whether message `seq` of conversation `c`, which `user` may read, carries blob
+    /// `sha256` (as its media or its thumbnail).
+    pub fn message_carries(
+        &self,
+        user: u64,
+        c: &str,
+        seq: u64,
+        sha256: &str,
+    ) -> Result<bool, ApiError> {
+        use prost::Message as _;
+        let c = self.parse_conversation(c)?;
+        let floor = self.authorize(user, &c)?.max(self.retention_floor(&c)?);
+        let Some(message) = self.store.message(&c, seq)?.filter(|_| seq > floor) else {
+            return Ok(false);
+        };
+        let Ok(body) = pb::MessageBody::decode(message.body) else {
+            return Ok(false);
+        };
+        Ok(match body.content {
+            Some(pb::message_body::Content::Media(m)) => {
+                m.sha256 == sha256 || m.thumbnail.is_some_and(|t| t.sha256 == sha256)
+            }
+            _ => false,
+        })
+    }
+
+    /// The signed link a message carries for blob `sha256` (valid for
+    /// `media_url_ttl_secs`; recipients renew it with `POST /v1/media/{id}/url`).
+    fn message_url(&self, sha256: &str) -> String {
+        let expires = courier_storage::now_ms() + self.config.media_url_ttl_secs * 1000;
+        self.media.signed_path(sha256, expires)
+    }
+
+    /// Checks that `user` may send a media message about blob `sha256`; returns it.
+    pub fn check_media_use(&self, user: u64, sha256: &str) -> Result<BlobRecord, ApiError> {
         let blob = self
             .store
             .blob(sha256)
@@ -110,8 +210,27 @@ impl Api {
         if !self.store.is_blob_owner(sha256, user)? {
             return Err(ApiError::forbidden("only a media's uploader may send it"));
         }
-        Ok(())
+        Ok(blob)
     }
+}
+
+/// Longest file name a media message may carry, in bytes.
+pub const MAX_MEDIA_NAME_BYTES: usize = 255;
+
+/// The kind of media a sniffed MIME type is.
+fn media_kind_of(mime: &str) -> pb::MediaKind {
+    match mime.split('/').next() {
+        Some("image") => pb::MediaKind::Image,
+        Some("video") => pb::MediaKind::Video,
+        Some("audio") => pb::MediaKind::Audio,
+        _ => pb::MediaKind::File,
+    }
+}
+
+/// Whether browsers may show a type inline from our origin; everything else is
+/// served as an attachment.
+fn shown_inline(mime: &str) -> bool {
+    matches!(mime.split('/').next(), Some("image" | "audio" | "video"))
 }
 
 async fn remove_quietly(path: &std::path::Path) {
@@ -128,8 +247,8 @@ pub async fn upload(
     caller: Caller,
     body: Body,
 ) -> Result<(StatusCode, Json<MediaView>), ApiError> {
-    api.media
-        .admit_upload(caller.user_id, api.config.media_uploads_per_minute)?;
+    api.limits
+        .user(crate::api::limits::Limit::Upload, caller.user_id)?;
     let temp = api.media.temp_path(&format!(
         "{}-{}",
         caller.user_id,
@@ -142,12 +261,21 @@ pub async fn upload(
     let mut size = 0u64;
     let mut head = Vec::with_capacity(8192);
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
+    let chunk_timeout = std::time::Duration::from_millis(api.config.http_body_timeout_ms);
+    loop {
+        let chunk = match tokio::time::timeout(chunk_timeout, stream.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(c))) => c,
+            Ok(Some(Err(e))) => {
                 remove_quietly(&temp).await;
                 return Err(ApiError::invalid(format!("upload interrupted: {e}")));
+            }
+            Err(_) => {
+                remove_quietly(&temp).await;
+                return Err(ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    "the upload stalled",
+                ));
             }
         };
         size += chunk.len() as u64;
@@ -305,6 +433,24 @@ pub async fn download(
         HeaderValue::from_str(&blob.mime).map_err(ApiError::internal)?,
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    // The bytes are users', served from the API's origin: never sniffed into HTML,
+    // never run as a page, and anything but pictures and sound is a download.
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    let disposition = match shown_inline(&blob.mime) {
+        true => "inline".to_owned(),
+        false => format!("attachment; filename=\"{id}\""),
+    };
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).map_err(ApiError::internal)?,
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::ETAG,
@@ -344,45 +490,46 @@ fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
     (start <= end && start < total).then_some((start, end))
 }
 
-/// A fresh signed link for a blob the caller uploaded.
+/// Which message a link is asked for (recipients renew the links their messages
+/// carry).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LinkFor {
+    /// The conversation of a message that carries the blob.
+    conversation: Option<String>,
+    /// That message's seq.
+    seq: Option<u64>,
+}
+
+/// A fresh signed link: for a blob the caller uploaded, or one carried by a message
+/// the caller may read (name it with `conversation` and `seq`).
 #[utoipa::path(post, path = "/v1/media/{id}/url", tag = "media", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = MediaView), (status = 403, body = ErrorBody)))]
+    params(("id" = String, Path), LinkFor),
+    responses((status = 200, body = MediaView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn refresh_url(
     State(api): State<Arc<Api>>,
     caller: Caller,
     Path(id): Path<String>,
+    q: Result<Query<LinkFor>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MediaView>, ApiError> {
+    let Query(q) = q.map_err(|_| ApiError::invalid("bad query"))?;
     let blob = api
         .store
         .blob(&id)
         .ok()
         .flatten()
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
-    if !api.store.is_blob_owner(&id, caller.user_id)? {
-        return Err(ApiError::forbidden("not your upload"));
+    let allowed = api.store.is_blob_owner(&id, caller.user_id)?
+        || match (q.conversation, q.seq) {
+            (Some(c), Some(seq)) => api.message_carries(caller.user_id, &c, seq, &id)?,
+            _ => false,
+        };
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "not your upload, and no message of yours carries it",
+        ));
     }
     Ok(Json(api.media_view(&blob)))
-}
-
-fn check_admin(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let expected = api.config.admin_token.as_str();
-    let ok = !expected.is_empty()
-        && given.is_some_and(|g| {
-            g.len() == expected.len()
-                && g.bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("operator route: needs the admin token"))
-    }
 }
 
 /// Release a quarantined blob (operator).
@@ -414,7 +561,7 @@ fn set_status(
     id: &str,
     status: BlobStatus,
 ) -> Result<Json<MediaView>, ApiError> {
-    check_admin(api, headers)?;
+    crate::api::http::Operator::check(api, headers)?;
     let blob = api
         .store
         .update_blob(id, |b| b.status = status)?

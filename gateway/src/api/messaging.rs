@@ -1,13 +1,22 @@
 //! Messaging: authorize and store sends, page history, move cursors, sync.
 
 use courier_protocol::pb::{self, message_body::Content};
-use courier_protocol::wire::{plain_text_body, SendView};
+use courier_protocol::wire::{plain_text, SendView};
 use courier_protocol::{ConversationId, ErrorCode};
 use courier_storage::{AppendRequest, HistoryPage, HistoryRange, StoredMessage};
 use prost::Message as _;
 
+use crate::api::limits::Limit;
 use crate::api::{convert, Api};
 use crate::error::ApiError;
+
+/// Room kept in a frame for the `Deliver` envelope around a body: conversation id,
+/// seq, sender, a sender device and a client message id of up to 128 bytes each,
+/// times, recall marks and field tags, with margin.
+pub const DELIVER_ENVELOPE_BYTES: usize = 512;
+
+/// Most users one message may mention.
+pub const MAX_MENTIONS: usize = 64;
 
 /// Conversations per sync page when the client names no limit.
 pub const DEFAULT_SYNC_PAGE: usize = 100;
@@ -66,14 +75,19 @@ impl Api {
                         format!("no user with id {peer}"),
                     ));
                 }
+                self.limits.user(Limit::Send, user)?;
+                // Strangers get a much smaller budget: not friends, and the peer has
+                // never answered in this conversation.
+                if self.limits.enabled() && !relation.friend && !self.store.has_sent(c, peer)? {
+                    self.limits.user(Limit::StrangerSend, user)?;
+                }
                 Ok(())
             }
             ConversationId::Group(g) => {
-                if self.members.contains(g, user)? {
-                    Ok(())
-                } else {
-                    self.authorize(user, c).map(drop)
+                if !self.members.contains(g, user)? {
+                    self.authorize(user, c)?;
                 }
+                self.limits.user(Limit::Send, user)
             }
         }
     }
@@ -113,26 +127,56 @@ impl Api {
         let encoded_body = send
             .body_bytes()
             .ok_or_else(|| ApiError::invalid("a message needs a body"))?;
-        let media = match plain_text_body(&encoded_body) {
-            Some(text) => {
+        let (encoded_body, media) = match plain_text(&encoded_body) {
+            Some((text, false)) => {
                 self.validate_text(text)?;
-                None
+                (encoded_body, None)
             }
-            None => {
+            _ => {
                 let body = pb::MessageBody::decode(encoded_body.clone()).map_err(|e| {
                     ApiError::new(ErrorCode::MalformedFrame, format!("message body: {e}"))
                 })?;
                 self.validate_body(&body)?;
-                // A media message must point at an available blob the sender uploaded.
                 match &body.content {
+                    // Media is described by the server, from the stored blob.
                     Some(Content::Media(m)) => {
-                        self.check_media_use(user, &m.sha256)?;
-                        Some(m.sha256.clone())
+                        let media = self.server_media(user, m)?;
+                        let sha256 = media.sha256.clone();
+                        let body = pb::MessageBody {
+                            content: Some(Content::Media(media)),
+                        };
+                        (body.encode_to_vec().into(), Some(sha256))
                     }
-                    _ => None,
+                    // Mentions reach people: only participants, never across a block.
+                    Some(Content::Text(t)) if !t.mentions.is_empty() => {
+                        let kept = self.reachable_mentions(user, &c, &t.mentions)?;
+                        if kept == t.mentions {
+                            (encoded_body, None)
+                        } else {
+                            let body = pb::MessageBody {
+                                content: Some(Content::Text(pb::Text {
+                                    text: t.text.clone(),
+                                    mentions: kept,
+                                })),
+                            };
+                            (body.encode_to_vec().into(), None)
+                        }
+                    }
+                    _ => (encoded_body, None),
                 }
             }
         };
+        // The Deliver frame wraps the body in an envelope; both must fit the frame
+        // size the server advertises.
+        if encoded_body.len() + DELIVER_ENVELOPE_BYTES > self.config.max_frame_bytes {
+            return Err(ApiError::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "a message body may take at most {} bytes",
+                    self.config.max_frame_bytes - DELIVER_ENVELOPE_BYTES
+                ),
+            ));
+        }
         let ticket = self
             .store
             .submit(AppendRequest {
@@ -161,6 +205,34 @@ impl Api {
         })
     }
 
+    /// Of the users a message from `user` in `c` mentions, those it may reach:
+    /// participants of `c` between whom and the sender no block stands.
+    fn reachable_mentions(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        mentions: &[u64],
+    ) -> Result<Vec<u64>, ApiError> {
+        let mut kept = Vec::with_capacity(mentions.len().min(MAX_MENTIONS));
+        for &m in mentions.iter().take(MAX_MENTIONS) {
+            if kept.contains(&m) {
+                continue;
+            }
+            let participant = match *c {
+                ConversationId::Direct { .. } => c.peer_of(user) == Some(m) || m == user,
+                ConversationId::Group(g) => self.members.contains(g, m)?,
+            };
+            if !participant {
+                continue;
+            }
+            let r = self.store.relation(user, m)?;
+            if !r.blocking && !r.blocked_by {
+                kept.push(m);
+            }
+        }
+        Ok(kept)
+    }
+
     fn validate_text(&self, text: &str) -> Result<(), ApiError> {
         if text.is_empty() {
             return Err(ApiError::invalid("text is empty"));
@@ -178,8 +250,8 @@ impl Api {
         match &body.content {
             None => Err(ApiError::invalid("a message body needs content")),
             Some(Content::Text(t)) => self.validate_text(&t.text),
-            Some(Content::Media(m)) if m.url.is_empty() => {
-                Err(ApiError::invalid("media needs a url"))
+            Some(Content::Media(m)) if m.sha256.is_empty() => {
+                Err(ApiError::invalid("media names its upload by sha256"))
             }
             Some(Content::Media(_)) => Ok(()),
             Some(Content::Custom(c)) if c.r#type.is_empty() => {
@@ -247,6 +319,8 @@ impl Api {
         };
         let mut conversations = Vec::new();
         let mut next_page_token = String::new();
+        let budget = self.config.max_frame_bytes.saturating_sub(64);
+        let mut bytes = 0;
         // The store lists a user's conversations in id order: pages continue after
         // the last id of the previous page.
         for entry in self.store.conversations(user)? {
@@ -273,7 +347,7 @@ impl Api {
                 false => None,
             }
             .map(|m: StoredMessage| convert::to_pb(&m));
-            conversations.push(pb::ConversationState {
+            let state = pb::ConversationState {
                 conversation: entry.conversation.to_string(),
                 last_seq: entry.last_seq,
                 read_seq: entry.state.read_seq,
@@ -287,19 +361,24 @@ impl Api {
                 } else {
                     pb::ConversationKind::Direct as i32
                 },
-            });
+            };
+            // The page must fit in one frame: past the budget, the next page starts
+            // here (a state holds at most one message, which fits a frame alone).
+            let size = state.encoded_len() + 8;
+            if bytes + size > budget && !conversations.is_empty() {
+                next_page_token = conversations
+                    .last()
+                    .map(|s: &pb::ConversationState| s.conversation.clone())
+                    .unwrap_or_default();
+                break;
+            }
+            bytes += size;
+            conversations.push(state);
         }
         Ok(pb::SyncResponse {
             conversations,
             next_page_token,
             server_time_ms: courier_storage::now_ms(),
         })
-    }
-
-    /// The user a bearer token belongs to.
-    pub fn authenticate_token(&self, token: &str) -> Result<u64, ApiError> {
-        self.store
-            .verify_token(token)?
-            .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "unknown or expired token"))
     }
 }

@@ -4,6 +4,8 @@
 //! [`Api::on_frame`].
 //!
 //! # Layout
+//! - `accounts`: registration, login, logout, password changes, bounded hashing.
+//! - `limits`: rate limits; `hygiene`: what names and ids may contain.
 //! - `messaging`: sends, history, delivery acks, sync.
 //! - `conversations`: the conversation list, read cursors, mute/pin.
 //! - `relations`: friends, follows, blocks.
@@ -19,6 +21,7 @@
 //! - `http`: the axum routes.
 //! - `convert`: stored message <-> protobuf <-> JSON.
 
+pub mod accounts;
 pub mod conversations;
 pub mod convert;
 pub mod devices;
@@ -26,7 +29,9 @@ pub mod dto;
 pub mod frames;
 pub mod groups;
 pub mod http;
+pub mod hygiene;
 pub mod lifecycle;
+pub mod limits;
 pub mod media;
 pub mod members;
 pub mod messaging;
@@ -62,6 +67,12 @@ pub struct Api {
     pub media: crate::media::Media,
     /// Connection-layer counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The process-wide connection budget every listener draws from.
+    pub connections: crate::connection::limits::ConnectionBudget,
+    /// Rate limits of every abusable action.
+    pub limits: limits::RateLimits,
+    /// Bounds password hashing.
+    pub passwords: accounts::PasswordGate,
 }
 
 /// A fresh client message id for server-written log events.

@@ -161,6 +161,14 @@ impl Actor {
             let Some(peer) = c.peer_of(reader) else {
                 continue;
             };
+            // A block stands in the way of receipts too, either way.
+            let blocked = self
+                .store
+                .relation(reader, peer)
+                .map_or(true, |r| r.blocking || r.blocked_by);
+            if blocked {
+                continue;
+            }
             let frame = receipt(&c, reader, seq, 1);
             let queued = self
                 .registry

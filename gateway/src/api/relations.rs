@@ -4,6 +4,7 @@ use courier_protocol::ErrorCode;
 use courier_storage::{Relation, RelationRefusal, RequestOutcome};
 
 use crate::api::dto::{FriendRequests, RelationList, RelationView};
+use crate::api::limits::Limit;
 use crate::api::Api;
 use crate::error::ApiError;
 
@@ -62,6 +63,12 @@ impl Api {
         change: RelationChange,
     ) -> Result<RelationView, ApiError> {
         self.require_user(peer)?;
+        if matches!(
+            change,
+            RelationChange::Request | RelationChange::Follow(true)
+        ) {
+            self.limits.user(Limit::FriendRequest, user)?;
+        }
         let s = &self.store;
         match change {
             RelationChange::Request => s.request_friend(user, peer)?.map(|_: RequestOutcome| ())?,

@@ -3,6 +3,8 @@
 //! layer's business (`crate::api`).
 
 pub mod certs;
+pub mod http;
+pub mod limits;
 pub mod outbound;
 pub mod quic;
 pub mod reader;

@@ -6,7 +6,6 @@
 //! so a replayed early Send is stored once).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,7 +100,6 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i {
@@ -110,18 +108,16 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        if open.load(Ordering::Relaxed) >= api.config.max_connections {
+        let Some(permit) = api.connections.admit_datagram() else {
             incoming.refuse();
             continue;
-        }
-        let (api, shutdown, session_tasks, open) =
-            (api.clone(), shutdown.clone(), tasks.clone(), open.clone());
+        };
+        let (api, shutdown, session_tasks) = (api.clone(), shutdown.clone(), tasks.clone());
         tasks.spawn(async move {
-            open.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = connection(incoming, api, shutdown, session_tasks).await {
                 tracing::debug!(error = %e, "quic connection ended");
             }
-            open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
         });
     }
     endpoint.close(CLOSE_GOING_AWAY.into(), b"going away");

@@ -22,11 +22,16 @@ struct Counters {
     slow_consumers: AtomicU64,
 }
 
+/// What authenticated a session: the hash of its token. Ending a credential ends
+/// the sessions registered under it.
+pub type Credential = [u8; 32];
+
 /// One connected device.
 #[derive(Clone)]
 struct Device {
     session_id: u64,
     device_id: Arc<str>,
+    credential: Credential,
     outbound: Outbound,
 }
 
@@ -70,6 +75,7 @@ impl Registry {
         user: u64,
         session_id: u64,
         device_id: Arc<str>,
+        credential: Credential,
         outbound: Outbound,
     ) -> bool {
         let (replaced, first) = {
@@ -83,6 +89,7 @@ impl Registry {
             devices.push(Device {
                 session_id,
                 device_id,
+                credential,
                 outbound,
             });
             (old, first)
@@ -122,6 +129,24 @@ impl Registry {
             .get(&user)
             .and_then(|devices| devices.iter().find(|d| &*d.device_id == device_id))
         {
+            d.outbound.close(code);
+        }
+    }
+
+    /// Ends every session of `user` opened with `credential`, telling it `code`.
+    pub fn close_credential(&self, user: u64, credential: &Credential, code: ErrorCode) {
+        let map = self.shard(user).lock().expect("registry lock");
+        for d in map.get(&user).into_iter().flatten() {
+            if &d.credential == credential {
+                d.outbound.close(code);
+            }
+        }
+    }
+
+    /// Ends every session of `user`, telling it `code`.
+    pub fn close_user(&self, user: u64, code: ErrorCode) {
+        let map = self.shard(user).lock().expect("registry lock");
+        for d in map.get(&user).into_iter().flatten() {
             d.outbound.close(code);
         }
     }
@@ -205,8 +230,8 @@ mod tests {
         let registry = Registry::default();
         let (a, mut rx_a) = Outbound::channel(4);
         let (b, mut rx_b) = Outbound::channel(4);
-        registry.register(1, 10, "phone".into(), a);
-        registry.register(1, 11, "laptop".into(), b);
+        registry.register(1, 10, "phone".into(), [0; 32], a);
+        registry.register(1, 11, "laptop".into(), [0; 32], b);
         let frame = Bytes::from_static(b"x");
         assert_eq!(registry.push_to_user(1, &frame, Some((1, "phone"))), 1);
         assert!(rx_a.take_single().is_none());
@@ -222,8 +247,8 @@ mod tests {
         let registry = Registry::default();
         let (a, _rx_a) = Outbound::channel(4);
         let (b, _rx_b) = Outbound::channel(4);
-        registry.register(1, 10, "phone".into(), a.clone());
-        registry.register(1, 11, "phone".into(), b);
+        registry.register(1, 10, "phone".into(), [0; 32], a.clone());
+        registry.register(1, 11, "phone".into(), [0; 32], b);
         assert_eq!(a.close_reason(), Some(ErrorCode::Replaced));
         assert_eq!(registry.devices_of(1), 1);
         // The replaced session's unregister does not remove the new one.
@@ -232,10 +257,32 @@ mod tests {
     }
 
     #[test]
+    fn closing_a_credential_ends_only_its_sessions() {
+        let registry = Registry::default();
+        let (a, _rx_a) = Outbound::channel(4);
+        let (b, _rx_b) = Outbound::channel(4);
+        let (c, _rx_c) = Outbound::channel(4);
+        registry.register(1, 10, "phone".into(), [1; 32], a.clone());
+        registry.register(1, 11, "laptop".into(), [2; 32], b.clone());
+        registry.register(2, 12, "phone".into(), [1; 32], c.clone());
+        registry.close_credential(1, &[1; 32], ErrorCode::LoggedOut);
+        assert_eq!(a.close_reason(), Some(ErrorCode::LoggedOut));
+        assert_eq!(b.close_reason(), None);
+        assert_eq!(
+            c.close_reason(),
+            None,
+            "another user's session is untouched"
+        );
+        registry.close_user(1, ErrorCode::LoggedOut);
+        assert_eq!(b.close_reason(), Some(ErrorCode::LoggedOut));
+        assert_eq!(c.close_reason(), None);
+    }
+
+    #[test]
     fn a_full_queue_closes_the_slow_consumer() {
         let registry = Registry::default();
         let (a, _rx) = Outbound::channel(2);
-        registry.register(1, 10, "phone".into(), a.clone());
+        registry.register(1, 10, "phone".into(), [0; 32], a.clone());
         let frame = Bytes::from_static(b"x");
         assert_eq!(registry.push_to_user(1, &frame, None), 1);
         assert_eq!(registry.push_to_user(1, &frame, None), 1);

@@ -32,6 +32,43 @@ const MAX_WRITE_BATCH: usize = 64 * 1024;
 /// How long a final frame (Kick, Error) may take to write before we give up.
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Every write of a session must finish by a deadline: `write_timeout` after it
+/// starts, and no later than the end of the shutdown grace period once the server is
+/// shutting down. A peer that stops reading cannot hold a session, its queue or its
+/// descriptor past that.
+struct WriteBound {
+    timeout: Duration,
+    grace: Duration,
+    shutdown: CancellationToken,
+}
+
+impl WriteBound {
+    async fn write<W: AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        buf: &[u8],
+    ) -> std::io::Result<()> {
+        let write = writer.write_all(buf);
+        tokio::pin!(write);
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let mut shutting_down = false;
+        loop {
+            tokio::select! {
+                done = &mut write => return done,
+                _ = &mut deadline => return Err(std::io::ErrorKind::TimedOut.into()),
+                _ = self.shutdown.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    let by_grace = Instant::now() + self.grace;
+                    if by_grace < deadline.deadline() {
+                        deadline.as_mut().reset(by_grace);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug)]
 enum End {
@@ -41,6 +78,18 @@ enum End {
     Close(ErrorCode, String),
     /// The transport failed; nothing more can be written.
     Broken,
+    /// A write missed its deadline: the peer does not read. Nothing more can be
+    /// written either.
+    Stalled,
+}
+
+impl End {
+    fn after_write(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut => End::Stalled,
+            _ => End::Broken,
+        }
+    }
 }
 
 /// Runs a session to its end.
@@ -66,10 +115,13 @@ pub async fn run<R, W>(
     api.metrics.handshake(transport);
     api.metrics.session(transport, 1);
     let (outbound, mut queue) = Outbound::channel(config.outbound_queue_frames);
-    if api
-        .registry
-        .register(user_id, session_id, ctx.device_id.clone(), outbound.clone())
-    {
+    if api.registry.register(
+        user_id,
+        session_id,
+        ctx.device_id.clone(),
+        ctx.credential,
+        outbound.clone(),
+    ) {
         api.presence.online(user_id);
     }
     tracing::debug!(user_id, session_id, device = %ctx.device_id, "session open");
@@ -77,23 +129,39 @@ pub async fn run<R, W>(
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection));
     let idle_timeout = config.idle_timeout();
     let mut last_seen = Instant::now();
-    let idle = sleep_until(last_seen + idle_timeout);
+    // One timer serves the idle timeout and the token's expiry (a second timer would
+    // widen every idle session).
+    let mut credential_ends = instant_of(ctx.credential_expires_ms);
+    let idle = sleep_until((last_seen + idle_timeout).min(credential_ends));
     tokio::pin!(idle);
     let mut bad_frames = 0u32;
     let mut out = BytesMut::new();
+    let bound = WriteBound {
+        timeout: config.write_timeout(),
+        grace: config.shutdown_grace(),
+        shutdown: shutdown.clone(),
+    };
+    let mut io = Io {
+        writer: &mut writer,
+        out: &mut out,
+        bound: &bound,
+        metrics: &api.metrics,
+    };
 
     let end = loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 // Let in-flight sends finish and their acks go out before we leave.
-                let _ = Box::pin(drain_in_flight(&in_flight, config.max_in_flight_per_connection, &mut queue, &mut writer, &mut out, config.shutdown_grace(), &api.metrics)).await;
+                if let Err(e) = Box::pin(drain_in_flight(&in_flight, config.max_in_flight_per_connection, &mut queue, &mut io, config.shutdown_grace())).await {
+                    break End::after_write(e);
+                }
                 break End::Close(ErrorCode::GoingAway, "server is shutting down".into());
             }
             ready = queue.ready() => match ready {
                 Ready::Closed(code) => break End::Close(code, "session closed by the server".into()),
-                Ready::Frames => if write_queued(&mut queue, &mut writer, &mut out, &api.metrics).await.is_err() {
-                    break End::Broken;
+                Ready::Frames => if let Err(e) = io.write_queued(&mut queue).await {
+                    break End::after_write(e);
                 },
             },
             inbound = frames.next() => {
@@ -114,8 +182,8 @@ pub async fn run<R, W>(
                             break End::Close(ErrorCode::ProtocolViolation, "too many malformed frames".into());
                         }
                         let reply = codec_error_frame(0, &e);
-                        if writer.write_all(&encode_frame(&reply)).await.is_err() {
-                            break End::Broken;
+                        if let Err(e) = io.write_frame(&reply).await {
+                            break End::after_write(e);
                         }
                         continue;
                     }
@@ -129,16 +197,19 @@ pub async fn run<R, W>(
                 match Box::pin(api.on_frame(&ctx, frame)).await {
                     Handled::Nothing => {}
                     Handled::Reply(reply) => {
-                        if writer.write_all(&encode_frame(&reply)).await.is_err() {
-                            break End::Broken;
+                        if let Err(e) = io.write_frame(&reply).await {
+                            break End::after_write(e);
                         }
                     }
                     Handled::Later(pending) => {
                         let permit = match in_flight.clone().try_acquire_owned() {
-                            Ok(p) => Some(p),
-                            Err(_) => Box::pin(wait_for_permit(&in_flight, &mut queue, &mut writer, &mut out, &api.metrics)).await,
+                            Ok(p) => Ok(p),
+                            Err(_) => Box::pin(wait_for_permit(&in_flight, &mut queue, &mut io)).await,
                         };
-                        let Some(permit) = permit else { break End::Broken };
+                        let permit = match permit {
+                            Ok(p) => p,
+                            Err(e) => break End::after_write(e),
+                        };
                         let outbound = outbound.clone();
                         tasks.spawn(async move {
                             let reply = pending.await;
@@ -149,11 +220,19 @@ pub async fn run<R, W>(
                 }
             }
             _ = &mut idle => {
+                let now = Instant::now();
+                if now >= credential_ends {
+                    // Re-checked rather than assumed: a token may be extended.
+                    match api.store.token_info_by_hash(&ctx.credential) {
+                        Ok(Some(token)) => credential_ends = instant_of(token.expires_ms),
+                        _ => break End::Close(ErrorCode::LoggedOut, "the session's token expired".into()),
+                    }
+                }
                 let deadline = last_seen + idle_timeout;
-                if Instant::now() >= deadline {
+                if now >= deadline {
                     break End::Close(ErrorCode::IdleTimeout, "no frames within the idle timeout".into());
                 }
-                idle.as_mut().reset(deadline);
+                idle.as_mut().reset(deadline.min(credential_ends));
             }
         }
     };
@@ -163,16 +242,61 @@ pub async fn run<R, W>(
         api.presence.offline(user_id);
     }
     tracing::debug!(user_id, session_id, reason = ?end, "session closed");
-    if let End::Close(code, reason) = end {
-        // Whatever is still queued goes out first, then the reason.
-        out.clear();
-        queue.drain_into(&mut out, usize::MAX);
-        out.extend_from_slice(&encode_frame(&Frame::kick(code, reason)));
-        let _ = Box::pin(tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
-            writer.write_all(&out).await?;
-            writer.shutdown().await
-        }))
-        .await;
+    match end {
+        End::Close(code, reason) => {
+            if code == ErrorCode::SlowConsumer {
+                api.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
+            }
+            // Whatever is still queued goes out first, then the reason.
+            out.clear();
+            queue.drain_into(&mut out, usize::MAX);
+            out.extend_from_slice(&encode_frame(&Frame::kick(code, reason)));
+            let _ = Box::pin(tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
+                writer.write_all(&out).await?;
+                writer.shutdown().await
+            }))
+            .await;
+        }
+        End::Stalled => {
+            // The peer stopped reading: nothing can reach it, so no Kick is tried.
+            api.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
+            api.metrics.stalled_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        End::ClientClosed | End::Broken => {}
+    }
+}
+
+/// A session's writing side: its writer, the batch buffer, the write deadline.
+struct Io<'a, W> {
+    writer: &'a mut W,
+    out: &'a mut BytesMut,
+    bound: &'a WriteBound,
+    metrics: &'a Metrics,
+}
+
+impl<W: AsyncWrite + Unpin> Io<'_, W> {
+    /// Writes one frame now (a reply).
+    async fn write_frame(&mut self, frame: &Frame) -> std::io::Result<()> {
+        self.bound.write(self.writer, &encode_frame(frame)).await
+    }
+
+    /// Writes what is queued, coalesced into few writes.
+    async fn write_queued(&mut self, queue: &mut OutboundQueue) -> std::io::Result<()> {
+        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(frame) = queue.take_single() {
+            // The common case of one frame: no copy.
+            self.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
+            return self.bound.write(self.writer, &frame).await;
+        }
+        self.out.clear();
+        let frames = queue.drain_into(self.out, MAX_WRITE_BATCH);
+        self.metrics
+            .frames_out
+            .fetch_add(frames as u64, Ordering::Relaxed);
+        let result = self.bound.write(self.writer, self.out).await;
+        // A connection going quiet keeps no write buffer.
+        *self.out = BytesMut::new();
+        result
     }
 }
 
@@ -206,7 +330,7 @@ where
                 request_id,
                 kind: Some(Kind::Hello(hello)),
             }) => match api.handshake(&hello, session_id) {
-                Ok((user_id, welcome)) => Ok((request_id, hello, user_id, welcome)),
+                Ok((ctx, welcome)) => Ok((request_id, ctx, welcome)),
                 Err(e) => {
                     api.metrics
                         .handshake_failures
@@ -222,7 +346,7 @@ where
             Err(e) => Err(Some(codec_error_frame(0, &e))),
         },
     };
-    let (hello_id, hello, user_id, mut welcome) = match answer {
+    let (hello_id, ctx, mut welcome) = match answer {
         Ok(ok) => ok,
         Err(refusal) => {
             if let Some(frame) = refusal {
@@ -232,54 +356,24 @@ where
         }
     };
     welcome.request_id = hello_id;
-    writer.write_all(&encode_frame(&welcome)).await.ok()?;
-    Some(SessionCtx {
-        user_id,
-        device_id: hello.device_id.into(),
-        session_id,
-    })
-}
-
-/// Writes what is queued, coalesced into few writes.
-async fn write_queued<W: AsyncWrite + Unpin>(
-    queue: &mut OutboundQueue,
-    writer: &mut W,
-    out: &mut BytesMut,
-    metrics: &Metrics,
-) -> std::io::Result<()> {
-    metrics.writes.fetch_add(1, Ordering::Relaxed);
-    if let Some(frame) = queue.take_single() {
-        // The common case of one frame: no copy.
-        metrics.frames_out.fetch_add(1, Ordering::Relaxed);
-        return writer.write_all(&frame).await;
-    }
-    out.clear();
-    let frames = queue.drain_into(out, MAX_WRITE_BATCH);
-    metrics
-        .frames_out
-        .fetch_add(frames as u64, Ordering::Relaxed);
-    let result = writer.write_all(out).await;
-    // A connection going quiet keeps no write buffer.
-    *out = BytesMut::new();
-    result
+    let welcome = encode_frame(&welcome);
+    let sent = tokio::time::timeout(api.config.handshake_timeout(), writer.write_all(&welcome));
+    sent.await.ok()?.ok()?;
+    Some(ctx)
 }
 
 /// At the cap of sends in flight: stops reading, keeps writing until a send completes.
 async fn wait_for_permit<W: AsyncWrite + Unpin>(
     in_flight: &Arc<Semaphore>,
     queue: &mut OutboundQueue,
-    writer: &mut W,
-    out: &mut BytesMut,
-    metrics: &Metrics,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    io: &mut Io<'_, W>,
+) -> std::io::Result<tokio::sync::OwnedSemaphorePermit> {
     loop {
         tokio::select! {
-            p = in_flight.clone().acquire_owned() => return p.ok(),
-            _ = queue.frames() => {
-                if write_queued(queue, writer, out, metrics).await.is_err() {
-                    return None;
-                }
+            p = in_flight.clone().acquire_owned() => {
+                return p.map_err(|_| std::io::ErrorKind::BrokenPipe.into());
             }
+            _ = queue.frames() => io.write_queued(queue).await?,
         }
     }
 }
@@ -289,10 +383,8 @@ async fn drain_in_flight<W: AsyncWrite + Unpin>(
     in_flight: &Arc<Semaphore>,
     permits: usize,
     queue: &mut OutboundQueue,
-    writer: &mut W,
-    out: &mut BytesMut,
+    io: &mut Io<'_, W>,
     grace: Duration,
-    metrics: &Metrics,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + grace;
     loop {
@@ -301,10 +393,17 @@ async fn drain_in_flight<W: AsyncWrite + Unpin>(
                 drop(all);
                 return Ok(());
             }
-            _ = queue.frames() => write_queued(queue, writer, out, metrics).await?,
+            _ = queue.frames() => io.write_queued(queue).await?,
             _ = sleep_until(deadline) => return Ok(()),
         }
     }
+}
+
+/// The instant of a wall-clock time in ms since the Unix epoch.
+fn instant_of(epoch_ms: u64) -> Instant {
+    let from_now = epoch_ms.saturating_sub(courier_storage::now_ms());
+    // Far futures are capped (a timer that far out would only be reset anyway).
+    Instant::now() + Duration::from_millis(from_now.min(365 * 24 * 3600 * 1000))
 }
 
 fn codec_error_frame(request_id: u64, e: &CodecError) -> Frame {

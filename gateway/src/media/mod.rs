@@ -11,10 +11,7 @@
 pub mod moderation;
 pub mod store;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -39,7 +36,6 @@ pub struct Media {
     /// Moderation of new uploads.
     pub moderator: Box<dyn Moderator>,
     key: [u8; 32],
-    limiter: Mutex<HashMap<u64, (Instant, u32)>>,
 }
 
 impl Media {
@@ -49,6 +45,11 @@ impl Media {
         let root = config.data_dir.join("media");
         let temp_dir = config.data_dir.join("media-tmp");
         std::fs::create_dir_all(&temp_dir)?;
+        // Whatever is here belongs to uploads a crash interrupted: nothing refers to it.
+        let stale = remove_dir_contents(&temp_dir)?;
+        if stale > 0 {
+            tracing::info!(files = stale, "removed temp files of interrupted uploads");
+        }
         std::fs::create_dir_all(&root)?;
         let key = signing_key(&config.data_dir.join("media-url-signing.key"))?;
         let s3 = |bucket: &str| {
@@ -89,7 +90,6 @@ impl Media {
             temp_dir,
             moderator: moderation::from_config(config),
             key,
-            limiter: Mutex::new(HashMap::new()),
         })
     }
 
@@ -107,28 +107,6 @@ impl Media {
             Some(cold) if cold.contains(sha256).await? => Ok(Some(cold)),
             _ => Ok(None),
         }
-    }
-
-    /// Counts an upload by `user` against the per-minute limit.
-    pub fn admit_upload(&self, user: u64, per_minute: u32) -> Result<(), ApiError> {
-        let mut limiter = self.limiter.lock().expect("limiter lock");
-        let now = Instant::now();
-        if limiter.len() > 100_000 {
-            limiter.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
-        }
-        let (start, count) = limiter.entry(user).or_insert((now, 0));
-        if now.duration_since(*start) >= Duration::from_secs(60) {
-            *start = now;
-            *count = 0;
-        }
-        if *count >= per_minute {
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                "too many uploads; try again in a minute",
-            ));
-        }
-        *count += 1;
-        Ok(())
     }
 
     fn mac(&self, sha256: &str, expires_ms: u64) -> HmacSha256 {
@@ -163,6 +141,19 @@ impl Media {
         }
         Ok(())
     }
+}
+
+/// Removes every file in `dir`; returns how many.
+fn remove_dir_contents(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Reads the signing key, or makes one (32 random bytes, owner-only).

@@ -48,6 +48,13 @@ impl TestServer {
         self.http.login(name, "password123").await.unwrap()
     }
 
+    /// An HTTP client with the operator token (for `/metrics`, `/v1/stats`, admin).
+    pub fn admin(&self) -> HttpClient {
+        self.http
+            .clone()
+            .with_token(&self.server.api().config.admin_token)
+    }
+
     pub fn http_as(&self, login: &LoginInfo) -> HttpClient {
         self.http.clone().with_token(&login.token)
     }
@@ -99,6 +106,11 @@ impl RawConn {
             buf: BytesMut::new(),
             codec: FrameCodec::new(1 << 20),
         }
+    }
+
+    /// Reads frames no larger than `max_frame_bytes` (a larger one fails the test).
+    pub fn limit(&mut self, max_frame_bytes: usize) {
+        self.codec = FrameCodec::new(max_frame_bytes);
     }
 
     pub async fn send(&mut self, frame: &Frame) {

@@ -35,6 +35,9 @@ use crate::connection::registry::Registry;
 
 /// Most users one subscription may watch.
 pub const MAX_SUBSCRIBE_TARGETS: usize = 256;
+/// Most users one user may watch at once through subscriptions (all its sessions
+/// together); targets past it are not watched until earlier leases run out.
+pub const MAX_WATCHED_PER_USER: usize = 1_000;
 
 /// What the presence machinery did so far.
 #[derive(Debug, Default)]
@@ -55,6 +58,8 @@ pub struct PresenceCounters {
     pub changes_out: AtomicU64,
     /// PresenceBatch frames queued to devices.
     pub frames_out: AtomicU64,
+    /// Subscription targets refused: the subscriber watched its maximum already.
+    pub subscriptions_refused: AtomicU64,
 }
 
 /// A snapshot of [`PresenceCounters`].
@@ -76,6 +81,8 @@ pub struct PresenceStats {
     pub changes_out: u64,
     /// Frames queued to devices.
     pub frames_out: u64,
+    /// Subscription targets refused past the per-user maximum.
+    pub subscriptions_refused: u64,
 }
 
 impl PresenceCounters {
@@ -91,6 +98,7 @@ impl PresenceCounters {
             suppressed_coalesced: get(&self.suppressed_coalesced),
             changes_out: get(&self.changes_out),
             frames_out: get(&self.frames_out),
+            subscriptions_refused: get(&self.subscriptions_refused),
         }
     }
 }
@@ -139,6 +147,7 @@ impl Presence {
             announced_online: HashMap::new(),
             outbox: Outbox::default(),
             subscriptions: HashMap::new(),
+            watching: HashMap::new(),
         };
         (Self { tx, counters }, actor.run(shutdown))
     }
@@ -187,6 +196,8 @@ struct Actor {
     outbox: Outbox,
     /// Watched user -> subscriber -> lease end.
     subscriptions: HashMap<u64, HashMap<u64, Instant>>,
+    /// Subscriber -> how many users it watches (bounded by MAX_WATCHED_PER_USER).
+    watching: HashMap<u64, usize>,
 }
 
 impl Actor {
@@ -228,18 +239,20 @@ impl Actor {
             } => {
                 let until = Instant::now() + lease;
                 for target in targets {
-                    let blocked = self
-                        .store
-                        .relation(target, subscriber)
-                        .map(|r| r.blocking)
-                        .unwrap_or(true);
-                    if blocked || target == subscriber {
+                    // Who may see whom is checked before a subscription gets here.
+                    if target == subscriber {
                         continue;
                     }
-                    self.subscriptions
-                        .entry(target)
-                        .or_default()
-                        .insert(subscriber, until);
+                    let watched = self.watching.entry(subscriber).or_default();
+                    let subs = self.subscriptions.entry(target).or_default();
+                    if !subs.contains_key(&subscriber) {
+                        if *watched >= MAX_WATCHED_PER_USER {
+                            add(&self.counters.subscriptions_refused, 1);
+                            continue;
+                        }
+                        *watched += 1;
+                    }
+                    subs.insert(subscriber, until);
                     // The current state at once, then changes for the lease.
                     let online = self.registry.devices_of(target) > 0
                         || self.pending_offline.contains_key(&target);
@@ -263,10 +276,20 @@ impl Actor {
                 self.announce(user, false);
             }
         }
+        let watching = &mut self.watching;
         self.subscriptions.retain(|_, subs| {
-            subs.retain(|_, until| *until > now);
+            subs.retain(|subscriber, until| {
+                let live = *until > now;
+                if !live {
+                    if let Some(n) = watching.get_mut(subscriber) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                live
+            });
             !subs.is_empty()
         });
+        watching.retain(|_, n| *n > 0);
         self.flush();
     }
 

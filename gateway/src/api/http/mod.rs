@@ -20,8 +20,11 @@ use utoipa::{IntoParams, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod accounts;
+
 use crate::api::dto::*;
 use crate::api::groups::parse_policy;
+use crate::api::limits::Limit;
 use crate::api::relations::RelationChange;
 use crate::api::{convert, Api};
 use crate::error::ApiError;
@@ -56,7 +59,69 @@ pub fn router(api: Arc<Api>) -> Router {
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            request_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            address_limit,
+        ))
         .with_state(api)
+}
+
+/// Every request counts against its client address's budget (per-user budgets are
+/// taken once the caller is known, in [`Caller`]).
+async fn address_limit(
+    State(api): State<Arc<Api>>,
+    ClientAddr(from): ClientAddr,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match api.limits.address(Limit::HttpAddress, from) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The client's address (from the connection; `0.0.0.0` when served without one).
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip()),
+        ))
+    }
+}
+
+/// Every request is answered within `http_request_timeout_ms`, or gets
+/// `REQUEST_TIMEOUT`. Uploads stream for as long as bytes keep coming (their body is
+/// bounded between chunks by `http_body_timeout_ms`).
+async fn request_deadline(
+    State(api): State<Arc<Api>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let upload =
+        request.method() == axum::http::Method::POST && request.uri().path() == "/v1/media";
+    if upload {
+        return next.run(request).await;
+    }
+    let limit = std::time::Duration::from_millis(api.config.http_request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::new(ErrorCode::RequestTimeout, "the request took too long").into_response()
+        }
+    }
 }
 
 /// The OpenAPI document of every route.
@@ -68,11 +133,13 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(openapi_json))
-        .routes(routes!(register))
-        .routes(routes!(login))
-        .routes(routes!(logout))
-        .routes(routes!(me))
-        .routes(routes!(user_by_name))
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::login))
+        .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::logout_everywhere))
+        .routes(routes!(accounts::change_password))
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::user_by_name))
         .routes(routes!(relation))
         .routes(routes!(friends))
         .routes(routes!(friend_requests, request_friend))
@@ -93,6 +160,9 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(join_group))
         .routes(routes!(leave_group))
         .routes(routes!(transfer_group))
+        .routes(routes!(invitations))
+        .routes(routes!(accept_invitation))
+        .routes(routes!(decline_invitation))
         .routes(routes!(conversations))
         .routes(routes!(update_conversation))
         .routes(routes!(history))
@@ -112,12 +182,12 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request (its per-user request budget taken).
 pub struct Caller {
     /// User id.
     pub user_id: u64,
-    /// The bearer token it presented.
-    pub token: String,
+    /// The hash of the bearer token it presented.
+    pub credential: courier_storage::TokenHash,
 }
 
 impl FromRequestParts<Arc<Api>> for Caller {
@@ -140,14 +210,17 @@ impl FromRequestParts<Arc<Api>> for Caller {
                     "expected `Authorization: Bearer <token>`",
                 )
             })?
-            .trim()
-            .to_owned();
-        let user_id = api.authenticate_token(&token)?;
-        Ok(Caller { user_id, token })
+            .trim();
+        let token = api.authenticate(token)?;
+        api.limits.user(Limit::HttpUser, token.user_id)?;
+        Ok(Caller {
+            user_id: token.user_id,
+            credential: token.hash,
+        })
     }
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v)
         .map_err(|e| ApiError::invalid(format!("bad JSON body: {}", e.body_text())))
 }
@@ -161,7 +234,7 @@ fn conversation(api: &Api, id: &str) -> Result<ConversationId, ApiError> {
     api.parse_conversation(id)
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Liveness and a few gauges.
 #[utoipa::path(get, path = "/v1/health", tag = "server", responses((status = 200, body = Health)))]
@@ -179,85 +252,6 @@ async fn openapi_json(
     Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
 ) -> Json<utoipa::openapi::OpenApi> {
     Json((*doc).clone())
-}
-
-/// Create an account.
-#[utoipa::path(post, path = "/v1/register", tag = "accounts", request_body = Credentials,
-    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn register(
-    State(api): State<Arc<Api>>,
-    body: Result<Json<Credentials>, JsonRejection>,
-) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
-    let creds = json_body(body)?;
-    let account = api
-        .blocking(move |store| Ok(store.register(&creds.name, &creds.password)?))
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(UserInfo {
-            user_id: account.id,
-            name: account.name,
-        }),
-    ))
-}
-
-/// Log in: a bearer token for the HTTP API and the binary protocol.
-#[utoipa::path(post, path = "/v1/login", tag = "accounts", request_body = Credentials,
-    responses((status = 200, body = LoginInfo), (status = 401, body = ErrorBody)))]
-async fn login(
-    State(api): State<Arc<Api>>,
-    body: Result<Json<Credentials>, JsonRejection>,
-) -> ApiResult<LoginInfo> {
-    let creds = json_body(body)?;
-    let name = creds.name.clone();
-    let session = api
-        .blocking(move |store| Ok(store.login(&creds.name, &creds.password)?))
-        .await?;
-    Ok(Json(LoginInfo {
-        token: session.token,
-        user_id: session.user_id,
-        name,
-        expires_at_ms: session.expires_ms,
-    }))
-}
-
-/// Revoke the caller's token.
-#[utoipa::path(post, path = "/v1/logout", tag = "accounts", security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody)))]
-async fn logout(State(api): State<Arc<Api>>, caller: Caller) -> Result<StatusCode, ApiError> {
-    api.blocking(move |store| Ok(store.revoke_token(&caller.token)?))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The caller's account.
-#[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
-    responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody)))]
-async fn me(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<UserInfo> {
-    let name = api.require_user(caller.user_id)?;
-    Ok(Json(UserInfo {
-        user_id: caller.user_id,
-        name,
-    }))
-}
-
-/// Look a user up by name.
-#[utoipa::path(get, path = "/v1/users/{name}", tag = "accounts", security(("bearer" = [])),
-    params(("name" = String, Path, description = "user name")),
-    responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
-async fn user_by_name(
-    State(api): State<Arc<Api>>,
-    _caller: Caller,
-    Path(name): Path<String>,
-) -> ApiResult<UserInfo> {
-    let account = api
-        .store
-        .account_by_name(&name)?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user named {name:?}")))?;
-    Ok(Json(UserInfo {
-        user_id: account.id,
-        name: account.name,
-    }))
 }
 
 /// Paging of relation lists.
@@ -676,6 +670,40 @@ async fn transfer_group(
     ))
 }
 
+/// The caller's pending group invitations.
+#[utoipa::path(get, path = "/v1/invitations", tag = "groups", security(("bearer" = [])),
+    responses((status = 200, body = InvitationList)))]
+async fn invitations(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<InvitationList> {
+    Ok(Json(InvitationList {
+        invitations: api.invitations(caller.user_id)?,
+    }))
+}
+
+/// Accept an invitation: join the group.
+#[utoipa::path(post, path = "/v1/invitations/{group_id}/accept", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)),
+    responses((status = 200, body = GroupView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn accept_invitation(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+) -> ApiResult<GroupView> {
+    Ok(Json(api.accept_invitation(group, caller.user_id).await?))
+}
+
+/// Decline an invitation.
+#[utoipa::path(delete, path = "/v1/invitations/{group_id}", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn decline_invitation(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    api.decline_invitation(group, caller.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Paging of the conversation list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -823,7 +851,8 @@ async fn devices(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<Devic
     }))
 }
 
-/// Unbind a device; its session is ended with `LOGGED_OUT`.
+/// Unbind a device: every token it used is revoked and its sessions end with
+/// `LOGGED_OUT`; it must log in again with the password.
 #[utoipa::path(delete, path = "/v1/devices/{device_id}", tag = "devices", security(("bearer" = [])),
     params(("device_id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove_device(
@@ -831,7 +860,7 @@ async fn remove_device(
     caller: Caller,
     Path(device): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    api.remove_device(caller.user_id, &device)?;
+    api.remove_device(caller.user_id, &device).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -868,25 +897,95 @@ async fn presence(
     Ok(Json(api.presence_of(caller.user_id, &ids)?))
 }
 
-/// Counters of presence and read receipts (events in, frames out, suppressed).
-#[utoipa::path(get, path = "/v1/stats", tag = "server", responses((status = 200, body = Stats)))]
-async fn stats(State(api): State<Arc<Api>>) -> Json<Stats> {
-    Json(Stats {
+/// Marks requests that arrive on the operator listener (`admin_addr`), which needs
+/// no token: it is meant to be bound where only operators and Prometheus reach it.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+impl Operator {
+    /// Lets an operator request through: one on the operator listener, or one with
+    /// `Authorization: Bearer <admin_token>` (compared in constant time).
+    pub fn check(api: &Api, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let expected = api.config.admin_token.as_bytes();
+        let ok = !expected.is_empty()
+            && given.is_some_and(|g| {
+                g.len() == expected.len()
+                    && g.bytes()
+                        .zip(expected.iter())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "operator route: needs the admin token (or use the admin listener)",
+            ))
+        }
+    }
+}
+
+/// Lets operator requests through: from the operator listener, or with the admin token.
+fn operator(
+    api: &Api,
+    on_operator_listener: Option<Extension<Operator>>,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    match on_operator_listener {
+        Some(_) => Ok(()),
+        None => Operator::check(api, headers),
+    }
+}
+
+/// Counters of presence and read receipts (operators: admin token, or the admin
+/// listener).
+#[utoipa::path(get, path = "/v1/stats", tag = "server", security(("bearer" = [])),
+    responses((status = 200, body = Stats), (status = 403, body = ErrorBody)))]
+async fn stats(
+    State(api): State<Arc<Api>>,
+    on_operator_listener: Option<Extension<Operator>>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Stats> {
+    operator(&api, on_operator_listener, &headers)?;
+    Ok(Json(Stats {
         online_devices: api.registry.online_devices(),
         presence: api.presence.counters.snapshot(),
         receipts: api.receipts.counters.snapshot(),
-    })
+    }))
 }
 
-/// Operator metrics in the Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "server",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-async fn metrics(State(api): State<Arc<Api>>) -> impl axum::response::IntoResponse {
-    (
+/// Operator metrics in the Prometheus text format (operators: admin token, or the
+/// admin listener).
+#[utoipa::path(get, path = "/metrics", tag = "server", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        (status = 403, body = ErrorBody)))]
+async fn metrics(
+    State(api): State<Arc<Api>>,
+    on_operator_listener: Option<Extension<Operator>>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    operator(&api, on_operator_listener, &headers)?;
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
         crate::metrics::render(&api),
-    )
+    ))
+}
+
+/// The operator listener's routes: `/metrics`, `/v1/stats` and `/v1/health`, without
+/// a token. Bind it (`admin_addr`) where only operators and Prometheus reach it.
+pub fn operator_router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/v1/stats", axum::routing::get(stats))
+        .route("/v1/health", axum::routing::get(health))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .layer(Extension(Operator))
+        .with_state(api)
 }

@@ -1,0 +1,211 @@
+//! Accounts and credentials: registration, login, logout (here or everywhere),
+//! password changes, and what ends a session when its credential ends.
+//!
+//! Password hashing is the one unauthenticated request that costs real CPU and
+//! memory (Argon2id, ~19 MiB each by default), so it runs behind [`PasswordGate`]:
+//! a few hashes at a time on the blocking pool, a short queue, and `OVERLOADED` with
+//! `Retry-After` past it. A flood of logins costs the server a bounded amount of
+//! memory and leaves cores for everyone else.
+//!
+//! Every path that ends a credential ends the sessions it authenticated at once,
+//! with a `Kick` of `LOGGED_OUT`: logout ends the sessions of that token; "log out
+//! everywhere" all of the user's; a password change all but the caller's token; a
+//! removed device its own session and every token it was used with.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_protocol::ErrorCode;
+use courier_storage::{Account, Session, Store, TokenHash, TokenInfo};
+use tokio::sync::Semaphore;
+
+use crate::api::limits::Limit;
+use crate::api::Api;
+use crate::error::ApiError;
+
+/// How long a hash may wait for a slot before the request is shed.
+const HASH_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs password hashes a few at a time, with a bounded queue.
+pub struct PasswordGate {
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    shed: std::sync::atomic::AtomicU64,
+}
+
+impl PasswordGate {
+    /// `slots` hashes at once, `max_waiting` more queued.
+    pub fn new(slots: usize, max_waiting: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+            shed: Default::default(),
+        }
+    }
+
+    /// Runs `f` (which hashes) on the blocking pool once a slot is free; past the
+    /// queue, or after waiting too long, answers `OVERLOADED`.
+    pub async fn run<T, F>(&self, store: &Store, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(self.shed());
+                }
+                let waited =
+                    tokio::time::timeout(HASH_WAIT, self.slots.clone().acquire_owned()).await;
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                match waited {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(self.shed()),
+                }
+            }
+        };
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = f(&store);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    fn shed(&self) -> ApiError {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        ApiError::overloaded(
+            "too many logins at once; try again shortly",
+            Duration::from_secs(1),
+        )
+    }
+
+    /// Hashes refused so far.
+    pub fn shed_count(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+}
+
+impl Api {
+    /// Creates an account (rate-limited per client address).
+    pub async fn register(
+        &self,
+        name: String,
+        password: String,
+        from: IpAddr,
+    ) -> Result<Account, ApiError> {
+        self.limits.address(Limit::Register, from)?;
+        self.passwords
+            .run(&self.store, move |store| {
+                Ok(store.register(&name, &password)?)
+            })
+            .await
+    }
+
+    /// Logs in: a new token, if the password is right and neither the account nor
+    /// the address is locked out by earlier failures.
+    pub async fn login(
+        &self,
+        name: String,
+        password: String,
+        from: IpAddr,
+    ) -> Result<Session, ApiError> {
+        self.limits.login_attempt(&name, from)?;
+        let user = name.clone();
+        let result = self
+            .passwords
+            .run(&self.store, move |store| Ok(store.login(&user, &password)?))
+            .await;
+        match &result {
+            Ok(_) => self.limits.login_outcome(&name, from, true),
+            Err(e) if e.code == ErrorCode::BadCredentials => {
+                self.limits.login_outcome(&name, from, false)
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// What a bearer token says, if it is valid.
+    pub fn authenticate(&self, token: &str) -> Result<TokenInfo, ApiError> {
+        self.store
+            .token_info(token)?
+            .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "unknown or expired token"))
+    }
+
+    /// The user a bearer token belongs to.
+    pub fn authenticate_token(&self, token: &str) -> Result<u64, ApiError> {
+        self.authenticate(token).map(|t| t.user_id)
+    }
+
+    /// Revokes `token` and ends the sessions it opened.
+    pub async fn logout(&self, user: u64, token: TokenHash) -> Result<(), ApiError> {
+        self.blocking(move |store| Ok(store.revoke_token_hash(&token)?))
+            .await?;
+        self.end_sessions(user, &[token]);
+        Ok(())
+    }
+
+    /// Revokes every token of `user` and ends all its sessions.
+    pub async fn logout_everywhere(&self, user: u64) -> Result<usize, ApiError> {
+        let revoked = self
+            .blocking(move |store| Ok(store.revoke_user_tokens(user, None)?))
+            .await?;
+        self.registry.close_user(user, ErrorCode::LoggedOut);
+        Ok(revoked.len())
+    }
+
+    /// Changes `user`'s password after checking the current one; every other token
+    /// of the user is revoked and its sessions end (the caller's stays).
+    pub async fn change_password(
+        &self,
+        user: u64,
+        keep: TokenHash,
+        current: String,
+        new: String,
+        from: IpAddr,
+    ) -> Result<(), ApiError> {
+        let name = self.require_user(user)?;
+        self.limits.login_attempt(&name, from)?;
+        let checked_name = name.clone();
+        let result = self
+            .passwords
+            .run(&self.store, move |store| {
+                store.check_password(&checked_name, &current)?;
+                store.set_password(user, &new)?;
+                Ok(store.revoke_user_tokens(user, Some(&keep))?)
+            })
+            .await;
+        match &result {
+            Ok(_) => self.limits.login_outcome(&name, from, true),
+            Err(e) if e.code == ErrorCode::BadCredentials => {
+                self.limits.login_outcome(&name, from, false)
+            }
+            Err(_) => {}
+        }
+        self.end_sessions(user, &result?);
+        Ok(())
+    }
+
+    /// Ends every session of `user` that one of `tokens` opened.
+    pub fn end_sessions(&self, user: u64, tokens: &[TokenHash]) {
+        for token in tokens {
+            self.registry
+                .close_credential(user, token, ErrorCode::LoggedOut);
+        }
+    }
+
+    /// Deletes expired tokens (run by the lifecycle job).
+    pub async fn sweep_tokens(&self, now_ms: u64) -> Result<usize, ApiError> {
+        self.blocking(move |store| Ok(store.sweep_expired_tokens(now_ms)?))
+            .await
+    }
+}

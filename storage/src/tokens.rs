@@ -1,0 +1,354 @@
+//! Login tokens: issued at login, checked on every request and handshake, revoked
+//! by logout, "log out everywhere", a password change or the removal of a device
+//! they were used from, and swept once expired.
+//!
+//! A token is 32 random bytes, shown to the client once as hex; only its SHA-256 is
+//! stored, so a copy of the data directory does not leak live tokens. Each token
+//! remembers the devices it opened sessions for, so removing a device revokes the
+//! credentials that device holds. A per-user index lists a user's tokens.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `tokenhash_session` | sha256(token) | user, expiry, devices it was used from |
+//! | `usertoken_expiry` | `user sha256(token)` | expiry |
+
+use bytes::{Buf, BufMut};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::accounts::Session;
+use crate::error::{Result, StorageError};
+use crate::{now_ms, Store};
+
+/// The SHA-256 of a token: how it is stored, and how sessions name it.
+pub type TokenHash = [u8; 32];
+
+/// Most devices a token remembers (the oldest is forgotten past it).
+const MAX_TOKEN_DEVICES: usize = 16;
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Its hash.
+    pub hash: TokenHash,
+    /// The user it authenticates.
+    pub user_id: u64,
+    /// When it stops being valid (ms since the Unix epoch).
+    pub expires_ms: u64,
+    /// Devices it opened sessions for.
+    pub devices: Vec<String>,
+}
+
+/// The hash of a token as the client holds it.
+pub fn token_hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn encode(user: u64, expires_ms: u64, devices: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + devices.iter().map(|d| d.len() + 1).sum::<usize>());
+    out.put_u64(user);
+    out.put_u64(expires_ms);
+    out.put_u8(devices.len() as u8);
+    for d in devices {
+        out.put_u8(d.len() as u8);
+        out.put_slice(d.as_bytes());
+    }
+    out
+}
+
+fn decode(hash: TokenHash, v: &[u8]) -> Result<TokenInfo> {
+    let corrupt = || StorageError::Corrupt("session");
+    let mut buf = v;
+    if buf.remaining() < 16 {
+        return Err(corrupt());
+    }
+    let user_id = buf.get_u64();
+    let expires_ms = buf.get_u64();
+    let mut devices = Vec::new();
+    // Tokens issued before devices were recorded end here.
+    if buf.has_remaining() {
+        let n = buf.get_u8();
+        for _ in 0..n {
+            if !buf.has_remaining() {
+                return Err(corrupt());
+            }
+            let len = buf.get_u8() as usize;
+            if buf.remaining() < len {
+                return Err(corrupt());
+            }
+            let d = std::str::from_utf8(&buf[..len]).map_err(|_| corrupt())?;
+            devices.push(d.to_owned());
+            buf.advance(len);
+        }
+    }
+    Ok(TokenInfo {
+        hash,
+        user_id,
+        expires_ms,
+        devices,
+    })
+}
+
+fn index_key(user: u64, hash: &TokenHash) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&user.to_be_bytes());
+    k[8..].copy_from_slice(hash);
+    k
+}
+
+impl Store {
+    /// Issues a token for `user_id` (after a successful login).
+    pub fn issue_token(&self, user_id: u64) -> Result<Session> {
+        let mut raw = [0u8; 32];
+        OsRng.fill_bytes(&mut raw);
+        let token = hex::encode(raw);
+        let hash = token_hash(&token);
+        let expires_ms = now_ms().saturating_add(self.inner.config.token_ttl.as_millis() as u64);
+        let shard = self.shard(self.inner.map.token_hash(&hash));
+        shard
+            .tokenhash_session
+            .insert(hash, encode(user_id, expires_ms, &[]))?;
+        let user_shard = self.shard(self.inner.map.user(user_id));
+        user_shard
+            .usertoken_expiry
+            .insert(index_key(user_id, &hash), &expires_ms.to_be_bytes())?;
+        shard.db.flush()?;
+        if !std::ptr::eq(shard, user_shard) {
+            user_shard.db.flush()?;
+        }
+        Ok(Session {
+            token,
+            user_id,
+            expires_ms,
+        })
+    }
+
+    /// What a token says, if it is known and not expired.
+    pub fn token_info(&self, token: &str) -> Result<Option<TokenInfo>> {
+        if token.len() != 64 {
+            return Ok(None);
+        }
+        self.token_info_by_hash(&token_hash(token))
+    }
+
+    /// What the token with this hash says, if it is known and not expired.
+    pub fn token_info_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenInfo>> {
+        let shard = self.shard(self.inner.map.token_hash(hash));
+        let Some(value) = shard.tokenhash_session.get(hash)? else {
+            return Ok(None);
+        };
+        let info = decode(*hash, &value)?;
+        Ok((now_ms() < info.expires_ms).then_some(info))
+    }
+
+    /// The user a token authenticates, if it is known and not expired.
+    pub fn verify_token(&self, token: &str) -> Result<Option<u64>> {
+        Ok(self.token_info(token)?.map(|t| t.user_id))
+    }
+
+    /// Notes that the token `hash` opened a session for `device_id` (not flushed: a
+    /// note lost in a crash is written again at the device's next handshake).
+    pub fn note_token_device(&self, hash: &TokenHash, device_id: &str) -> Result<()> {
+        let shard = self.shard(self.inner.map.token_hash(hash));
+        shard.tokenhash_session.fetch_and_update(hash, |old| {
+            let info = decode(*hash, old?).ok()?;
+            if info.devices.iter().any(|d| d == device_id) {
+                return Some(old?.to_vec());
+            }
+            let mut devices = info.devices;
+            if devices.len() >= MAX_TOKEN_DEVICES {
+                devices.remove(0);
+            }
+            devices.push(device_id.to_owned());
+            Some(encode(info.user_id, info.expires_ms, &devices))
+        })?;
+        Ok(())
+    }
+
+    /// Revokes a token (logout). Returns whether it existed.
+    pub fn revoke_token(&self, token: &str) -> Result<bool> {
+        self.revoke_token_hash(&token_hash(token))
+    }
+
+    /// Revokes the token with this hash. Returns whether it existed.
+    pub fn revoke_token_hash(&self, hash: &TokenHash) -> Result<bool> {
+        let shard = self.shard(self.inner.map.token_hash(hash));
+        let Some(old) = shard.tokenhash_session.remove(hash)? else {
+            return Ok(false);
+        };
+        if let Ok(info) = decode(*hash, &old) {
+            let user_shard = self.shard(self.inner.map.user(info.user_id));
+            user_shard
+                .usertoken_expiry
+                .remove(index_key(info.user_id, hash))?;
+            user_shard.db.flush()?;
+        }
+        shard.db.flush()?;
+        Ok(true)
+    }
+
+    /// The tokens of `user` (expired ones included, until swept).
+    pub fn user_tokens(&self, user: u64) -> Result<Vec<TokenHash>> {
+        let shard = self.shard(self.inner.map.user(user));
+        shard
+            .usertoken_expiry
+            .scan_prefix(user.to_be_bytes())
+            .keys()
+            .map(|k| {
+                let k = k?;
+                k[8..]
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("token index"))
+            })
+            .collect()
+    }
+
+    /// Revokes every token of `user` but `keep` (log out everywhere; a password
+    /// change keeps the caller's). Returns the revoked hashes.
+    pub fn revoke_user_tokens(
+        &self,
+        user: u64,
+        keep: Option<&TokenHash>,
+    ) -> Result<Vec<TokenHash>> {
+        let mut revoked = Vec::new();
+        for hash in self.user_tokens(user)? {
+            if Some(&hash) == keep {
+                continue;
+            }
+            self.revoke_token_hash(&hash)?;
+            revoked.push(hash);
+        }
+        // Index entries whose token is gone already (swept) are dropped as well.
+        let shard = self.shard(self.inner.map.user(user));
+        for hash in &revoked {
+            shard.usertoken_expiry.remove(index_key(user, hash))?;
+        }
+        shard.db.flush()?;
+        Ok(revoked)
+    }
+
+    /// Revokes every token of `user` that opened a session for `device_id`. Returns
+    /// the revoked hashes.
+    pub fn revoke_device_tokens(&self, user: u64, device_id: &str) -> Result<Vec<TokenHash>> {
+        let mut revoked = Vec::new();
+        for hash in self.user_tokens(user)? {
+            let shard = self.shard(self.inner.map.token_hash(&hash));
+            let Some(value) = shard.tokenhash_session.get(hash)? else {
+                continue;
+            };
+            if decode(hash, &value)?.devices.iter().any(|d| d == device_id) {
+                self.revoke_token_hash(&hash)?;
+                revoked.push(hash);
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Deletes tokens that expired before `now_ms`, with their index entries.
+    /// Returns how many were deleted.
+    pub fn sweep_expired_tokens(&self, now_ms: u64) -> Result<usize> {
+        let mut swept = 0;
+        for shard in self.inner.shards.iter() {
+            let mut expired = Vec::new();
+            for entry in shard.tokenhash_session.iter() {
+                let (k, v) = entry?;
+                let Ok(hash) = <TokenHash>::try_from(&k[..]) else {
+                    continue;
+                };
+                match decode(hash, &v) {
+                    Ok(info) if info.expires_ms <= now_ms => expired.push(info),
+                    _ => {}
+                }
+            }
+            for info in expired {
+                // Only if unchanged since the scan (a token is never extended today,
+                // but a concurrent revoke may have removed it already).
+                if shard.tokenhash_session.remove(info.hash)?.is_some() {
+                    swept += 1;
+                }
+                let user_shard = self.shard(self.inner.map.user(info.user_id));
+                user_shard
+                    .usertoken_expiry
+                    .remove(index_key(info.user_id, &info.hash))?;
+            }
+        }
+        if swept > 0 {
+            self.flush()?;
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    fn store(tweak: impl FnOnce(&mut StoreConfig)) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::for_tests(dir.path());
+        tweak(&mut config);
+        (dir, Store::open(config, None).unwrap())
+    }
+
+    #[test]
+    fn tokens_remember_their_devices_and_die_with_them() {
+        let (_dir, s) = store(|_| {});
+        let phone = s.issue_token(7).unwrap();
+        let laptop = s.issue_token(7).unwrap();
+        let phone_hash = token_hash(&phone.token);
+        s.note_token_device(&phone_hash, "phone").unwrap();
+        s.note_token_device(&phone_hash, "phone").unwrap();
+        s.note_token_device(&token_hash(&laptop.token), "laptop")
+            .unwrap();
+        assert_eq!(
+            s.token_info(&phone.token).unwrap().unwrap().devices,
+            vec!["phone"]
+        );
+        assert_eq!(s.user_tokens(7).unwrap().len(), 2);
+        assert_eq!(
+            s.revoke_device_tokens(7, "phone").unwrap(),
+            vec![phone_hash]
+        );
+        assert_eq!(s.verify_token(&phone.token).unwrap(), None);
+        assert_eq!(s.verify_token(&laptop.token).unwrap(), Some(7));
+        assert_eq!(s.user_tokens(7).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn log_out_everywhere_keeps_only_what_it_is_told_to() {
+        let (_dir, s) = store(|_| {});
+        let a = s.issue_token(1).unwrap();
+        let b = s.issue_token(1).unwrap();
+        let other = s.issue_token(2).unwrap();
+        let keep = token_hash(&a.token);
+        assert_eq!(s.revoke_user_tokens(1, Some(&keep)).unwrap().len(), 1);
+        assert_eq!(s.verify_token(&a.token).unwrap(), Some(1));
+        assert_eq!(s.verify_token(&b.token).unwrap(), None);
+        assert_eq!(s.revoke_user_tokens(1, None).unwrap().len(), 1);
+        assert_eq!(s.verify_token(&a.token).unwrap(), None);
+        assert_eq!(s.verify_token(&other.token).unwrap(), Some(2));
+    }
+
+    #[test]
+    fn expired_tokens_are_swept_with_their_index() {
+        let (_dir, s) = store(|c| c.token_ttl = std::time::Duration::from_millis(1));
+        let t = s.issue_token(3).unwrap();
+        assert_eq!(s.sweep_expired_tokens(t.expires_ms - 1).unwrap(), 0);
+        assert_eq!(s.sweep_expired_tokens(t.expires_ms).unwrap(), 1);
+        assert!(s.user_tokens(3).unwrap().is_empty());
+        assert!(!s.revoke_token(&t.token).unwrap());
+    }
+
+    #[test]
+    fn tokens_written_before_device_notes_still_read() {
+        let mut old = Vec::new();
+        old.put_u64(5);
+        old.put_u64(99);
+        let info = decode([0; 32], &old).unwrap();
+        assert_eq!((info.user_id, info.expires_ms), (5, 99));
+        assert!(info.devices.is_empty());
+        assert!(decode([0; 32], &old[..10]).is_err());
+    }
+}
