@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{error_code, hello_frame, next_message, users, RawConn, TestServer, WAIT};
+use common::{error_code, hello_frame, kicked, next_message, users, RawConn, TestServer, WAIT};
 use courier_gateway::config::{GroupAddPolicy, Switch};
 use courier_gateway::Config;
 use courier_protocol::pb::{self, frame::Kind};
@@ -38,21 +38,6 @@ fn http_code(e: &SdkError) -> (u16, Option<ErrorCode>) {
         SdkError::Http { status, .. } => (*status, e.code()),
         other => panic!("not an HTTP error: {other:?}"),
     }
-}
-
-/// The next Kick (skipping other events), or a panic after `WAIT`.
-async fn kicked(events: &mut courier_sdk::Events) -> ErrorCode {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match events.next().await {
-                Some(Event::Kicked { code, .. }) => return code,
-                Some(Event::Closed) | None => panic!("closed without a Kick"),
-                Some(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("a Kick in time")
 }
 
 /// Waits until `check` holds, polling (for server-side state that has no signal).

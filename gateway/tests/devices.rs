@@ -2,22 +2,8 @@
 
 mod common;
 
-use common::{next_message, next_text, TestServer, WAIT};
-use courier_sdk::{Client, ClientOptions, ErrorCode, Event};
-
-async fn kicked(events: &mut courier_sdk::Events) -> ErrorCode {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match events.next().await {
-                Some(Event::Kicked { code, .. }) => return code,
-                Some(Event::Closed) | None => panic!("closed without a Kick"),
-                Some(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("a Kick in time")
-}
+use common::{kicked, next_message, next_text, TestServer};
+use courier_sdk::{Client, ClientOptions, ErrorCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_device_is_kicked_past_the_cap() {

@@ -124,14 +124,20 @@ impl Api {
             .passwords
             .run(&self.store, move |store| Ok(store.login(&user, &password)?))
             .await;
-        match &result {
-            Ok(_) => self.limits.login_outcome(&name, from, true),
+        self.note_password_check(&name, from, &result);
+        result
+    }
+
+    /// Feeds a password check's outcome to the login back-offs: a wrong password
+    /// counts against the account and the address, a right one clears the account's.
+    fn note_password_check<T>(&self, name: &str, from: IpAddr, result: &Result<T, ApiError>) {
+        match result {
+            Ok(_) => self.limits.login_outcome(name, from, true),
             Err(e) if e.code == ErrorCode::BadCredentials => {
-                self.limits.login_outcome(&name, from, false)
+                self.limits.login_outcome(name, from, false)
             }
             Err(_) => {}
         }
-        result
     }
 
     /// What a bearer token says, if it is valid.
@@ -184,13 +190,7 @@ impl Api {
                 Ok(store.revoke_user_tokens(user, Some(&keep))?)
             })
             .await;
-        match &result {
-            Ok(_) => self.limits.login_outcome(&name, from, true),
-            Err(e) if e.code == ErrorCode::BadCredentials => {
-                self.limits.login_outcome(&name, from, false)
-            }
-            Err(_) => {}
-        }
+        self.note_password_check(&name, from, &result);
         self.end_sessions(user, &result?);
         Ok(())
     }

@@ -249,20 +249,7 @@ impl Api {
                 "a block stands between you and the inviter",
             ));
         }
-        let max = self.config.max_group_members;
-        self.blocking(move |store| Ok(store.add_member(group, user, Role::Member, max)??))
-            .await?;
-        self.members.invalidate(group);
-        self.group_event(
-            group,
-            user,
-            Event::MemberJoined(pb::MemberJoined {
-                user_id: user,
-                by_user: invitation.inviter,
-            }),
-        )
-        .await?;
-        self.group_info(group, user)
+        self.join_as_member(group, user, invitation.inviter).await
     }
 
     /// Declines (drops) an invitation.
@@ -447,19 +434,21 @@ impl Api {
         if info.join_policy != JoinPolicy::Open {
             return Err(ApiError::new(ErrorCode::NotFound, "no such group"));
         }
+        self.join_as_member(group, user, user).await
+    }
+
+    /// Adds `user` as a plain member (its own doing, or `by`'s invitation accepted)
+    /// and tells the group.
+    async fn join_as_member(&self, group: u64, user: u64, by: u64) -> Result<GroupView, ApiError> {
         let max = self.config.max_group_members;
         self.blocking(move |store| Ok(store.add_member(group, user, Role::Member, max)??))
             .await?;
         self.members.invalidate(group);
-        self.group_event(
-            group,
-            user,
-            Event::MemberJoined(pb::MemberJoined {
-                user_id: user,
-                by_user: user,
-            }),
-        )
-        .await?;
+        let joined = Event::MemberJoined(pb::MemberJoined {
+            user_id: user,
+            by_user: by,
+        });
+        self.group_event(group, user, joined).await?;
         self.group_info(group, user)
     }
 

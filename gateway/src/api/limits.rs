@@ -374,8 +374,7 @@ impl RateLimits {
             .map(|l| (l, self.refused[l.index()].load(Ordering::Relaxed)))
     }
 
-    /// Keys held right now, all limits together.
-    pub fn keys(&self) -> usize {
+    fn per_user(&self) -> [&Buckets<u64>; 8] {
         [
             &self.send,
             &self.stranger_send,
@@ -386,34 +385,24 @@ impl RateLimits {
             &self.upload,
             &self.http_user,
         ]
-        .iter()
-        .map(|b| b.len())
-        .sum::<usize>()
-            + [&self.login_address, &self.register, &self.http_address]
-                .iter()
-                .map(|b| b.len())
-                .sum::<usize>()
+    }
+
+    fn per_address(&self) -> [&Buckets<IpAddr>; 3] {
+        [&self.login_address, &self.register, &self.http_address]
+    }
+
+    /// Keys held right now, all limits together.
+    pub fn keys(&self) -> usize {
+        self.per_user().iter().map(|b| b.len()).sum::<usize>()
+            + self.per_address().iter().map(|b| b.len()).sum::<usize>()
             + self.login_account.len()
             + self.login_address_failures.len()
     }
 
     /// Forgets keys whose buckets are full again and back-offs that are over.
     pub fn sweep(&self) {
-        for b in [
-            &self.send,
-            &self.stranger_send,
-            &self.group_create,
-            &self.member_add,
-            &self.friend_request,
-            &self.presence,
-            &self.upload,
-            &self.http_user,
-        ] {
-            b.sweep();
-        }
-        for b in [&self.login_address, &self.register, &self.http_address] {
-            b.sweep();
-        }
+        self.per_user().iter().for_each(|b| b.sweep());
+        self.per_address().iter().for_each(|b| b.sweep());
         self.login_account.sweep();
         self.login_address_failures.sweep();
     }

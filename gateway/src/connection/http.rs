@@ -25,11 +25,13 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::connection::accept::{refuse, Accepted, Acceptor};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::limits::{ConnectionBudget, ThrottledLog};
+use crate::connection::limits::ConnectionBudget;
 
 /// Largest buffered request head (request line and headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -54,28 +56,17 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let accept_errors = ThrottledLog::new(Duration::from_secs(5));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(ok) => ok,
-            Err(e) => {
-                if let Some(times) = accept_errors.due() {
-                    tracing::warn!(error = %e, times, "http accept failed");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(permit) = budget.admit_socket() else {
-            refuse(&stream);
+    let acceptor = Acceptor::new(listener, budget, limits.idle_timeout, "http");
+    while let Some(Accepted {
+        stream,
+        peer,
+        permit,
+    }) = acceptor.next(&shutdown).await
+    {
+        let Some(permit) = permit else {
+            refuse(&stream, OVERLOADED_RESPONSE.as_bytes());
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        crate::connection::tcp::set_user_timeout(&stream, limits.idle_timeout);
         let (router, shutdown) = (router.clone(), shutdown.clone());
         tasks.spawn(async move {
             connection(stream, peer, router, limits, shutdown).await;
@@ -84,18 +75,10 @@ pub async fn serve(
     }
 }
 
-/// Answers a connection past the budget without waiting on it.
-fn refuse(stream: &TcpStream) {
-    const BODY: &str =
-        r#"{"code":401,"name":"overloaded","message":"too many connections; retry later"}"#;
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    crate::connection::limits::discard_ready(stream);
-    let _ = stream.try_write(response.as_bytes());
-}
+/// The answer to a connection past the budget.
+const OVERLOADED_RESPONSE: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+    Content-Type: application/json\r\nContent-Length: 78\r\nConnection: close\r\n\r\n\
+    {\"code\":401,\"name\":\"overloaded\",\"message\":\"too many connections; retry later\"}";
 
 async fn connection(
     stream: TcpStream,
@@ -253,5 +236,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overloaded_answer_is_well_formed() {
+        let (head, body) = OVERLOADED_RESPONSE.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["code"], courier_protocol::ErrorCode::Overloaded as i32);
     }
 }

@@ -152,19 +152,6 @@ impl ConnectionBudget {
     }
 }
 
-/// Discards what a peer sent already (without waiting for more), so that closing the
-/// socket right after answering sends a FIN rather than a reset that could destroy the
-/// answer before the peer reads it.
-pub fn discard_ready(stream: &tokio::net::TcpStream) {
-    let mut buf = [0u8; 4096];
-    for _ in 0..4 {
-        match stream.try_read(&mut buf) {
-            Ok(n) if n > 0 => continue,
-            _ => break,
-        }
-    }
-}
-
 /// Logs a repeating failure (an accept error, say) at most once per interval, with
 /// how many occurrences were folded into the line.
 pub struct ThrottledLog {

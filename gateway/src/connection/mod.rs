@@ -2,6 +2,7 @@
 //! It moves frames and knows who is connected where; what frames mean is the API
 //! layer's business (`crate::api`).
 
+pub mod accept;
 pub mod certs;
 pub mod http;
 pub mod limits;

@@ -50,6 +50,12 @@ impl WriteBound {
     ) -> std::io::Result<()> {
         let write = writer.write_all(buf);
         tokio::pin!(write);
+        // Most writes complete at once (the socket buffer has room): they arm no timer.
+        tokio::select! {
+            biased;
+            done = &mut write => return done,
+            _ = std::future::ready(()) => {}
+        }
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         let mut shutting_down = false;

@@ -2,21 +2,18 @@
 //! connections, caps how many are open, and runs a session for each.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use courier_protocol::pb::Frame;
 use courier_protocol::{encode_frame, ErrorCode};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::Api;
-use crate::connection::limits::{ConnectionBudget, ThrottledLog};
+use crate::connection::accept::{refuse, Accepted, Acceptor};
+use crate::connection::limits::ConnectionBudget;
 use crate::connection::session;
 use crate::metrics::Transport;
-
-/// Accept errors (out of descriptors, say) are logged at most this often.
-const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(
@@ -27,31 +24,21 @@ pub async fn serve(
     tasks: TaskTracker,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let accept_errors = ThrottledLog::new(ACCEPT_ERROR_LOG_EVERY);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(ok) => ok,
-            Err(e) => {
-                if let Some(times) = accept_errors.due() {
-                    tracing::warn!(error = %e, times, "accept failed");
-                }
-                // Out of file descriptors and the like: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(slot) = budget.admit_socket() else {
+    let acceptor = Acceptor::new(listener, budget, api.config.write_timeout(), "tcp");
+    while let Some(Accepted {
+        stream,
+        peer,
+        permit,
+    }) = acceptor.next(&shutdown).await
+    {
+        let Some(slot) = permit else {
+            // A TLS client could not read a plain frame: it is just closed.
             if tls.is_none() {
-                refuse(&stream);
+                let frame = Frame::kick(ErrorCode::Overloaded, "too many connections");
+                refuse(&stream, &encode_frame(&frame));
             }
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        set_user_timeout(&stream, api.config.write_timeout());
         let api = api.clone();
         let shutdown = shutdown.clone();
         let session_tasks = tasks.clone();
@@ -94,26 +81,3 @@ pub async fn serve(
         });
     }
 }
-
-/// Tells a connection past the budget `OVERLOADED` without waiting on it: a fresh
-/// socket's send buffer is empty, so the one small frame goes out or is dropped.
-fn refuse(stream: &TcpStream) {
-    let frame = Frame::kick(ErrorCode::Overloaded, "too many connections");
-    crate::connection::limits::discard_ready(stream);
-    let _ = stream.try_write(&encode_frame(&frame));
-}
-
-/// `TCP_USER_TIMEOUT`: the kernel drops the connection when data it sent stays
-/// unacknowledged this long (a vanished peer, or one whose window stays shut).
-#[cfg(target_os = "linux")]
-pub fn set_user_timeout(stream: &TcpStream, timeout: Duration) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-    if let Err(e) = setsockopt(stream, sockopt::TcpUserTimeout, &ms) {
-        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
-    }
-}
-
-/// `TCP_USER_TIMEOUT` exists on Linux only.
-#[cfg(not(target_os = "linux"))]
-pub fn set_user_timeout(_stream: &TcpStream, _timeout: Duration) {}

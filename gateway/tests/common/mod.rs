@@ -92,6 +92,22 @@ pub async fn next_message(events: &mut Events) -> pb::Message {
     }
 }
 
+/// The code of the next Kick (skipping other events); panics if the connection
+/// closes without one or none comes within [`WAIT`].
+pub async fn kicked(events: &mut Events) -> courier_protocol::ErrorCode {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.next().await {
+                Some(Event::Kicked { code, .. }) => return code,
+                Some(Event::Closed) | None => panic!("closed without a Kick"),
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("a Kick in time")
+}
+
 /// A bare TCP connection for sending hand-made bytes.
 pub struct RawConn {
     pub stream: TcpStream,
