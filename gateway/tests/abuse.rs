@@ -121,43 +121,6 @@ async fn http_requests_are_limited_per_user() {
     t.stop().await;
 }
 
-/// With real Argon2 parameters, a login for a name that does not exist costs what a
-/// wrong password costs: timing does not tell which accounts exist.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_time_does_not_tell_whether_an_account_exists() {
-    let t = start(|c| {
-        let real = Config::default();
-        c.password_memory_kib = real.password_memory_kib;
-        c.password_iterations = real.password_iterations;
-        c.rate_limits = Switch::Off;
-    })
-    .await;
-    t.http.register("alice", "password123").await.unwrap();
-    let mut known = Vec::new();
-    let mut unknown = Vec::new();
-    for _ in 0..7 {
-        for (name, times) in [("alice", &mut known), ("nobody-at-all", &mut unknown)] {
-            let started = Instant::now();
-            let e = t.http.login(name, "wrong-password").await.unwrap_err();
-            times.push(started.elapsed());
-            // The same answer either way.
-            assert_eq!(http_code(&e), (401, Some(ErrorCode::BadCredentials)));
-            if let SdkError::Http { message, .. } = e {
-                assert_eq!(message, "unknown user or wrong password");
-            }
-        }
-    }
-    known.sort();
-    unknown.sort();
-    let (k, u) = (known[3].as_secs_f64(), unknown[3].as_secs_f64());
-    println!("wrong login, median: existing account {k:.4} s, unknown name {u:.4} s");
-    assert!(
-        u > k * 0.5 && u < k * 2.0,
-        "unknown names answer in {u:.4} s, known in {k:.4} s"
-    );
-    t.stop().await;
-}
-
 // ---------------------------------------------------------------------------------
 // Message floods
 
@@ -879,6 +842,18 @@ async fn names_and_ids_refuse_controls_and_overrides() {
             "{device:?}"
         );
     }
+    let (a, _ae) = t.connect(&alice, "phone").await;
+    let bob = t.user("bob").await;
+    let c = a.direct_with(bob.user_id).unwrap();
+    let e = a
+        .send(
+            &c,
+            pb::MessageBody::text("hi"),
+            "id\r\nX-Injected: 1".into(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument));
     for name in ["crew\u{202E}gpj.exe", "line\nbreak", "   "] {
         let e = t
             .http_as(&alice)

@@ -1,12 +1,21 @@
 //! Device bindings: which devices (installations) a user has logged in from, kept on
 //! the user's shard so "my devices" is one prefix scan.
+//!
+//! Each binding remembers the tokens the device opened sessions with (the few most
+//! recent), written by the same update that records the login, so that removing a
+//! device can revoke the credentials it holds at no extra cost per login.
 
 use bytes::{Buf, BufMut};
 
 use crate::error::{Result, StorageError};
+use crate::tokens::TokenHash;
 use crate::Store;
 
 const DEVICE_V1: u8 = 1;
+const DEVICE_V2: u8 = 2;
+/// Tokens a device record remembers; the oldest gives way (and is revoked by the
+/// caller) past it.
+pub const MAX_DEVICE_TOKENS: usize = 8;
 
 /// One bound device of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +28,18 @@ pub struct Device {
     pub first_seen_ms: u64,
     /// Latest login from it.
     pub last_seen_ms: u64,
+    /// Tokens it opened sessions with, oldest first.
+    pub tokens: Vec<TokenHash>,
+}
+
+/// What recording a login from a device did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// The binding as it stands now.
+    pub device: Device,
+    /// A token the device no longer keeps (past [`MAX_DEVICE_TOKENS`]): the caller
+    /// revokes it, so that every live token of a device is known to its record.
+    pub evicted: Option<TokenHash>,
 }
 
 fn key(user: u64, device_id: &str) -> Vec<u8> {
@@ -28,26 +49,53 @@ fn key(user: u64, device_id: &str) -> Vec<u8> {
     k
 }
 
-fn encode(d: &Device) -> [u8; 21] {
-    let mut out = [0u8; 21];
-    let mut buf = &mut out[..];
-    buf.put_u8(DEVICE_V1);
-    buf.put_i32(d.platform);
-    buf.put_u64(d.first_seen_ms);
-    buf.put_u64(d.last_seen_ms);
+fn encode(d: &Device) -> Vec<u8> {
+    let mut out = Vec::with_capacity(22 + 32 * d.tokens.len());
+    out.put_u8(DEVICE_V2);
+    out.put_i32(d.platform);
+    out.put_u64(d.first_seen_ms);
+    out.put_u64(d.last_seen_ms);
+    out.put_u8(d.tokens.len() as u8);
+    for t in &d.tokens {
+        out.put_slice(t);
+    }
     out
 }
 
 fn decode(device_id: String, v: &[u8]) -> Result<Device> {
+    let corrupt = || StorageError::Corrupt("device");
     let mut buf = v;
-    if buf.len() != 21 || buf.get_u8() != DEVICE_V1 {
-        return Err(StorageError::Corrupt("device"));
+    let version = match buf.len() {
+        0 => return Err(corrupt()),
+        _ => buf.get_u8(),
+    };
+    if buf.remaining() < 20 || !matches!(version, DEVICE_V1 | DEVICE_V2) {
+        return Err(corrupt());
+    }
+    let platform = buf.get_i32();
+    let first_seen_ms = buf.get_u64();
+    let last_seen_ms = buf.get_u64();
+    let mut tokens = Vec::new();
+    if version == DEVICE_V2 {
+        if !buf.has_remaining() {
+            return Err(corrupt());
+        }
+        let n = buf.get_u8() as usize;
+        if buf.remaining() != 32 * n {
+            return Err(corrupt());
+        }
+        for chunk in buf.chunks_exact(32) {
+            tokens.push(chunk.try_into().map_err(|_| corrupt())?);
+        }
+    } else if buf.has_remaining() {
+        return Err(corrupt());
     }
     Ok(Device {
         device_id,
-        platform: buf.get_i32(),
-        first_seen_ms: buf.get_u64(),
-        last_seen_ms: buf.get_u64(),
+        platform,
+        first_seen_ms,
+        last_seen_ms,
+        tokens,
     })
 }
 
@@ -68,55 +116,73 @@ impl Store {
         Ok(out)
     }
 
-    /// Records a login from `device_id` (binding it if new). Not flushed: a binding
-    /// lost in a crash is made again at the next login.
+    /// Records a login from `device_id` (binding it if new) with `token`. Not
+    /// flushed: a binding lost in a crash is made again at the device's next login.
     pub fn bind_device(
         &self,
         user: u64,
         device_id: &str,
         platform: i32,
         now_ms: u64,
-    ) -> Result<Device> {
+        token: Option<&TokenHash>,
+    ) -> Result<Bound> {
         let tree = &self.shard(self.inner.map.user(user)).userdevice_device;
         let k = key(user, device_id);
-        let first_seen_ms = match tree.get(&k)? {
-            Some(v) => decode(device_id.to_owned(), &v)?.first_seen_ms,
-            None => now_ms,
+        let (first_seen_ms, mut tokens) = match tree.get(&k)? {
+            Some(v) => {
+                let old = decode(device_id.to_owned(), &v)?;
+                (old.first_seen_ms, old.tokens)
+            }
+            None => (now_ms, Vec::new()),
         };
+        let mut evicted = None;
+        if let Some(token) = token {
+            if !tokens.contains(token) {
+                if tokens.len() >= MAX_DEVICE_TOKENS {
+                    evicted = Some(tokens.remove(0));
+                }
+                tokens.push(*token);
+            }
+        }
         let device = Device {
             device_id: device_id.to_owned(),
             platform,
             first_seen_ms,
             last_seen_ms: now_ms,
+            tokens,
         };
-        tree.insert(k, &encode(&device))?;
-        Ok(device)
+        tree.insert(k, encode(&device))?;
+        Ok(Bound { device, evicted })
     }
 
-    /// Removes a binding; returns whether it existed.
-    pub fn unbind_device(&self, user: u64, device_id: &str) -> Result<bool> {
+    /// Removes a binding; returns it (with the tokens it used), if it existed.
+    pub fn unbind_device(&self, user: u64, device_id: &str) -> Result<Option<Device>> {
         let shard = self.shard(self.inner.map.user(user));
-        let existed = shard
-            .userdevice_device
-            .remove(key(user, device_id))?
-            .is_some();
+        let removed = shard.userdevice_device.remove(key(user, device_id))?;
         shard.db.flush()?;
-        Ok(existed)
+        removed
+            .map(|v| decode(device_id.to_owned(), &v))
+            .transpose()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::{Store, StoreConfig};
+    use super::*;
+    use crate::StoreConfig;
 
     #[test]
     fn bind_list_unbind() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
-        s.bind_device(1, "phone", 1, 10).unwrap();
-        s.bind_device(1, "laptop", 4, 20).unwrap();
-        let again = s.bind_device(1, "phone", 1, 30).unwrap();
-        assert_eq!((again.first_seen_ms, again.last_seen_ms), (10, 30));
+        s.bind_device(1, "phone", 1, 10, Some(&[1; 32])).unwrap();
+        s.bind_device(1, "laptop", 4, 20, None).unwrap();
+        let again = s.bind_device(1, "phone", 1, 30, Some(&[1; 32])).unwrap();
+        assert_eq!(
+            (again.device.first_seen_ms, again.device.last_seen_ms),
+            (10, 30)
+        );
+        assert_eq!(again.device.tokens, vec![[1; 32]]);
         let ids: Vec<String> = s
             .devices(1)
             .unwrap()
@@ -124,9 +190,36 @@ mod tests {
             .map(|d| d.device_id)
             .collect();
         assert_eq!(ids, vec!["laptop", "phone"]);
-        assert!(s.unbind_device(1, "laptop").unwrap());
-        assert!(!s.unbind_device(1, "laptop").unwrap());
-        assert_eq!(s.devices(1).unwrap().len(), 1);
+        assert!(s.unbind_device(1, "laptop").unwrap().is_some());
+        assert!(s.unbind_device(1, "laptop").unwrap().is_none());
+        let phone = s.unbind_device(1, "phone").unwrap().unwrap();
+        assert_eq!(phone.tokens, vec![[1; 32]]);
         assert!(s.devices(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_device_keeps_its_newest_tokens_and_gives_up_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
+        for t in 0..MAX_DEVICE_TOKENS as u8 {
+            let bound = s.bind_device(1, "phone", 1, 10, Some(&[t; 32])).unwrap();
+            assert_eq!(bound.evicted, None);
+        }
+        let bound = s.bind_device(1, "phone", 1, 11, Some(&[99; 32])).unwrap();
+        assert_eq!(bound.evicted, Some([0; 32]));
+        assert_eq!(bound.device.tokens.len(), MAX_DEVICE_TOKENS);
+        assert_eq!(bound.device.tokens.last(), Some(&[99; 32]));
+    }
+
+    #[test]
+    fn records_from_before_tokens_still_read() {
+        let mut v1 = vec![DEVICE_V1];
+        v1.put_i32(2);
+        v1.put_u64(5);
+        v1.put_u64(6);
+        let d = decode("old".into(), &v1).unwrap();
+        assert_eq!((d.platform, d.first_seen_ms, d.last_seen_ms), (2, 5, 6));
+        assert!(d.tokens.is_empty());
+        assert!(decode("bad".into(), &v1[..10]).is_err());
     }
 }

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use accounts::{Account, Session};
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
-pub use devices::Device;
+pub use devices::{Bound, Device, MAX_DEVICE_TOKENS};
 pub use error::{Result, StorageError};
 pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
 pub use invitations::Invitation;

@@ -3,16 +3,16 @@
 //! they were used from, and swept once expired.
 //!
 //! A token is 32 random bytes, shown to the client once as hex; only its SHA-256 is
-//! stored, so a copy of the data directory does not leak live tokens. Each token
-//! remembers the devices it opened sessions for, so removing a device revokes the
-//! credentials that device holds. A per-user index lists a user's tokens.
+//! stored, so a copy of the data directory does not leak live tokens. A per-user
+//! index lists a user's tokens; the device records list the tokens each device used
+//! (`devices`), which is how removing a device revokes its credentials.
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `tokenhash_session` | sha256(token) | user, expiry, devices it was used from |
+//! | `tokenhash_session` | sha256(token) | user, expiry |
 //! | `usertoken_expiry` | `user sha256(token)` | expiry |
 
-use bytes::{Buf, BufMut};
+use bytes::Buf;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -24,9 +24,6 @@ use crate::{now_ms, Store};
 /// The SHA-256 of a token: how it is stored, and how sessions name it.
 pub type TokenHash = [u8; 32];
 
-/// Most devices a token remembers (the oldest is forgotten past it).
-const MAX_TOKEN_DEVICES: usize = 16;
-
 /// What a valid token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -36,8 +33,6 @@ pub struct TokenInfo {
     pub user_id: u64,
     /// When it stops being valid (ms since the Unix epoch).
     pub expires_ms: u64,
-    /// Devices it opened sessions for.
-    pub devices: Vec<String>,
 }
 
 /// The hash of a token as the client holds it.
@@ -45,48 +40,24 @@ pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn encode(user: u64, expires_ms: u64, devices: &[String]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + devices.iter().map(|d| d.len() + 1).sum::<usize>());
-    out.put_u64(user);
-    out.put_u64(expires_ms);
-    out.put_u8(devices.len() as u8);
-    for d in devices {
-        out.put_u8(d.len() as u8);
-        out.put_slice(d.as_bytes());
-    }
+fn encode(user: u64, expires_ms: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&user.to_be_bytes());
+    out[8..].copy_from_slice(&expires_ms.to_be_bytes());
     out
 }
 
+/// Reads a token record. Records written while tokens listed their devices carry
+/// that list after the expiry; it is ignored (device records list tokens now).
 fn decode(hash: TokenHash, v: &[u8]) -> Result<TokenInfo> {
-    let corrupt = || StorageError::Corrupt("session");
     let mut buf = v;
     if buf.remaining() < 16 {
-        return Err(corrupt());
-    }
-    let user_id = buf.get_u64();
-    let expires_ms = buf.get_u64();
-    let mut devices = Vec::new();
-    // Tokens issued before devices were recorded end here.
-    if buf.has_remaining() {
-        let n = buf.get_u8();
-        for _ in 0..n {
-            if !buf.has_remaining() {
-                return Err(corrupt());
-            }
-            let len = buf.get_u8() as usize;
-            if buf.remaining() < len {
-                return Err(corrupt());
-            }
-            let d = std::str::from_utf8(&buf[..len]).map_err(|_| corrupt())?;
-            devices.push(d.to_owned());
-            buf.advance(len);
-        }
+        return Err(StorageError::Corrupt("session"));
     }
     Ok(TokenInfo {
         hash,
-        user_id,
-        expires_ms,
-        devices,
+        user_id: buf.get_u64(),
+        expires_ms: buf.get_u64(),
     })
 }
 
@@ -108,7 +79,7 @@ impl Store {
         let shard = self.shard(self.inner.map.token_hash(&hash));
         shard
             .tokenhash_session
-            .insert(hash, encode(user_id, expires_ms, &[]))?;
+            .insert(hash, &encode(user_id, expires_ms))?;
         let user_shard = self.shard(self.inner.map.user(user_id));
         user_shard
             .usertoken_expiry
@@ -145,25 +116,6 @@ impl Store {
     /// The user a token authenticates, if it is known and not expired.
     pub fn verify_token(&self, token: &str) -> Result<Option<u64>> {
         Ok(self.token_info(token)?.map(|t| t.user_id))
-    }
-
-    /// Notes that the token `hash` opened a session for `device_id` (not flushed: a
-    /// note lost in a crash is written again at the device's next handshake).
-    pub fn note_token_device(&self, hash: &TokenHash, device_id: &str) -> Result<()> {
-        let shard = self.shard(self.inner.map.token_hash(hash));
-        shard.tokenhash_session.fetch_and_update(hash, |old| {
-            let info = decode(*hash, old?).ok()?;
-            if info.devices.iter().any(|d| d == device_id) {
-                return Some(old?.to_vec());
-            }
-            let mut devices = info.devices;
-            if devices.len() >= MAX_TOKEN_DEVICES {
-                devices.remove(0);
-            }
-            devices.push(device_id.to_owned());
-            Some(encode(info.user_id, info.expires_ms, &devices))
-        })?;
-        Ok(())
     }
 
     /// Revokes a token (logout). Returns whether it existed.
@@ -228,23 +180,6 @@ impl Store {
         Ok(revoked)
     }
 
-    /// Revokes every token of `user` that opened a session for `device_id`. Returns
-    /// the revoked hashes.
-    pub fn revoke_device_tokens(&self, user: u64, device_id: &str) -> Result<Vec<TokenHash>> {
-        let mut revoked = Vec::new();
-        for hash in self.user_tokens(user)? {
-            let shard = self.shard(self.inner.map.token_hash(&hash));
-            let Some(value) = shard.tokenhash_session.get(hash)? else {
-                continue;
-            };
-            if decode(hash, &value)?.devices.iter().any(|d| d == device_id) {
-                self.revoke_token_hash(&hash)?;
-                revoked.push(hash);
-            }
-        }
-        Ok(revoked)
-    }
-
     /// Deletes tokens that expired before `now_ms`, with their index entries.
     /// Returns how many were deleted.
     pub fn sweep_expired_tokens(&self, now_ms: u64) -> Result<usize> {
@@ -284,36 +219,13 @@ impl Store {
 mod tests {
     use super::*;
     use crate::StoreConfig;
+    use bytes::BufMut;
 
     fn store(tweak: impl FnOnce(&mut StoreConfig)) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = StoreConfig::for_tests(dir.path());
         tweak(&mut config);
         (dir, Store::open(config, None).unwrap())
-    }
-
-    #[test]
-    fn tokens_remember_their_devices_and_die_with_them() {
-        let (_dir, s) = store(|_| {});
-        let phone = s.issue_token(7).unwrap();
-        let laptop = s.issue_token(7).unwrap();
-        let phone_hash = token_hash(&phone.token);
-        s.note_token_device(&phone_hash, "phone").unwrap();
-        s.note_token_device(&phone_hash, "phone").unwrap();
-        s.note_token_device(&token_hash(&laptop.token), "laptop")
-            .unwrap();
-        assert_eq!(
-            s.token_info(&phone.token).unwrap().unwrap().devices,
-            vec!["phone"]
-        );
-        assert_eq!(s.user_tokens(7).unwrap().len(), 2);
-        assert_eq!(
-            s.revoke_device_tokens(7, "phone").unwrap(),
-            vec![phone_hash]
-        );
-        assert_eq!(s.verify_token(&phone.token).unwrap(), None);
-        assert_eq!(s.verify_token(&laptop.token).unwrap(), Some(7));
-        assert_eq!(s.user_tokens(7).unwrap().len(), 1);
     }
 
     #[test]
@@ -342,13 +254,14 @@ mod tests {
     }
 
     #[test]
-    fn tokens_written_before_device_notes_still_read() {
+    fn records_with_a_trailing_device_list_still_read() {
         let mut old = Vec::new();
         old.put_u64(5);
         old.put_u64(99);
+        old.put_slice(&[1, 5]);
+        old.put_slice(b"phone");
         let info = decode([0; 32], &old).unwrap();
         assert_eq!((info.user_id, info.expires_ms), (5, 99));
-        assert!(info.devices.is_empty());
         assert!(decode([0; 32], &old[..10]).is_err());
     }
 }

@@ -14,8 +14,15 @@ use crate::config::DeviceLimitPolicy;
 use crate::error::ApiError;
 
 impl Api {
-    /// Records a login of `user` from `device_id`, enforcing the device cap.
-    pub fn bind_device(&self, user: u64, device_id: &str, platform: i32) -> Result<(), ApiError> {
+    /// Records a login of `user` from `device_id` with `token`, enforcing the device
+    /// cap. A token the device gives up (it keeps the newest few) is revoked.
+    pub fn bind_device(
+        &self,
+        user: u64,
+        device_id: &str,
+        platform: i32,
+        token: &courier_storage::TokenHash,
+    ) -> Result<(), ApiError> {
         let devices = self.store.devices(user)?;
         let known = devices.iter().any(|d| d.device_id == device_id);
         let cap = self.config.max_devices_per_user;
@@ -37,8 +44,17 @@ impl Api {
                 }
             }
         }
-        self.store
-            .bind_device(user, device_id, platform, courier_storage::now_ms())?;
+        let bound = self.store.bind_device(
+            user,
+            device_id,
+            platform,
+            courier_storage::now_ms(),
+            Some(token),
+        )?;
+        if let Some(evicted) = bound.evicted {
+            self.store.revoke_token_hash(&evicted)?;
+            self.end_sessions(user, &[evicted]);
+        }
         Ok(())
     }
 
@@ -69,18 +85,22 @@ impl Api {
     /// (and any other session those tokens opened): a lost phone is locked out.
     pub async fn remove_device(&self, user: u64, device_id: &str) -> Result<(), ApiError> {
         let device = device_id.to_owned();
-        let (existed, revoked) = self
+        let removed = self
             .blocking(move |store| {
-                let existed = store.unbind_device(user, &device)?;
-                Ok((existed, store.revoke_device_tokens(user, &device)?))
+                let Some(removed) = store.unbind_device(user, &device)? else {
+                    return Ok(None);
+                };
+                for token in &removed.tokens {
+                    store.revoke_token_hash(token)?;
+                }
+                Ok(Some(removed))
             })
             .await?;
         self.registry
             .close_device(user, device_id, ErrorCode::LoggedOut);
-        self.end_sessions(user, &revoked);
-        if !existed && revoked.is_empty() {
-            return Err(ApiError::new(ErrorCode::NotFound, "no such device"));
-        }
+        let removed =
+            removed.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such device"))?;
+        self.end_sessions(user, &removed.tokens);
         Ok(())
     }
 }

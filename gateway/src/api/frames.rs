@@ -27,10 +27,15 @@ pub struct SessionCtx {
     pub device_id: Arc<str>,
     /// This session's id.
     pub session_id: u64,
-    /// The hash of the token that opened the session.
-    pub credential: courier_storage::TokenHash,
-    /// When that token expires (ms since the Unix epoch).
-    pub credential_expires_ms: u64,
+}
+
+/// The token that opened a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCredential {
+    /// Its hash.
+    pub hash: courier_storage::TokenHash,
+    /// When it expires (ms since the Unix epoch).
+    pub expires_ms: u64,
 }
 
 /// A future that produces the answer to a frame.
@@ -54,7 +59,7 @@ impl Api {
         &self,
         hello: &pb::Hello,
         session_id: u64,
-    ) -> Result<(SessionCtx, Frame), ApiError> {
+    ) -> Result<(SessionCtx, SessionCredential, Frame), ApiError> {
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedVersion,
@@ -77,12 +82,8 @@ impl Api {
         }
         let token = self.authenticate(&hello.token)?;
         let user = token.user_id;
-        self.bind_device(user, &hello.device_id, hello.platform)?;
-        if !token.devices.contains(&hello.device_id) {
-            // Removing this device later revokes this token.
-            self.store
-                .note_token_device(&token.hash, &hello.device_id)?;
-        }
+        // The device record keeps this token: removing the device revokes it.
+        self.bind_device(user, &hello.device_id, hello.platform, &token.hash)?;
         let name = self
             .store
             .account(user)?
@@ -103,10 +104,12 @@ impl Api {
             user_id: user,
             device_id: hello.device_id.as_str().into(),
             session_id,
-            credential: token.hash,
-            credential_expires_ms: token.expires_ms,
         };
-        Ok((ctx, Frame::new(0, Kind::Welcome(welcome))))
+        let credential = SessionCredential {
+            hash: token.hash,
+            expires_ms: token.expires_ms,
+        };
+        Ok((ctx, credential, Frame::new(0, Kind::Welcome(welcome))))
     }
 
     /// Handles one frame of an authenticated session. The session awaits this inline,

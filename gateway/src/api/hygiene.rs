@@ -40,7 +40,9 @@ pub fn check_name(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
 
 /// Checks only the characters (for optional fields that may be empty).
 pub fn check_chars(what: &str, value: &str) -> Result<(), ApiError> {
-    if value.chars().all(allowed) {
+    // The common case, printable ASCII, without decoding characters.
+    let printable_ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if printable_ascii || value.chars().all(allowed) {
         Ok(())
     } else {
         Err(ApiError::invalid(format!(

@@ -6,6 +6,7 @@ use courier_protocol::{ConversationId, ErrorCode};
 use courier_storage::{AppendRequest, HistoryPage, HistoryRange, StoredMessage};
 use prost::Message as _;
 
+use crate::api::hygiene::check_id;
 use crate::api::limits::Limit;
 use crate::api::{convert, Api};
 use crate::error::ApiError;
@@ -118,11 +119,12 @@ impl Api {
         let c = self.parse_conversation(send.conversation())?;
         self.authorize_send(user, &c)?;
         let client_msg_id = send.client_msg_id().to_owned();
-        if client_msg_id.is_empty()
-            || client_msg_id.len() > courier_storage::MAX_CLIENT_MSG_ID_BYTES
-        {
-            return Err(ApiError::invalid("client_msg_id must be 1 to 128 bytes"));
-        }
+        // Delivered to every recipient device: an id, not a place for control codes.
+        check_id(
+            "client_msg_id",
+            &client_msg_id,
+            courier_storage::MAX_CLIENT_MSG_ID_BYTES,
+        )?;
         // Stored and delivered as the client encoded it, once it decodes and passes.
         let encoded_body = send
             .body_bytes()
@@ -254,10 +256,7 @@ impl Api {
                 Err(ApiError::invalid("media names its upload by sha256"))
             }
             Some(Content::Media(_)) => Ok(()),
-            Some(Content::Custom(c)) if c.r#type.is_empty() => {
-                Err(ApiError::invalid("custom content needs a type"))
-            }
-            Some(Content::Custom(_)) => Ok(()),
+            Some(Content::Custom(c)) => check_id("custom content type", &c.r#type, 128),
             Some(Content::System(_)) => Err(ApiError::forbidden(
                 "system events are written by the server only",
             )),

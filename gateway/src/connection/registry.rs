@@ -143,6 +143,15 @@ impl Registry {
         }
     }
 
+    /// The credential session `session_id` of `user` was opened with.
+    pub fn credential_of(&self, user: u64, session_id: u64) -> Option<Credential> {
+        let map = self.shard(user).lock().expect("registry lock");
+        map.get(&user)?
+            .iter()
+            .find(|d| d.session_id == session_id)
+            .map(|d| d.credential)
+    }
+
     /// Ends every session of `user`, telling it `code`.
     pub fn close_user(&self, user: u64, code: ErrorCode) {
         let map = self.shard(user).lock().expect("registry lock");

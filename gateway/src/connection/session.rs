@@ -7,7 +7,10 @@
 //! Sends run as separate tasks so several can wait for the group commit at once;
 //! their number is capped per connection, and reading pauses at the cap.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -20,11 +23,12 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::frames::{Handled, SessionCtx};
+use crate::api::frames::{Handled, SessionCredential, SessionCtx};
 use crate::api::Api;
+use crate::config::Config;
 use crate::connection::outbound::{Outbound, OutboundQueue, Ready};
 use crate::connection::reader::FrameReader;
-use crate::metrics::{Metrics, Transport};
+use crate::metrics::Transport;
 use std::sync::atomic::Ordering;
 
 /// Bytes of queued frames written with one syscall at most.
@@ -32,43 +36,94 @@ const MAX_WRITE_BATCH: usize = 64 * 1024;
 /// How long a final frame (Kick, Error) may take to write before we give up.
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Every write of a session must finish by a deadline: `write_timeout` after it
-/// starts, and no later than the end of the shutdown grace period once the server is
+/// Writes all of `buf` by a deadline: `write_timeout` after the socket first pushes
+/// back, and no later than the end of the shutdown grace period once the server is
 /// shutting down. A peer that stops reading cannot hold a session, its queue or its
-/// descriptor past that.
-struct WriteBound {
-    timeout: Duration,
-    grace: Duration,
-    shutdown: CancellationToken,
+/// descriptor past that. While the socket takes the bytes no timer is armed and
+/// nothing is allocated; the deadline is a boxed future, so that idle sessions do not
+/// carry its timer (a hand-written future, for the same reason: it is small).
+fn write_bounded<'a, W: AsyncWrite + Unpin + Send>(
+    writer: &'a mut W,
+    buf: &'a [u8],
+    config: &'a Config,
+    shutdown: &'a CancellationToken,
+) -> WriteBounded<'a, W> {
+    WriteBounded {
+        writer: Some(writer),
+        buf,
+        config,
+        shutdown,
+        slow: None,
+    }
 }
 
-impl WriteBound {
-    async fn write<W: AsyncWrite + Unpin>(
-        &self,
-        writer: &mut W,
-        buf: &[u8],
-    ) -> std::io::Result<()> {
-        let write = writer.write_all(buf);
-        tokio::pin!(write);
-        // Most writes complete at once (the socket buffer has room): they arm no timer.
-        tokio::select! {
-            biased;
-            done = &mut write => return done,
-            _ = std::future::ready(()) => {}
+/// The future of [`write_bounded`].
+struct WriteBounded<'a, W> {
+    writer: Option<&'a mut W>,
+    /// What is left to write.
+    buf: &'a [u8],
+    config: &'a Config,
+    shutdown: &'a CancellationToken,
+    slow: Option<Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>>,
+}
+
+impl<'a, W: AsyncWrite + Unpin + Send> Future for WriteBounded<'a, W> {
+    type Output = std::io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(slow) = this.slow.as_mut() {
+            return slow.as_mut().poll(cx);
         }
-        let deadline = tokio::time::sleep(self.timeout);
-        tokio::pin!(deadline);
-        let mut shutting_down = false;
-        loop {
-            tokio::select! {
-                done = &mut write => return done,
-                _ = &mut deadline => return Err(std::io::ErrorKind::TimedOut.into()),
-                _ = self.shutdown.cancelled(), if !shutting_down => {
-                    shutting_down = true;
-                    let by_grace = Instant::now() + self.grace;
-                    if by_grace < deadline.deadline() {
-                        deadline.as_mut().reset(by_grace);
-                    }
+        let Some(writer) = this.writer.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while !this.buf.is_empty() {
+            match Pin::new(&mut **writer).poll_write(cx, this.buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => this.buf = &this.buf[n..],
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // The socket pushes back: from here on the write has a deadline.
+                    let writer = this.writer.take().expect("writer");
+                    let mut slow = Box::pin(write_by_deadline(
+                        writer,
+                        this.buf,
+                        this.config,
+                        this.shutdown,
+                    ));
+                    let polled = slow.as_mut().poll(cx);
+                    this.slow = Some(slow);
+                    return polled;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+async fn write_by_deadline<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    buf: &[u8],
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let write = writer.write_all(buf);
+    tokio::pin!(write);
+    let deadline = tokio::time::sleep(config.write_timeout());
+    tokio::pin!(deadline);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            done = &mut write => return done,
+            _ = &mut deadline => return Err(std::io::ErrorKind::TimedOut.into()),
+            _ = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                let by_grace = Instant::now() + config.shutdown_grace();
+                if by_grace < deadline.deadline() {
+                    deadline.as_mut().reset(by_grace);
                 }
             }
         }
@@ -114,7 +169,9 @@ pub async fn run<R, W>(
     let mut frames = FrameReader::new(reader, FrameCodec::new(config.max_frame_bytes));
     // Boxed, like every rarely taken await below: a session's future lives as long as
     // the connection, and its size is the idle connection's memory.
-    let Some(ctx) = Box::pin(handshake(&mut frames, &mut writer, &api, &shutdown)).await else {
+    let Some((ctx, credential)) =
+        Box::pin(handshake(&mut frames, &mut writer, &api, &shutdown)).await
+    else {
         return;
     };
     let (user_id, session_id) = (ctx.user_id, ctx.session_id);
@@ -125,7 +182,7 @@ pub async fn run<R, W>(
         user_id,
         session_id,
         ctx.device_id.clone(),
-        ctx.credential,
+        credential.hash,
         outbound.clone(),
     ) {
         api.presence.online(user_id);
@@ -137,21 +194,15 @@ pub async fn run<R, W>(
     let mut last_seen = Instant::now();
     // One timer serves the idle timeout and the token's expiry (a second timer would
     // widen every idle session).
-    let mut credential_ends = instant_of(ctx.credential_expires_ms);
-    let idle = sleep_until((last_seen + idle_timeout).min(credential_ends));
+    let mut credential_ends_ms = credential.expires_ms;
+    let idle = sleep_until((last_seen + idle_timeout).min(instant_of(credential_ends_ms)));
     tokio::pin!(idle);
     let mut bad_frames = 0u32;
-    let mut out = BytesMut::new();
-    let bound = WriteBound {
-        timeout: config.write_timeout(),
-        grace: config.shutdown_grace(),
-        shutdown: shutdown.clone(),
-    };
     let mut io = Io {
-        writer: &mut writer,
-        out: &mut out,
-        bound: &bound,
-        metrics: &api.metrics,
+        writer,
+        out: BytesMut::new(),
+        api: &api,
+        shutdown: &shutdown,
     };
 
     let end = loop {
@@ -187,8 +238,9 @@ pub async fn run<R, W>(
                         if bad_frames > config.max_bad_frames {
                             break End::Close(ErrorCode::ProtocolViolation, "too many malformed frames".into());
                         }
-                        let reply = codec_error_frame(0, &e);
-                        if let Err(e) = io.write_frame(&reply).await {
+                        // Encoded in one statement: the frame is not kept across the write.
+                        let reply = encode_frame(&codec_error_frame(0, &e));
+                        if let Err(e) = io.write(&reply).await {
                             break End::after_write(e);
                         }
                         continue;
@@ -200,13 +252,11 @@ pub async fn run<R, W>(
                         break End::Close(ErrorCode::ProtocolViolation, "too many unknown frames".into());
                     }
                 }
-                match Box::pin(api.on_frame(&ctx, frame)).await {
-                    Handled::Nothing => {}
-                    Handled::Reply(reply) => {
-                        if let Err(e) = io.write_frame(&reply).await {
-                            break End::after_write(e);
-                        }
-                    }
+                // A reply is encoded before the write: a `Frame` is several hundred
+                // bytes that would otherwise be kept in every session's future.
+                let reply = match Box::pin(api.on_frame(&ctx, frame)).await {
+                    Handled::Nothing => None,
+                    Handled::Reply(reply) => Some(encode_frame(&reply)),
                     Handled::Later(pending) => {
                         let permit = match in_flight.clone().try_acquire_owned() {
                             Ok(p) => Ok(p),
@@ -222,23 +272,31 @@ pub async fn run<R, W>(
                             outbound.reply(encode_frame(&reply));
                             drop(permit);
                         });
+                        None
+                    }
+                };
+                if let Some(reply) = reply {
+                    if let Err(e) = io.write(&reply).await {
+                        break End::after_write(e);
                     }
                 }
             }
             _ = &mut idle => {
                 let now = Instant::now();
-                if now >= credential_ends {
+                if courier_storage::now_ms() >= credential_ends_ms {
                     // Re-checked rather than assumed: a token may be extended.
-                    match api.store.token_info_by_hash(&ctx.credential) {
-                        Ok(Some(token)) => credential_ends = instant_of(token.expires_ms),
-                        _ => break End::Close(ErrorCode::LoggedOut, "the session's token expired".into()),
+                    let token = api.registry.credential_of(user_id, session_id)
+                        .and_then(|c| api.store.token_info_by_hash(&c).ok().flatten());
+                    match token {
+                        Some(token) => credential_ends_ms = token.expires_ms,
+                        None => break End::Close(ErrorCode::LoggedOut, "the session's token expired".into()),
                     }
                 }
                 let deadline = last_seen + idle_timeout;
                 if now >= deadline {
                     break End::Close(ErrorCode::IdleTimeout, "no frames within the idle timeout".into());
                 }
-                idle.as_mut().reset(deadline.min(credential_ends));
+                idle.as_mut().reset(deadline.min(instant_of(credential_ends_ms)));
             }
         }
     };
@@ -254,6 +312,11 @@ pub async fn run<R, W>(
                 api.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
             }
             // Whatever is still queued goes out first, then the reason.
+            let Io {
+                mut writer,
+                mut out,
+                ..
+            } = io;
             out.clear();
             queue.drain_into(&mut out, usize::MAX);
             out.extend_from_slice(&encode_frame(&Frame::kick(code, reason)));
@@ -272,36 +335,37 @@ pub async fn run<R, W>(
     }
 }
 
-/// A session's writing side: its writer, the batch buffer, the write deadline.
+/// A session's writing side: its writer and batch buffer, and what bounds a write.
 struct Io<'a, W> {
-    writer: &'a mut W,
-    out: &'a mut BytesMut,
-    bound: &'a WriteBound,
-    metrics: &'a Metrics,
+    writer: W,
+    out: BytesMut,
+    api: &'a Api,
+    shutdown: &'a CancellationToken,
 }
 
-impl<W: AsyncWrite + Unpin> Io<'_, W> {
-    /// Writes one frame now (a reply).
-    async fn write_frame(&mut self, frame: &Frame) -> std::io::Result<()> {
-        self.bound.write(self.writer, &encode_frame(frame)).await
+impl<W: AsyncWrite + Unpin + Send> Io<'_, W> {
+    /// Writes encoded frames now (a reply).
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        write_bounded(&mut self.writer, bytes, &self.api.config, self.shutdown).await
     }
 
     /// Writes what is queued, coalesced into few writes.
     async fn write_queued(&mut self, queue: &mut OutboundQueue) -> std::io::Result<()> {
-        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
+        let (config, metrics) = (&self.api.config, &self.api.metrics);
+        metrics.writes.fetch_add(1, Ordering::Relaxed);
         if let Some(frame) = queue.take_single() {
             // The common case of one frame: no copy.
-            self.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
-            return self.bound.write(self.writer, &frame).await;
+            metrics.frames_out.fetch_add(1, Ordering::Relaxed);
+            return write_bounded(&mut self.writer, &frame, config, self.shutdown).await;
         }
         self.out.clear();
-        let frames = queue.drain_into(self.out, MAX_WRITE_BATCH);
-        self.metrics
+        let frames = queue.drain_into(&mut self.out, MAX_WRITE_BATCH);
+        metrics
             .frames_out
             .fetch_add(frames as u64, Ordering::Relaxed);
-        let result = self.bound.write(self.writer, self.out).await;
+        let result = write_bounded(&mut self.writer, &self.out, config, self.shutdown).await;
         // A connection going quiet keeps no write buffer.
-        *self.out = BytesMut::new();
+        self.out = BytesMut::new();
         result
     }
 }
@@ -313,7 +377,7 @@ async fn handshake<R, W>(
     writer: &mut W,
     api: &Api,
     shutdown: &CancellationToken,
-) -> Option<SessionCtx>
+) -> Option<(SessionCtx, SessionCredential)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -336,7 +400,7 @@ where
                 request_id,
                 kind: Some(Kind::Hello(hello)),
             }) => match api.handshake(&hello, session_id) {
-                Ok((ctx, welcome)) => Ok((request_id, ctx, welcome)),
+                Ok((ctx, credential, welcome)) => Ok((request_id, ctx, credential, welcome)),
                 Err(e) => {
                     api.metrics
                         .handshake_failures
@@ -352,7 +416,7 @@ where
             Err(e) => Err(Some(codec_error_frame(0, &e))),
         },
     };
-    let (hello_id, ctx, mut welcome) = match answer {
+    let (hello_id, ctx, credential, mut welcome) = match answer {
         Ok(ok) => ok,
         Err(refusal) => {
             if let Some(frame) = refusal {
@@ -365,11 +429,11 @@ where
     let welcome = encode_frame(&welcome);
     let sent = tokio::time::timeout(api.config.handshake_timeout(), writer.write_all(&welcome));
     sent.await.ok()?.ok()?;
-    Some(ctx)
+    Some((ctx, credential))
 }
 
 /// At the cap of sends in flight: stops reading, keeps writing until a send completes.
-async fn wait_for_permit<W: AsyncWrite + Unpin>(
+async fn wait_for_permit<W: AsyncWrite + Unpin + Send>(
     in_flight: &Arc<Semaphore>,
     queue: &mut OutboundQueue,
     io: &mut Io<'_, W>,
@@ -385,7 +449,7 @@ async fn wait_for_permit<W: AsyncWrite + Unpin>(
 }
 
 /// Waits (writing queued frames meanwhile) until no send is in flight, or `grace`.
-async fn drain_in_flight<W: AsyncWrite + Unpin>(
+async fn drain_in_flight<W: AsyncWrite + Unpin + Send>(
     in_flight: &Arc<Semaphore>,
     permits: usize,
     queue: &mut OutboundQueue,
