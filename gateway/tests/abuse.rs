@@ -151,7 +151,11 @@ async fn a_strangers_flood_is_limited_while_a_friends_chat_is_not() {
     };
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(refusal.code(), Some(ErrorCode::RateLimited), "{refusal:?}");
-    assert_eq!(stored, 10, "the stranger budget is 10 per minute");
+    // Ten at once (an eleventh if the test took over six seconds to get here).
+    assert!(
+        (10..=11).contains(&stored),
+        "the stranger budget is 10 per minute, {stored} were stored"
+    );
     println!(
         "stranger stored {stored} messages in {secs:.3} s before RATE_LIMITED (then 10 per minute)"
     );

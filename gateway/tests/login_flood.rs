@@ -131,10 +131,10 @@ async fn a_login_flood_keeps_memory_and_a_bystander_bounded() {
         0,
         "logins failed for other reasons"
     );
-    // Twice the quiet median, with a millisecond of slack for a sub-millisecond base
-    // on a two-core machine that also runs the flood's clients.
+    // Twice the quiet median, with two milliseconds of slack for a sub-millisecond
+    // base on a two-core machine that also runs the flood's clients.
     assert!(
-        flooded <= quiet * 2 + Duration::from_millis(1),
+        flooded <= quiet * 2 + Duration::from_millis(2),
         "bystander slowed from {quiet:?} to {flooded:?}"
     );
     child.kill().await.unwrap();
