@@ -319,9 +319,33 @@ async fn main() -> anyhow::Result<()> {
         Ok(line) => line?,
         Err(_) => bail!("gave up after {} s", ctx.args.timeout_secs),
     };
-    println!("{line}");
+    println!("{}", with_cost_per_unit(line));
     drop(spawned);
     Ok(())
+}
+
+/// Adds the CPU each side spent per unit of work: per delivery where a line counts
+/// deliveries (fan-out), else per message, else per connection. A load generator
+/// whose own cost per unit is near the server's is measuring itself, not the server.
+fn with_cost_per_unit(mut line: Value) -> Value {
+    let unit = ["deliveries", "messages", "connections"]
+        .into_iter()
+        .find_map(|key| line[key].as_f64().filter(|n| *n > 0.0).map(|n| (key, n)));
+    let Some((unit, n)) = unit else {
+        return line;
+    };
+    let name = match unit {
+        "deliveries" => "delivery",
+        "messages" => "msg",
+        _ => "conn",
+    };
+    for side in ["server", "client"] {
+        if let Some(cpu) = line[format!("{side}_cpu_s")].as_f64() {
+            let us = (cpu * 1e6 / n * 100.0).round() / 100.0;
+            line[format!("{side}_cpu_us_per_{name}")] = json!(us);
+        }
+    }
+    line
 }
 
 async fn run(ctx: &Bench) -> anyhow::Result<Value> {
@@ -697,4 +721,21 @@ async fn history(ctx: &Bench) -> anyhow::Result<Value> {
         }));
     }
     Ok(json!({"scenario": "history", "transport": "http", "messages": total, "pages": results}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_per_unit_prefers_deliveries_then_messages() {
+        let line = with_cost_per_unit(json!({
+            "messages": 100, "deliveries": 1000, "server_cpu_s": 0.5, "client_cpu_s": 1.0
+        }));
+        assert_eq!(line["server_cpu_us_per_delivery"], 500.0);
+        assert_eq!(line["client_cpu_us_per_delivery"], 1000.0);
+        let line = with_cost_per_unit(json!({"messages": 1000, "server_cpu_s": 0.01}));
+        assert_eq!(line["server_cpu_us_per_msg"], 10.0);
+        assert!(line.get("client_cpu_us_per_msg").is_none());
+    }
 }

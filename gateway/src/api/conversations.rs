@@ -122,7 +122,8 @@ impl Api {
     }
 
     /// Moves `user`'s read cursor in `c` forward and tells the user's other devices
-    /// (all of them when `from_device` is `None`, as for HTTP). Returns the cursor.
+    /// (all of them when `from_device` is `None`). Returns the cursor. Not flushed: a
+    /// binary `ReadReport` is not acknowledged (the HTTP route is, and flushes).
     pub fn mark_read(
         &self,
         user: u64,
@@ -131,11 +132,39 @@ impl Api {
         from_device: Option<&str>,
     ) -> Result<u64, ApiError> {
         self.authorize(user, c)?;
-        let read_seq = match self.store.mark_read(user, c, seq) {
-            // A direct conversation with no message yet is in nobody's list.
-            Err(StorageError::NotParticipant) => return Ok(0),
-            other => other?,
-        };
+        let read_seq = record_read(&self.store, user, c, seq)?;
+        self.announce_read(user, c, read_seq, from_device);
+        Ok(read_seq)
+    }
+
+    /// [`Self::mark_read`] for a caller that is told the cursor moved: durable (off
+    /// the async workers) before it answers.
+    pub async fn mark_read_durably(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        seq: u64,
+    ) -> Result<u64, ApiError> {
+        self.authorize(user, c)?;
+        let target = *c;
+        let read_seq = self
+            .blocking(move |store| {
+                let read_seq = record_read(store, user, &target, seq)?;
+                store.flush_user(user)?;
+                Ok(read_seq)
+            })
+            .await?;
+        self.announce_read(user, c, read_seq, None);
+        Ok(read_seq)
+    }
+
+    fn announce_read(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        read_seq: u64,
+        from_device: Option<&str>,
+    ) {
         let receipt = Frame::new(
             0,
             Kind::ReadReceipt(pb::ReadReceipt {
@@ -151,7 +180,6 @@ impl Api {
         if read_seq > 0 {
             self.receipts.read(user, *c, read_seq);
         }
-        Ok(read_seq)
     }
 
     /// Who has read message `seq` of `c` (the sender itself not counted).
@@ -193,8 +221,8 @@ impl Api {
         })
     }
 
-    /// Sets mute and pin flags of `user`'s entry for `c`.
-    pub fn set_conversation_flags(
+    /// Sets mute and pin flags of `user`'s entry for `c`, durably.
+    pub async fn set_conversation_flags(
         &self,
         user: u64,
         c: &ConversationId,
@@ -202,12 +230,36 @@ impl Api {
         pinned: Option<bool>,
     ) -> Result<(), ApiError> {
         self.authorize(user, c)?;
-        match self.store.set_conversation_flags(user, c, muted, pinned) {
+        let target = *c;
+        let set = self
+            .blocking(move |store| {
+                let set = store.set_conversation_flags(user, &target, muted, pinned);
+                if set.is_ok() {
+                    store.flush_user(user)?;
+                }
+                Ok(set)
+            })
+            .await?;
+        match set {
             Err(StorageError::NotParticipant) => Err(ApiError::new(
                 courier_protocol::ErrorCode::NotFound,
                 "the conversation has no messages yet",
             )),
             other => other.map(drop).map_err(Into::into),
         }
+    }
+}
+
+/// Moves the cursor in the store; a direct conversation with no message yet is in
+/// nobody's list (cursor 0).
+fn record_read(
+    store: &courier_storage::Store,
+    user: u64,
+    c: &ConversationId,
+    seq: u64,
+) -> Result<u64, ApiError> {
+    match store.mark_read(user, c, seq) {
+        Err(StorageError::NotParticipant) => Ok(0),
+        other => Ok(other?),
     }
 }

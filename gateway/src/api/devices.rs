@@ -15,8 +15,9 @@ use crate::error::ApiError;
 
 impl Api {
     /// Records a login of `user` from `device_id` with `token`, enforcing the device
-    /// cap. A token the device gives up (it keeps the newest few) is revoked.
-    pub fn bind_device(
+    /// cap. A token the device gives up (it keeps the newest few) is revoked. What
+    /// must be flushed (an unbinding, a revocation) runs on the blocking pool.
+    pub async fn bind_device(
         &self,
         user: u64,
         device_id: &str,
@@ -36,14 +37,26 @@ impl Api {
                 }
                 DeviceLimitPolicy::KickOldest => {
                     // `devices` is least recently seen first.
-                    for old in &devices[..devices.len() + 1 - cap] {
-                        self.store.unbind_device(user, &old.device_id)?;
+                    let oldest: Vec<String> = devices[..devices.len() + 1 - cap]
+                        .iter()
+                        .map(|d| d.device_id.clone())
+                        .collect();
+                    let unbound = oldest.clone();
+                    self.blocking(move |store| {
+                        for device in &unbound {
+                            store.unbind_device(user, device)?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    for device in &oldest {
                         self.registry
-                            .close_device(user, &old.device_id, ErrorCode::DeviceLimit);
+                            .close_device(user, device, ErrorCode::DeviceLimit);
                     }
                 }
             }
         }
+        // Not flushed: a binding lost in a crash is made again at the next login.
         let bound = self.store.bind_device(
             user,
             device_id,
@@ -52,7 +65,8 @@ impl Api {
             Some(token),
         )?;
         if let Some(evicted) = bound.evicted {
-            self.store.revoke_token_hash(&evicted)?;
+            self.blocking(move |store| Ok(store.revoke_token_hash(&evicted)?))
+                .await?;
             self.end_sessions(user, &[evicted]);
         }
         Ok(())

@@ -55,7 +55,7 @@ pub enum Handled {
 
 impl Api {
     /// Checks a Hello and builds the Welcome; errors end the connection.
-    pub fn handshake(
+    pub async fn handshake(
         &self,
         hello: &pb::Hello,
         session_id: u64,
@@ -83,7 +83,8 @@ impl Api {
         let token = self.authenticate(&hello.token)?;
         let user = token.user_id;
         // The device record keeps this token: removing the device revokes it.
-        self.bind_device(user, &hello.device_id, hello.platform, &token.hash)?;
+        self.bind_device(user, &hello.device_id, hello.platform, &token.hash)
+            .await?;
         let name = self
             .store
             .account(user)?

@@ -22,7 +22,7 @@ impl Api {
     /// Runs every lifecycle job once, as of `now_ms`, logging failures.
     pub async fn run_lifecycle(&self, now_ms: u64) -> LifecycleReport {
         let mut report = LifecycleReport::default();
-        match self.prune_history(now_ms) {
+        match self.prune_history(now_ms).await {
             Ok(n) => report.messages_pruned = n,
             Err(e) => tracing::warn!(error = %e, "history retention failed"),
         }
@@ -45,7 +45,7 @@ impl Api {
     }
 
     /// Removes messages past the retention depth (count) or age, in every conversation.
-    pub fn prune_history(&self, now_ms: u64) -> Result<usize, ApiError> {
+    pub async fn prune_history(&self, now_ms: u64) -> Result<usize, ApiError> {
         let (depth, days) = (
             self.config.history_retention_messages,
             self.config.history_retention_days,
@@ -53,23 +53,9 @@ impl Api {
         if depth == 0 && days == 0 {
             return Ok(0);
         }
-        let mut pruned = 0;
-        for (c, last_seq) in self.store.all_conversations()? {
-            let mut keep_from = 1;
-            if depth > 0 {
-                keep_from = keep_from.max(last_seq.saturating_sub(depth) + 1);
-            }
-            if days > 0 {
-                let cutoff = now_ms.saturating_sub(days * 24 * 3600 * 1000);
-                keep_from = keep_from.max(
-                    self.store
-                        .first_seq_since(&c, cutoff)?
-                        .unwrap_or(last_seq + 1),
-                );
-            }
-            pruned += self.store.prune_history(&c, keep_from)?;
-        }
-        Ok(pruned)
+        // A scan of every conversation with flushes: on the blocking pool.
+        self.blocking(move |store| prune(store, now_ms, depth, days))
+            .await
     }
 
     /// Moves blobs older than `media_cold_after_days` to the cold store.
@@ -97,4 +83,26 @@ impl Api {
         }
         Ok(moved)
     }
+}
+
+/// Removes messages past the retention depth (count) or age, in every conversation.
+fn prune(
+    store: &courier_storage::Store,
+    now_ms: u64,
+    depth: u64,
+    days: u64,
+) -> Result<usize, ApiError> {
+    let mut pruned = 0;
+    for (c, last_seq) in store.all_conversations()? {
+        let mut keep_from = 1;
+        if depth > 0 {
+            keep_from = keep_from.max(last_seq.saturating_sub(depth) + 1);
+        }
+        if days > 0 {
+            let cutoff = now_ms.saturating_sub(days * 24 * 3600 * 1000);
+            keep_from = keep_from.max(store.first_seq_since(&c, cutoff)?.unwrap_or(last_seq + 1));
+        }
+        pruned += store.prune_history(&c, keep_from)?;
+    }
+    Ok(pruned)
 }

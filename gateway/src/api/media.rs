@@ -89,7 +89,9 @@ impl Api {
                     .await
                     .map_err(ApiError::internal)?;
             }
-            self.store.delete_blob(&blob.sha256)?;
+            let sha256 = blob.sha256.clone();
+            self.blocking(move |store| Ok(store.delete_blob(&sha256)?))
+                .await?;
             deleted += 1;
         }
         Ok(deleted)
@@ -344,7 +346,7 @@ pub async fn upload(
     } else {
         (0, 0)
     };
-    let record = api.store.put_blob(&BlobRecord {
+    let record = BlobRecord {
         sha256: sha256.clone(),
         size,
         mime: mime.to_owned(),
@@ -353,8 +355,15 @@ pub async fn upload(
         created_ms: courier_storage::now_ms(),
         status,
         referenced: false,
-    })?;
-    api.store.add_blob_owner(&sha256, caller.user_id)?;
+    };
+    let owner = caller.user_id;
+    let record = api
+        .blocking(move |store| {
+            let record = store.put_blob(&record)?;
+            store.add_blob_owner(&sha256, owner)?;
+            Ok(record)
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(api.media_view(&record))))
 }
 

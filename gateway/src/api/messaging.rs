@@ -194,8 +194,13 @@ impl Api {
         Ok(async move {
             let appended = ticket.wait().await?;
             if let Some(sha256) = media {
-                // Referenced blobs are never garbage-collected.
-                store.update_blob(&sha256, |b| b.referenced = true)?;
+                // Referenced blobs are never garbage-collected (the mark is flushed,
+                // so off the async workers).
+                tokio::task::spawn_blocking(move || {
+                    store.update_blob(&sha256, |b| b.referenced = true)
+                })
+                .await
+                .map_err(ApiError::internal)??;
             }
             Ok(pb::SendAck {
                 client_msg_id,

@@ -55,8 +55,9 @@ impl Api {
         })
     }
 
-    /// Applies `change` between `user` and `peer` and returns the new relation.
-    pub fn change_relation(
+    /// Applies `change` between `user` and `peer` (durably, off the async workers)
+    /// and returns the new relation.
+    pub async fn change_relation(
         &self,
         user: u64,
         peer: u64,
@@ -69,16 +70,21 @@ impl Api {
         ) {
             self.limits.user(Limit::FriendRequest, user)?;
         }
-        let s = &self.store;
-        match change {
-            RelationChange::Request => s.request_friend(user, peer)?.map(|_: RequestOutcome| ())?,
-            RelationChange::Accept => s.accept_friend(user, peer)??,
-            RelationChange::Decline => s.decline_friend(user, peer)??,
-            RelationChange::Cancel => s.cancel_friend_request(user, peer)??,
-            RelationChange::Unfriend => s.remove_friend(user, peer)??,
-            RelationChange::Follow(on) => s.set_follow(user, peer, on)??,
-            RelationChange::Block(on) => s.set_block(user, peer, on)??,
-        }
+        self.blocking(move |s| {
+            match change {
+                RelationChange::Request => {
+                    s.request_friend(user, peer)?.map(|_: RequestOutcome| ())?
+                }
+                RelationChange::Accept => s.accept_friend(user, peer)??,
+                RelationChange::Decline => s.decline_friend(user, peer)??,
+                RelationChange::Cancel => s.cancel_friend_request(user, peer)??,
+                RelationChange::Unfriend => s.remove_friend(user, peer)??,
+                RelationChange::Follow(on) => s.set_follow(user, peer, on)??,
+                RelationChange::Block(on) => s.set_block(user, peer, on)??,
+            }
+            Ok(())
+        })
+        .await?;
         self.relation_view(user, peer)
     }
 

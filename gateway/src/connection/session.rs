@@ -399,7 +399,7 @@ where
             Ok(Frame {
                 request_id,
                 kind: Some(Kind::Hello(hello)),
-            }) => match api.handshake(&hello, session_id) {
+            }) => match api.handshake(&hello, session_id).await {
                 Ok((ctx, credential, welcome)) => Ok((request_id, ctx, credential, welcome)),
                 Err(e) => {
                     api.metrics

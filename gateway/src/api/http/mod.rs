@@ -321,11 +321,10 @@ async fn request_friend(
         }
         (None, None) => return Err(ApiError::invalid("give `user_id` or `name`")),
     };
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Request,
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Request)
+            .await?,
+    ))
 }
 
 /// Accept a pending request from a user.
@@ -336,11 +335,10 @@ async fn accept_friend(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Accept,
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Accept)
+            .await?,
+    ))
 }
 
 /// Decline a pending request from a user.
@@ -351,11 +349,10 @@ async fn decline_friend(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Decline,
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Decline)
+            .await?,
+    ))
 }
 
 /// Withdraw the caller's pending request to a user.
@@ -366,11 +363,10 @@ async fn cancel_friend_request(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Cancel,
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Cancel)
+            .await?,
+    ))
 }
 
 /// End a friendship.
@@ -381,11 +377,10 @@ async fn remove_friend(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Unfriend,
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Unfriend)
+            .await?,
+    ))
 }
 
 /// Users the caller follows (one-way).
@@ -430,11 +425,10 @@ async fn follow(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Follow(true),
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Follow(true))
+            .await?,
+    ))
 }
 
 /// Stop following a user.
@@ -445,11 +439,10 @@ async fn unfollow(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Follow(false),
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Follow(false))
+            .await?,
+    ))
 }
 
 /// Users the caller blocks.
@@ -477,11 +470,10 @@ async fn block(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Block(true),
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Block(true))
+            .await?,
+    ))
 }
 
 /// Unblock a user.
@@ -492,11 +484,10 @@ async fn unblock(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.change_relation(
-        caller.user_id,
-        peer,
-        RelationChange::Block(false),
-    )?))
+    Ok(Json(
+        api.change_relation(caller.user_id, peer, RelationChange::Block(false))
+            .await?,
+    ))
 }
 
 /// The caller's groups.
@@ -743,7 +734,8 @@ async fn update_conversation(
 ) -> Result<StatusCode, ApiError> {
     let body = json_body(body)?;
     let c = conversation(&api, &id)?;
-    api.set_conversation_flags(caller.user_id, &c, body.muted, body.pinned)?;
+    api.set_conversation_flags(caller.user_id, &c, body.muted, body.pinned)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -801,7 +793,7 @@ async fn mark_read(
 ) -> ApiResult<ReadState> {
     let body = json_body(body)?;
     let c = conversation(&api, &id)?;
-    let read_seq = api.mark_read(caller.user_id, &c, body.seq, None)?;
+    let read_seq = api.mark_read_durably(caller.user_id, &c, body.seq).await?;
     Ok(Json(ReadState {
         conversation: c.to_string(),
         read_seq,
