@@ -238,6 +238,18 @@ pub fn render(api: &Api) -> String {
         "Failed group commits.",
         load(&stats.failed_commits),
     );
+    counter(
+        &mut out,
+        "courier_commitlog_replayed_records_total",
+        "Commit-log records applied again at start (the indexes lacked them).",
+        load(&stats.replayed),
+    );
+    counter(
+        &mut out,
+        "courier_checkpoints_total",
+        "Checkpoints: every shard's indexes flushed, the commit logs cut.",
+        load(&stats.checkpoints),
+    );
     gauge(
         &mut out,
         "courier_storage_queue_depth",
@@ -254,7 +266,7 @@ pub fn render(api: &Api) -> String {
     histogram(
         &mut out,
         "courier_commit_flush_seconds",
-        "Apply + flush time of a group commit.",
+        "Time to make a group commit durable (commit-log write + fdatasync) and apply it.",
         &stats.flush_us,
         1e-6,
     );

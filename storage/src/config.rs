@@ -24,6 +24,12 @@ pub struct StoreConfig {
     pub password: PasswordParams,
     /// How long a login token stays valid.
     pub token_ttl: Duration,
+    /// A commit-log segment is closed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// How often every shard's indexes are flushed so that the commit log before
+    /// that point can be deleted (`None`: only at shutdown; tests that simulate a
+    /// crash use it).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// Argon2id cost parameters.
@@ -72,6 +78,8 @@ impl StoreConfig {
             seq_cache_entries: 1 << 20,
             password: PasswordParams::default(),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
+            segment_bytes: crate::commitlog::DEFAULT_SEGMENT_BYTES,
+            checkpoint_interval: Some(Duration::from_secs(1)),
         }
     }
 

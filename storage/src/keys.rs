@@ -10,6 +10,7 @@
 //! | `log` | `'i' conv sender client_msg_id` | seq and time, the idempotency index |
 //! | `log` | `'s' conv` | the conversation's last seq and last activity ([`Tail`]) |
 //! | `log` | `'a'` | the highest activity count this shard has written |
+//! | `log` | `'L'` | the commit-log position the indexes hold every record up to |
 //! | `log` | `'r' conv` | the first seq still retained (after pruning) |
 //! | `userconv_state` | `user conv` | [`crate::UserConversation`] state |
 //! | `username_userid` | user name | user id |
@@ -111,6 +112,10 @@ pub fn last_seq(c: &ConversationId) -> [u8; 1 + CONV_LEN] {
     out[1..].copy_from_slice(&conv(c));
     out
 }
+
+/// The key of the commit-log position up to which the shard's indexes hold every
+/// record (written in the same batch as the records it covers).
+pub const APPLIED: [u8; 1] = [b'L'];
 
 /// Prefix byte of the shard's activity high-water mark in the `log` tree.
 pub const ACTIVITY: u8 = b'a';

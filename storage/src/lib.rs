@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod accounts;
+mod commitlog;
 mod config;
 mod conversations;
 mod devices;
@@ -34,6 +35,7 @@ mod tokens;
 mod writer;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -56,6 +58,7 @@ pub use relations::{Relation, RelationRefusal, RequestOutcome};
 pub use stats::{CommitStats, Histogram};
 pub use tokens::{token_hash, TokenHash, TokenInfo};
 
+use commitlog::CommitLog;
 use shard::{ShardDb, ShardMap};
 use writer::{Command, Writer};
 
@@ -132,6 +135,55 @@ struct Inner {
     stats: Arc<CommitStats>,
     /// A password hash to verify against when a login names no account.
     dummy_hash: std::sync::OnceLock<String>,
+    /// Flushes the indexes now and then so that the commit logs can be cut.
+    checkpointer: Mutex<Option<Checkpointer>>,
+}
+
+/// A thread that flushes every shard's indexes every interval and then publishes, per
+/// shard, the log position they are durable up to (read before the flush began): the
+/// writers delete the log segments before it.
+struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(
+        shards: Arc<[ShardDb]>,
+        applied: Arc<[AtomicU64]>,
+        checkpointed: Arc<[AtomicU64]>,
+        stats: Arc<CommitStats>,
+        every: std::time::Duration,
+    ) -> Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("courier-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let positions: Vec<u64> =
+                        applied.iter().map(|a| a.load(Ordering::Acquire)).collect();
+                    // Every shard: a record's effects may reach other shards' indexes.
+                    let flushed = shards.iter().try_for_each(|s| s.db.flush().map(drop));
+                    match flushed {
+                        Ok(()) => {
+                            for (done, position) in checkpointed.iter().zip(positions) {
+                                done.fetch_max(position, Ordering::Release);
+                            }
+                            stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "checkpoint flush failed"),
+                    }
+                }
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 impl Store {
@@ -157,12 +209,39 @@ impl Store {
             count: config.shards,
         };
         let stats = Arc::new(CommitStats::default());
-        let activity = Arc::new(std::sync::atomic::AtomicU64::new(activity_high_water(
-            &shards,
-        )?));
+        // Each shard's commit log: what its indexes may lack is applied again first.
+        let mut logs = Vec::with_capacity(config.shards);
+        let mut positions = Vec::with_capacity(config.shards);
+        for index in 0..config.shards {
+            let held = match shards[index].log.get(keys::APPLIED)? {
+                Some(v) => writer::decode_u64(&v).ok_or(StorageError::Corrupt("applied"))?,
+                None => 0,
+            };
+            let dir = config
+                .data_dir
+                .join(format!("shard-{index:03}"))
+                .join("commitlog");
+            let (log, recovered) = CommitLog::open(&dir, held, config.segment_bytes)?;
+            let replayed = writer::replay(&shards, map, index, &recovered)?;
+            if replayed > 0 {
+                tracing::info!(shard = index, records = replayed, "commit log replayed");
+            }
+            stats.replayed.fetch_add(replayed as u64, Ordering::Relaxed);
+            positions.push((held, log.end()));
+            logs.push(log);
+        }
+        let applied: Arc<[AtomicU64]> = positions
+            .iter()
+            .map(|&(_, end)| AtomicU64::new(end))
+            .collect();
+        let checkpointed: Arc<[AtomicU64]> = positions
+            .iter()
+            .map(|&(held, _)| AtomicU64::new(held))
+            .collect();
+        let activity = Arc::new(AtomicU64::new(activity_high_water(&shards)?));
         let mut queues = Vec::with_capacity(config.shards);
         let mut writers = Vec::with_capacity(config.shards);
-        for index in 0..config.shards {
+        for (index, log) in logs.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
             let writer = Writer {
                 index,
@@ -174,6 +253,10 @@ impl Store {
                 seq_cache: Default::default(),
                 stats: stats.clone(),
                 activity: activity.clone(),
+                log,
+                applied: applied.clone(),
+                checkpointed: checkpointed.clone(),
+                truncated: 0,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("courier-writer-{index}"))
@@ -181,6 +264,12 @@ impl Store {
             queues.push(tx);
             writers.push(handle);
         }
+        let checkpointer = config
+            .checkpoint_interval
+            .map(|every| {
+                Checkpointer::start(shards.clone(), applied, checkpointed, stats.clone(), every)
+            })
+            .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -191,6 +280,7 @@ impl Store {
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 stats,
                 dummy_hash: std::sync::OnceLock::new(),
+                checkpointer: Mutex::new(checkpointer),
             }),
         })
     }
@@ -266,6 +356,9 @@ impl Store {
     /// inside an async task). Appends made after this fail with
     /// [`StorageError::ShuttingDown`]. Calling it twice is harmless.
     pub fn shutdown(&self) -> Result<()> {
+        if let Some(checkpointer) = self.inner.checkpointer.lock().expect("checkpointer").take() {
+            checkpointer.stop();
+        }
         let handles = std::mem::take(&mut *self.inner.writers.lock().expect("writer list"));
         if !handles.is_empty() {
             for q in &self.inner.queues {

@@ -13,7 +13,7 @@ use crate::Store;
 /// Prefix byte of first-retained-seq entries in the `log` tree.
 const RETAINED: u8 = b'r';
 
-fn retained_key(c: &ConversationId) -> [u8; 1 + keys::CONV_LEN] {
+pub(crate) fn retained_key(c: &ConversationId) -> [u8; 1 + keys::CONV_LEN] {
     let mut k = [0u8; 1 + keys::CONV_LEN];
     k[0] = RETAINED;
     k[1..].copy_from_slice(&keys::conv(c));

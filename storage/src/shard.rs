@@ -33,7 +33,8 @@ impl ShardDb {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            // Durability comes from explicit flushes (group commit), not the timer.
+            // Messages are durable in the commit log before they reach sled; the
+            // timer and the checkpoints only bound how much of the log is replayed.
             .flush_every_ms(Some(1000))
             .open()?;
         Ok(Self {

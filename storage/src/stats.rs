@@ -71,8 +71,13 @@ pub struct CommitStats {
     pub failed_commits: AtomicU64,
     /// Appends per group commit.
     pub batch_size: Histogram,
-    /// Time to apply and flush one group commit, in microseconds.
+    /// Time to make one group commit durable (commit-log write and `fdatasync`) and
+    /// apply it to the indexes, in microseconds.
     pub flush_us: Histogram,
+    /// Commit-log records applied again at open (the indexes lacked them).
+    pub replayed: AtomicU64,
+    /// Checkpoints taken (every shard's indexes flushed, the logs cut).
+    pub checkpoints: AtomicU64,
 }
 
 impl Default for CommitStats {
@@ -83,6 +88,8 @@ impl Default for CommitStats {
             failed_commits: AtomicU64::new(0),
             batch_size: Histogram::new(&BATCH_BUCKETS),
             flush_us: Histogram::new(&FLUSH_BUCKETS_US),
+            replayed: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
         }
     }
 }

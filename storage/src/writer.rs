@@ -2,18 +2,22 @@
 //!
 //! Each shard owns the conversations that hash to it, and only its writer assigns
 //! their seqs, so seqs are gap-free and strictly increasing without locks. The writer
-//! takes whatever queued up while it was busy (up to `max_batch`), writes the whole
-//! batch atomically, flushes once, and only then answers each waiter: one fsync covers
-//! every message of the batch (group commit). Committed messages are handed to the
-//! commit listener in seq order (which is how the gateway routes deliveries) before
-//! the waiters are answered.
+//! takes whatever queued up while it was busy (up to `max_batch`), appends the whole
+//! batch to the shard's commit log with one `fdatasync`, applies it to the indexes
+//! (sled, not flushed: the log is what makes it durable) and only then answers each
+//! waiter (group commit). Committed messages are handed to the commit listener in seq
+//! order (which is how the gateway routes deliveries) before the waiters are
+//! answered. At open, the log records past what the indexes hold are applied again
+//! ([`replay`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use courier_protocol::ConversationId;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::commitlog::{CommitLog, Recovered};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::record::{ConversationState, StoredMessage};
@@ -37,7 +41,15 @@ pub(crate) struct Writer {
     pub seq_cache: HashMap<[u8; keys::CONV_LEN], u64>,
     pub stats: std::sync::Arc<crate::stats::CommitStats>,
     /// The store-wide activity counter: every stored message takes the next count.
-    pub activity: Arc<std::sync::atomic::AtomicU64>,
+    pub activity: Arc<AtomicU64>,
+    /// This shard's commit log.
+    pub log: CommitLog,
+    /// Per shard: the log position the indexes hold every record up to (in memory).
+    pub applied: Arc<[AtomicU64]>,
+    /// Per shard: the log position every shard's indexes are flushed up to.
+    pub checkpointed: Arc<[AtomicU64]>,
+    /// The checkpoint this writer last cut its log back to.
+    pub truncated: u64,
 }
 
 enum Outcome {
@@ -72,8 +84,28 @@ impl Writer {
             self.commit(&mut batch);
         }
         drop(rx);
-        if let Err(e) = self.shard().db.flush() {
-            tracing::error!(shard = self.index, error = %e, "final flush failed");
+        // Everything applied is flushed: the log before here is needed no more.
+        match self.shard().db.flush() {
+            Ok(_) => {
+                let end = self.log.end();
+                if let Err(e) = self.log.truncate_below(end) {
+                    tracing::warn!(shard = self.index, error = %e, "cannot delete old log segments");
+                }
+            }
+            Err(e) => tracing::error!(shard = self.index, error = %e, "final flush failed"),
+        }
+    }
+
+    /// Deletes log segments every shard's indexes hold durably by now.
+    fn cut_log(&mut self) {
+        let checkpoint = self.checkpointed[self.index].load(Ordering::Acquire);
+        if checkpoint > self.truncated {
+            match self.log.truncate_below(checkpoint) {
+                Ok(()) => self.truncated = checkpoint,
+                Err(e) => {
+                    tracing::warn!(shard = self.index, error = %e, "cannot delete old log segments")
+                }
+            }
         }
     }
 
@@ -89,6 +121,7 @@ impl Writer {
         let mut new_direct: Vec<ConversationId> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
+        let mut records: Vec<Vec<u8>> = Vec::new();
 
         for (req, reply) in batch.drain(..) {
             let idem_key = keys::idem(&req.conversation, req.sender, &req.client_msg_id);
@@ -129,10 +162,7 @@ impl Writer {
             if seq == 1 && !req.conversation.is_group() {
                 new_direct.push(req.conversation);
             }
-            let activity = self
-                .activity
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1;
+            let activity = self.activity.fetch_add(1, Ordering::Relaxed) + 1;
             last_seqs.insert(req.conversation, keys::Tail { seq, activity });
             let message = StoredMessage {
                 conversation: req.conversation,
@@ -145,7 +175,9 @@ impl Writer {
                 body: req.body,
                 recalled: None,
             };
-            log_batch.insert(&keys::msg(&req.conversation, seq), message.encode_value());
+            let value = message.encode_value();
+            records.push(encode_record(&message.conversation, seq, activity, &value));
+            log_batch.insert(&keys::msg(&req.conversation, seq), value);
             log_batch.insert(idem_key.as_slice(), encode_idem(seq, now).as_slice());
             let appended = Appended {
                 seq,
@@ -166,10 +198,16 @@ impl Writer {
                 log_batch.insert(&keys::ACTIVITY_HWM, &hwm.to_be_bytes());
             }
             let started = std::time::Instant::now();
+            // Durable once in the log; the indexes follow without a flush of their own.
             let durable = self
                 .register_direct(&new_direct, now)
-                .and_then(|()| Ok(self.shard().log.apply_batch(log_batch)?))
-                .and_then(|()| Ok(self.shard().db.flush().map(drop)?));
+                .and_then(|()| self.log.append(records.iter().map(Vec::as_slice)))
+                .and_then(|end| {
+                    log_batch.insert(&keys::APPLIED, &end.to_be_bytes());
+                    self.shard().log.apply_batch(log_batch)?;
+                    self.applied[self.index].store(end, Ordering::Release);
+                    Ok(())
+                });
             self.stats
                 .flush_us
                 .observe(started.elapsed().as_micros() as u64);
@@ -220,6 +258,7 @@ impl Writer {
             // The waiter may have given up (connection closed); the message is stored anyway.
             let _ = reply.send(result);
         }
+        self.cut_log();
     }
 
     /// What a user sends it has read: its read cursor moves up to its own message, so
@@ -232,20 +271,7 @@ impl Writer {
             *seq = (*seq).max(m.seq);
         }
         for ((user, c), seq) in newest {
-            let tree = &self.shards[self.map.user(user)].userconv_state;
-            let result = tree.update_and_fetch(keys::user_conv(user, &c), |old| {
-                let old = old?;
-                match ConversationState::decode(old) {
-                    Ok(mut state) if state.read_seq < seq => {
-                        state.read_seq = seq;
-                        Some(state.encode().to_vec())
-                    }
-                    _ => Some(old.to_vec()),
-                }
-            });
-            if let Err(e) = result {
-                tracing::warn!(user, error = %e, "cannot advance the sender's read cursor");
-            }
+            advance_read_cursor(&self.shards, self.map, user, &c, seq);
         }
     }
 
@@ -269,35 +295,148 @@ impl Writer {
         Ok(last + 1)
     }
 
-    /// Adds new 1:1 conversations to both participants' indexes, durably, before the
-    /// first message is written: a stored message is never missing from a user's list.
     fn register_direct(&self, convs: &[ConversationId], now: u64) -> Result<()> {
-        let mut touched = Vec::new();
-        for c in convs {
-            let ConversationId::Direct { low, high } = *c else {
-                continue;
+        register_direct(&self.shards, self.map, convs, now)
+    }
+}
+
+/// Adds new 1:1 conversations to both participants' indexes, durably, before the
+/// first message is written: a stored message is never missing from a user's list
+/// (the users' shards are not covered by this shard's log).
+fn register_direct(
+    shards: &[ShardDb],
+    map: ShardMap,
+    convs: &[ConversationId],
+    now: u64,
+) -> Result<()> {
+    let mut touched = Vec::new();
+    for c in convs {
+        let ConversationId::Direct { low, high } = *c else {
+            continue;
+        };
+        for user in [low, high] {
+            let shard = map.user(user);
+            let state = ConversationState {
+                created_ms: now,
+                ..ConversationState::default()
             };
-            for user in [low, high] {
-                let shard = self.map.user(user);
-                let state = ConversationState {
-                    created_ms: now,
-                    ..ConversationState::default()
-                };
-                // Keeps an existing entry (and its read cursor) untouched.
-                let _ = self.shards[shard].userconv_state.compare_and_swap(
-                    keys::user_conv(user, c),
-                    None as Option<&[u8]>,
-                    Some(&state.encode()[..]),
-                )?;
-                if shard != self.index && !touched.contains(&shard) {
-                    touched.push(shard);
-                }
+            // Keeps an existing entry (and its read cursor) untouched.
+            let _ = shards[shard].userconv_state.compare_and_swap(
+                keys::user_conv(user, c),
+                None as Option<&[u8]>,
+                Some(&state.encode()[..]),
+            )?;
+            if !touched.contains(&shard) {
+                touched.push(shard);
             }
         }
-        for shard in touched {
-            self.shards[shard].db.flush()?;
+    }
+    for shard in touched {
+        shards[shard].db.flush()?;
+    }
+    Ok(())
+}
+
+/// The kind byte of a message record in the commit log.
+const RECORD_MESSAGE: u8 = 1;
+
+/// A message as a commit-log record: kind, conversation, seq, activity count, then
+/// the stored value.
+fn encode_record(c: &ConversationId, seq: u64, activity: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + keys::CONV_LEN + 16 + value.len());
+    out.push(RECORD_MESSAGE);
+    out.extend_from_slice(&keys::conv(c));
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&activity.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_record(payload: &[u8]) -> Result<(StoredMessage, u64)> {
+    let corrupt = || StorageError::Corrupt("commit log record");
+    let head = 1 + keys::CONV_LEN + 16;
+    if payload.len() < head || payload[0] != RECORD_MESSAGE {
+        return Err(corrupt());
+    }
+    let c = keys::parse_conv(&payload[1..1 + keys::CONV_LEN]).ok_or_else(corrupt)?;
+    let at = 1 + keys::CONV_LEN;
+    let seq = decode_u64(&payload[at..at + 8]).ok_or_else(corrupt)?;
+    let activity = decode_u64(&payload[at + 8..at + 16]).ok_or_else(corrupt)?;
+    Ok((
+        StoredMessage::decode_value(c, seq, &payload[head..])?,
+        activity,
+    ))
+}
+
+/// Applies log records of shard `index` that its indexes may lack (the tail after
+/// the last position they held when the process stopped). Applying a record twice
+/// changes nothing: a message already there (perhaps recalled since) is kept as it
+/// is, one below the retention floor is not brought back, the last seq and the
+/// activity mark only move up.
+pub(crate) fn replay(
+    shards: &[ShardDb],
+    map: ShardMap,
+    index: usize,
+    recovered: &[Recovered],
+) -> Result<usize> {
+    let shard = &shards[index];
+    let mut applied = 0;
+    for record in recovered {
+        let (message, activity) = decode_record(&record.payload)?;
+        let c = message.conversation;
+        let seq = message.seq;
+        if seq == 1 && !c.is_group() {
+            register_direct(shards, map, &[c], message.server_time_ms)?;
         }
-        Ok(())
+        let floor = match shard.log.get(crate::retention::retained_key(&c))? {
+            Some(v) => decode_u64(&v).ok_or(StorageError::Corrupt("retained seq"))?,
+            None => 1,
+        };
+        if seq >= floor {
+            let _ = shard.log.compare_and_swap(
+                keys::msg(&c, seq),
+                None as Option<&[u8]>,
+                Some(message.encode_value()),
+            )?;
+        }
+        let idem = keys::idem(&c, message.sender, &message.client_msg_id);
+        shard
+            .log
+            .insert(idem, &encode_idem(seq, message.server_time_ms))?;
+        shard.log.fetch_and_update(keys::last_seq(&c), |old| {
+            let old = old.and_then(keys::Tail::decode).unwrap_or_default();
+            let tail = keys::Tail {
+                seq: old.seq.max(seq),
+                activity: old.activity.max(activity),
+            };
+            Some(tail.encode().to_vec())
+        })?;
+        shard.log.fetch_and_update(keys::ACTIVITY_HWM, |old| {
+            let old = old.and_then(decode_u64).unwrap_or(0);
+            Some(old.max(activity).to_be_bytes().to_vec())
+        })?;
+        advance_read_cursor(shards, map, message.sender, &c, seq);
+        shard.log.insert(keys::APPLIED, &record.end.to_be_bytes())?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// What a user sends it has read (see `Writer::advance_senders_read_cursors`).
+fn advance_read_cursor(shards: &[ShardDb], map: ShardMap, user: u64, c: &ConversationId, seq: u64) {
+    let tree = &shards[map.user(user)].userconv_state;
+    let result = tree.update_and_fetch(keys::user_conv(user, c), |old| {
+        let old = old?;
+        match ConversationState::decode(old) {
+            Ok(mut state) if state.read_seq < seq => {
+                state.read_seq = seq;
+                Some(state.encode().to_vec())
+            }
+            _ => Some(old.to_vec()),
+        }
+    });
+    if let Err(e) = result {
+        tracing::warn!(user, error = %e, "cannot advance the sender's read cursor");
     }
 }
 

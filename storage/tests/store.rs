@@ -331,3 +331,149 @@ fn activity_orders_conversations_across_a_restart() {
     );
     store.shutdown().unwrap();
 }
+
+/// Copies a data directory as it is on disk now: what a `kill -9` leaves behind.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn crash_config(dir: &std::path::Path) -> StoreConfig {
+    let mut config = StoreConfig::for_tests(dir);
+    config.shards = 3;
+    // No checkpoints: whatever the indexes lack on disk must come from the log.
+    config.checkpoint_interval = None;
+    config
+}
+
+/// Acknowledged appends survive a crash that leaves the indexes behind the commit
+/// log: they are applied again at open, seqs stay gap-free, resends are still
+/// recognised, and what happened to a message after it was logged (a recall, a
+/// retention cut) is not undone by the replay.
+#[test]
+fn a_crash_loses_nothing_acknowledged_and_replay_undoes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(crash_config(dir.path()), None).unwrap();
+    let rt = runtime();
+    let convs: Vec<ConversationId> = (2..6)
+        .map(|peer| ConversationId::direct(1, peer).unwrap())
+        .collect();
+    rt.block_on(async {
+        for i in 0..200 {
+            let c = convs[i % convs.len()];
+            store
+                .append(request(c, 1, &format!("m{i}"), &format!("text {i}")))
+                .await
+                .unwrap();
+        }
+    });
+    // After logging: message 3 of the first conversation is recalled, and the
+    // second conversation's history is cut below seq 20.
+    store
+        .recall_message(&convs[0], 3, 1, courier_storage::now_ms())
+        .unwrap()
+        .unwrap();
+    store.prune_history(&convs[1], 20).unwrap();
+    // Those flushed the indexes; these 100 are in the log alone when the copy is taken.
+    rt.block_on(async {
+        for i in 200..300 {
+            let c = convs[i % convs.len()];
+            store
+                .append(request(c, 1, &format!("m{i}"), &format!("text {i}")))
+                .await
+                .unwrap();
+        }
+    });
+
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    drop(store);
+
+    let store = Store::open(crash_config(copy.path()), None).unwrap();
+    let replayed = store
+        .commit_stats()
+        .replayed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        replayed > 0,
+        "the copy needed no replay: the test tests nothing"
+    );
+    for (n, c) in convs.iter().enumerate() {
+        assert_eq!(store.last_seq(c).unwrap(), 75, "{c}");
+        let first = if n == 1 { 20 } else { 1 };
+        let page = store
+            .history(c, HistoryRange::After(0), 100)
+            .unwrap()
+            .messages;
+        let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (first..=75).collect::<Vec<_>>(), "{c}");
+    }
+    let recalled = store.message(&convs[0], 3).unwrap().unwrap();
+    assert!(recalled.recalled.is_some() && recalled.body.is_empty());
+    // A resend of an acknowledged message gets its seq back; the next one goes on.
+    rt.block_on(async {
+        let again = store
+            .append(request(convs[0], 1, "m0", "text 0"))
+            .await
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.seq, 1);
+        let next = store
+            .append(request(convs[0], 1, "new", "after the crash"))
+            .await
+            .unwrap();
+        assert_eq!(next.seq, 76);
+    });
+    // The users' conversation lists hold every conversation.
+    assert_eq!(store.conversations(1).unwrap().len(), 4);
+    store.shutdown().unwrap();
+}
+
+/// Checkpoints cut the commit log: it does not grow with the store.
+#[test]
+fn checkpoints_keep_the_commit_log_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::for_tests(dir.path());
+    config.shards = 1;
+    config.segment_bytes = 4096;
+    config.checkpoint_interval = Some(std::time::Duration::from_millis(20));
+    let store = Store::open(config, None).unwrap();
+    let rt = runtime();
+    let c = ConversationId::direct(1, 2).unwrap();
+    let log_bytes = || -> u64 {
+        std::fs::read_dir(dir.path().join("shard-000").join("commitlog"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    rt.block_on(async {
+        for i in 0..2000 {
+            store
+                .append(request(c, 1, &format!("m{i}"), &"x".repeat(100)))
+                .await
+                .unwrap();
+            if i % 100 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            }
+        }
+    });
+    // 2,000 records of ~160 bytes were written; far less is kept.
+    assert!(log_bytes() < 100_000, "the log holds {} bytes", log_bytes());
+    assert!(
+        store
+            .commit_stats()
+            .checkpoints
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    store.shutdown().unwrap();
+    assert!(log_bytes() < 8192, "after shutdown {} bytes", log_bytes());
+}
