@@ -71,9 +71,9 @@ const LOCK_STRIPES: usize = 256;
 const META_FILE: &str = "courier-store.meta";
 const FORMAT_VERSION: u32 = 1;
 
-/// Called by a shard's writer thread with each batch of newly committed messages, in
+/// Called by a shard's fan-out thread with each batch of newly committed messages, in
 /// seq order per conversation, after they are durable and before their appends are
-/// acknowledged. Must not block.
+/// acknowledged. Should not block for long: the shard's next batches wait for it.
 pub trait CommitListener: Send + Sync + 'static {
     /// `messages` were stored by one group commit (resends of stored messages excluded).
     fn committed(&self, messages: &[StoredMessage]);
@@ -247,7 +247,7 @@ impl Store {
                 index,
                 shards: shards.clone(),
                 map,
-                listener: listener.clone(),
+                fanout: writer::FanOut::start(index, listener.clone())?,
                 max_batch: config.max_batch.max(1),
                 seq_cache_entries: config.seq_cache_entries.max(16),
                 seq_cache: Default::default(),

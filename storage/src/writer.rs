@@ -5,10 +5,13 @@
 //! takes whatever queued up while it was busy (up to `max_batch`), appends the whole
 //! batch to the shard's commit log with one `fdatasync`, applies it to the indexes
 //! (sled, not flushed: the log is what makes it durable) and only then answers each
-//! waiter (group commit). Committed messages are handed to the commit listener in seq
-//! order (which is how the gateway routes deliveries) before the waiters are
-//! answered. At open, the log records past what the indexes hold are applied again
-//! ([`replay`]).
+//! waiter (group commit). The committed batch goes to the shard's fan-out stage
+//! through a bounded hand-off: the writer never walks member lists or touches
+//! sockets, and starts its next fsync while the last batch is delivered. The fan-out
+//! thread hands the batch to the commit listener in seq order (which is how the
+//! gateway routes deliveries), then answers its waiters: once an append is
+//! acknowledged, its deliveries are queued. At open, the log records past what the
+//! indexes hold are applied again ([`replay`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,11 +34,69 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// A committed batch on its way out: the messages to deliver, then the answers.
+pub(crate) struct Committed {
+    messages: Vec<StoredMessage>,
+    replies: Vec<(oneshot::Sender<Result<Appended>>, Result<Appended>)>,
+}
+
+/// Batches a fan-out thread may hold before the writer waits (back pressure).
+const FANOUT_QUEUE: usize = 64;
+
+/// One shard's fan-out stage: a thread that delivers committed batches in order and
+/// then answers their waiters.
+pub(crate) struct FanOut {
+    tx: Option<std::sync::mpsc::SyncSender<Committed>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FanOut {
+    /// Starts the fan-out thread of shard `index`.
+    pub fn start(index: usize, listener: Option<Arc<dyn CommitListener>>) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Committed>(FANOUT_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name(format!("courier-fanout-{index}"))
+            .spawn(move || {
+                for batch in rx {
+                    if let (Some(listener), false) = (&listener, batch.messages.is_empty()) {
+                        listener.committed(&batch.messages);
+                    }
+                    for (reply, result) in batch.replies {
+                        // The waiter may have given up (connection closed); the
+                        // message is stored anyway.
+                        let _ = reply.send(result);
+                    }
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn hand_off(&self, batch: Committed) {
+        if let Some(tx) = &self.tx {
+            // Fails only if the fan-out thread died (a listener panicked): the
+            // waiters then see the store as shut down.
+            let _ = tx.send(batch);
+        }
+    }
+
+    /// Lets the thread deliver what it holds, then waits for it.
+    fn finish(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 pub(crate) struct Writer {
     pub index: usize,
     pub shards: Arc<[ShardDb]>,
     pub map: ShardMap,
-    pub listener: Option<Arc<dyn CommitListener>>,
+    /// The fan-out stage of this shard.
+    pub fanout: FanOut,
     pub max_batch: usize,
     pub seq_cache_entries: usize,
     pub seq_cache: HashMap<[u8; keys::CONV_LEN], u64>,
@@ -84,6 +145,7 @@ impl Writer {
             self.commit(&mut batch);
         }
         drop(rx);
+        self.fanout.finish();
         // Everything applied is flushed: the log before here is needed no more.
         match self.shard().db.flush() {
             Ok(_) => {
@@ -243,21 +305,20 @@ impl Writer {
             std::sync::atomic::Ordering::Relaxed,
         );
 
-        // The listener runs before the waiters hear back: once an append is
-        // acknowledged its deliveries are already queued, so whatever the caller does
-        // next (remove the member a system event is about, answer on the same
-        // connection) happens after them.
-        if let (Some(listener), false) = (&self.listener, committed.is_empty()) {
-            listener.committed(&committed);
-        }
-        for (reply, outcome) in outcomes {
-            let result = match outcome {
-                Outcome::Fresh(a) | Outcome::Stored(a) => Ok(a),
-                Outcome::Failed(e) => Err(e),
-            };
-            // The waiter may have given up (connection closed); the message is stored anyway.
-            let _ = reply.send(result);
-        }
+        let replies = outcomes
+            .into_iter()
+            .map(|(reply, outcome)| {
+                let result = match outcome {
+                    Outcome::Fresh(a) | Outcome::Stored(a) => Ok(a),
+                    Outcome::Failed(e) => Err(e),
+                };
+                (reply, result)
+            })
+            .collect();
+        self.fanout.hand_off(Committed {
+            messages: committed,
+            replies,
+        });
         self.cut_log();
     }
 
