@@ -14,6 +14,7 @@ fn request(c: ConversationId, id: u64) -> AppendRequest {
         client_msg_id: format!("b-{id}"),
         body: Bytes::from(courier_benches::text(120)),
         reply_to_seq: 0,
+        recalls: 0,
     }
 }
 

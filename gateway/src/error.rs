@@ -132,6 +132,7 @@ impl From<StorageError> for ApiError {
             StorageError::ShuttingDown => {
                 Self::new(ErrorCode::GoingAway, "server is shutting down")
             }
+            StorageError::Recall(refusal) => refusal.into(),
             other => Self::internal(other),
         }
     }

@@ -26,6 +26,9 @@ pub struct StoreConfig {
     pub token_ttl: Duration,
     /// A commit-log segment is closed once it holds this many bytes.
     pub segment_bytes: u64,
+    /// How often sled flushes each shard's indexes on its own, in ms (`None`: only
+    /// when told; crash tests use it to keep the indexes on disk behind the log).
+    pub index_flush_every_ms: Option<u64>,
     /// How often every shard's indexes are flushed so that the commit log before
     /// that point can be deleted (`None`: only at shutdown; tests that simulate a
     /// crash use it).
@@ -80,6 +83,7 @@ impl StoreConfig {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             segment_bytes: crate::commitlog::DEFAULT_SEGMENT_BYTES,
             checkpoint_interval: Some(Duration::from_secs(1)),
+            index_flush_every_ms: Some(1000),
         }
     }
 

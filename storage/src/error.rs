@@ -48,6 +48,9 @@ pub enum StorageError {
     /// The user is not a participant of the conversation.
     #[error("not a participant of this conversation")]
     NotParticipant,
+    /// A recall event named a message that cannot be recalled.
+    #[error("recall refused: {0:?}")]
+    Recall(crate::RecallRefusal),
 }
 
 /// Shorthand for results of this crate.

@@ -94,6 +94,9 @@ pub struct AppendRequest {
     pub body: Bytes,
     /// The seq this message replies to, or 0.
     pub reply_to_seq: u64,
+    /// Non-zero: this message is the recall event of message `recalls`, whose
+    /// content is erased in the same commit (both or neither, after any crash).
+    pub recalls: u64,
 }
 
 /// The result of an append: durable once returned.
@@ -201,6 +204,7 @@ impl Store {
                 ShardDb::open(
                     &config.data_dir.join(format!("shard-{i:03}")),
                     per_shard_cache,
+                    config.index_flush_every_ms,
                 )
             })
             .collect::<Result<Vec<_>>>()?

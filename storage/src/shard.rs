@@ -29,13 +29,13 @@ pub(crate) struct ShardDb {
 }
 
 impl ShardDb {
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self> {
+    pub fn open(path: &Path, cache_bytes: u64, flush_every_ms: Option<u64>) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
             // Messages are durable in the commit log before they reach sled; the
             // timer and the checkpoints only bound how much of the log is replayed.
-            .flush_every_ms(Some(1000))
+            .flush_every_ms(flush_every_ms)
             .open()?;
         Ok(Self {
             log: db.open_tree("log")?,

@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::commitlog::{CommitLog, Recovered};
 use crate::error::{Result, StorageError};
 use crate::keys;
-use crate::record::{ConversationState, StoredMessage};
+use crate::recall::RecallRefusal;
+use crate::record::{ConversationState, Recall, StoredMessage};
 use crate::shard::{ShardDb, ShardMap};
 use crate::{now_ms, AppendRequest, Appended, CommitListener};
 
@@ -184,6 +185,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
         let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut recalled_here: Vec<(ConversationId, u64)> = Vec::new();
 
         for (req, reply) in batch.drain(..) {
             let idem_key = keys::idem(&req.conversation, req.sender, &req.client_msg_id);
@@ -214,6 +216,17 @@ impl Writer {
                     continue;
                 }
             }
+            // A recall event erases its target in the same commit.
+            let tombstone = match req.recalls {
+                0 => None,
+                target => match self.tombstone(&req, target, now, &recalled_here) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        outcomes.push((reply, Outcome::Failed(e)));
+                        continue;
+                    }
+                },
+            };
             let seq = match self.next_seq(&req.conversation) {
                 Ok(seq) => seq,
                 Err(e) => {
@@ -221,6 +234,13 @@ impl Writer {
                     continue;
                 }
             };
+            if let Some(tombstone) = &tombstone {
+                recalled_here.push((tombstone.conversation, tombstone.seq));
+                log_batch.insert(
+                    &keys::msg(&tombstone.conversation, tombstone.seq),
+                    tombstone.encode_value(),
+                );
+            }
             if seq == 1 && !req.conversation.is_group() {
                 new_direct.push(req.conversation);
             }
@@ -238,7 +258,13 @@ impl Writer {
                 recalled: None,
             };
             let value = message.encode_value();
-            records.push(encode_record(&message.conversation, seq, activity, &value));
+            records.push(encode_record(
+                &message.conversation,
+                seq,
+                activity,
+                req.recalls,
+                &value,
+            ));
             log_batch.insert(&keys::msg(&req.conversation, seq), value);
             log_batch.insert(idem_key.as_slice(), encode_idem(seq, now).as_slice());
             let appended = Appended {
@@ -336,6 +362,30 @@ impl Writer {
         }
     }
 
+    /// The erased form of message `target`, which recall event `req` recalls at `now`;
+    /// refused when there is no such message (or it is past retention) or it is
+    /// recalled already (before, or earlier in this batch).
+    fn tombstone(
+        &self,
+        req: &AppendRequest,
+        target: u64,
+        now: u64,
+        recalled_here: &[(ConversationId, u64)],
+    ) -> Result<StoredMessage> {
+        let c = req.conversation;
+        if recalled_here.contains(&(c, target)) {
+            return Err(StorageError::Recall(RecallRefusal::AlreadyRecalled));
+        }
+        let Some(value) = self.shard().log.get(keys::msg(&c, target))? else {
+            return Err(StorageError::Recall(RecallRefusal::NoMessage));
+        };
+        let original = StoredMessage::decode_value(c, target, &value)?;
+        if original.recalled.is_some() {
+            return Err(StorageError::Recall(RecallRefusal::AlreadyRecalled));
+        }
+        Ok(erased(original, req.sender, now))
+    }
+
     fn next_seq(&mut self, c: &ConversationId) -> Result<u64> {
         let key = keys::conv(c);
         let last = match self.seq_cache.get(&key) {
@@ -400,33 +450,66 @@ fn register_direct(
 
 /// The kind byte of a message record in the commit log.
 const RECORD_MESSAGE: u8 = 1;
+/// The kind byte of a recall event's record: a message that erases another.
+const RECORD_RECALL: u8 = 2;
 
-/// A message as a commit-log record: kind, conversation, seq, activity count, then
-/// the stored value.
-fn encode_record(c: &ConversationId, seq: u64, activity: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + keys::CONV_LEN + 16 + value.len());
-    out.push(RECORD_MESSAGE);
+/// A message as a commit-log record: kind, conversation, seq, activity count, (for a
+/// recall event, the recalled seq), then the stored value.
+fn encode_record(
+    c: &ConversationId,
+    seq: u64,
+    activity: u64,
+    recalls: u64,
+    value: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + keys::CONV_LEN + 24 + value.len());
+    out.push(if recalls == 0 {
+        RECORD_MESSAGE
+    } else {
+        RECORD_RECALL
+    });
     out.extend_from_slice(&keys::conv(c));
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&activity.to_be_bytes());
+    if recalls != 0 {
+        out.extend_from_slice(&recalls.to_be_bytes());
+    }
     out.extend_from_slice(value);
     out
 }
 
-fn decode_record(payload: &[u8]) -> Result<(StoredMessage, u64)> {
+/// A decoded record: the message, its activity count, the seq it recalls (or 0).
+fn decode_record(payload: &[u8]) -> Result<(StoredMessage, u64, u64)> {
     let corrupt = || StorageError::Corrupt("commit log record");
+    let kind = *payload.first().ok_or_else(corrupt)?;
     let head = 1 + keys::CONV_LEN + 16;
-    if payload.len() < head || payload[0] != RECORD_MESSAGE {
+    let head = match kind {
+        RECORD_MESSAGE => head,
+        RECORD_RECALL => head + 8,
+        _ => return Err(corrupt()),
+    };
+    if payload.len() < head {
         return Err(corrupt());
     }
     let c = keys::parse_conv(&payload[1..1 + keys::CONV_LEN]).ok_or_else(corrupt)?;
     let at = 1 + keys::CONV_LEN;
     let seq = decode_u64(&payload[at..at + 8]).ok_or_else(corrupt)?;
     let activity = decode_u64(&payload[at + 8..at + 16]).ok_or_else(corrupt)?;
-    Ok((
-        StoredMessage::decode_value(c, seq, &payload[head..])?,
-        activity,
-    ))
+    let recalls = match kind {
+        RECORD_RECALL => decode_u64(&payload[at + 16..at + 24]).ok_or_else(corrupt)?,
+        _ => 0,
+    };
+    let message = StoredMessage::decode_value(c, seq, &payload[head..])?;
+    Ok((message, activity, recalls))
+}
+
+/// `original` with its content erased, recalled by `by_user` at `at_ms`.
+fn erased(original: StoredMessage, by_user: u64, at_ms: u64) -> StoredMessage {
+    StoredMessage {
+        body: bytes::Bytes::new(),
+        recalled: Some(Recall { by_user, at_ms }),
+        ..original
+    }
 }
 
 /// Applies log records of shard `index` that its indexes may lack (the tail after
@@ -443,9 +526,20 @@ pub(crate) fn replay(
     let shard = &shards[index];
     let mut applied = 0;
     for record in recovered {
-        let (message, activity) = decode_record(&record.payload)?;
+        let (message, activity, recalls) = decode_record(&record.payload)?;
         let c = message.conversation;
         let seq = message.seq;
+        if recalls != 0 {
+            // The erasure the event stands for, exactly as the writer made it.
+            let key = keys::msg(&c, recalls);
+            if let Some(value) = shard.log.get(key)? {
+                let target = StoredMessage::decode_value(c, recalls, &value)?;
+                if target.recalled.is_none() {
+                    let tombstone = erased(target, message.sender, message.server_time_ms);
+                    shard.log.insert(key, tombstone.encode_value())?;
+                }
+            }
+        }
         if seq == 1 && !c.is_group() {
             register_direct(shards, map, &[c], message.server_time_ms)?;
         }

@@ -25,6 +25,7 @@ fn request(c: ConversationId, sender: u64, id: &str, text: &str) -> AppendReques
         client_msg_id: id.into(),
         body: Bytes::copy_from_slice(text.as_bytes()),
         reply_to_seq: 0,
+        recalls: 0,
     }
 }
 
@@ -349,8 +350,10 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 fn crash_config(dir: &std::path::Path) -> StoreConfig {
     let mut config = StoreConfig::for_tests(dir);
     config.shards = 3;
-    // No checkpoints: whatever the indexes lack on disk must come from the log.
+    // No checkpoints and no timed flushes: whatever the indexes lack on disk must
+    // come from the log.
     config.checkpoint_interval = None;
+    config.index_flush_every_ms = None;
     config
 }
 
@@ -377,12 +380,28 @@ fn a_crash_loses_nothing_acknowledged_and_replay_undoes_nothing() {
     });
     // After logging: message 3 of the first conversation is recalled, and the
     // second conversation's history is cut below seq 20.
-    store
-        .recall_message(&convs[0], 3, 1, courier_storage::now_ms())
-        .unwrap()
-        .unwrap();
+    let recall = AppendRequest {
+        recalls: 3,
+        reply_to_seq: 3,
+        ..request(convs[0], 1, "recall-3", "recalled")
+    };
+    let event = rt.block_on(store.append(recall.clone())).unwrap();
+    // Recalled once: a second recall event is refused and stores nothing.
+    let again = rt.block_on(store.append(AppendRequest {
+        client_msg_id: "recall-3-again".into(),
+        ..recall
+    }));
+    assert!(matches!(
+        again,
+        Err(StorageError::Recall(
+            courier_storage::RecallRefusal::AlreadyRecalled
+        ))
+    ));
     store.prune_history(&convs[1], 20).unwrap();
-    // Those flushed the indexes; these 100 are in the log alone when the copy is taken.
+    // Flush, so that the recall and the cut are in the indexes on disk (the replay
+    // must not undo them); what follows is in the log alone.
+    store.flush().unwrap();
+    // These 100 are in the log alone when the copy is taken.
     rt.block_on(async {
         for i in 200..300 {
             let c = convs[i % convs.len()];
@@ -407,17 +426,27 @@ fn a_crash_loses_nothing_acknowledged_and_replay_undoes_nothing() {
         "the copy needed no replay: the test tests nothing"
     );
     for (n, c) in convs.iter().enumerate() {
-        assert_eq!(store.last_seq(c).unwrap(), 75, "{c}");
+        // The first conversation holds the recall event too.
+        let last = if n == 0 { 76 } else { 75 };
+        assert_eq!(store.last_seq(c).unwrap(), last, "{c}");
         let first = if n == 1 { 20 } else { 1 };
         let page = store
             .history(c, HistoryRange::After(0), 100)
             .unwrap()
             .messages;
         let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, (first..=75).collect::<Vec<_>>(), "{c}");
+        assert_eq!(seqs, (first..=last).collect::<Vec<_>>(), "{c}");
     }
     let recalled = store.message(&convs[0], 3).unwrap().unwrap();
     assert!(recalled.recalled.is_some() && recalled.body.is_empty());
+    assert_eq!(
+        store
+            .message(&convs[0], event.seq)
+            .unwrap()
+            .unwrap()
+            .reply_to_seq,
+        3
+    );
     // A resend of an acknowledged message gets its seq back; the next one goes on.
     rt.block_on(async {
         let again = store
@@ -430,7 +459,7 @@ fn a_crash_loses_nothing_acknowledged_and_replay_undoes_nothing() {
             .append(request(convs[0], 1, "new", "after the crash"))
             .await
             .unwrap();
-        assert_eq!(next.seq, 76);
+        assert_eq!(next.seq, 77);
     });
     // The users' conversation lists hold every conversation.
     assert_eq!(store.conversations(1).unwrap().len(), 4);
@@ -476,4 +505,48 @@ fn checkpoints_keep_the_commit_log_short() {
     );
     store.shutdown().unwrap();
     assert!(log_bytes() < 8192, "after shutdown {} bytes", log_bytes());
+}
+
+/// A recall and its event are one commit: after a crash at any point after the
+/// acknowledgement, the message is erased and the event is there, never one alone;
+/// the replay of the event's record erases the message if the indexes lacked it.
+#[test]
+fn a_recall_and_its_event_survive_a_crash_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(crash_config(dir.path()), None).unwrap();
+    let rt = runtime();
+    let c = ConversationId::direct(1, 2).unwrap();
+    rt.block_on(async {
+        store.append(request(c, 1, "a", "secret")).await.unwrap();
+        // Everything so far in the indexes on disk, the recall in the log alone.
+        store.flush().unwrap();
+        let event = store
+            .append(AppendRequest {
+                recalls: 1,
+                reply_to_seq: 1,
+                ..request(c, 1, "recall-a", "recalled")
+            })
+            .await
+            .unwrap();
+        assert_eq!(event.seq, 2);
+    });
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    drop(store);
+    let store = Store::open(crash_config(copy.path()), None).unwrap();
+    let replayed = store
+        .commit_stats()
+        .replayed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        replayed > 0,
+        "the copy needed no replay: the test tests nothing"
+    );
+    let erased = store.message(&c, 1).unwrap().unwrap();
+    assert!(
+        erased.recalled.is_some() && erased.body.is_empty(),
+        "{erased:?}"
+    );
+    assert_eq!(store.message(&c, 2).unwrap().unwrap().reply_to_seq, 1);
+    store.shutdown().unwrap();
 }

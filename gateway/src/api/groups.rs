@@ -110,6 +110,7 @@ impl Api {
                 client_msg_id: crate::api::system_msg_id(),
                 body: body.encode_to_vec().into(),
                 reply_to_seq: 0,
+                recalls: 0,
             })
             .await?;
         Ok(())

@@ -188,6 +188,7 @@ impl Api {
                 client_msg_id: client_msg_id.clone(),
                 body: encoded_body,
                 reply_to_seq: send.reply_to_seq,
+                recalls: 0,
             })
             .await?;
         let store = self.store.clone();

@@ -69,9 +69,6 @@ impl Api {
                 "only the sender or a group admin may recall this message",
             ));
         }
-        let target = *c;
-        self.blocking(move |store| Ok(store.recall_message(&target, seq, user, now)??))
-            .await?;
         let body = pb::MessageBody {
             content: Some(Content::System(pb::SystemEvent {
                 event: Some(Event::MessageRecalled(pb::MessageRecalled {
@@ -80,6 +77,7 @@ impl Api {
                 })),
             })),
         };
+        // One commit: the erasure and its event, both or neither after any crash.
         let appended = self
             .store
             .append(AppendRequest {
@@ -89,6 +87,7 @@ impl Api {
                 client_msg_id: crate::api::system_msg_id(),
                 body: body.encode_to_vec().into(),
                 reply_to_seq: seq,
+                recalls: seq,
             })
             .await?;
         Ok(pb::RecallAck {
