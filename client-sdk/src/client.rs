@@ -574,6 +574,7 @@ fn server_error(e: &pb::Error) -> SdkError {
     SdkError::Server {
         code: code_of(e.code),
         message: e.message.clone(),
+        retry_after_ms: e.retry_after_ms,
     }
 }
 

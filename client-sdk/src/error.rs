@@ -19,6 +19,9 @@ pub enum SdkError {
         code: ErrorCode,
         /// The server's explanation.
         message: String,
+        /// With `RATE_LIMITED`, `OVERLOADED` and `STORAGE_UNAVAILABLE`: how long to
+        /// wait before trying again (0: not said).
+        retry_after_ms: u32,
     },
     /// The HTTP API refused a request.
     #[error("http {status}: {name} ({code}): {message}")]
@@ -47,6 +50,25 @@ pub enum SdkError {
 }
 
 impl SdkError {
+    /// Whether the same request may succeed if made again later: the server was
+    /// saturated, limited the caller, or could not write, and did nothing.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(ErrorCode::RateLimited | ErrorCode::Overloaded | ErrorCode::StorageUnavailable)
+        )
+    }
+
+    /// How long the server asked to wait before a retry, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            SdkError::Server { retry_after_ms, .. } if *retry_after_ms > 0 => {
+                Some(std::time::Duration::from_millis(u64::from(*retry_after_ms)))
+            }
+            _ => None,
+        }
+    }
+
     /// The server's error code, for errors that carry one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

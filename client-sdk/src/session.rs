@@ -160,6 +160,7 @@ impl Session {
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (event_tx, event_rx) = mpsc::channel(options.client.event_buffer.max(1));
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let cursors = options.cursors.load();
         let driver = Driver {
             connector,
@@ -171,6 +172,8 @@ impl Session {
             events: event_tx,
             ack_tx,
             ack_rx,
+            retry_tx,
+            retry_rx,
             outbox: BTreeMap::new(),
             next_order: 0,
             cursors,
@@ -248,6 +251,8 @@ struct Outgoing {
     body: pb::MessageBody,
     client_msg_id: String,
     reply: Option<oneshot::Sender<Result<SendReceipt>>>,
+    /// Retryable refusals so far (for the backoff of the next try).
+    refusals: u32,
 }
 
 enum Held {
@@ -272,6 +277,9 @@ struct Driver {
     events: mpsc::Sender<SessionEvent>,
     ack_tx: mpsc::UnboundedSender<(u64, Result<SendReceipt>)>,
     ack_rx: mpsc::UnboundedReceiver<(u64, Result<SendReceipt>)>,
+    /// Sends refused for now (rate limit, overload, storage unavailable), due again.
+    retry_tx: mpsc::UnboundedSender<u64>,
+    retry_rx: mpsc::UnboundedReceiver<u64>,
     outbox: BTreeMap<u64, Outgoing>,
     next_order: u64,
     cursors: HashMap<String, u64>,
@@ -359,6 +367,8 @@ impl Driver {
                     }
                     None => return false,
                 },
+                // Disconnected: every send in the outbox goes again on reconnect.
+                Some(_) = self.retry_rx.recv() => {}
                 Some((order, result)) = self.ack_rx.recv() => {
                     self.acked(order, result);
                 }
@@ -376,6 +386,7 @@ impl Driver {
                 body: s.body,
                 client_msg_id: s.client_msg_id,
                 reply: Some(s.reply),
+                refusals: 0,
             },
         );
         order
@@ -415,6 +426,23 @@ impl Driver {
             Err(SdkError::Closed(_) | SdkError::Timeout | SdkError::Io(_))
         ) {
             return None;
+        }
+        if let Err(e) = &result {
+            if e.is_retryable() {
+                // Nothing was stored: the send stays in the outbox and goes again
+                // when the server said, or after a growing backoff.
+                let out = self.outbox.get_mut(&order)?;
+                out.refusals = out.refusals.saturating_add(1);
+                let delay = e
+                    .retry_after()
+                    .unwrap_or_else(|| backoff(&self.options, out.refusals));
+                let retry = self.retry_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = retry.send(order);
+                });
+                return None;
+            }
         }
         let mut out = self.outbox.remove(&order)?;
         let receipt = result.as_ref().ok().cloned();
@@ -461,6 +489,7 @@ impl Driver {
                     }
                     None => return End::Ended(None),
                 },
+                Some(order) = self.retry_rx.recv() => self.transmit(&client, order).await,
                 Some((order, result)) = self.ack_rx.recv() => {
                     if let Some(receipt) = self.acked(order, result) {
                         let conv = receipt.conversation.to_string();
@@ -580,6 +609,15 @@ impl Driver {
             }
         }
     }
+}
+
+/// The wait before the `n`th retry of a refused send: doubling from the first
+/// reconnect delay, capped at the longest, with jitter.
+fn backoff(options: &SessionOptions, n: u32) -> Duration {
+    let doubled = options
+        .backoff_initial
+        .saturating_mul(1 << n.saturating_sub(1).min(16));
+    jitter(doubled.min(options.backoff_max))
 }
 
 fn jitter(d: Duration) -> Duration {

@@ -92,7 +92,9 @@ impl ApiError {
             ErrorCode::AlreadyExists => StatusCode::CONFLICT,
             ErrorCode::RateLimited | ErrorCode::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::Overloaded | ErrorCode::GoingAway => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Overloaded | ErrorCode::GoingAway | ErrorCode::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Internal | ErrorCode::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::FrameTooLarge | ErrorCode::TextTooLong | ErrorCode::MediaTooLarge => {
@@ -133,6 +135,16 @@ impl From<StorageError> for ApiError {
                 Self::new(ErrorCode::GoingAway, "server is shutting down")
             }
             StorageError::Recall(refusal) => refusal.into(),
+            // The disk or the device failed a write: nothing was stored, and a retry
+            // may well succeed once space is back.
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "storage unavailable");
+                Self::new(
+                    ErrorCode::StorageUnavailable,
+                    "the store cannot write now; retry later",
+                )
+                .retry_after(std::time::Duration::from_secs(1))
+            }
             other => Self::internal(other),
         }
     }

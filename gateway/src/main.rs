@@ -135,7 +135,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
-    server.shutdown().await;
+    server
+        .shutdown_checked()
+        .await
+        .context("the store's final flush failed")?;
     tracing::info!("bye");
     Ok(())
 }

@@ -238,6 +238,12 @@ pub fn render(api: &Api) -> String {
         "Failed group commits.",
         load(&stats.failed_commits),
     );
+    gauge(
+        &mut out,
+        "courier_storage_unwritable_shards",
+        "Shards whose last group commit failed (disk full or failing); 0 when all write.",
+        load(&stats.unwritable_shards) as i64,
+    );
     counter(
         &mut out,
         "courier_commitlog_replayed_records_total",

@@ -295,6 +295,13 @@ impl Server {
     /// `GOING_AWAY`, then drain the store's queues and flush. Bounded by
     /// `shutdown_grace_ms` (the store drain is not: acknowledged writes must land).
     pub async fn shutdown(self) {
+        let _ = self.shutdown_checked().await;
+    }
+
+    /// [`Self::shutdown`], telling whether the store's final flush succeeded (what an
+    /// acknowledged write needs is in the commit logs either way, but a failed flush
+    /// is worth an exit status).
+    pub async fn shutdown_checked(self) -> Result<(), courier_storage::StorageError> {
         self.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(self.api.config.shutdown_grace(), self.tasks.wait())
@@ -305,9 +312,18 @@ impl Server {
         }
         let store = self.api.store.clone();
         match tokio::task::spawn_blocking(move || store.shutdown()).await {
-            Ok(Ok(())) => tracing::info!("store flushed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "store flush failed"),
-            Err(e) => tracing::error!(error = %e, "store shutdown task failed"),
+            Ok(Ok(())) => {
+                tracing::info!("store flushed");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "store flush failed");
+                Err(e)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store shutdown task failed");
+                Err(courier_storage::StorageError::ShuttingDown)
+            }
         }
     }
 }

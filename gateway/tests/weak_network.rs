@@ -302,3 +302,59 @@ async fn pulls_past_the_retention_depth_return_nothing_and_say_so() {
     assert_eq!(page.retained_from_seq, 16);
     t.stop().await;
 }
+
+/// A send the server refuses for now (here: the stranger rate limit, 60 a minute)
+/// stays in the session's outbox and goes again when the server said: every message
+/// is stored once, none is dropped, the app is answered with its receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sends_are_retried_when_the_server_says() {
+    let t = TestServer::start_with(|c| {
+        c.rate_limits = courier_gateway::config::Switch::On;
+        c.rate_stranger_sends_per_minute = 60;
+    })
+    .await;
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    let (session, _events) = Session::start(
+        t.server.tcp_addr().to_string(),
+        &alice.token,
+        session_options(
+            "alice-phone",
+            Arc::new(courier_sdk::MemoryCursorStore::default()),
+        ),
+    )
+    .await
+    .unwrap();
+    let c = ConversationId::direct(alice.user_id, bob.user_id).unwrap();
+    let mut acks = Vec::new();
+    for i in 0..63 {
+        let ack = session
+            .submit_send(&c, pb::MessageBody::text(format!("m{i}")), format!("m{i}"))
+            .await
+            .unwrap();
+        acks.push(ack);
+    }
+    let started = std::time::Instant::now();
+    let mut seqs = Vec::new();
+    for ack in acks {
+        let receipt = tokio::time::timeout(WAIT, ack)
+            .await
+            .expect("every send acknowledged in time")
+            .expect("retried, not dropped");
+        seqs.push(receipt.seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=63).collect::<Vec<_>>());
+    println!(
+        "3 sends past the limit went through {:?} later",
+        started.elapsed()
+    );
+    let refused = t
+        .server
+        .api()
+        .limits
+        .refused()
+        .find(|(l, _)| *l == courier_gateway::api::limits::Limit::StrangerSend);
+    assert!(refused.unwrap().1 >= 3, "the limit did refuse them first");
+    t.stop().await;
+}

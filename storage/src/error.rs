@@ -53,5 +53,16 @@ pub enum StorageError {
     Recall(crate::RecallRefusal),
 }
 
+impl StorageError {
+    /// Whether this is the disk or the device failing a read or write (full, gone,
+    /// read-only): the operation did not happen, and may succeed if tried again later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Io(_) | StorageError::Db(sled::Error::Io(_))
+        )
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -261,6 +261,7 @@ impl Store {
                 applied: applied.clone(),
                 checkpointed: checkpointed.clone(),
                 truncated: 0,
+                failing: false,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("courier-writer-{index}"))
@@ -328,6 +329,11 @@ impl Store {
     /// Group-commit counters and histograms.
     pub fn commit_stats(&self) -> &CommitStats {
         &self.inner.stats
+    }
+
+    /// Whether every shard can write (no group commit is failing now).
+    pub fn writable(&self) -> bool {
+        self.inner.stats.unwritable_shards.load(Ordering::Relaxed) == 0
     }
 
     /// Appends that wait in the writer queues right now (all shards).

@@ -78,6 +78,9 @@ pub struct CommitStats {
     pub replayed: AtomicU64,
     /// Checkpoints taken (every shard's indexes flushed, the logs cut).
     pub checkpoints: AtomicU64,
+    /// Shards whose last group commit failed (the disk is full or failing): appends
+    /// to them are refused until a commit succeeds again.
+    pub unwritable_shards: AtomicU64,
 }
 
 impl Default for CommitStats {
@@ -90,6 +93,7 @@ impl Default for CommitStats {
             flush_us: Histogram::new(&FLUSH_BUCKETS_US),
             replayed: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
+            unwritable_shards: AtomicU64::new(0),
         }
     }
 }

@@ -112,6 +112,8 @@ pub(crate) struct Writer {
     pub checkpointed: Arc<[AtomicU64]>,
     /// The checkpoint this writer last cut its log back to.
     pub truncated: u64,
+    /// The last group commit failed: the shard cannot write now.
+    pub failing: bool,
 }
 
 enum Outcome {
@@ -156,6 +158,24 @@ impl Writer {
                 }
             }
             Err(e) => tracing::error!(shard = self.index, error = %e, "final flush failed"),
+        }
+    }
+
+    /// Keeps the shard's writable state, with one log line per change of state: the
+    /// first failed commit says why; the first success after failures says so.
+    fn note_commit(&mut self, failed: Option<&StorageError>) {
+        match (failed, self.failing) {
+            (Some(e), false) => {
+                self.failing = true;
+                self.stats.unwritable_shards.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(shard = self.index, error = %e, "shard cannot write: appends fail until a commit succeeds again");
+            }
+            (None, true) => {
+                self.failing = false;
+                self.stats.unwritable_shards.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(shard = self.index, "shard writes again");
+            }
+            _ => {}
         }
     }
 
@@ -300,11 +320,11 @@ impl Writer {
                 .flush_us
                 .observe(started.elapsed().as_micros() as u64);
             self.stats.batch_size.observe(committed.len() as u64);
+            self.note_commit(durable.as_ref().err());
             if let Err(e) = durable {
                 self.stats
                     .failed_commits
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(shard = self.index, error = %e, "group commit failed");
                 // What is on disk is now unknown: re-read seqs from the log.
                 self.seq_cache.clear();
                 committed.clear();

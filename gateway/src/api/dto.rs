@@ -66,8 +66,11 @@ pub struct LoginInfo {
 /// Liveness and gauges.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// Always `ok` when the server answers.
+    /// `ok`, or `degraded` while the store cannot write.
     pub status: String,
+    /// `ok`, or `unavailable` while a shard's group commits fail (disk full, I/O errors).
+    #[serde(default)]
+    pub storage: String,
     /// Devices connected now.
     pub online_devices: u64,
     /// Appends waiting for the store.

@@ -236,14 +236,23 @@ fn conversation(api: &Api, id: &str) -> Result<ConversationId, ApiError> {
 
 pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Liveness and a few gauges.
-#[utoipa::path(get, path = "/v1/health", tag = "server", responses((status = 200, body = Health)))]
-async fn health(State(api): State<Arc<Api>>) -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
+/// Liveness and a few gauges: `ok`, or `degraded` (503) while the store cannot write
+/// (a full or failing disk); reads are still served then.
+#[utoipa::path(get, path = "/v1/health", tag = "server",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn health(State(api): State<Arc<Api>>) -> (StatusCode, Json<Health>) {
+    let writable = api.store.writable();
+    let status = match writable {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let health = Health {
+        status: if writable { "ok" } else { "degraded" }.into(),
+        storage: if writable { "ok" } else { "unavailable" }.into(),
         online_devices: api.registry.online_devices(),
         store_queued: api.store.queued(),
-    })
+    };
+    (status, Json(health))
 }
 
 /// This document.
