@@ -347,6 +347,24 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// What a `kill -9` of `store` leaves in `dir`, opened again: the copy, and the store
+/// on it, which must have needed its commit log (else the test tests nothing).
+fn crash_and_reopen(dir: &std::path::Path, store: Store) -> (tempfile::TempDir, Store) {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir, copy.path());
+    drop(store);
+    let reopened = Store::open(crash_config(copy.path()), None).unwrap();
+    let replayed = reopened
+        .commit_stats()
+        .replayed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        replayed > 0,
+        "the copy needed no replay: the test tests nothing"
+    );
+    (copy, reopened)
+}
+
 fn crash_config(dir: &std::path::Path) -> StoreConfig {
     let mut config = StoreConfig::for_tests(dir);
     config.shards = 3;
@@ -412,19 +430,7 @@ fn a_crash_loses_nothing_acknowledged_and_replay_undoes_nothing() {
         }
     });
 
-    let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), copy.path());
-    drop(store);
-
-    let store = Store::open(crash_config(copy.path()), None).unwrap();
-    let replayed = store
-        .commit_stats()
-        .replayed
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        replayed > 0,
-        "the copy needed no replay: the test tests nothing"
-    );
+    let (_copy, store) = crash_and_reopen(dir.path(), store);
     for (n, c) in convs.iter().enumerate() {
         // The first conversation holds the recall event too.
         let last = if n == 0 { 76 } else { 75 };
@@ -530,18 +536,7 @@ fn a_recall_and_its_event_survive_a_crash_together() {
             .unwrap();
         assert_eq!(event.seq, 2);
     });
-    let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), copy.path());
-    drop(store);
-    let store = Store::open(crash_config(copy.path()), None).unwrap();
-    let replayed = store
-        .commit_stats()
-        .replayed
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        replayed > 0,
-        "the copy needed no replay: the test tests nothing"
-    );
+    let (_copy, store) = crash_and_reopen(dir.path(), store);
     let erased = store.message(&c, 1).unwrap().unwrap();
     assert!(
         erased.recalled.is_some() && erased.body.is_empty(),
