@@ -16,6 +16,7 @@ use crate::api::{http, Api};
 use crate::config::Config;
 use crate::connection::limits::ConnectionBudget;
 use crate::connection::registry::Registry;
+use crate::connection::service::{Connections, Delivery};
 use crate::connection::{certs, quic, tcp};
 
 /// Why the server could not start.
@@ -49,6 +50,7 @@ pub enum StartError {
 /// A started server.
 pub struct Server {
     api: Arc<Api>,
+    conns: Arc<Connections>,
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
     quic_addr: Option<SocketAddr>,
@@ -64,7 +66,9 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let config = Arc::new(config);
-        let registry = Arc::new(Registry::default());
+        // The connection layer's registry, which the API layer reaches devices through.
+        let local = Arc::new(Registry::default());
+        let registry: Arc<dyn Delivery> = local.clone();
         let members = Arc::new(MemberCache::new(config.member_cache_groups));
         let router = Arc::new(Router::new(registry.clone(), members.clone()));
         let store_config = config.store_config();
@@ -94,7 +98,7 @@ impl Server {
             receipts,
             media: crate::media::Media::open(&config)
                 .map_err(|source| StartError::Media { source })?,
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::default(),
             connections: ConnectionBudget::for_process(config.max_connections),
             limits: crate::api::limits::RateLimits::new(&config),
             passwords: crate::api::accounts::PasswordGate::new(
@@ -137,6 +141,13 @@ impl Server {
         let bind = |addr: SocketAddr| async move {
             listen(addr).map_err(|source| StartError::Bind { addr, source })
         };
+        let conns = Arc::new(Connections {
+            service: api.clone(),
+            registry: local,
+            metrics: api.metrics.clone(),
+            budget: api.connections.clone(),
+            config: config.clone(),
+        });
         let tcp_listener = bind(config.tcp_addr).await?;
         let http_listener = bind(config.http_addr).await?;
         let tcp_addr = tcp_listener
@@ -154,8 +165,7 @@ impl Server {
 
         tasks.spawn(tcp::serve(
             tcp_listener,
-            api.clone(),
-            api.connections.clone(),
+            conns.clone(),
             shutdown.clone(),
             tasks.clone(),
             None,
@@ -189,7 +199,7 @@ impl Server {
             })?);
             tasks.spawn(quic::serve(
                 endpoint,
-                api.clone(),
+                conns.clone(),
                 shutdown.clone(),
                 tasks.clone(),
             ));
@@ -208,8 +218,7 @@ impl Server {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs::server_crypto(cert)?));
             tasks.spawn(tcp::serve(
                 listener,
-                api.clone(),
-                api.connections.clone(),
+                conns.clone(),
                 shutdown.clone(),
                 tasks.clone(),
                 Some(acceptor),
@@ -245,6 +254,7 @@ impl Server {
         ));
         Ok(Self {
             api,
+            conns,
             tcp_addr,
             http_addr,
             quic_addr,
@@ -284,6 +294,11 @@ impl Server {
     /// Where the HTTP API listens.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// What the listeners and sessions share (for tests and embedding).
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.conns
     }
 
     /// The API layer (for tests and embedding).

@@ -20,7 +20,7 @@ async fn a_session_future_stays_small() {
     let future = session::run(
         reader,
         writer,
-        t.server.api().clone(),
+        t.server.connections().clone(),
         CancellationToken::new(),
         TaskTracker::new(),
         Transport::Tcp,

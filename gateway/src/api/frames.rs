@@ -1,12 +1,11 @@
 //! What each binary-protocol frame means once a session is authenticated.
 //!
-//! The connection layer hands every decoded frame to [`Api::on_frame`] and does what
+//! The connection layer hands every decoded frame to [`Api::on_frame`] (through its
+//! [`Service`] trait, which `Api` implements here) and does what
 //! the returned [`Handled`] says: write a reply now, run a future (sends wait for the
 //! group commit and run concurrently, up to the per-connection in-flight limit), or
 //! nothing.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use courier_protocol::pb::{self, frame::Kind, Frame};
@@ -16,42 +15,10 @@ use courier_storage::HistoryRange;
 use prost::Message as _;
 
 use crate::api::{convert, Api};
+use crate::connection::registry::Credential;
+use crate::connection::service::{BoxFuture, Service};
+pub use crate::connection::service::{Handled, Pending, SessionCredential, SessionCtx};
 use crate::error::ApiError;
-
-/// Who is on the other end of a session.
-#[derive(Debug, Clone)]
-pub struct SessionCtx {
-    /// The authenticated user.
-    pub user_id: u64,
-    /// The device id from Hello.
-    pub device_id: Arc<str>,
-    /// This session's id.
-    pub session_id: u64,
-}
-
-/// The token that opened a session.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionCredential {
-    /// Its hash.
-    pub hash: courier_storage::TokenHash,
-    /// When it expires (ms since the Unix epoch).
-    pub expires_ms: u64,
-}
-
-/// A future that produces the answer to a frame.
-pub type Pending = Pin<Box<dyn Future<Output = Frame> + Send + 'static>>;
-
-/// What the session should do with a frame.
-// Lives on the stack between two calls; boxing the reply would cost an allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum Handled {
-    /// Write this frame back now.
-    Reply(Frame),
-    /// Run this future (concurrently with further reads) and write what it returns.
-    Later(Pending),
-    /// Nothing to answer.
-    Nothing,
-}
 
 impl Api {
     /// Checks a Hello and builds the Welcome; errors end the connection.
@@ -246,5 +213,39 @@ impl Api {
             out.has_more = true;
         }
         Ok(out)
+    }
+}
+
+impl Service for Api {
+    fn handshake<'a>(
+        &'a self,
+        hello: &'a pb::Hello,
+        session_id: u64,
+    ) -> BoxFuture<'a, Result<(SessionCtx, SessionCredential, Frame), ApiError>> {
+        Box::pin(Api::handshake(self, hello, session_id))
+    }
+
+    fn on_frame<'a>(
+        self: Arc<Self>,
+        ctx: &'a SessionCtx,
+        frame: Inbound,
+    ) -> BoxFuture<'a, Handled> {
+        Box::pin(async move { Api::on_frame(&self, ctx, frame).await })
+    }
+
+    fn user_online(&self, user: u64) {
+        self.presence.online(user);
+    }
+
+    fn user_offline(&self, user: u64) {
+        self.presence.offline(user);
+    }
+
+    fn credential_expires(&self, credential: &Credential) -> Option<u64> {
+        self.store
+            .token_info_by_hash(credential)
+            .ok()
+            .flatten()
+            .map(|t| t.expires_ms)
     }
 }

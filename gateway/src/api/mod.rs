@@ -46,7 +46,7 @@ use std::sync::Arc;
 use courier_storage::Store;
 
 use crate::config::Config;
-use crate::connection::registry::Registry;
+use crate::connection::service::Delivery;
 use crate::error::ApiError;
 
 /// Shared state of the API layer.
@@ -55,8 +55,8 @@ pub struct Api {
     pub config: Arc<Config>,
     /// The message store.
     pub store: Store,
-    /// Who is online (owned by the connection layer).
-    pub registry: Arc<Registry>,
+    /// How devices are reached (the connection layer's registry on one node).
+    pub registry: Arc<dyn Delivery>,
     /// Group member lists in memory.
     pub members: Arc<members::MemberCache>,
     /// The presence actor.
@@ -65,8 +65,8 @@ pub struct Api {
     pub receipts: receipts::Receipts,
     /// Blob store, moderation and link signing.
     pub media: crate::media::Media,
-    /// Connection-layer counters for `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    /// Connection-layer counters for `/metrics` (shared with the connection layer).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The process-wide connection budget every listener draws from.
     pub connections: crate::connection::limits::ConnectionBudget,
     /// Rate limits of every abusable action.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::members::MemberCache;
 use crate::config::Config;
-use crate::connection::registry::Registry;
+use crate::connection::service::Delivery;
 
 /// What the receipt machinery did so far.
 #[derive(Debug, Default)]
@@ -87,7 +87,7 @@ impl Receipts {
     /// Starts the actor; it stops when `shutdown` fires.
     pub fn start(
         config: &Config,
-        registry: Arc<Registry>,
+        registry: Arc<dyn Delivery>,
         members: Arc<MemberCache>,
         store: Store,
         shutdown: CancellationToken,
@@ -119,7 +119,7 @@ impl Receipts {
 
 struct Actor {
     rx: mpsc::Receiver<(u64, ConversationId, u64)>,
-    registry: Arc<Registry>,
+    registry: Arc<dyn Delivery>,
     members: Arc<MemberCache>,
     store: Store,
     counters: Arc<ReceiptCounters>,

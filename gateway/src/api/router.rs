@@ -13,17 +13,17 @@ use courier_protocol::ConversationId;
 use courier_storage::{CommitListener, StoredMessage};
 
 use crate::api::members::MemberCache;
-use crate::connection::registry::Registry;
+use crate::connection::service::Delivery;
 
 /// Routes committed messages to online devices.
 pub struct Router {
-    registry: Arc<Registry>,
+    registry: Arc<dyn Delivery>,
     members: Arc<MemberCache>,
 }
 
 impl Router {
     /// A router over `registry`, with group members from `members`.
-    pub fn new(registry: Arc<Registry>, members: Arc<MemberCache>) -> Self {
+    pub fn new(registry: Arc<dyn Delivery>, members: Arc<MemberCache>) -> Self {
         Self { registry, members }
     }
 }

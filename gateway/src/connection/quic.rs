@@ -13,8 +13,8 @@ use quinn::crypto::rustls::QuicServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::Api;
 use crate::connection::certs::{server_crypto, CertError, ServerCert};
+use crate::connection::service::Connections;
 use crate::connection::session;
 use crate::metrics::Transport;
 
@@ -96,7 +96,7 @@ fn force_buffers(_socket: &socket2::Socket, _bytes: usize) {}
 /// Accepts QUIC connections until `shutdown`, then closes the endpoint.
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    api: Arc<Api>,
+    conns: Arc<Connections>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -108,13 +108,13 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let Some(permit) = api.connections.admit_datagram() else {
+        let Some(permit) = conns.budget.admit_datagram() else {
             incoming.refuse();
             continue;
         };
-        let (api, shutdown, session_tasks) = (api.clone(), shutdown.clone(), tasks.clone());
+        let (conns, shutdown, session_tasks) = (conns.clone(), shutdown.clone(), tasks.clone());
         tasks.spawn(async move {
-            if let Err(e) = connection(incoming, api, shutdown, session_tasks).await {
+            if let Err(e) = connection(incoming, conns, shutdown, session_tasks).await {
                 tracing::debug!(error = %e, "quic connection ended");
             }
             drop(permit);
@@ -128,7 +128,7 @@ pub async fn serve(
 
 async fn connection(
     incoming: quinn::Incoming,
-    api: Arc<Api>,
+    conns: Arc<Connections>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) -> Result<(), quinn::ConnectionError> {
@@ -137,7 +137,7 @@ async fn connection(
         Ok((connection, _accepted)) => connection,
         Err(connecting) => connecting.await?,
     };
-    let handshake = api.config.handshake_timeout();
+    let handshake = conns.config.handshake_timeout();
     let (send, recv) = match tokio::time::timeout(handshake, connection.accept_bi()).await {
         Ok(streams) => streams?,
         Err(_) => {
@@ -145,7 +145,7 @@ async fn connection(
             return Ok(());
         }
     };
-    session::run(recv, send, api, shutdown, tasks, Transport::Quic).await;
+    session::run(recv, send, conns, shutdown, tasks, Transport::Quic).await;
     // Dropping the connection now could discard the last frames (an Error, a Kick)
     // still in flight: give the client a moment to read them and close first.
     let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;

@@ -23,11 +23,10 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::frames::{Handled, SessionCredential, SessionCtx};
-use crate::api::Api;
 use crate::config::Config;
 use crate::connection::outbound::{Outbound, OutboundQueue, Ready};
 use crate::connection::reader::FrameReader;
+use crate::connection::service::{Connections, Handled, SessionCredential, SessionCtx};
 use crate::metrics::Transport;
 use std::sync::atomic::Ordering;
 
@@ -157,7 +156,7 @@ impl End {
 pub async fn run<R, W>(
     reader: R,
     mut writer: W,
-    api: Arc<Api>,
+    conns: Arc<Connections>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     transport: Transport,
@@ -165,27 +164,27 @@ pub async fn run<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let config = api.config.clone();
+    let config = conns.config.clone();
     let mut frames = FrameReader::new(reader, FrameCodec::new(config.max_frame_bytes));
     // Boxed, like every rarely taken await below: a session's future lives as long as
     // the connection, and its size is the idle connection's memory.
     let Some((ctx, credential)) =
-        Box::pin(handshake(&mut frames, &mut writer, &api, &shutdown)).await
+        Box::pin(handshake(&mut frames, &mut writer, &conns, &shutdown)).await
     else {
         return;
     };
     let (user_id, session_id) = (ctx.user_id, ctx.session_id);
-    api.metrics.handshake(transport);
-    api.metrics.session(transport, 1);
+    conns.metrics.handshake(transport);
+    conns.metrics.session(transport, 1);
     let (outbound, mut queue) = Outbound::channel(config.outbound_queue_frames);
-    if api.registry.register(
+    if conns.registry.register(
         user_id,
         session_id,
         ctx.device_id.clone(),
         credential.hash,
         outbound.clone(),
     ) {
-        api.presence.online(user_id);
+        conns.service.user_online(user_id);
     }
     tracing::debug!(user_id, session_id, device = %ctx.device_id, "session open");
 
@@ -201,7 +200,7 @@ pub async fn run<R, W>(
     let mut io = Io {
         writer,
         out: BytesMut::new(),
-        api: &api,
+        conns: &conns,
         shutdown: &shutdown,
     };
 
@@ -230,7 +229,7 @@ pub async fn run<R, W>(
                     Some(Ok(payload)) => payload,
                 };
                 last_seen = Instant::now();
-                api.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+                conns.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
                 let frame = match decode_inbound(payload) {
                     Ok(frame) => frame,
                     Err(e) => {
@@ -254,7 +253,7 @@ pub async fn run<R, W>(
                 }
                 // A reply is encoded before the write: a `Frame` is several hundred
                 // bytes that would otherwise be kept in every session's future.
-                let reply = match Box::pin(api.on_frame(&ctx, frame)).await {
+                let reply = match conns.service.clone().on_frame(&ctx, frame).await {
                     Handled::Nothing => None,
                     Handled::Reply(reply) => Some(encode_frame(&reply)),
                     Handled::Later(pending) => {
@@ -285,10 +284,10 @@ pub async fn run<R, W>(
                 let now = Instant::now();
                 if courier_storage::now_ms() >= credential_ends_ms {
                     // Re-checked rather than assumed: a token may be extended.
-                    let token = api.registry.credential_of(user_id, session_id)
-                        .and_then(|c| api.store.token_info_by_hash(&c).ok().flatten());
-                    match token {
-                        Some(token) => credential_ends_ms = token.expires_ms,
+                    let expires = conns.registry.credential_of(user_id, session_id)
+                        .and_then(|c| conns.service.credential_expires(&c));
+                    match expires {
+                        Some(expires) => credential_ends_ms = expires,
                         None => break End::Close(ErrorCode::LoggedOut, "the session's token expired".into()),
                     }
                 }
@@ -301,15 +300,15 @@ pub async fn run<R, W>(
         }
     };
 
-    api.metrics.session(transport, -1);
-    if api.registry.unregister(user_id, session_id) {
-        api.presence.offline(user_id);
+    conns.metrics.session(transport, -1);
+    if conns.registry.unregister(user_id, session_id) {
+        conns.service.user_offline(user_id);
     }
     tracing::debug!(user_id, session_id, reason = ?end, "session closed");
     match end {
         End::Close(code, reason) => {
             if code == ErrorCode::SlowConsumer {
-                api.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
+                conns.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
             }
             // Whatever is still queued goes out first, then the reason.
             let Io {
@@ -328,8 +327,8 @@ pub async fn run<R, W>(
         }
         End::Stalled => {
             // The peer stopped reading: nothing can reach it, so no Kick is tried.
-            api.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
-            api.metrics.stalled_writes.fetch_add(1, Ordering::Relaxed);
+            conns.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
+            conns.metrics.stalled_writes.fetch_add(1, Ordering::Relaxed);
         }
         End::ClientClosed | End::Broken => {}
     }
@@ -339,19 +338,19 @@ pub async fn run<R, W>(
 struct Io<'a, W> {
     writer: W,
     out: BytesMut,
-    api: &'a Api,
+    conns: &'a Connections,
     shutdown: &'a CancellationToken,
 }
 
 impl<W: AsyncWrite + Unpin + Send> Io<'_, W> {
     /// Writes encoded frames now (a reply).
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        write_bounded(&mut self.writer, bytes, &self.api.config, self.shutdown).await
+        write_bounded(&mut self.writer, bytes, &self.conns.config, self.shutdown).await
     }
 
     /// Writes what is queued, coalesced into few writes.
     async fn write_queued(&mut self, queue: &mut OutboundQueue) -> std::io::Result<()> {
-        let (config, metrics) = (&self.api.config, &self.api.metrics);
+        let (config, metrics) = (&self.conns.config, &self.conns.metrics);
         metrics.writes.fetch_add(1, Ordering::Relaxed);
         if let Some(frame) = queue.take_single() {
             // The common case of one frame: no copy.
@@ -375,16 +374,16 @@ impl<W: AsyncWrite + Unpin + Send> Io<'_, W> {
 async fn handshake<R, W>(
     frames: &mut FrameReader<R>,
     writer: &mut W,
-    api: &Api,
+    conns: &Connections,
     shutdown: &CancellationToken,
 ) -> Option<(SessionCtx, SessionCredential)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let session_id = api.registry.next_session_id();
+    let session_id = conns.registry.next_session_id();
     let first = tokio::select! {
-        f = tokio::time::timeout(api.config.handshake_timeout(), frames.next()) => f,
+        f = tokio::time::timeout(conns.config.handshake_timeout(), frames.next()) => f,
         _ = shutdown.cancelled() => return None,
     };
     let answer = match first {
@@ -399,10 +398,11 @@ where
             Ok(Frame {
                 request_id,
                 kind: Some(Kind::Hello(hello)),
-            }) => match api.handshake(&hello, session_id).await {
+            }) => match conns.service.handshake(&hello, session_id).await {
                 Ok((ctx, credential, welcome)) => Ok((request_id, ctx, credential, welcome)),
                 Err(e) => {
-                    api.metrics
+                    conns
+                        .metrics
                         .handshake_failures
                         .fetch_add(1, Ordering::Relaxed);
                     Err(Some(e.to_frame(request_id)))
@@ -427,7 +427,7 @@ where
     };
     welcome.request_id = hello_id;
     let welcome = encode_frame(&welcome);
-    let sent = tokio::time::timeout(api.config.handshake_timeout(), writer.write_all(&welcome));
+    let sent = tokio::time::timeout(conns.config.handshake_timeout(), writer.write_all(&welcome));
     sent.await.ok()?.ok()?;
     Some((ctx, credential))
 }

@@ -9,22 +9,25 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::Api;
 use crate::connection::accept::{refuse, Accepted, Acceptor};
-use crate::connection::limits::ConnectionBudget;
+use crate::connection::service::Connections;
 use crate::connection::session;
 use crate::metrics::Transport;
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
-    api: Arc<Api>,
-    budget: ConnectionBudget,
+    conns: Arc<Connections>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let acceptor = Acceptor::new(listener, budget, api.config.write_timeout(), "tcp");
+    let acceptor = Acceptor::new(
+        listener,
+        conns.budget.clone(),
+        conns.config.write_timeout(),
+        "tcp",
+    );
     while let Some(Accepted {
         stream,
         peer,
@@ -39,7 +42,7 @@ pub async fn serve(
             }
             continue;
         };
-        let api = api.clone();
+        let conns = conns.clone();
         let shutdown = shutdown.clone();
         let session_tasks = tasks.clone();
         let tls = tls.clone();
@@ -47,20 +50,27 @@ pub async fn serve(
             match tls {
                 None => {
                     let (reader, writer) = stream.into_split();
-                    session::run(reader, writer, api, shutdown, session_tasks, Transport::Tcp)
-                        .await;
+                    session::run(
+                        reader,
+                        writer,
+                        conns,
+                        shutdown,
+                        session_tasks,
+                        Transport::Tcp,
+                    )
+                    .await;
                 }
                 // Boxed: the TLS state would otherwise widen every plain session's task.
                 Some(acceptor) => {
                     Box::pin(async move {
-                        let handshake = api.config.handshake_timeout();
+                        let handshake = conns.config.handshake_timeout();
                         match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                             Ok(Ok(tls_stream)) => {
                                 let (reader, writer) = tokio::io::split(tls_stream);
                                 session::run(
                                     reader,
                                     writer,
-                                    api,
+                                    conns,
                                     shutdown,
                                     session_tasks,
                                     Transport::Tls,

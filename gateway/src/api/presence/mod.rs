@@ -31,7 +31,7 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::connection::registry::Registry;
+use crate::connection::service::Delivery;
 
 /// Most users one subscription may watch.
 pub const MAX_SUBSCRIBE_TARGETS: usize = 256;
@@ -128,7 +128,7 @@ impl Presence {
     /// Starts the actor; it stops when `shutdown` fires.
     pub fn start(
         config: &Config,
-        registry: Arc<Registry>,
+        registry: Arc<dyn Delivery>,
         store: Store,
         shutdown: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
@@ -181,7 +181,7 @@ impl Presence {
 
 struct Actor {
     rx: mpsc::Receiver<Input>,
-    registry: Arc<Registry>,
+    registry: Arc<dyn Delivery>,
     store: Store,
     counters: Arc<PresenceCounters>,
     grace: Duration,
