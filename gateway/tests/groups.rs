@@ -440,13 +440,32 @@ async fn a_group_of_one_hundred_thousand_members_works() {
         .group_id;
     let api = t.server.api();
     let bulk: Vec<u64> = (1_000_000..1_000_000 + SIZE - 2).collect();
-    let added = api
-        .store
-        .add_members(g, &bulk, courier_storage::Role::Member, SIZE)
-        .unwrap()
-        .unwrap();
-    assert_eq!(added.added.len() as u64, SIZE - 2);
-    api.members.invalidate(g);
+    let mut added = 0;
+    for part in bulk.chunks(courier_storage::MAX_ADDED_PER_CHANGE) {
+        let change = courier_storage::GroupChange::Add {
+            users: part.to_vec(),
+            role: courier_storage::Role::Member,
+            max_members: SIZE,
+        };
+        let owner_id = p[0].user_id;
+        let event: courier_storage::EventsFor = Box::new(move |_| {
+            vec![courier_storage::GroupEvent {
+                sender: owner_id,
+                client_msg_id: format!("bulk-{}", part_id()),
+                body: Default::default(),
+            }]
+        });
+        added += api
+            .store
+            .change_group(g, change, event)
+            .await
+            .unwrap()
+            .unwrap()
+            .added
+            .added
+            .len() as u64;
+    }
+    assert_eq!(added, SIZE - 2);
     assert_eq!(owner.group(g).await.unwrap().member_count, SIZE);
 
     // Full: the next one is refused with a code.
@@ -482,4 +501,10 @@ async fn a_group_of_one_hundred_thousand_members_works() {
         }
     );
     t.stop().await;
+}
+
+/// A fresh id for the bulk additions' events.
+fn part_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

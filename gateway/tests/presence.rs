@@ -43,9 +43,8 @@ async fn a_flapping_celebrity_does_not_storm_its_friends() {
     let fans = users(&t, "fan", 1000).await;
     let mut friend_ids: Vec<u64> = fans.iter().map(|f| f.user_id).collect();
     friend_ids.extend(9_000_000..9_004_000); // 4,000 friends who never come online
-    let store = &t.server.api().store;
     assert_eq!(
-        store.befriend_many(celeb.user_id, &friend_ids).unwrap(),
+        befriend_many(&t, celeb.user_id, friend_ids.clone()).await,
         5000
     );
     let mut fan_events = Vec::new();
@@ -150,14 +149,8 @@ async fn over_the_threshold_presence_is_pull_only() {
     })
     .await;
     let p = users(&t, "p", 6).await;
-    let store = &t.server.api().store;
     let star = &p[0];
-    store
-        .befriend_many(
-            star.user_id,
-            &p[1..].iter().map(|u| u.user_id).collect::<Vec<_>>(),
-        )
-        .unwrap();
+    befriend_many(&t, star.user_id, p[1..].iter().map(|u| u.user_id).collect()).await;
     let (_fan, mut fan_events) = t.connect(&p[1], "phone").await;
     let (watcher, mut watcher_events) = t.connect(&p[2], "phone").await;
     let (star_client, _se) = t.connect(star, "phone").await;
@@ -324,4 +317,14 @@ async fn read_receipts_reach_the_peer_and_are_coalesced_in_groups() {
     assert_eq!(reads["count"], 100);
     assert_eq!(reads["readers"].as_array().unwrap().len(), 100);
     t.stop().await;
+}
+
+/// Makes `user` friends with each of `peers` through the store's bulk path (which
+/// waits for the disk: off the async workers).
+async fn befriend_many(t: &TestServer, user: u64, peers: Vec<u64>) -> usize {
+    let store = t.server.api().store.clone();
+    tokio::task::spawn_blocking(move || store.befriend_many(user, &peers))
+        .await
+        .unwrap()
+        .unwrap()
 }

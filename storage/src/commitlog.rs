@@ -102,6 +102,13 @@ impl CommitLog {
                 f.set_len(good_end - segment.start)?;
                 f.sync_all()?;
                 segment.end = good_end;
+                if segment.end == segment.start {
+                    // Nothing but the torn record: the fresh segment below takes
+                    // its place (and its name).
+                    drop(f);
+                    std::fs::remove_file(&segment.path)?;
+                    continue;
+                }
             }
             end = end.max(segment.end);
             kept.push_back(segment);
@@ -305,6 +312,33 @@ mod tests {
         drop(log);
         let (_, recovered) = CommitLog::open(dir.path(), 0, 1 << 20).unwrap();
         assert_eq!(payloads(&recovered), [b"kept".to_vec(), b"after".to_vec()]);
+    }
+
+    /// Found by the store's model test: a torn record alone in the fresh segment of
+    /// the last open. The segment is dropped, not kept beside the new one of the
+    /// same name (whose appends a later checkpoint would then have deleted).
+    #[test]
+    fn a_segment_holding_only_a_torn_record_gives_way_to_the_new_one() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = CommitLog::open(dir.path(), 0, 1 << 20).unwrap();
+        let kept = log.append([&b"kept"[..]]).unwrap();
+        drop(log);
+        // The open made a fresh (empty) segment; the crash left half a record in it.
+        let (log, _) = CommitLog::open(dir.path(), 0, 1 << 20).unwrap();
+        drop(log);
+        let seg = list_segments(dir.path()).unwrap().pop().unwrap();
+        assert_eq!(seg.start, kept);
+        let mut f = OpenOptions::new().append(true).open(&seg.path).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6]).unwrap();
+        drop(f);
+        let (mut log, recovered) = CommitLog::open(dir.path(), 0, 1 << 20).unwrap();
+        assert_eq!(payloads(&recovered), [b"kept".to_vec()]);
+        let after = log.append([&b"after"[..]]).unwrap();
+        log.truncate_below(after).unwrap();
+        drop(log);
+        let (_, recovered) = CommitLog::open(dir.path(), kept, 1 << 20).unwrap();
+        assert_eq!(payloads(&recovered), [b"after".to_vec()]);
     }
 
     #[test]

@@ -4,7 +4,9 @@ use courier_protocol::ConversationId;
 
 use crate::error::{Result, StorageError};
 use crate::keys;
+use crate::ops::Op;
 use crate::record::{ConversationState, StoredMessage};
+use crate::writer::OpsRequest;
 use crate::Store;
 
 /// Which part of a log a history page covers.
@@ -161,67 +163,81 @@ impl Store {
     }
 
     /// Moves `user`'s read cursor in `c` forward to `seq` (never backward, never past
-    /// the last seq) and returns the cursor now in force.
-    pub fn mark_read(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+    /// the last seq) and returns the cursor now in force, once the move is durable.
+    pub async fn mark_read(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
         let last = self.last_seq(c)?;
-        let target = seq.min(last);
-        let state = self.update_state(user, c, |s| s.read_seq = s.read_seq.max(target))?;
+        let read = seq.min(last);
+        let mut state = self
+            .conversation_state(user, c)?
+            .ok_or(StorageError::NotParticipant)?;
+        if read <= state.read_seq {
+            return Ok(state.read_seq);
+        }
+        let op = Op::Cursor {
+            user,
+            conversation: *c,
+            since: state.since_seq,
+            read,
+            delivered: 0,
+        };
+        self.log_user_op(user, op).await?;
+        state.read_seq = state.read_seq.max(read);
         Ok(state.read_seq)
     }
 
-    /// Sets the muted and pinned flags of `user`'s entry for `c`.
-    pub fn set_conversation_flags(
+    /// Records that a device of `user` holds every message of `c` up to `seq`;
+    /// returns the delivered cursor now in force. Not logged: devices acknowledge
+    /// deliveries by the thousand and are not answered, so a crash may lose the
+    /// newest (each acknowledgement covers every seq below it, and the next one
+    /// repairs it). The cursor only moves up, on the membership it was made for.
+    pub fn note_delivered(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        let target = seq.min(self.last_seq(c)?);
+        let state = self
+            .conversation_state(user, c)?
+            .ok_or(StorageError::NotParticipant)?;
+        if target <= state.delivered_seq {
+            return Ok(state.delivered_seq);
+        }
+        Op::Cursor {
+            user,
+            conversation: *c,
+            since: state.since_seq,
+            read: 0,
+            delivered: target,
+        }
+        .apply(&self.inner.shards, self.inner.map)?;
+        Ok(target)
+    }
+
+    /// Sets the muted and pinned flags of `user`'s entry for `c`, durably.
+    pub async fn set_conversation_flags(
         &self,
         user: u64,
         c: &ConversationId,
         muted: Option<bool>,
         pinned: Option<bool>,
     ) -> Result<ConversationState> {
-        self.update_state(user, c, |s| {
-            if let Some(m) = muted {
-                s.muted = m;
-            }
-            if let Some(p) = pinned {
-                s.pinned = p;
-            }
-        })
+        let mut state = self
+            .conversation_state(user, c)?
+            .ok_or(StorageError::NotParticipant)?;
+        let op = Op::Flags {
+            user,
+            conversation: *c,
+            since: state.since_seq,
+            muted,
+            pinned,
+        };
+        self.log_user_op(user, op).await?;
+        state.muted = muted.unwrap_or(state.muted);
+        state.pinned = pinned.unwrap_or(state.pinned);
+        Ok(state)
     }
 
-    /// Records that a device of `user` holds every message of `c` up to `seq`.
-    pub fn mark_delivered(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
-        let last = self.last_seq(c)?;
-        let target = seq.min(last);
-        let state =
-            self.update_state(user, c, |s| s.delivered_seq = s.delivered_seq.max(target))?;
-        Ok(state.delivered_seq)
-    }
-
-    fn update_state(
-        &self,
-        user: u64,
-        c: &ConversationId,
-        change: impl Fn(&mut ConversationState),
-    ) -> Result<ConversationState> {
-        let tree = &self.shard(self.inner.map.user(user)).userconv_state;
-        let key = keys::user_conv(user, c);
-        let mut failed = None;
-        let updated = tree.update_and_fetch(key, |old| {
-            let old = old?;
-            match ConversationState::decode(old) {
-                Ok(mut state) => {
-                    change(&mut state);
-                    Some(state.encode().to_vec())
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    Some(old.to_vec())
-                }
-            }
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let value = updated.ok_or(StorageError::NotParticipant)?;
-        ConversationState::decode(&value)
+    /// Logs and applies one op through the writer of `user`'s shard (batched with
+    /// that shard's messages) and returns once it is durable.
+    async fn log_user_op(&self, user: u64, op: Op) -> Result<()> {
+        self.run_ops::<()>(self.inner.map.user(user), OpsRequest::decided(vec![op]))
+            .await
+            .map(drop)
     }
 }

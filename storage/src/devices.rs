@@ -8,7 +8,9 @@
 use bytes::{Buf, BufMut};
 
 use crate::error::{Result, StorageError};
+use crate::ops::{Op, Tree};
 use crate::tokens::TokenHash;
+use crate::writer::OpsRequest;
 use crate::Store;
 
 const DEVICE_V1: u8 = 1;
@@ -40,6 +42,11 @@ pub struct Bound {
     /// A token the device no longer keeps (past [`MAX_DEVICE_TOKENS`]): the caller
     /// revokes it, so that every live token of a device is known to its record.
     pub evicted: Option<TokenHash>,
+}
+
+/// The striped lock of a user's device records (read, changed, written back).
+fn device_lock(user: u64) -> u64 {
+    user.rotate_left(29) ^ 0x510e_527f_ade6_82d1
 }
 
 fn key(user: u64, device_id: &str) -> Vec<u8> {
@@ -116,8 +123,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Records a login from `device_id` (binding it if new) with `token`. Not
-    /// flushed: a binding lost in a crash is made again at the device's next login.
+    /// Records a login from `device_id` (binding it if new) with `token`, durably
+    /// (through the user's shard's commit log). Call from a blocking thread.
     pub fn bind_device(
         &self,
         user: u64,
@@ -126,6 +133,7 @@ impl Store {
         now_ms: u64,
         token: Option<&TokenHash>,
     ) -> Result<Bound> {
+        let _guard = self.lock_for(device_lock(user));
         let tree = &self.shard(self.inner.map.user(user)).userdevice_device;
         let k = key(user, device_id);
         let (first_seen_ms, mut tokens) = match tree.get(&k)? {
@@ -151,18 +159,33 @@ impl Store {
             last_seen_ms: now_ms,
             tokens,
         };
-        tree.insert(k, encode(&device))?;
+        let shard = self.inner.map.user(user);
+        let op = Op::Put {
+            shard: shard as u16,
+            tree: Tree::Device,
+            key: k,
+            value: encode(&device),
+        };
+        self.run_ops_blocking::<()>(shard, OpsRequest::decided(vec![op]))?;
         Ok(Bound { device, evicted })
     }
 
-    /// Removes a binding; returns it (with the tokens it used), if it existed.
+    /// Removes a binding, durably; returns it (with the tokens it used), if it
+    /// existed. Call from a blocking thread.
     pub fn unbind_device(&self, user: u64, device_id: &str) -> Result<Option<Device>> {
-        let shard = self.shard(self.inner.map.user(user));
-        let removed = shard.userdevice_device.remove(key(user, device_id))?;
-        shard.db.flush()?;
-        removed
-            .map(|v| decode(device_id.to_owned(), &v))
-            .transpose()
+        let _guard = self.lock_for(device_lock(user));
+        let index = self.inner.map.user(user);
+        let k = key(user, device_id);
+        let Some(old) = self.shard(index).userdevice_device.get(&k)? else {
+            return Ok(None);
+        };
+        let op = Op::Delete {
+            shard: index as u16,
+            tree: Tree::Device,
+            key: k,
+        };
+        self.run_ops_blocking::<()>(index, OpsRequest::decided(vec![op]))?;
+        decode(device_id.to_owned(), &old).map(Some)
     }
 }
 

@@ -51,6 +51,9 @@ pub enum StorageError {
     /// A recall event named a message that cannot be recalled.
     #[error("recall refused: {0:?}")]
     Recall(crate::RecallRefusal),
+    /// A group change was refused.
+    #[error("membership change refused: {0:?}")]
+    Membership(crate::MembershipRefusal),
 }
 
 impl StorageError {

@@ -10,7 +10,7 @@
 //! | `log` | `'i' conv sender client_msg_id` | seq and time, the idempotency index |
 //! | `log` | `'s' conv` | the conversation's last seq and last activity ([`Tail`]) |
 //! | `log` | `'a'` | the highest activity count this shard has written |
-//! | `log` | `'L'` | the commit-log position the indexes hold every record up to |
+//! | `log` | `'L'` | the commit-log position from which an open replays (every shard's indexes are flushed up to it) |
 //! | `log` | `'r' conv` | the first seq still retained (after pruning) |
 //! | `userconv_state` | `user conv` | [`crate::UserConversation`] state |
 //! | `username_userid` | user name | user id |

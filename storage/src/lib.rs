@@ -3,7 +3,10 @@
 //!
 //! # Layout
 //! - [`Store`]: the handle the gateway uses; cheap to clone.
-//! - `writer`: one thread per shard that assigns seqs and group-commits appends.
+//! - `writer`: one thread per shard that assigns seqs and group-commits appends and
+//!   operations; `commitlog`: the shard's append-only log that makes them durable.
+//! - `ops`: operations other than appends as log records, applied the same way live
+//!   and at replay; `group_changes`: group changes planned in log order.
 //! - `keys` / `record`: how keys and values are laid out on disk.
 //! - `accounts`: user names, Argon2id password hashes.
 //! - `tokens`: login tokens, the devices they were used from, revocation, sweeping.
@@ -21,10 +24,12 @@ mod config;
 mod conversations;
 mod devices;
 mod error;
+mod group_changes;
 mod groups;
 mod invitations;
 mod keys;
 mod media;
+mod ops;
 mod recall;
 mod record;
 mod relations;
@@ -34,6 +39,7 @@ mod stats;
 mod tokens;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +55,7 @@ pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
 pub use devices::{Bound, Device, MAX_DEVICE_TOKENS};
 pub use error::{Result, StorageError};
+pub use group_changes::{EventsFor, GroupChange, GroupChanged, GroupEvent, MAX_ADDED_PER_CHANGE};
 pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
 pub use invitations::Invitation;
 pub use media::{BlobRecord, BlobStatus};
@@ -60,7 +67,7 @@ pub use tokens::{token_hash, TokenHash, TokenInfo};
 
 use commitlog::CommitLog;
 use shard::{ShardDb, ShardMap};
-use writer::{Command, Writer};
+use writer::{Command, OpsRequest, Writer};
 
 /// Longest accepted client message id, in bytes.
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 128;
@@ -75,8 +82,23 @@ const FORMAT_VERSION: u32 = 1;
 /// seq order per conversation, after they are durable and before their appends are
 /// acknowledged. Should not block for long: the shard's next batches wait for it.
 pub trait CommitListener: Send + Sync + 'static {
-    /// `messages` were stored by one group commit (resends of stored messages excluded).
-    fn committed(&self, messages: &[StoredMessage]);
+    /// `messages` were stored by one group commit (resends of stored messages
+    /// excluded). A commit that changed a group's membership carries only that
+    /// change's events, and `membership` says who joined and who left: the events go
+    /// to the members before the change as well as after, and anything committed
+    /// later goes to the members after it.
+    fn committed(&self, messages: &[StoredMessage], membership: Option<&MembershipChange>);
+}
+
+/// Who joined and who left a group in one committed operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// The group.
+    pub group: u64,
+    /// Members added (or the group's creator and first members).
+    pub added: Vec<u64>,
+    /// Members removed (or who left).
+    pub removed: Vec<u64>,
 }
 
 /// A message to append to a conversation log.
@@ -140,6 +162,8 @@ struct Inner {
     dummy_hash: std::sync::OnceLock<String>,
     /// Flushes the indexes now and then so that the commit logs can be cut.
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// Per shard: the log position whose effects are all in the indexes (in memory).
+    applied: Arc<[AtomicU64]>,
 }
 
 /// A thread that flushes every shard's indexes every interval and then publishes, per
@@ -169,6 +193,12 @@ impl Checkpointer {
                         applied.iter().map(|a| a.load(Ordering::Acquire)).collect();
                     // Every shard: a record's effects may reach other shards' indexes.
                     let flushed = shards.iter().try_for_each(|s| s.db.flush().map(drop));
+                    // The mark made durable too before any segment goes: an open
+                    // replays from the mark, and needs every segment after it.
+                    let flushed = flushed.and_then(|()| {
+                        mark_checkpoint(&shards, &positions);
+                        shards.iter().try_for_each(|s| s.db.flush().map(drop))
+                    });
                     match flushed {
                         Ok(()) => {
                             for (done, position) in checkpointed.iter().zip(positions) {
@@ -216,6 +246,7 @@ impl Store {
         // Each shard's commit log: what its indexes may lack is applied again first.
         let mut logs = Vec::with_capacity(config.shards);
         let mut positions = Vec::with_capacity(config.shards);
+        let mut tails = Vec::with_capacity(config.shards);
         for index in 0..config.shards {
             let held = match shards[index].log.get(keys::APPLIED)? {
                 Some(v) => writer::decode_u64(&v).ok_or(StorageError::Corrupt("applied"))?,
@@ -226,14 +257,36 @@ impl Store {
                 .join(format!("shard-{index:03}"))
                 .join("commitlog");
             let (log, recovered) = CommitLog::open(&dir, held, config.segment_bytes)?;
-            let replayed = writer::replay(&shards, map, index, &recovered)?;
+            positions.push((held, log.end()));
+            logs.push(log);
+            tails.push(recovered);
+        }
+        // Two passes over every log (see `ops`): joins and leaves of all logs
+        // before any cursor or flag change.
+        for (index, recovered) in tails.iter().enumerate() {
+            let replayed = writer::replay(&shards, map, index, recovered)?;
             if replayed > 0 {
                 tracing::info!(shard = index, records = replayed, "commit log replayed");
             }
             stats.replayed.fetch_add(replayed as u64, Ordering::Relaxed);
-            positions.push((held, log.end()));
-            logs.push(log);
         }
+        for recovered in &tails {
+            writer::replay_fields(&shards, map, recovered)?;
+        }
+        if tails.iter().any(|t| !t.is_empty()) {
+            // What was replayed is on disk before the checkpoint says so.
+            for shard in shards.iter() {
+                shard.db.flush()?;
+            }
+            for (shard, &(_, end)) in shards.iter().zip(&positions) {
+                shard.log.insert(keys::APPLIED, &end.to_be_bytes())?;
+                shard.db.flush()?;
+            }
+            for (held, end) in &mut positions {
+                *held = *end;
+            }
+        }
+        drop(tails);
         let applied: Arc<[AtomicU64]> = positions
             .iter()
             .map(|&(_, end)| AtomicU64::new(end))
@@ -262,6 +315,7 @@ impl Store {
                 checkpointed: checkpointed.clone(),
                 truncated: 0,
                 failing: false,
+                member_cache: HashMap::new(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("courier-writer-{index}"))
@@ -272,7 +326,13 @@ impl Store {
         let checkpointer = config
             .checkpoint_interval
             .map(|every| {
-                Checkpointer::start(shards.clone(), applied, checkpointed, stats.clone(), every)
+                Checkpointer::start(
+                    shards.clone(),
+                    applied.clone(),
+                    checkpointed,
+                    stats.clone(),
+                    every,
+                )
             })
             .transpose()?;
         Ok(Self {
@@ -286,6 +346,7 @@ impl Store {
                 stats,
                 dummy_hash: std::sync::OnceLock::new(),
                 checkpointer: Mutex::new(checkpointer),
+                applied,
             }),
         })
     }
@@ -379,6 +440,15 @@ impl Store {
                 let _ = handle.join();
             }
         }
+        self.flush()?;
+        // Every writer is done and every shard flushed: the next open replays nothing.
+        let positions: Vec<u64> = self
+            .inner
+            .applied
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .collect();
+        mark_checkpoint(&self.inner.shards, &positions);
         self.flush()
     }
 
@@ -387,11 +457,94 @@ impl Store {
     }
 
     fn lock_for(&self, key: u64) -> std::sync::MutexGuard<'_, ()> {
-        let stripe = (courier_protocol::conversation::mix(key) % LOCK_STRIPES as u64) as usize;
         // A poisoned stripe only means a panic elsewhere; the data is in sled.
-        self.inner.locks[stripe]
+        self.inner.locks[stripe_of(key)]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Submits an operation to shard `shard`'s writer and waits until it is durable.
+    pub(crate) async fn run_ops<T: Send + 'static>(
+        &self,
+        shard: usize,
+        request: OpsRequest,
+    ) -> Result<(T, Vec<Appended>)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.queues[shard]
+            .send(Command::Ops(request, tx))
+            .await
+            .map_err(|_| StorageError::ShuttingDown)?;
+        let done = rx.await.map_err(|_| StorageError::ShuttingDown)??;
+        let outcome = done
+            .outcome
+            .downcast::<T>()
+            .map_err(|_| StorageError::Corrupt("operation outcome"))?;
+        Ok((*outcome, done.events))
+    }
+
+    /// [`Self::run_ops`] from a blocking thread (never an async worker).
+    pub(crate) fn run_ops_blocking<T: Send + 'static>(
+        &self,
+        shard: usize,
+        request: OpsRequest,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.queues[shard]
+            .blocking_send(Command::Ops(request, tx))
+            .map_err(|_| StorageError::ShuttingDown)?;
+        let done = rx
+            .blocking_recv()
+            .map_err(|_| StorageError::ShuttingDown)??;
+        done.outcome
+            .downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StorageError::Corrupt("operation outcome"))
+    }
+
+    /// Queues an operation on shard `shard`'s writer from a blocking thread; the
+    /// receiver answers once it is durable.
+    pub(crate) fn submit_ops_blocking(
+        &self,
+        shard: usize,
+        request: OpsRequest,
+    ) -> Result<oneshot::Receiver<Result<writer::OpsDone>>> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.queues[shard]
+            .blocking_send(Command::Ops(request, tx))
+            .map_err(|_| StorageError::ShuttingDown)?;
+        Ok(rx)
+    }
+
+    /// Takes the striped locks of `keys` (each stripe once, in stripe order, so that
+    /// two callers cannot deadlock).
+    fn lock_many(&self, keys: impl Iterator<Item = u64>) -> Vec<std::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.map(stripe_of).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|s| {
+                self.inner.locks[s]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            })
+            .collect()
+    }
+}
+
+fn stripe_of(key: u64) -> usize {
+    (courier_protocol::conversation::mix(key) % LOCK_STRIPES as u64) as usize
+}
+
+/// Records, per shard, the log position that every shard's indexes are flushed up
+/// to: where the next open starts replaying. Written after that flush, never before
+/// the effects it covers are on disk on every shard (which is why it is not part of
+/// a commit's batch); the caller flushes it before any log segment below it goes.
+fn mark_checkpoint(shards: &[ShardDb], positions: &[u64]) {
+    for (shard, position) in shards.iter().zip(positions) {
+        if let Err(e) = shard.log.insert(keys::APPLIED, &position.to_be_bytes()) {
+            tracing::warn!(error = %e, "cannot record the checkpoint");
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use crate::error::{Result, StorageError};
 
 const MESSAGE_V1: u8 = 1;
 const STATE_V1: u8 = 1;
+const STATE_V2: u8 = 2;
 const FLAG_RECALLED: u8 = 1;
 
 /// One message as stored in a conversation log.
@@ -140,31 +141,44 @@ pub struct ConversationState {
     pub pinned: bool,
     /// When the user joined the conversation (ms since the Unix epoch).
     pub created_ms: u64,
+    /// Which membership this entry belongs to: the seq of the group event that added
+    /// the user (0 for direct conversations). A user who leaves and joins again gets
+    /// a new entry with a higher value; changes made for an older one do not apply.
+    pub since_seq: u64,
 }
 
 impl ConversationState {
-    pub(crate) fn encode(&self) -> [u8; 34] {
-        let mut out = [0u8; 34];
+    pub(crate) fn encode(&self) -> [u8; 42] {
+        let mut out = [0u8; 42];
         let mut buf = &mut out[..];
-        buf.put_u8(STATE_V1);
+        buf.put_u8(STATE_V2);
         buf.put_u64(self.read_seq);
         buf.put_u64(self.delivered_seq);
         buf.put_u64(self.joined_seq);
         buf.put_u8(u8::from(self.muted) | (u8::from(self.pinned) << 1));
         buf.put_u64(self.created_ms);
+        buf.put_u64(self.since_seq);
         out
     }
 
     pub(crate) fn decode(value: &[u8]) -> Result<Self> {
         let mut buf = value;
-        if buf.len() != 34 || buf.get_u8() != STATE_V1 {
-            return Err(StorageError::Corrupt("conversation state"));
-        }
+        let version = match (buf.len(), buf.first()) {
+            (34, Some(&STATE_V1)) => STATE_V1,
+            (42, Some(&STATE_V2)) => STATE_V2,
+            _ => return Err(StorageError::Corrupt("conversation state")),
+        };
+        buf.advance(1);
         let read_seq = buf.get_u64();
         let delivered_seq = buf.get_u64();
         let joined_seq = buf.get_u64();
         let flags = buf.get_u8();
         let created_ms = buf.get_u64();
+        let since_seq = if version == STATE_V2 {
+            buf.get_u64()
+        } else {
+            0
+        };
         Ok(Self {
             read_seq,
             delivered_seq,
@@ -172,6 +186,7 @@ impl ConversationState {
             muted: flags & 1 != 0,
             pinned: flags & 2 != 0,
             created_ms,
+            since_seq,
         })
     }
 }
@@ -215,6 +230,7 @@ mod tests {
             muted: true,
             pinned: false,
             created_ms: 99,
+            since_seq: 4,
         };
         assert_eq!(ConversationState::decode(&s.encode()).unwrap(), s);
     }

@@ -3,12 +3,16 @@
 //!
 //! Each pair is stored twice, once on each user's shard, each side holding that
 //! user's view (`request_sent` on one side is `request_received` on the other). Both
-//! sides change under one striped lock and are flushed before a call returns, so
-//! concurrent requests between the same two users cannot interleave.
+//! sides change under one striped lock, in one commit-log record of the pair's home
+//! shard (the lower user id's), durable before a call returns: concurrent requests
+//! between the same two users cannot interleave, and a crash never leaves one side
+//! changed without the other.
 
 use bytes::{Buf, BufMut};
 
 use crate::error::{Result, StorageError};
+use crate::ops::{Op, Tree};
+use crate::writer::OpsRequest;
 use crate::{now_ms, Store};
 
 const RELATION_V1: u8 = 1;
@@ -104,6 +108,11 @@ impl Relation {
             since_ms: buf.get_u64(),
         })
     }
+}
+
+/// The striped lock of a pair (the same from either side).
+fn pair_lock(a: u64, b: u64) -> u64 {
+    a.min(b) ^ a.max(b).rotate_left(32)
 }
 
 fn pair_key(user: u64, peer: u64) -> [u8; 16] {
@@ -274,33 +283,37 @@ impl Store {
     /// Pairs where either side blocks the other are skipped; returns how many pairs
     /// are friends now.
     pub fn befriend_many(&self, user: u64, peers: &[u64]) -> Result<usize> {
-        let now = now_ms();
-        let mut touched = std::collections::BTreeSet::new();
+        let mut peers: Vec<u64> = peers.iter().copied().filter(|&p| p != user).collect();
+        peers.sort_unstable();
+        peers.dedup();
         let mut count = 0;
-        for &peer in peers {
-            if peer == user {
-                continue;
+        // A chunk's pairs are locked together, written with one record per home
+        // shard, and unlocked once durable.
+        for chunk in peers.chunks(256) {
+            let _guards = self.lock_many(chunk.iter().map(|&peer| pair_lock(user, peer)));
+            let now = now_ms();
+            let mut by_home: std::collections::BTreeMap<usize, Vec<Op>> = Default::default();
+            for &peer in chunk {
+                let mut mine = self.relation(user, peer)?;
+                let mut theirs = self.relation(peer, user)?;
+                if mine.blocking || mine.blocked_by {
+                    continue;
+                }
+                make_friends(&mut mine, &mut theirs);
+                mine.since_ms = now;
+                theirs.since_ms = now;
+                let ops = by_home.entry(self.pair_home(user, peer)).or_default();
+                self.pair_ops(user, peer, mine, theirs, ops);
+                count += 1;
             }
-            let _guard = self.lock_for(user.min(peer) ^ user.max(peer).rotate_left(32));
-            let mut mine = self.relation(user, peer)?;
-            let mut theirs = self.relation(peer, user)?;
-            if mine.blocking || mine.blocked_by {
-                continue;
+            let waiting = by_home
+                .into_iter()
+                .map(|(home, ops)| self.submit_ops_blocking(home, OpsRequest::decided(ops)))
+                .collect::<Result<Vec<_>>>()?;
+            for done in waiting {
+                done.blocking_recv()
+                    .map_err(|_| StorageError::ShuttingDown)??;
             }
-            make_friends(&mut mine, &mut theirs);
-            mine.since_ms = now;
-            theirs.since_ms = now;
-            for (owner, other, relation) in [(user, peer, mine), (peer, user, theirs)] {
-                let index = self.inner.map.user(owner);
-                self.shard(index)
-                    .userpeer_relation
-                    .insert(pair_key(owner, other), &relation.encode())?;
-                touched.insert(index);
-            }
-            count += 1;
-        }
-        for index in touched {
-            self.shard(index).db.flush()?;
         }
         Ok(count)
     }
@@ -316,7 +329,7 @@ impl Store {
         if user == peer {
             return Ok(Err(RelationRefusal::SelfRelation));
         }
-        let _guard = self.lock_for(user.min(peer) ^ user.max(peer).rotate_left(32));
+        let _guard = self.lock_for(pair_lock(user, peer));
         let mut mine = self.relation(user, peer)?;
         let mut theirs = self.relation(peer, user)?;
         let outcome = match change(&mut mine, &mut theirs) {
@@ -326,20 +339,38 @@ impl Store {
         let now = now_ms();
         mine.since_ms = now;
         theirs.since_ms = now;
-        for (owner, other, relation) in [(user, peer, mine), (peer, user, theirs)] {
-            let shard = self.shard(self.inner.map.user(owner));
-            if relation.is_empty() {
-                shard.userpeer_relation.remove(pair_key(owner, other))?;
-            } else {
-                shard
-                    .userpeer_relation
-                    .insert(pair_key(owner, other), &relation.encode())?;
-            }
-        }
-        for owner in [user, peer] {
-            self.shard(self.inner.map.user(owner)).db.flush()?;
-        }
+        let mut ops = Vec::with_capacity(2);
+        self.pair_ops(user, peer, mine, theirs, &mut ops);
+        self.run_ops_blocking::<()>(self.pair_home(user, peer), OpsRequest::decided(ops))?;
         Ok(Ok(outcome))
+    }
+
+    /// The shard whose log carries every change of the pair: both sides change in
+    /// one record, in one order.
+    fn pair_home(&self, a: u64, b: u64) -> usize {
+        self.inner.map.user(a.min(b))
+    }
+
+    /// The ops that write both sides of a pair.
+    fn pair_ops(&self, user: u64, peer: u64, mine: Relation, theirs: Relation, ops: &mut Vec<Op>) {
+        for (owner, other, relation) in [(user, peer, mine), (peer, user, theirs)] {
+            let shard = self.inner.map.user(owner) as u16;
+            let key = pair_key(owner, other).to_vec();
+            ops.push(if relation.is_empty() {
+                Op::Delete {
+                    shard,
+                    tree: Tree::Relation,
+                    key,
+                }
+            } else {
+                Op::Put {
+                    shard,
+                    tree: Tree::Relation,
+                    key,
+                    value: relation.encode().to_vec(),
+                }
+            });
+        }
     }
 }
 

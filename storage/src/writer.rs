@@ -13,32 +13,121 @@
 //! acknowledged, its deliveries are queued. At open, the log records past what the
 //! indexes hold are applied again ([`replay`]).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use courier_protocol::ConversationId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::commitlog::{CommitLog, Recovered};
 use crate::error::{Result, StorageError};
 use crate::keys;
+use crate::ops::{decode_ops, encode_ops, Op};
 use crate::recall::RecallRefusal;
 use crate::record::{ConversationState, Recall, StoredMessage};
 use crate::shard::{ShardDb, ShardMap};
-use crate::{now_ms, AppendRequest, Appended, CommitListener};
+use crate::{now_ms, AppendRequest, Appended, CommitListener, MembershipChange};
 
 pub(crate) enum Command {
     Append(AppendRequest, oneshot::Sender<Result<Appended>>),
+    Ops(OpsRequest, oneshot::Sender<Result<OpsDone>>),
     /// Commit what came before, then stop; later commands are dropped (their waiters
     /// see the store as shut down).
     Shutdown,
 }
 
-/// A committed batch on its way out: the messages to deliver, then the answers.
+/// An operation that the writer plans against the indexes, then logs (one record,
+/// with the messages it stores) and applies in the same group commit as the
+/// messages around it.
+pub(crate) struct OpsRequest {
+    /// The conversation the plan's events are stored in (one this shard owns).
+    pub conversation: Option<ConversationId>,
+    /// The plan reads state that commands before it may change (group membership):
+    /// what came before is committed first, and it is committed on its own, so that
+    /// it sees every earlier command applied and every later one sees it applied.
+    pub alone: bool,
+    /// Decides the ops (or refuses with an error); runs on the writer thread.
+    pub plan: PlanFn,
+}
+
+/// Decides an operation's ops on the writer thread (or refuses with an error).
+pub(crate) type PlanFn = Box<dyn FnOnce(&PlanContext<'_>) -> Result<Planned> + Send>;
+
+impl OpsRequest {
+    /// Ops the caller decided (under its own lock), logged and applied as they are,
+    /// batched with the shard's messages.
+    pub fn decided(ops: Vec<Op>) -> Self {
+        Self {
+            conversation: None,
+            alone: false,
+            plan: Box::new(move |_| {
+                Ok(Planned {
+                    ops,
+                    events: Vec::new(),
+                    membership: None,
+                    outcome: Box::new(()),
+                })
+            }),
+        }
+    }
+}
+
+/// What a plan may look at.
+pub(crate) struct PlanContext<'a> {
+    pub shards: &'a [ShardDb],
+    pub map: ShardMap,
+    /// The seq the plan's first event would get in its conversation.
+    pub next_seq: u64,
+    pub now: u64,
+}
+
+/// A message an operation stores (a group's system event).
+pub(crate) struct Event {
+    pub sender: u64,
+    pub client_msg_id: String,
+    pub body: Bytes,
+}
+
+/// A plan's result: what to write, and what to answer once it is durable.
+pub(crate) struct Planned {
+    pub ops: Vec<Op>,
+    pub events: Vec<Event>,
+    pub membership: Option<MembershipChange>,
+    pub outcome: Box<dyn Any + Send>,
+}
+
+/// The answer to an [`OpsRequest`] once durable.
+pub(crate) struct OpsDone {
+    pub outcome: Box<dyn Any + Send>,
+    /// The stored events, in order.
+    pub events: Vec<Appended>,
+}
+
+enum Reply {
+    Append(oneshot::Sender<Result<Appended>>, Result<Appended>),
+    Ops(oneshot::Sender<Result<OpsDone>>, Result<OpsDone>),
+}
+
+impl Reply {
+    fn send(self) {
+        // The waiter may have given up (connection closed); what it asked for is
+        // stored anyway.
+        match self {
+            Reply::Append(tx, result) => drop(tx.send(result)),
+            Reply::Ops(tx, result) => drop(tx.send(result)),
+        }
+    }
+}
+
+/// A committed batch on its way out: the messages to deliver (with the membership
+/// change that a batch committed alone made), then the answers.
 pub(crate) struct Committed {
     messages: Vec<StoredMessage>,
-    replies: Vec<(oneshot::Sender<Result<Appended>>, Result<Appended>)>,
+    membership: Option<MembershipChange>,
+    replies: Vec<Reply>,
 }
 
 /// Batches a fan-out thread may hold before the writer waits (back pressure).
@@ -59,13 +148,13 @@ impl FanOut {
             .name(format!("courier-fanout-{index}"))
             .spawn(move || {
                 for batch in rx {
-                    if let (Some(listener), false) = (&listener, batch.messages.is_empty()) {
-                        listener.committed(&batch.messages);
+                    if let Some(listener) = &listener {
+                        if !batch.messages.is_empty() || batch.membership.is_some() {
+                            listener.committed(&batch.messages, batch.membership.as_ref());
+                        }
                     }
-                    for (reply, result) in batch.replies {
-                        // The waiter may have given up (connection closed); the
-                        // message is stored anyway.
-                        let _ = reply.send(result);
+                    for reply in batch.replies {
+                        reply.send();
                     }
                 }
             })?;
@@ -114,6 +203,8 @@ pub(crate) struct Writer {
     pub truncated: u64,
     /// The last group commit failed: the shard cannot write now.
     pub failing: bool,
+    /// Group membership by (group, user) as of the last commit, for the send check.
+    pub member_cache: HashMap<(u64, u64), bool>,
 }
 
 enum Outcome {
@@ -122,6 +213,64 @@ enum Outcome {
     /// Already durable before this batch (a resend).
     Stored(Appended),
     Failed(StorageError),
+}
+
+/// A command taken into a batch.
+pub(crate) enum Item {
+    Append(AppendRequest, oneshot::Sender<Result<Appended>>),
+    Ops(OpsRequest, oneshot::Sender<Result<OpsDone>>),
+}
+
+/// An answer held until the batch is durable (or failed).
+enum PendingReply {
+    Append(oneshot::Sender<Result<Appended>>, Outcome),
+    Ops(oneshot::Sender<Result<OpsDone>>, Result<OpsDone>),
+}
+
+impl PendingReply {
+    /// The batch failed: what it was to store is not stored.
+    fn fail_fresh(&mut self, e: &StorageError) {
+        let failed = || StorageError::Io(std::io::Error::other(e.to_string()));
+        match self {
+            PendingReply::Append(_, outcome @ Outcome::Fresh(_)) => {
+                *outcome = Outcome::Failed(failed())
+            }
+            PendingReply::Ops(_, result @ Ok(_)) => *result = Err(failed()),
+            _ => {}
+        }
+    }
+
+    fn finish(self) -> Reply {
+        match self {
+            PendingReply::Append(tx, outcome) => Reply::Append(
+                tx,
+                match outcome {
+                    Outcome::Fresh(a) | Outcome::Stored(a) => Ok(a),
+                    Outcome::Failed(e) => Err(e),
+                },
+            ),
+            PendingReply::Ops(tx, result) => Reply::Ops(tx, result),
+        }
+    }
+}
+
+/// What one group commit collects before it writes.
+#[derive(Default)]
+struct BatchBuilder {
+    /// Index entries of the shard's `log` tree.
+    log_batch: sled::Batch,
+    /// Messages stored by this batch, by idempotency key (resends within it).
+    in_batch: HashMap<Vec<u8>, Appended>,
+    last_seqs: HashMap<ConversationId, keys::Tail>,
+    new_direct: Vec<ConversationId>,
+    /// Commit-log records, in order.
+    records: Vec<Vec<u8>>,
+    recalled_here: Vec<(ConversationId, u64)>,
+    /// The new messages, in order.
+    committed: Vec<StoredMessage>,
+    /// Ops to apply after the log write, in order.
+    ops: Vec<Op>,
+    membership_changed: bool,
 }
 
 impl Writer {
@@ -135,7 +284,15 @@ impl Writer {
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Append(req, reply) => batch.push((req, reply)),
+                    Command::Append(req, reply) => batch.push(Item::Append(req, reply)),
+                    Command::Ops(req, reply) if req.alone => {
+                        if !batch.is_empty() {
+                            self.commit(&mut batch);
+                        }
+                        batch.push(Item::Ops(req, reply));
+                        self.commit(&mut batch);
+                    }
+                    Command::Ops(req, reply) => batch.push(Item::Ops(req, reply)),
                     Command::Shutdown => {
                         stop = true;
                         break;
@@ -145,20 +302,14 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            self.commit(&mut batch);
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
         }
         drop(rx);
         self.fanout.finish();
-        // Everything applied is flushed: the log before here is needed no more.
-        match self.shard().db.flush() {
-            Ok(_) => {
-                let end = self.log.end();
-                if let Err(e) = self.log.truncate_below(end) {
-                    tracing::warn!(shard = self.index, error = %e, "cannot delete old log segments");
-                }
-            }
-            Err(e) => tracing::error!(shard = self.index, error = %e, "final flush failed"),
-        }
+        // The store flushes every shard once all writers are done (a record's
+        // effects may reach any shard) and only then moves the checkpoint.
     }
 
     /// Keeps the shard's writable state, with one log line per change of state: the
@@ -196,131 +347,65 @@ impl Writer {
         &self.shards[self.index]
     }
 
-    fn commit(&mut self, batch: &mut Vec<(AppendRequest, oneshot::Sender<Result<Appended>>)>) {
+    fn commit(&mut self, batch: &mut Vec<Item>) {
         let now = now_ms();
-        let mut log_batch = sled::Batch::default();
-        let mut in_batch: HashMap<Vec<u8>, Appended> = HashMap::new();
-        let mut last_seqs: HashMap<ConversationId, keys::Tail> = HashMap::new();
-        let mut new_direct: Vec<ConversationId> = Vec::new();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut committed = Vec::new();
-        let mut records: Vec<Vec<u8>> = Vec::new();
-        let mut recalled_here: Vec<(ConversationId, u64)> = Vec::new();
+        let mut b = BatchBuilder::default();
+        let mut replies: Vec<PendingReply> = Vec::with_capacity(batch.len());
+        let mut membership = None;
 
-        for (req, reply) in batch.drain(..) {
-            let idem_key = keys::idem(&req.conversation, req.sender, &req.client_msg_id);
-            if let Some(a) = in_batch.get(&idem_key) {
-                let dup = Appended {
-                    duplicate: true,
-                    ..*a
-                };
-                outcomes.push((reply, Outcome::Fresh(dup)));
-                continue;
-            }
-            match self.shard().log.get(&idem_key) {
-                Ok(Some(v)) => {
-                    let outcome = match decode_idem(&v) {
-                        Some((seq, server_time_ms)) => Outcome::Stored(Appended {
-                            seq,
-                            server_time_ms,
-                            duplicate: true,
-                        }),
-                        None => Outcome::Failed(StorageError::Corrupt("idempotency entry")),
-                    };
-                    outcomes.push((reply, outcome));
-                    continue;
+        for item in batch.drain(..) {
+            match item {
+                Item::Append(req, reply) => {
+                    let outcome = self.stage_append(req, now, &mut b);
+                    replies.push(PendingReply::Append(reply, outcome));
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    outcomes.push((reply, Outcome::Failed(e.into())));
-                    continue;
-                }
-            }
-            // A recall event erases its target in the same commit.
-            let tombstone = match req.recalls {
-                0 => None,
-                target => match self.tombstone(&req, target, now, &recalled_here) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        outcomes.push((reply, Outcome::Failed(e)));
-                        continue;
+                Item::Ops(req, reply) => {
+                    let outcome = self.stage_ops(req, now, &mut b);
+                    if let Ok((_, Some(change))) = &outcome {
+                        membership = Some(change.clone());
                     }
-                },
-            };
-            let seq = match self.next_seq(&req.conversation) {
-                Ok(seq) => seq,
-                Err(e) => {
-                    outcomes.push((reply, Outcome::Failed(e)));
-                    continue;
+                    replies.push(PendingReply::Ops(reply, outcome.map(|(done, _)| done)));
                 }
-            };
-            if let Some(tombstone) = &tombstone {
-                recalled_here.push((tombstone.conversation, tombstone.seq));
-                log_batch.insert(
-                    &keys::msg(&tombstone.conversation, tombstone.seq),
-                    tombstone.encode_value(),
-                );
             }
-            if seq == 1 && !req.conversation.is_group() {
-                new_direct.push(req.conversation);
-            }
-            let activity = self.activity.fetch_add(1, Ordering::Relaxed) + 1;
-            last_seqs.insert(req.conversation, keys::Tail { seq, activity });
-            let message = StoredMessage {
-                conversation: req.conversation,
-                seq,
-                sender: req.sender,
-                sender_device: req.sender_device,
-                client_msg_id: req.client_msg_id,
-                server_time_ms: now,
-                reply_to_seq: req.reply_to_seq,
-                body: req.body,
-                recalled: None,
-            };
-            let value = message.encode_value();
-            records.push(encode_record(
-                &message.conversation,
-                seq,
-                activity,
-                req.recalls,
-                &value,
-            ));
-            log_batch.insert(&keys::msg(&req.conversation, seq), value);
-            log_batch.insert(idem_key.as_slice(), encode_idem(seq, now).as_slice());
-            let appended = Appended {
-                seq,
-                server_time_ms: now,
-                duplicate: false,
-            };
-            in_batch.insert(idem_key, appended);
-            outcomes.push((reply, Outcome::Fresh(appended)));
-            committed.push(message);
         }
 
-        if !committed.is_empty() {
-            for (c, tail) in &last_seqs {
+        let mut committed = b.committed;
+        let staged = !committed.is_empty() || !b.ops.is_empty();
+        if staged {
+            let mut log_batch = b.log_batch;
+            for (c, tail) in &b.last_seqs {
                 log_batch.insert(&keys::last_seq(c), &tail.encode());
             }
             // The batch records how far the counter got, so a restart goes on above it.
-            if let Some(hwm) = last_seqs.values().map(|t| t.activity).max() {
+            if let Some(hwm) = b.last_seqs.values().map(|t| t.activity).max() {
                 log_batch.insert(&keys::ACTIVITY_HWM, &hwm.to_be_bytes());
             }
             let started = std::time::Instant::now();
             // Durable once in the log; the indexes follow without a flush of their own.
             let durable = self
-                .register_direct(&new_direct, now)
-                .and_then(|()| self.log.append(records.iter().map(Vec::as_slice)))
+                .register_direct(&b.new_direct, now)
+                .and_then(|()| self.log.append(b.records.iter().map(Vec::as_slice)))
                 .and_then(|end| {
-                    log_batch.insert(&keys::APPLIED, &end.to_be_bytes());
                     self.shard().log.apply_batch(log_batch)?;
-                    self.applied[self.index].store(end, Ordering::Release);
-                    Ok(())
+                    for op in &b.ops {
+                        op.apply(&self.shards, self.map)?;
+                    }
+                    Ok(end)
                 });
             self.stats
                 .flush_us
                 .observe(started.elapsed().as_micros() as u64);
             self.stats.batch_size.observe(committed.len() as u64);
             self.note_commit(durable.as_ref().err());
+            if b.membership_changed || durable.is_err() {
+                self.member_cache.clear();
+            }
+            let durable = durable.map(|end| {
+                self.advance_senders_read_cursors(&committed);
+                // Every effect of the batch is in the indexes (in memory): the
+                // checkpointer may count it once it has flushed them all.
+                self.applied[self.index].store(end, Ordering::Release);
+            });
             if let Err(e) = durable {
                 self.stats
                     .failed_commits
@@ -328,44 +413,238 @@ impl Writer {
                 // What is on disk is now unknown: re-read seqs from the log.
                 self.seq_cache.clear();
                 committed.clear();
-                for (_, outcome) in &mut outcomes {
-                    if matches!(outcome, Outcome::Fresh(_)) {
-                        *outcome =
-                            Outcome::Failed(StorageError::Io(std::io::Error::other(e.to_string())));
-                    }
+                membership = None;
+                for reply in &mut replies {
+                    reply.fail_fresh(&e);
                 }
             }
         }
 
-        if !committed.is_empty() {
-            self.advance_senders_read_cursors(&committed);
-        }
         self.stats
             .appended
             .fetch_add(committed.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.stats.deduplicated.fetch_add(
-            outcomes
+            replies
                 .iter()
-                .filter(|(_, o)| matches!(o, Outcome::Stored(_)))
+                .filter(|r| matches!(r, PendingReply::Append(_, Outcome::Stored(_))))
                 .count() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
 
-        let replies = outcomes
-            .into_iter()
-            .map(|(reply, outcome)| {
-                let result = match outcome {
-                    Outcome::Fresh(a) | Outcome::Stored(a) => Ok(a),
-                    Outcome::Failed(e) => Err(e),
-                };
-                (reply, result)
-            })
-            .collect();
+        let replies = replies.into_iter().map(PendingReply::finish).collect();
         self.fanout.hand_off(Committed {
             messages: committed,
+            membership,
             replies,
         });
         self.cut_log();
+    }
+
+    /// Checks one append and stages it in `b`.
+    fn stage_append(&mut self, req: AppendRequest, now: u64, b: &mut BatchBuilder) -> Outcome {
+        let idem_key = keys::idem(&req.conversation, req.sender, &req.client_msg_id);
+        if let Some(a) = b.in_batch.get(&idem_key) {
+            return Outcome::Fresh(Appended {
+                duplicate: true,
+                ..*a
+            });
+        }
+        match self.shard().log.get(&idem_key) {
+            Ok(Some(v)) => {
+                return match decode_idem(&v) {
+                    Some((seq, server_time_ms)) => Outcome::Stored(Appended {
+                        seq,
+                        server_time_ms,
+                        duplicate: true,
+                    }),
+                    None => Outcome::Failed(StorageError::Corrupt("idempotency entry")),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return Outcome::Failed(e.into()),
+        }
+        // Membership is decided here, in log order: nobody removed before this
+        // message (or not yet added) writes to the group.
+        if let ConversationId::Group(g) = req.conversation {
+            match self.is_member(g, req.sender) {
+                Ok(true) => {}
+                Ok(false) => return Outcome::Failed(StorageError::NotParticipant),
+                Err(e) => return Outcome::Failed(e),
+            }
+        }
+        // A recall event erases its target in the same commit.
+        let tombstone = match req.recalls {
+            0 => None,
+            target => match self.tombstone(&req, target, now, &b.recalled_here) {
+                Ok(t) => Some(t),
+                Err(e) => return Outcome::Failed(e),
+            },
+        };
+        let seq = match self.next_seq(&req.conversation) {
+            Ok(seq) => seq,
+            Err(e) => return Outcome::Failed(e),
+        };
+        if let Some(tombstone) = &tombstone {
+            b.recalled_here
+                .push((tombstone.conversation, tombstone.seq));
+            b.log_batch.insert(
+                &keys::msg(&tombstone.conversation, tombstone.seq),
+                tombstone.encode_value(),
+            );
+        }
+        if seq == 1 && !req.conversation.is_group() {
+            b.new_direct.push(req.conversation);
+        }
+        let message = StoredMessage {
+            conversation: req.conversation,
+            seq,
+            sender: req.sender,
+            sender_device: req.sender_device,
+            client_msg_id: req.client_msg_id,
+            server_time_ms: now,
+            reply_to_seq: req.reply_to_seq,
+            body: req.body,
+            recalled: None,
+        };
+        let (value, activity) = self.stage_message(&message, idem_key, b);
+        b.records.push(encode_record(
+            &message.conversation,
+            seq,
+            activity,
+            req.recalls,
+            &value,
+        ));
+        let appended = Appended {
+            seq,
+            server_time_ms: now,
+            duplicate: false,
+        };
+        b.committed.push(message);
+        Outcome::Fresh(appended)
+    }
+
+    /// Adds a new message's index entries to `b`; returns its stored value and its
+    /// activity count.
+    fn stage_message(
+        &self,
+        message: &StoredMessage,
+        idem_key: Vec<u8>,
+        b: &mut BatchBuilder,
+    ) -> (Vec<u8>, u64) {
+        let activity = self.activity.fetch_add(1, Ordering::Relaxed) + 1;
+        b.last_seqs.insert(
+            message.conversation,
+            keys::Tail {
+                seq: message.seq,
+                activity,
+            },
+        );
+        let value = message.encode_value();
+        b.log_batch.insert(
+            &keys::msg(&message.conversation, message.seq),
+            value.clone(),
+        );
+        b.log_batch.insert(
+            idem_key.as_slice(),
+            encode_idem(message.seq, message.server_time_ms).as_slice(),
+        );
+        b.in_batch.insert(
+            idem_key,
+            Appended {
+                seq: message.seq,
+                server_time_ms: message.server_time_ms,
+                duplicate: false,
+            },
+        );
+        (value, activity)
+    }
+
+    /// Plans one operation and stages its record, events and ops in `b`.
+    fn stage_ops(
+        &mut self,
+        req: OpsRequest,
+        now: u64,
+        b: &mut BatchBuilder,
+    ) -> Result<(OpsDone, Option<MembershipChange>)> {
+        let next_seq = match &req.conversation {
+            Some(c) => self.peek_seq(c)?,
+            None => 0,
+        };
+        let planned = (req.plan)(&PlanContext {
+            shards: &self.shards,
+            map: self.map,
+            next_seq,
+            now,
+        })?;
+        let mut messages = Vec::with_capacity(planned.events.len());
+        let mut appended = Vec::with_capacity(planned.events.len());
+        if !planned.events.is_empty() {
+            let c = req
+                .conversation
+                .ok_or(StorageError::InvalidArgument("events need a conversation"))?;
+            for event in planned.events {
+                let seq = self.next_seq(&c)?;
+                let message = StoredMessage {
+                    conversation: c,
+                    seq,
+                    sender: event.sender,
+                    sender_device: String::new(),
+                    client_msg_id: event.client_msg_id,
+                    server_time_ms: now,
+                    reply_to_seq: 0,
+                    body: event.body,
+                    recalled: None,
+                };
+                let idem_key = keys::idem(&c, message.sender, &message.client_msg_id);
+                let (value, activity) = self.stage_message(&message, idem_key, b);
+                messages.push((seq, activity, value));
+                appended.push(Appended {
+                    seq,
+                    server_time_ms: now,
+                    duplicate: false,
+                });
+                b.committed.push(message);
+            }
+        }
+        if planned.ops.is_empty() && messages.is_empty() {
+            return Ok((
+                OpsDone {
+                    outcome: planned.outcome,
+                    events: appended,
+                },
+                None,
+            ));
+        }
+        b.records.push(encode_ops_record(
+            req.conversation.as_ref(),
+            &messages,
+            &planned.ops,
+        ));
+        b.membership_changed |= planned.membership.is_some();
+        b.ops.extend(planned.ops);
+        Ok((
+            OpsDone {
+                outcome: planned.outcome,
+                events: appended,
+            },
+            planned.membership,
+        ))
+    }
+
+    /// Whether `user` is a member of group `group` as of the last commit.
+    fn is_member(&mut self, group: u64, user: u64) -> Result<bool> {
+        if let Some(&known) = self.member_cache.get(&(group, user)) {
+            return Ok(known);
+        }
+        let member = self
+            .shard()
+            .groupmember_member
+            .contains_key(crate::groups::member_key(group, user))?;
+        if self.member_cache.len() >= self.seq_cache_entries {
+            self.member_cache.clear();
+        }
+        self.member_cache.insert((group, user), member);
+        Ok(member)
     }
 
     /// What a user sends it has read: its read cursor moves up to its own message, so
@@ -404,6 +683,22 @@ impl Writer {
             return Err(StorageError::Recall(RecallRefusal::AlreadyRecalled));
         }
         Ok(erased(original, req.sender, now))
+    }
+
+    /// The seq the next message of `c` gets (without taking it).
+    fn peek_seq(&self, c: &ConversationId) -> Result<u64> {
+        if let Some(&seq) = self.seq_cache.get(&keys::conv(c)) {
+            return Ok(seq + 1);
+        }
+        Ok(match self.shard().log.get(keys::last_seq(c))? {
+            Some(v) => {
+                keys::Tail::decode(&v)
+                    .ok_or(StorageError::Corrupt("last seq"))?
+                    .seq
+                    + 1
+            }
+            None => 1,
+        })
     }
 
     fn next_seq(&mut self, c: &ConversationId) -> Result<u64> {
@@ -532,69 +827,182 @@ fn erased(original: StoredMessage, by_user: u64, at_ms: u64) -> StoredMessage {
     }
 }
 
+/// The kind byte of an operation's record: ops, with the messages they store.
+const RECORD_OPS: u8 = 3;
+
+/// An operation as a commit-log record: kind, the conversation of its messages
+/// (flag byte, then the id), the messages (count; each seq, activity count, length,
+/// stored value), then the ops.
+fn encode_ops_record(
+    c: Option<&ConversationId>,
+    messages: &[(u64, u64, Vec<u8>)],
+    ops: &[Op],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + messages.iter().map(|m| m.2.len() + 20).sum::<usize>());
+    out.push(RECORD_OPS);
+    match c {
+        Some(c) => {
+            out.push(1);
+            out.extend_from_slice(&keys::conv(c));
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&(messages.len() as u16).to_be_bytes());
+    for (seq, activity, value) in messages {
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&activity.to_be_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    encode_ops(ops, &mut out);
+    out
+}
+
+/// A decoded commit-log record.
+enum Record {
+    /// A message, its activity count, the seq it recalls (or 0).
+    Message(StoredMessage, u64, u64),
+    /// An operation: its messages with their activity counts, then its ops.
+    Ops(Vec<(StoredMessage, u64)>, Vec<Op>),
+}
+
+fn decode_any_record(payload: &[u8]) -> Result<Record> {
+    if payload.first() != Some(&RECORD_OPS) {
+        let (message, activity, recalls) = decode_record(payload)?;
+        return Ok(Record::Message(message, activity, recalls));
+    }
+    let corrupt = || StorageError::Corrupt("commit log ops record");
+    let mut buf = &payload[1..];
+    let take = |buf: &mut &[u8], n: usize| -> Result<Vec<u8>> {
+        if buf.len() < n {
+            return Err(corrupt());
+        }
+        let (head, rest) = buf.split_at(n);
+        *buf = rest;
+        Ok(head.to_vec())
+    };
+    let c = match take(&mut buf, 1)?[0] {
+        0 => None,
+        1 => Some(keys::parse_conv(&take(&mut buf, keys::CONV_LEN)?).ok_or_else(corrupt)?),
+        _ => return Err(corrupt()),
+    };
+    let count = u16::from_be_bytes(take(&mut buf, 2)?.try_into().expect("2 bytes"));
+    let mut messages = Vec::with_capacity(usize::from(count).min(1024));
+    for _ in 0..count {
+        let c = c.ok_or_else(corrupt)?;
+        let head = take(&mut buf, 20)?;
+        let seq = decode_u64(&head[..8]).ok_or_else(corrupt)?;
+        let activity = decode_u64(&head[8..16]).ok_or_else(corrupt)?;
+        let len = u32::from_be_bytes(head[16..20].try_into().expect("4 bytes")) as usize;
+        let value = take(&mut buf, len)?;
+        messages.push((StoredMessage::decode_value(c, seq, &value)?, activity));
+    }
+    Ok(Record::Ops(messages, decode_ops(buf)?))
+}
+
 /// Applies log records of shard `index` that its indexes may lack (the tail after
-/// the last position they held when the process stopped). Applying a record twice
-/// changes nothing: a message already there (perhaps recalled since) is kept as it
-/// is, one below the retention floor is not brought back, the last seq and the
-/// activity mark only move up.
+/// the last position they held when the process stopped): the first pass, which
+/// every shard's log goes through before any takes the second ([`replay_fields`]).
+/// Applying a record twice changes nothing: a message already there (perhaps
+/// recalled since) is kept as it is, one below the retention floor is not brought
+/// back, the last seq and the activity mark only move up, ops write what they wrote.
 pub(crate) fn replay(
     shards: &[ShardDb],
     map: ShardMap,
     index: usize,
     recovered: &[Recovered],
 ) -> Result<usize> {
-    let shard = &shards[index];
-    let mut applied = 0;
     for record in recovered {
-        let (message, activity, recalls) = decode_record(&record.payload)?;
-        let c = message.conversation;
-        let seq = message.seq;
-        if recalls != 0 {
-            // The erasure the event stands for, exactly as the writer made it.
-            let key = keys::msg(&c, recalls);
-            if let Some(value) = shard.log.get(key)? {
-                let target = StoredMessage::decode_value(c, recalls, &value)?;
-                if target.recalled.is_none() {
-                    let tombstone = erased(target, message.sender, message.server_time_ms);
-                    shard.log.insert(key, tombstone.encode_value())?;
+        match decode_any_record(&record.payload)? {
+            Record::Message(message, activity, recalls) => {
+                replay_message(shards, map, index, &message, activity, recalls)?
+            }
+            Record::Ops(messages, ops) => {
+                // As the writer did: the ops, then the messages (whose senders'
+                // cursors move in the entries the ops made).
+                for op in ops.iter().filter(|op| !op.is_entry_field_change()) {
+                    op.apply(shards, map)?;
+                }
+                for (message, activity) in &messages {
+                    replay_message(shards, map, index, message, *activity, 0)?;
                 }
             }
         }
-        if seq == 1 && !c.is_group() {
-            register_direct(shards, map, &[c], message.server_time_ms)?;
-        }
-        let floor = match shard.log.get(crate::retention::retained_key(&c))? {
-            Some(v) => decode_u64(&v).ok_or(StorageError::Corrupt("retained seq"))?,
-            None => 1,
-        };
-        if seq >= floor {
-            let _ = shard.log.compare_and_swap(
-                keys::msg(&c, seq),
-                None as Option<&[u8]>,
-                Some(message.encode_value()),
-            )?;
-        }
-        let idem = keys::idem(&c, message.sender, &message.client_msg_id);
-        shard
-            .log
-            .insert(idem, &encode_idem(seq, message.server_time_ms))?;
-        shard.log.fetch_and_update(keys::last_seq(&c), |old| {
-            let old = old.and_then(keys::Tail::decode).unwrap_or_default();
-            let tail = keys::Tail {
-                seq: old.seq.max(seq),
-                activity: old.activity.max(activity),
-            };
-            Some(tail.encode().to_vec())
-        })?;
-        shard.log.fetch_and_update(keys::ACTIVITY_HWM, |old| {
-            let old = old.and_then(decode_u64).unwrap_or(0);
-            Some(old.max(activity).to_be_bytes().to_vec())
-        })?;
-        advance_read_cursor(shards, map, message.sender, &c, seq);
-        shard.log.insert(keys::APPLIED, &record.end.to_be_bytes())?;
-        applied += 1;
     }
-    Ok(applied)
+    Ok(recovered.len())
+}
+
+/// The second pass of replay: cursor and flag changes of a shard's records, once
+/// every log's joins and leaves are in.
+pub(crate) fn replay_fields(
+    shards: &[ShardDb],
+    map: ShardMap,
+    recovered: &[Recovered],
+) -> Result<()> {
+    for record in recovered {
+        if let Record::Ops(_, ops) = decode_any_record(&record.payload)? {
+            for op in ops.iter().filter(|op| op.is_entry_field_change()) {
+                op.apply(shards, map)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn replay_message(
+    shards: &[ShardDb],
+    map: ShardMap,
+    index: usize,
+    message: &StoredMessage,
+    activity: u64,
+    recalls: u64,
+) -> Result<()> {
+    let shard = &shards[index];
+    let c = message.conversation;
+    let seq = message.seq;
+    if recalls != 0 {
+        // The erasure the event stands for, exactly as the writer made it.
+        let key = keys::msg(&c, recalls);
+        if let Some(value) = shard.log.get(key)? {
+            let target = StoredMessage::decode_value(c, recalls, &value)?;
+            if target.recalled.is_none() {
+                let tombstone = erased(target, message.sender, message.server_time_ms);
+                shard.log.insert(key, tombstone.encode_value())?;
+            }
+        }
+    }
+    if seq == 1 && !c.is_group() {
+        register_direct(shards, map, &[c], message.server_time_ms)?;
+    }
+    let floor = match shard.log.get(crate::retention::retained_key(&c))? {
+        Some(v) => decode_u64(&v).ok_or(StorageError::Corrupt("retained seq"))?,
+        None => 1,
+    };
+    if seq >= floor {
+        let _ = shard.log.compare_and_swap(
+            keys::msg(&c, seq),
+            None as Option<&[u8]>,
+            Some(message.encode_value()),
+        )?;
+    }
+    let idem = keys::idem(&c, message.sender, &message.client_msg_id);
+    shard
+        .log
+        .insert(idem, &encode_idem(seq, message.server_time_ms))?;
+    shard.log.fetch_and_update(keys::last_seq(&c), |old| {
+        let old = old.and_then(keys::Tail::decode).unwrap_or_default();
+        let tail = keys::Tail {
+            seq: old.seq.max(seq),
+            activity: old.activity.max(activity),
+        };
+        Some(tail.encode().to_vec())
+    })?;
+    shard.log.fetch_and_update(keys::ACTIVITY_HWM, |old| {
+        let old = old.and_then(decode_u64).unwrap_or(0);
+        Some(old.max(activity).to_be_bytes().to_vec())
+    })?;
+    advance_read_cursor(shards, map, message.sender, &c, seq);
+    Ok(())
 }
 
 /// What a user sends it has read (see `Writer::advance_senders_read_cursors`).

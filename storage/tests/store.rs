@@ -7,8 +7,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use courier_protocol::ConversationId;
 use courier_storage::{
-    AppendRequest, CommitListener, HistoryRange, StorageError, Store, StoreConfig, StoredMessage,
+    AppendRequest, CommitListener, EventsFor, GroupChange, GroupEvent, HistoryRange, JoinPolicy,
+    MembershipChange, Role, StorageError, Store, StoreConfig, StoredMessage,
 };
+mod common;
+
+use common::copy_dir;
 use proptest::prelude::*;
 
 fn open(dir: &std::path::Path, shards: usize) -> Store {
@@ -169,7 +173,7 @@ fn reopen_keeps_messages_seqs_and_dedupe() {
                     .unwrap();
             }
         });
-        store.mark_read(9, &c, 4).unwrap();
+        rt.block_on(store.mark_read(9, &c, 4)).unwrap();
         store.shutdown().unwrap();
     }
     let store = open(dir.path(), 3);
@@ -214,11 +218,12 @@ fn read_cursor_only_moves_forward_and_only_for_participants() {
                 .unwrap();
         }
     });
-    assert_eq!(store.mark_read(2, &c, 3).unwrap(), 3);
-    assert_eq!(store.mark_read(2, &c, 2).unwrap(), 3);
-    assert_eq!(store.mark_read(2, &c, 99).unwrap(), 5);
+    let rt = runtime();
+    assert_eq!(rt.block_on(store.mark_read(2, &c, 3)).unwrap(), 3);
+    assert_eq!(rt.block_on(store.mark_read(2, &c, 2)).unwrap(), 3);
+    assert_eq!(rt.block_on(store.mark_read(2, &c, 99)).unwrap(), 5);
     assert!(matches!(
-        store.mark_read(3, &c, 1),
+        rt.block_on(store.mark_read(3, &c, 1)),
         Err(StorageError::NotParticipant)
     ));
     store.shutdown().unwrap();
@@ -228,7 +233,7 @@ fn read_cursor_only_moves_forward_and_only_for_participants() {
 struct Recorder(Mutex<BTreeMap<ConversationId, Vec<u64>>>);
 
 impl CommitListener for Recorder {
-    fn committed(&self, messages: &[StoredMessage]) {
+    fn committed(&self, messages: &[StoredMessage], _: Option<&MembershipChange>) {
         let mut seen = self.0.lock().unwrap();
         for m in messages {
             seen.entry(m.conversation).or_default().push(m.seq);
@@ -331,20 +336,6 @@ fn activity_orders_conversations_across_a_restart() {
         "the counter restarted below its mark"
     );
     store.shutdown().unwrap();
-}
-
-/// Copies a data directory as it is on disk now: what a `kill -9` leaves behind.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// What a `kill -9` of `store` leaves in `dir`, opened again: the copy, and the store
@@ -543,5 +534,126 @@ fn a_recall_and_its_event_survive_a_crash_together() {
         "{erased:?}"
     );
     assert_eq!(store.message(&c, 2).unwrap().unwrap().reply_to_seq, 1);
+    store.shutdown().unwrap();
+}
+
+fn event(sender: u64, id: &str) -> EventsFor {
+    let id = id.to_owned();
+    Box::new(move |_| {
+        vec![GroupEvent {
+            sender,
+            client_msg_id: id,
+            body: Bytes::from_static(b"event"),
+        }]
+    })
+}
+
+fn add(users: &[u64]) -> GroupChange {
+    GroupChange::Add {
+        users: users.to_vec(),
+        role: Role::Member,
+        max_members: 100,
+    }
+}
+
+/// Every acknowledged operation (group changes with their events, read cursors and
+/// flags, friendships, device bindings) survives a crash that leaves all indexes
+/// behind the logs, whole: a member removed and added again keeps the cursor of its
+/// newest membership, not one from before, whatever order the logs replay in.
+#[test]
+fn a_crash_keeps_every_acknowledged_operation_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(crash_config(dir.path()), None).unwrap();
+    let rt = runtime();
+    let created = rt
+        .block_on(store.create_group(
+            1,
+            "team",
+            JoinPolicy::InviteOnly,
+            false,
+            &[2, 3],
+            event(1, "c"),
+        ))
+        .unwrap();
+    let g = created.info.unwrap().id;
+    let c = ConversationId::Group(g);
+    rt.block_on(async {
+        for i in 0..10 {
+            store
+                .append(request(c, 2, &format!("g{i}"), "hi"))
+                .await
+                .unwrap();
+        }
+        // 3 reads, leaves, is added again (history hidden) and reads once more.
+        assert_eq!(store.mark_read(3, &c, 6).await.unwrap(), 6);
+        store
+            .change_group(g, GroupChange::Remove { user: 3 }, event(1, "r3"))
+            .await
+            .unwrap()
+            .unwrap();
+        store.append(request(c, 2, "g-after", "hi")).await.unwrap();
+        let again = store
+            .change_group(g, add(&[3]), event(1, "a3"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.events[0].seq, 14);
+        assert_eq!(store.mark_read(3, &c, 14).await.unwrap(), 14);
+        store
+            .set_conversation_flags(3, &c, Some(true), None)
+            .await
+            .unwrap();
+        // 2 is removed; its later send is refused.
+        store
+            .change_group(g, GroupChange::Remove { user: 2 }, event(1, "r2"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            store.append(request(c, 2, "late", "no")).await,
+            Err(StorageError::NotParticipant)
+        ));
+    });
+    // The test's own thread is not an async worker: these may wait for the disk.
+    assert_eq!(
+        store.request_friend(1, 4).unwrap(),
+        Ok(courier_storage::RequestOutcome::Pending)
+    );
+    store.accept_friend(4, 1).unwrap().unwrap();
+    store
+        .bind_device(4, "phone", 1, 10, Some(&[7; 32]))
+        .unwrap();
+    store.bind_device(4, "old", 1, 11, None).unwrap();
+    store.unbind_device(4, "old").unwrap().unwrap();
+
+    let (_copy, store) = crash_and_reopen(dir.path(), store);
+    let info = store.group(g).unwrap().unwrap();
+    assert_eq!(info.member_count, 2);
+    let members: Vec<u64> = store.member_ids(g).unwrap().iter().map(|m| m.0).collect();
+    assert_eq!(members, vec![1, 3]);
+    assert!(store.conversation_state(2, &c).unwrap().is_none());
+    let state = store.conversation_state(3, &c).unwrap().unwrap();
+    assert_eq!((state.since_seq, state.joined_seq), (14, 13));
+    assert_eq!(state.read_seq, 14);
+    assert!(state.muted);
+    // Each change's event is in the log, in order, and nothing after 2's removal
+    // came from 2.
+    let log = store
+        .history(&c, HistoryRange::After(0), 100)
+        .unwrap()
+        .messages;
+    let ids: Vec<&str> = log.iter().map(|m| m.client_msg_id.as_str()).collect();
+    assert_eq!(ids.first(), Some(&"c"));
+    assert_eq!(&ids[11..], &["r3", "g-after", "a3", "r2"]);
+    // Both sides of the friendship; the device bound, the other one gone.
+    assert!(store.relation(1, 4).unwrap().friend);
+    assert!(store.relation(4, 1).unwrap().friend);
+    let devices: Vec<String> = store
+        .devices(4)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(devices, vec!["phone"]);
     store.shutdown().unwrap();
 }

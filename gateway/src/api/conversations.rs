@@ -121,10 +121,9 @@ impl Api {
         })
     }
 
-    /// Moves `user`'s read cursor in `c` forward and tells the user's other devices
-    /// (all of them when `from_device` is `None`). Returns the cursor. Not flushed: a
-    /// binary `ReadReport` is not acknowledged (the HTTP route is, and flushes).
-    pub fn mark_read(
+    /// Moves `user`'s read cursor in `c` forward, durably, and tells the user's other
+    /// devices (all of them when `from_device` is `None`). Returns the cursor.
+    pub async fn mark_read(
         &self,
         user: u64,
         c: &ConversationId,
@@ -132,29 +131,12 @@ impl Api {
         from_device: Option<&str>,
     ) -> Result<u64, ApiError> {
         self.authorize(user, c)?;
-        let read_seq = record_read(&self.store, user, c, seq)?;
+        let read_seq = match self.store.mark_read(user, c, seq).await {
+            // A direct conversation with no message yet is in nobody's list.
+            Err(StorageError::NotParticipant) => 0,
+            other => other?,
+        };
         self.announce_read(user, c, read_seq, from_device);
-        Ok(read_seq)
-    }
-
-    /// [`Self::mark_read`] for a caller that is told the cursor moved: durable (off
-    /// the async workers) before it answers.
-    pub async fn mark_read_durably(
-        &self,
-        user: u64,
-        c: &ConversationId,
-        seq: u64,
-    ) -> Result<u64, ApiError> {
-        self.authorize(user, c)?;
-        let target = *c;
-        let read_seq = self
-            .blocking(move |store| {
-                let read_seq = record_read(store, user, &target, seq)?;
-                store.flush_user(user)?;
-                Ok(read_seq)
-            })
-            .await?;
-        self.announce_read(user, c, read_seq, None);
         Ok(read_seq)
     }
 
@@ -230,16 +212,10 @@ impl Api {
         pinned: Option<bool>,
     ) -> Result<(), ApiError> {
         self.authorize(user, c)?;
-        let target = *c;
         let set = self
-            .blocking(move |store| {
-                let set = store.set_conversation_flags(user, &target, muted, pinned);
-                if set.is_ok() {
-                    store.flush_user(user)?;
-                }
-                Ok(set)
-            })
-            .await?;
+            .store
+            .set_conversation_flags(user, c, muted, pinned)
+            .await;
         match set {
             Err(StorageError::NotParticipant) => Err(ApiError::new(
                 courier_protocol::ErrorCode::NotFound,
@@ -247,19 +223,5 @@ impl Api {
             )),
             other => other.map(drop).map_err(Into::into),
         }
-    }
-}
-
-/// Moves the cursor in the store; a direct conversation with no message yet is in
-/// nobody's list (cursor 0).
-fn record_read(
-    store: &courier_storage::Store,
-    user: u64,
-    c: &ConversationId,
-    seq: u64,
-) -> Result<u64, ApiError> {
-    match store.mark_read(user, c, seq) {
-        Err(StorageError::NotParticipant) => Ok(0),
-        other => Ok(other?),
     }
 }

@@ -15,8 +15,8 @@ use crate::error::ApiError;
 
 impl Api {
     /// Records a login of `user` from `device_id` with `token`, enforcing the device
-    /// cap. A token the device gives up (it keeps the newest few) is revoked. What
-    /// must be flushed (an unbinding, a revocation) runs on the blocking pool.
+    /// cap. A token the device gives up (it keeps the newest few) is revoked. Every
+    /// change is durable before this returns and runs on the blocking pool.
     pub async fn bind_device(
         &self,
         user: u64,
@@ -56,14 +56,19 @@ impl Api {
                 }
             }
         }
-        // Not flushed: a binding lost in a crash is made again at the next login.
-        let bound = self.store.bind_device(
-            user,
-            device_id,
-            platform,
-            courier_storage::now_ms(),
-            Some(token),
-        )?;
+        let device = device_id.to_owned();
+        let token = *token;
+        let bound = self
+            .blocking(move |store| {
+                Ok(store.bind_device(
+                    user,
+                    &device,
+                    platform,
+                    courier_storage::now_ms(),
+                    Some(&token),
+                )?)
+            })
+            .await?;
         if let Some(evicted) = bound.evicted {
             self.blocking(move |store| Ok(store.revoke_token_hash(&evicted)?))
                 .await?;

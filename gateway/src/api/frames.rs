@@ -113,11 +113,19 @@ impl Api {
                 reply(self.pull_history(ctx.user_id, &pull).map(Kind::HistoryPage))
             }
             Kind::SyncRequest(req) => reply(self.sync(ctx.user_id, &req).map(Kind::SyncResponse)),
-            Kind::ReadReport(report) => match self
-                .parse_conversation(&report.conversation)
-                .and_then(|c| self.mark_read(ctx.user_id, &c, report.seq, Some(&ctx.device_id)))
-            {
-                Ok(_) => Handled::Nothing,
+            // Durable in the background (answered only if it failed): the session
+            // goes on reading meanwhile.
+            Kind::ReadReport(report) => match self.parse_conversation(&report.conversation) {
+                Ok(c) => {
+                    let api = self.clone();
+                    let ctx = ctx.clone();
+                    Handled::Later(Box::pin(async move {
+                        api.mark_read(ctx.user_id, &c, report.seq, Some(&ctx.device_id))
+                            .await
+                            .err()
+                            .map(|e| e.to_frame(id))
+                    }))
+                }
                 Err(e) => Handled::Reply(e.to_frame(id)),
             },
             Kind::Recall(recall) => {
@@ -131,10 +139,10 @@ impl Api {
                         }
                         Err(e) => Err(e),
                     };
-                    match done {
+                    Some(match done {
                         Ok(ack) => Frame::new(id, Kind::RecallAck(ack)),
                         Err(e) => e.to_frame(id),
-                    }
+                    })
                 }))
             }
             Kind::PresenceSubscribe(sub) => match self.presence_subscribe(ctx.user_id, sub) {
@@ -179,10 +187,10 @@ impl Api {
     async fn on_send(&self, ctx: &SessionCtx, id: u64, send: SendView) -> Handled {
         match self.submit_send(ctx.user_id, &ctx.device_id, send).await {
             Ok(ack) => Handled::Later(Box::pin(async move {
-                match ack.await {
+                Some(match ack.await {
                     Ok(ack) => Frame::new(id, Kind::SendAck(ack)),
                     Err(e) => e.to_frame(id),
-                }
+                })
             })),
             Err(e) => Handled::Reply(e.to_frame(id)),
         }

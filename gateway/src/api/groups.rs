@@ -1,12 +1,17 @@
 //! Groups: creation, membership and roles, with the rules an IM user expects:
 //! the creator owns the group; owners and admins add and remove people and rename;
 //! only the owner changes roles and hands ownership over, and must do so before
-//! leaving; anyone may join an open group by id. Every membership change is appended
-//! to the group's log as a system event, so members learn of it through sync.
+//! leaving; anyone may join an open group by id. Every change is stored with the
+//! system event that announces it, in one commit of the group's log (see
+//! `courier_storage::GroupChange`), so members learn of it through sync and a crash
+//! never keeps one without the other.
 
 use courier_protocol::pb::{self, message_body::Content, system_event::Event};
 use courier_protocol::{ConversationId, ErrorCode};
-use courier_storage::{AppendRequest, GroupInfo, JoinPolicy, MembershipRefusal, Role};
+use courier_storage::{
+    EventsFor, GroupChange, GroupChanged, GroupEvent, GroupInfo, JoinPolicy, MembershipRefusal,
+    Role, MAX_ADDED_PER_CHANGE,
+};
 use prost::Message as _;
 
 use crate::api::dto::{AddedMembers, GroupView, InvitationView, MemberList, MemberView};
@@ -29,6 +34,28 @@ struct Consent {
 
 /// Largest page of a member list.
 pub const MAX_MEMBER_PAGE: usize = 500;
+
+/// The store's event builder for a change made by `actor`: each event becomes a
+/// system message from `actor`.
+fn system_events(
+    actor: u64,
+    events: impl FnOnce(&GroupChanged) -> Vec<Event> + Send + 'static,
+) -> EventsFor {
+    Box::new(move |changed| {
+        events(changed)
+            .into_iter()
+            .map(|event| GroupEvent {
+                sender: actor,
+                client_msg_id: crate::api::system_msg_id(),
+                body: pb::MessageBody {
+                    content: Some(Content::System(pb::SystemEvent { event: Some(event) })),
+                }
+                .encode_to_vec()
+                .into(),
+            })
+            .collect()
+    })
+}
 
 impl From<MembershipRefusal> for ApiError {
     fn from(r: MembershipRefusal) -> Self {
@@ -97,23 +124,20 @@ impl Api {
         }
     }
 
-    /// Appends a system event to a group's log (delivered like any message).
-    async fn group_event(&self, group: u64, actor: u64, event: Event) -> Result<(), ApiError> {
-        let body = pb::MessageBody {
-            content: Some(Content::System(pb::SystemEvent { event: Some(event) })),
-        };
-        self.store
-            .append(AppendRequest {
-                conversation: ConversationId::Group(group),
-                sender: actor,
-                sender_device: String::new(),
-                client_msg_id: crate::api::system_msg_id(),
-                body: body.encode_to_vec().into(),
-                reply_to_seq: 0,
-                recalls: 0,
-            })
-            .await?;
-        Ok(())
+    /// Applies `change` to `group` through the store, with the system events
+    /// `events` makes from what it did (stored in the same commit as the change,
+    /// delivered like any message).
+    async fn change_group(
+        &self,
+        group: u64,
+        change: GroupChange,
+        events: impl FnOnce(&GroupChanged) -> Vec<Event> + Send + 'static,
+        actor: u64,
+    ) -> Result<GroupChanged, ApiError> {
+        Ok(self
+            .store
+            .change_group(group, change, system_events(actor, events))
+            .await??)
     }
 
     /// Creates a group owned by `owner`; `members` are added or invited by the
@@ -142,23 +166,47 @@ impl Api {
         self.limits.user(Limit::GroupCreate, owner)?;
         self.limits
             .user_n(Limit::MemberAdd, owner, members.len() as u32)?;
-        let consent = self.sort_by_consent(owner, members)?;
-        let info = self
-            .blocking(move |store| Ok(store.create_group(owner, &name, policy, history_visible)?))
+        let mut consent = self.sort_by_consent(owner, members)?;
+        let later = consent
+            .join_now
+            .split_off(consent.join_now.len().min(MAX_ADDED_PER_CHANGE - 1));
+        let group_name = name.clone();
+        let created = self
+            .store
+            .create_group(
+                owner,
+                &name,
+                policy,
+                history_visible,
+                &consent.join_now,
+                system_events(owner, move |changed: &GroupChanged| {
+                    // The owner's first; those added with it, if any.
+                    let mut events = vec![Event::GroupCreated(pb::GroupCreated {
+                        name: group_name,
+                        by_user: owner,
+                    })];
+                    let others: Vec<u64> = changed
+                        .added
+                        .added
+                        .iter()
+                        .copied()
+                        .filter(|&u| u != owner)
+                        .collect();
+                    if !others.is_empty() {
+                        events.push(Event::MembersAdded(pb::MembersAdded {
+                            user_ids: others,
+                            by_user: owner,
+                        }));
+                    }
+                    events
+                }),
+            )
             .await?;
-        // Members are in before the first event, so everyone sees the whole log.
-        let added = self.insert_members(info.id, consent.join_now).await?.added;
-        let created = Event::GroupCreated(pb::GroupCreated {
-            name: info.name.clone(),
-            by_user: owner,
-        });
-        self.group_event(info.id, owner, created).await?;
-        if !added.is_empty() {
-            let event = Event::MembersAdded(pb::MembersAdded {
-                user_ids: added,
-                by_user: owner,
-            });
-            self.group_event(info.id, owner, event).await?;
+        let info = created
+            .info
+            .ok_or_else(|| ApiError::internal("a created group has no record"))?;
+        if !later.is_empty() {
+            self.insert_members(info.id, later, owner).await?;
         }
         self.send_invitations(info.id, owner, consent.invite)
             .await?;
@@ -309,24 +357,33 @@ impl Api {
         if let Some(name) = &name {
             check_name("group name", name, MAX_GROUP_NAME_BYTES)?;
         }
-        let new_name = name.clone();
-        let info = self
-            .blocking(move |store| {
-                Ok(store.update_group(group, name.as_deref(), policy, history_visible)?)
-            })
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
-        if let Some(name) = new_name {
-            self.group_event(
+        let renamed = name.clone();
+        let change = GroupChange::Update {
+            name,
+            join_policy: policy,
+            history_visible,
+        };
+        let changed = self
+            .change_group(
                 group,
+                change,
+                move |_| {
+                    renamed
+                        .map(|name| {
+                            Event::GroupRenamed(pb::GroupRenamed {
+                                name,
+                                by_user: user,
+                            })
+                        })
+                        .into_iter()
+                        .collect()
+                },
                 user,
-                Event::GroupRenamed(pb::GroupRenamed {
-                    name,
-                    by_user: user,
-                }),
             )
             .await?;
-        }
+        let info = changed
+            .info
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
         Ok(self.group_view(&info, Some(role)))
     }
 
@@ -393,14 +450,7 @@ impl Api {
             added,
             already_members,
             over_limit,
-        } = self.insert_members(group, join_now).await?;
-        if !added.is_empty() {
-            let event = Event::MembersAdded(pb::MembersAdded {
-                user_ids: added.clone(),
-                by_user: by,
-            });
-            self.group_event(group, by, event).await?;
-        }
+        } = self.insert_members(group, join_now, by).await?;
         let invited = self.send_invitations(group, by, invite).await?;
         Ok(AddedMembers {
             added,
@@ -411,19 +461,54 @@ impl Api {
         })
     }
 
-    /// Adds `users` as plain members (no checks, no event); returns who was added and
-    /// who was a member already. Users past the size limit are left out.
+    /// Adds `users` as plain members (no checks) with the event that says so; returns
+    /// who was added and who was a member already. Users past the size limit are
+    /// left out.
     async fn insert_members(
         &self,
         group: u64,
         users: Vec<u64>,
+        by: u64,
     ) -> Result<courier_storage::AddedMembers, ApiError> {
-        let max = self.config.max_group_members;
-        let result = self
-            .blocking(move |store| Ok(store.add_members(group, &users, Role::Member, max)??))
-            .await;
-        self.members.invalidate(group);
-        result
+        let mut out = courier_storage::AddedMembers::default();
+        // One change (and one event) per part: a change is one log record.
+        for part in users.chunks(MAX_ADDED_PER_CHANGE) {
+            let change = GroupChange::Add {
+                users: part.to_vec(),
+                role: Role::Member,
+                max_members: self.config.max_group_members,
+            };
+            let added = match self
+                .change_group(
+                    group,
+                    change,
+                    move |changed| {
+                        let added = &changed.added.added;
+                        if added.is_empty() {
+                            return Vec::new();
+                        }
+                        vec![Event::MembersAdded(pb::MembersAdded {
+                            user_ids: added.clone(),
+                            by_user: by,
+                        })]
+                    },
+                    by,
+                )
+                .await
+            {
+                Ok(changed) => changed.added,
+                // A later part found the group full: its users did not fit.
+                Err(e) if e.code == ErrorCode::GroupFull && !out.added.is_empty() => {
+                    out.over_limit.extend_from_slice(part);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            out.added.extend(added.added);
+            out.already_members.extend(added.already_members);
+            out.over_limit.extend(added.over_limit);
+        }
+        Ok(out)
     }
 
     /// Joins an open group.
@@ -441,15 +526,30 @@ impl Api {
     /// Adds `user` as a plain member (its own doing, or `by`'s invitation accepted)
     /// and tells the group.
     async fn join_as_member(&self, group: u64, user: u64, by: u64) -> Result<GroupView, ApiError> {
-        let max = self.config.max_group_members;
-        self.blocking(move |store| Ok(store.add_member(group, user, Role::Member, max)??))
+        let change = GroupChange::Add {
+            users: vec![user],
+            role: Role::Member,
+            max_members: self.config.max_group_members,
+        };
+        let changed = self
+            .change_group(
+                group,
+                change,
+                move |changed| {
+                    if changed.added.added.is_empty() {
+                        return Vec::new();
+                    }
+                    vec![Event::MemberJoined(pb::MemberJoined {
+                        user_id: user,
+                        by_user: by,
+                    })]
+                },
+                user,
+            )
             .await?;
-        self.members.invalidate(group);
-        let joined = Event::MemberJoined(pb::MemberJoined {
-            user_id: user,
-            by_user: by,
-        });
-        self.group_event(group, user, joined).await?;
+        if changed.added.added.is_empty() {
+            return Err(MembershipRefusal::AlreadyMember.into());
+        }
         self.group_info(group, user)
     }
 
@@ -469,19 +569,19 @@ impl Api {
         } else if info.owner == by {
             return Err(MembershipRefusal::IsOwner.into());
         }
-        // The event goes out while the member still is one, so it learns of it too.
+        // The event is the removed member's last message from the group.
         let event = Event::MemberLeft(pb::MemberLeft {
             user_id: target,
             by_user: by,
             removed: by != target,
         });
-        self.group_event(group, by, event).await?;
-        let removed = self
-            .blocking(move |store| Ok(store.remove_member(group, target)?))
-            .await;
-        // Whatever happened, the cache must not keep a stale list.
-        self.members.invalidate(group);
-        removed??;
+        self.change_group(
+            group,
+            GroupChange::Remove { user: target },
+            move |_| vec![event],
+            by,
+        )
+        .await?;
         Ok(())
     }
 
@@ -500,15 +600,23 @@ impl Api {
         if role == Role::Owner {
             return Err(ApiError::invalid("use transfer to hand over ownership"));
         }
-        let member = self
-            .blocking(move |store| Ok(store.set_role(group, target, role)??))
+        let changed = self
+            .change_group(
+                group,
+                GroupChange::SetRole { user: target, role },
+                move |_| {
+                    vec![Event::RoleChanged(pb::RoleChanged {
+                        user_id: target,
+                        role: role_name(role).into(),
+                        by_user: by,
+                    })]
+                },
+                by,
+            )
             .await?;
-        let event = Event::RoleChanged(pb::RoleChanged {
-            user_id: target,
-            role: role_name(role).into(),
-            by_user: by,
-        });
-        self.group_event(group, by, event).await?;
+        let member = changed
+            .member
+            .ok_or_else(|| ApiError::internal("a role change returned no member"))?;
         Ok(MemberView {
             user_id: target,
             name: self.require_user(target)?,
@@ -528,13 +636,18 @@ impl Api {
         if my_role != Role::Owner {
             return Err(ApiError::forbidden("only the owner transfers ownership"));
         }
-        self.blocking(move |store| Ok(store.transfer_ownership(group, target)??))
-            .await?;
-        let event = Event::OwnerChanged(pb::OwnerChanged {
-            new_owner: target,
-            by_user: by,
-        });
-        self.group_event(group, by, event).await?;
+        self.change_group(
+            group,
+            GroupChange::Transfer { new_owner: target },
+            move |_| {
+                vec![Event::OwnerChanged(pb::OwnerChanged {
+                    new_owner: target,
+                    by_user: by,
+                })]
+            },
+            by,
+        )
+        .await?;
         self.group_info(group, by)
     }
 

@@ -1,7 +1,13 @@
 //! The group member cache: fan-out and send authorization read member lists from
-//! memory, not storage. An entry is loaded on first use and dropped whenever the
-//! API layer changes the group's membership; a load that raced with a change is not
-//! kept (each lock shard has a version that every invalidation bumps).
+//! memory, not storage. An entry is loaded on first use and dropped when the store's
+//! fan-out stage reports a change of the group's members (in log order, before
+//! anything committed after the change is routed); a load that raced with a change
+//! is not kept (each lock shard has a version that every invalidation bumps).
+//!
+//! A load reads the store as its writer left it, which may be ahead of the message
+//! being routed: each entry remembers the newest membership in it (the seq of the
+//! event that added that member), and a message older than that is routed to the
+//! members it was stored for only ([`MemberCache::members_at`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -13,8 +19,15 @@ const SHARDS: usize = 32;
 
 #[derive(Default)]
 struct Shard {
-    groups: HashMap<u64, Arc<[u64]>>,
+    groups: HashMap<u64, Entry>,
     version: u64,
+}
+
+#[derive(Clone)]
+struct Entry {
+    members: Arc<[u64]>,
+    /// The highest seq from which one of `members` receives messages.
+    newest_since: u64,
 }
 
 /// Sorted member ids by group.
@@ -45,24 +58,48 @@ impl MemberCache {
 
     /// The member ids of `group`, ascending.
     pub fn members(&self, group: u64) -> Result<Arc<[u64]>, StorageError> {
+        Ok(self.entry(group)?.members)
+    }
+
+    /// The ids of the members that message `seq` of `group` goes to (those added by
+    /// the event at `seq` or before), ascending.
+    pub fn members_at(&self, group: u64, seq: u64) -> Result<Arc<[u64]>, StorageError> {
+        let entry = self.entry(group)?;
+        if entry.newest_since <= seq {
+            return Ok(entry.members);
+        }
+        let store = self.store.get().ok_or(StorageError::ShuttingDown)?;
+        Ok(store
+            .member_ids(group)?
+            .into_iter()
+            .filter(|&(_, since)| since <= seq)
+            .map(|(user, _)| user)
+            .collect())
+    }
+
+    fn entry(&self, group: u64) -> Result<Entry, StorageError> {
         let shard = self.shard(group);
         let version = {
             let s = shard.read().expect("member cache lock");
-            if let Some(members) = s.groups.get(&group) {
-                return Ok(members.clone());
+            if let Some(entry) = s.groups.get(&group) {
+                return Ok(entry.clone());
             }
             s.version
         };
         let store = self.store.get().ok_or(StorageError::ShuttingDown)?;
-        let members: Arc<[u64]> = store.member_ids(group)?.into();
+        let loaded = store.member_ids(group)?;
+        let entry = Entry {
+            newest_since: loaded.iter().map(|m| m.1).max().unwrap_or(0),
+            members: loaded.into_iter().map(|m| m.0).collect(),
+        };
         let mut s = shard.write().expect("member cache lock");
         if s.version == version {
             if s.groups.len() >= self.max_groups_per_shard {
                 s.groups.clear();
             }
-            s.groups.insert(group, members.clone());
+            s.groups.insert(group, entry.clone());
         }
-        Ok(members)
+        Ok(entry)
     }
 
     /// Whether `user` is a member of `group`.

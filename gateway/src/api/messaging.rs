@@ -301,7 +301,7 @@ impl Api {
     pub fn delivery_ack(&self, user: u64, ack: &pb::DeliveryAck) -> Result<(), ApiError> {
         let c = self.parse_conversation(&ack.conversation)?;
         self.authorize(user, &c)?;
-        match self.store.mark_delivered(user, &c, ack.seq) {
+        match self.store.note_delivered(user, &c, ack.seq) {
             // A conversation that has no messages yet is not in the user's index.
             Err(courier_storage::StorageError::NotParticipant) => Ok(()),
             other => other.map(drop).map_err(Into::into),

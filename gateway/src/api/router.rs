@@ -1,16 +1,18 @@
 //! Fan-out of committed messages.
 //!
-//! The store calls [`Router::committed`] from a shard writer thread once a batch is
-//! durable, in seq order per conversation. Each message becomes one `Deliver` frame,
-//! written once around the stored body bytes (never decoded here); the same `Bytes` is queued to every online device of every recipient
-//! (and the sender's other devices) without blocking: a full queue closes that slow
-//! device, which catches up by seq when it returns.
+//! The store calls [`Router::committed`] from a shard's fan-out thread once a batch
+//! is durable, in seq order per conversation. Each message becomes one `Deliver`
+//! frame, written once around the stored body bytes (never decoded here); the same
+//! `Bytes` is queued to every online device of every recipient (and the sender's
+//! other devices) without blocking: a full queue closes that slow device, which
+//! catches up by seq when it returns. A group's membership changes reach the router
+//! in the same order as its messages.
 
 use std::sync::Arc;
 
 use courier_protocol::wire::{deliver_frame, DeliverHead};
 use courier_protocol::ConversationId;
-use courier_storage::{CommitListener, StoredMessage};
+use courier_storage::{CommitListener, MembershipChange, StoredMessage};
 
 use crate::api::members::MemberCache;
 use crate::connection::service::Delivery;
@@ -29,7 +31,13 @@ impl Router {
 }
 
 impl CommitListener for Router {
-    fn committed(&self, messages: &[StoredMessage]) {
+    fn committed(&self, messages: &[StoredMessage], membership: Option<&MembershipChange>) {
+        // The batch holds only the change's own events: they and everything after
+        // them go to the members as of the change (or later, as `members_at` sorts
+        // out), never to an older list.
+        if let Some(change) = membership {
+            self.members.invalidate(change.group);
+        }
         for m in messages {
             let wire = deliver_frame(
                 &DeliverHead {
@@ -50,10 +58,17 @@ impl CommitListener for Router {
                     self.registry.push_to_user(low, &wire, skip);
                     self.registry.push_to_user(high, &wire, skip);
                 }
-                ConversationId::Group(g) => match self.members.members(g) {
+                ConversationId::Group(g) => match self.members.members_at(g, m.seq) {
                     Ok(members) => {
                         for &member in members.iter() {
                             self.registry.push_to_user(member, &wire, skip);
+                        }
+                        // Who just left learns of it: the event of its removal is
+                        // the last message it receives from the group.
+                        for &gone in membership.iter().flat_map(|c| &c.removed) {
+                            if members.binary_search(&gone).is_err() {
+                                self.registry.push_to_user(gone, &wire, skip);
+                            }
                         }
                     }
                     Err(e) => {

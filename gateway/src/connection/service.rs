@@ -40,8 +40,8 @@ pub struct SessionCredential {
     pub expires_ms: u64,
 }
 
-/// A future that produces the answer to a frame.
-pub type Pending = Pin<Box<dyn Future<Output = Frame> + Send + 'static>>;
+/// A future that produces the answer to a frame (none: nothing to write back).
+pub type Pending = Pin<Box<dyn Future<Output = Option<Frame>> + Send + 'static>>;
 
 /// A boxed future borrowing the service.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -267,8 +267,9 @@ pub async fn run<R, W>(
                         };
                         let outbound = outbound.clone();
                         tasks.spawn(async move {
-                            let reply = pending.await;
-                            outbound.reply(encode_frame(&reply));
+                            if let Some(reply) = pending.await {
+                                outbound.reply(encode_frame(&reply));
+                            }
                             drop(permit);
                         });
                         None

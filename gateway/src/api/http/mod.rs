@@ -802,7 +802,7 @@ async fn mark_read(
 ) -> ApiResult<ReadState> {
     let body = json_body(body)?;
     let c = conversation(&api, &id)?;
-    let read_seq = api.mark_read_durably(caller.user_id, &c, body.seq).await?;
+    let read_seq = api.mark_read(caller.user_id, &c, body.seq, None).await?;
     Ok(Json(ReadState {
         conversation: c.to_string(),
         read_seq,

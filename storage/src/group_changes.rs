@@ -1,0 +1,424 @@
+//! Changes to a group (creation, members added and removed, roles, ownership,
+//! settings), decided by the writer of the group's shard in log order and stored as
+//! one commit-log record together with the system events that announce them. After
+//! any crash a change is there with its events or not at all; a removed member's
+//! last message is the event of its removal, and the writer refuses its sends from
+//! there on; the commit listener hears of the change before anything stored after
+//! it.
+//!
+//! The group's records (`groupid_group`, `groupmember_member`) are written only
+//! here, through the group shard's log. Each member's conversation-index entry
+//! (on the member's own shard) is written by `Join` and `Leave` ops that name the
+//! membership they belong to (see `ops`).
+
+use bytes::Bytes;
+use courier_protocol::ConversationId;
+
+use crate::error::{Result, StorageError};
+use crate::groups::{member_key, validate_group_name};
+use crate::ops::{Op, Tree};
+use crate::record::ConversationState;
+use crate::writer::{Event, OpsRequest, PlanContext, Planned};
+use crate::{
+    AddedMembers, Appended, GroupInfo, JoinPolicy, Member, MembershipChange, MembershipRefusal,
+    Role, Store,
+};
+
+/// Most users one change may add (or a new group may start with): a change is one
+/// commit-log record, and a record has a size cap. Callers split larger additions.
+pub const MAX_ADDED_PER_CHANGE: usize = 32_768;
+
+/// A change to an existing group.
+#[derive(Debug, Clone)]
+pub enum GroupChange {
+    /// Adds users with `role` until the group has `max_members`.
+    Add {
+        /// Who to add (duplicates and members are skipped).
+        users: Vec<u64>,
+        /// Their role.
+        role: Role,
+        /// The size cap.
+        max_members: u64,
+    },
+    /// Removes a member (leave or kick); never the owner.
+    Remove {
+        /// Who.
+        user: u64,
+    },
+    /// Makes a member an admin or a plain member; never the owner.
+    SetRole {
+        /// Who.
+        user: u64,
+        /// Admin or member.
+        role: Role,
+    },
+    /// Makes a member the owner; the old owner becomes an admin.
+    Transfer {
+        /// The new owner.
+        new_owner: u64,
+    },
+    /// Changes the name and settings.
+    Update {
+        /// A new name.
+        name: Option<String>,
+        /// A new join policy.
+        join_policy: Option<JoinPolicy>,
+        /// Whether later members see earlier history.
+        history_visible: Option<bool>,
+    },
+}
+
+/// A system event that a change stores in the group's log.
+#[derive(Debug, Clone)]
+pub struct GroupEvent {
+    /// Who caused it.
+    pub sender: u64,
+    /// Unique per sender (see [`crate::AppendRequest::client_msg_id`]).
+    pub client_msg_id: String,
+    /// The encoded message body.
+    pub body: Bytes,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Default)]
+pub struct GroupChanged {
+    /// The group after the change.
+    pub info: Option<GroupInfo>,
+    /// For additions and creation: who was added, who was a member already, who
+    /// did not fit.
+    pub added: AddedMembers,
+    /// Who left (a removal).
+    pub removed: Vec<u64>,
+    /// For a role change or transfer: the member as it is now.
+    pub member: Option<Member>,
+    /// The events stored with the change, in order.
+    pub events: Vec<Appended>,
+}
+
+/// Builds a change's events once the writer decided what it does. A change that adds
+/// or removes members needs at least one; a role change or a new name may have none.
+pub type EventsFor = Box<dyn FnOnce(&GroupChanged) -> Vec<GroupEvent> + Send>;
+
+impl Store {
+    /// Creates a group owned by `owner` with `members` (the owner first, then each
+    /// of `members` that is not the owner), together with its first events.
+    pub async fn create_group(
+        &self,
+        owner: u64,
+        name: &str,
+        join_policy: JoinPolicy,
+        history_visible: bool,
+        members: &[u64],
+        events: EventsFor,
+    ) -> Result<GroupChanged> {
+        validate_group_name(name)?;
+        if members.len() >= MAX_ADDED_PER_CHANGE {
+            return Err(StorageError::InvalidArgument(
+                "too many first members; add the rest in parts",
+            ));
+        }
+        // Group ids share sled's id generator with users: unique, never reused.
+        let id = self.shard(0).db.generate_id()? + 1;
+        let info = GroupInfo {
+            id,
+            name: name.to_owned(),
+            owner,
+            join_policy,
+            history_visible,
+            member_count: 0,
+            created_ms: 0,
+        };
+        let mut users = vec![owner];
+        users.extend(members.iter().copied().filter(|&m| m != owner));
+        let created = self
+            .submit_group_change(id, Plan::Create(info, users), events)
+            .await?;
+        created.map_err(|refusal| {
+            StorageError::InvalidArgument(match refusal {
+                MembershipRefusal::Full => "more members than a group may have",
+                _ => "a new group refused its members",
+            })
+        })
+    }
+
+    /// Applies `change` to group `id` with the events `events` builds, atomically and
+    /// in order with the group's messages; returns once durable.
+    pub async fn change_group(
+        &self,
+        id: u64,
+        change: GroupChange,
+        events: EventsFor,
+    ) -> Result<std::result::Result<GroupChanged, MembershipRefusal>> {
+        match &change {
+            GroupChange::Update {
+                name: Some(name), ..
+            } => validate_group_name(name)?,
+            GroupChange::Add { users, .. } if users.len() > MAX_ADDED_PER_CHANGE => {
+                return Err(StorageError::InvalidArgument(
+                    "too many users for one change; add them in parts",
+                ))
+            }
+            _ => {}
+        }
+        self.submit_group_change(id, Plan::Change(change), events)
+            .await
+    }
+
+    async fn submit_group_change(
+        &self,
+        id: u64,
+        plan: Plan,
+        events: EventsFor,
+    ) -> Result<std::result::Result<GroupChanged, MembershipRefusal>> {
+        let conversation = ConversationId::Group(id);
+        let shard = self.inner.map.conversation(&conversation);
+        let request = OpsRequest {
+            conversation: Some(conversation),
+            alone: true,
+            plan: Box::new(move |ctx| plan_change(ctx, id, plan, events)),
+        };
+        match self.run_ops::<GroupChanged>(shard, request).await {
+            Ok((mut changed, appended)) => {
+                changed.events = appended;
+                Ok(Ok(changed))
+            }
+            Err(StorageError::Membership(refusal)) => Ok(Err(refusal)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+enum Plan {
+    /// A new group (its record's id set, the rest filled in by the writer) and its
+    /// first members, the owner first.
+    Create(GroupInfo, Vec<u64>),
+    Change(GroupChange),
+}
+
+/// Decides a change on the writer thread of the group's shard.
+fn plan_change(ctx: &PlanContext<'_>, id: u64, plan: Plan, events: EventsFor) -> Result<Planned> {
+    let conversation = ConversationId::Group(id);
+    let shard_index = ctx.map.conversation(&conversation);
+    let shard = &ctx.shards[shard_index];
+    let refuse = |r: MembershipRefusal| Err(StorageError::Membership(r));
+    let read_member = |user: u64| -> Result<Option<Member>> {
+        shard
+            .groupmember_member
+            .get(member_key(id, user))?
+            .map(|v| Member::decode(user, &v))
+            .transpose()
+    };
+    let existing = shard
+        .groupid_group
+        .get(id.to_be_bytes())?
+        .map(|v| GroupInfo::decode(id, &v))
+        .transpose()?;
+    let mut ops = Vec::new();
+    let mut changed = GroupChanged::default();
+    let mut membership = None;
+    let put_member = |ops: &mut Vec<Op>, m: &Member| {
+        ops.push(Op::Put {
+            shard: shard_index as u16,
+            tree: Tree::Member,
+            key: member_key(id, m.user_id).to_vec(),
+            value: m.encode().to_vec(),
+        })
+    };
+    let join = |ops: &mut Vec<Op>, m: &Member| {
+        ops.push(Op::Join {
+            user: m.user_id,
+            conversation,
+            state: ConversationState {
+                joined_seq: m.joined_seq,
+                read_seq: m.joined_seq,
+                created_ms: m.joined_ms,
+                since_seq: m.since_seq,
+                ..ConversationState::default()
+            },
+        })
+    };
+    let info = match plan {
+        Plan::Create(mut info, users) => {
+            if existing.is_some() {
+                return Err(StorageError::Corrupt("group id reused"));
+            }
+            info.created_ms = ctx.now;
+            info.member_count = users.len() as u64;
+            for (i, &user) in users.iter().enumerate() {
+                let member = Member {
+                    user_id: user,
+                    role: if i == 0 { Role::Owner } else { Role::Member },
+                    joined_seq: 0,
+                    joined_ms: ctx.now,
+                    since_seq: ctx.next_seq,
+                };
+                put_member(&mut ops, &member);
+                join(&mut ops, &member);
+            }
+            changed.added.added = users.clone();
+            membership = Some(MembershipChange {
+                group: id,
+                added: users,
+                removed: Vec::new(),
+            });
+            info
+        }
+        Plan::Change(change) => {
+            let Some(mut info) = existing else {
+                return refuse(MembershipRefusal::NoGroup);
+            };
+            match change {
+                GroupChange::Add {
+                    users,
+                    role,
+                    max_members,
+                } => {
+                    let out = &mut changed.added;
+                    let mut seen = std::collections::HashSet::new();
+                    for user in users {
+                        if !seen.insert(user) {
+                            continue;
+                        }
+                        if read_member(user)?.is_some() {
+                            out.already_members.push(user);
+                        } else if info.member_count + out.added.len() as u64 >= max_members {
+                            out.over_limit.push(user);
+                        } else {
+                            out.added.push(user);
+                        }
+                    }
+                    if out.added.is_empty() {
+                        if !out.over_limit.is_empty() {
+                            return refuse(MembershipRefusal::Full);
+                        }
+                        // Nothing to store.
+                        changed.info = Some(info);
+                        return Ok(Planned {
+                            ops: Vec::new(),
+                            events: Vec::new(),
+                            membership: None,
+                            outcome: Box::new(changed),
+                        });
+                    }
+                    // New members see their own arrival, and what came before only
+                    // if the group's history is visible to them.
+                    let joined_seq = if info.history_visible {
+                        0
+                    } else {
+                        ctx.next_seq - 1
+                    };
+                    for &user in &out.added {
+                        let member = Member {
+                            user_id: user,
+                            role,
+                            joined_seq,
+                            joined_ms: ctx.now,
+                            since_seq: ctx.next_seq,
+                        };
+                        put_member(&mut ops, &member);
+                        join(&mut ops, &member);
+                    }
+                    info.member_count += out.added.len() as u64;
+                    membership = Some(MembershipChange {
+                        group: id,
+                        added: out.added.clone(),
+                        removed: Vec::new(),
+                    });
+                }
+                GroupChange::Remove { user } => {
+                    if read_member(user)?.is_none() {
+                        return refuse(MembershipRefusal::NotMember);
+                    }
+                    if info.owner == user {
+                        return refuse(MembershipRefusal::IsOwner);
+                    }
+                    ops.push(Op::Delete {
+                        shard: shard_index as u16,
+                        tree: Tree::Member,
+                        key: member_key(id, user).to_vec(),
+                    });
+                    ops.push(Op::Leave {
+                        user,
+                        conversation,
+                        before: ctx.next_seq,
+                    });
+                    info.member_count = info.member_count.saturating_sub(1);
+                    changed.removed.push(user);
+                    membership = Some(MembershipChange {
+                        group: id,
+                        added: Vec::new(),
+                        removed: vec![user],
+                    });
+                }
+                GroupChange::SetRole { user, role } => {
+                    let Some(mut member) = read_member(user)? else {
+                        return refuse(MembershipRefusal::NotMember);
+                    };
+                    if info.owner == user || role == Role::Owner {
+                        return refuse(MembershipRefusal::IsOwner);
+                    }
+                    member.role = role;
+                    put_member(&mut ops, &member);
+                    changed.member = Some(member);
+                }
+                GroupChange::Transfer { new_owner } => {
+                    let Some(mut member) = read_member(new_owner)? else {
+                        return refuse(MembershipRefusal::NotMember);
+                    };
+                    if let Some(mut old) = read_member(info.owner)? {
+                        old.role = Role::Admin;
+                        put_member(&mut ops, &old);
+                    }
+                    member.role = Role::Owner;
+                    put_member(&mut ops, &member);
+                    info.owner = new_owner;
+                    changed.member = Some(member);
+                }
+                GroupChange::Update {
+                    name,
+                    join_policy,
+                    history_visible,
+                } => {
+                    if let Some(name) = name {
+                        info.name = name;
+                    }
+                    if let Some(p) = join_policy {
+                        info.join_policy = p;
+                    }
+                    if let Some(h) = history_visible {
+                        info.history_visible = h;
+                    }
+                }
+            }
+            info
+        }
+    };
+    ops.push(Op::Put {
+        shard: shard_index as u16,
+        tree: Tree::Group,
+        key: id.to_be_bytes().to_vec(),
+        value: info.encode(),
+    });
+    changed.info = Some(info);
+    let events: Vec<Event> = events(&changed)
+        .into_iter()
+        .map(|e| Event {
+            sender: e.sender,
+            client_msg_id: e.client_msg_id,
+            body: e.body,
+        })
+        .collect();
+    // A membership is named by the seq of the event that made it (and a removal's
+    // event is the last thing the member may see): no event, no such name.
+    if membership.is_some() && events.is_empty() {
+        return Err(StorageError::InvalidArgument(
+            "a change of members needs an event",
+        ));
+    }
+    Ok(Planned {
+        ops,
+        events,
+        membership,
+        outcome: Box::new(changed),
+    })
+}
