@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use dial::{Dialer, Transport};
 
 mod dial;
+mod fill;
+mod lean;
 mod presence_storm;
 mod proxy;
 mod quic_scale;
@@ -42,6 +44,9 @@ enum Scenario {
     ReconnectStorm,
     /// `idle` over QUIC in steps past the TCP descriptor cap (25k, 50k, 100k).
     QuicScale,
+    /// Store 10 million 100-byte messages over 1,000 conversations: RSS throughout,
+    /// bytes on disk per message, time from restart to serving (--spawn-server).
+    Fill,
     /// Internal: one worker process of `reconnect-storm`, driven over stdin.
     #[value(hide = true)]
     ReconnectWorker,
@@ -104,21 +109,98 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// How `group`'s receiving members read (the SDK's full path, or the lean one
+    /// that reads deliveries in place; TCP only).
+    #[arg(long, value_enum, default_value_t = ReceiverKind::Lean)]
+    receiver: ReceiverKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReceiverKind {
+    Sdk,
+    Lean,
 }
 
 /// Devices per bench user where a scenario needs many connections (the spawned
 /// server allows 64 per user).
 const DEVICES_PER_USER: usize = 50;
 
+/// A `courier serve` this run started on a temporary data directory.
 struct Spawned {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    courier: std::path::PathBuf,
+    admin_token: String,
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Spawned {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            let status = child.wait()?;
+            if !status.success() {
+                bail!("the server exited with {status}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the server on the data directory; returns its listening line.
+    fn start(&mut self) -> anyhow::Result<Value> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(&self.courier)
+            .args([
+                "serve",
+                "--tcp",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--quic",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(self.dir.path())
+            // Bench accounts are made by the thousand: cheap hashing, room for devices.
+            .env("COURIER_PASSWORD_MEMORY_KIB", "64")
+            .env("COURIER_PASSWORD_ITERATIONS", "1")
+            .env("COURIER_MAX_DEVICES_PER_USER", "64")
+            .env("COURIER_MAX_GROUP_MEMBERS", "100000")
+            // quic-scale holds 100,000 connections; presence-storm pushes for 5,000 friends.
+            .env("COURIER_MAX_CONNECTIONS", "250000")
+            .env("COURIER_PRESENCE_PUSH_MAX_FRIENDS", "100000")
+            // A load generator is one client address doing what thousands of users
+            // do: rate limits off, and group members added without invitations.
+            .env("COURIER_RATE_LIMITS", "off")
+            .env("COURIER_GROUP_ADD_POLICY", "anyone")
+            .env("COURIER_ADMIN_TOKEN", &self.admin_token)
+            .env("COURIER_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        self.child = Some(child);
+        serde_json::from_str(&line).context("the server's listening line")
     }
 }
 
@@ -134,7 +216,6 @@ struct SpawnedServer {
 }
 
 fn spawn_server() -> anyhow::Result<SpawnedServer> {
-    use std::io::BufRead;
     let exe = std::env::current_exe()?;
     let courier = exe.with_file_name("courier");
     if !courier.exists() {
@@ -151,41 +232,16 @@ fn spawn_server() -> anyhow::Result<SpawnedServer> {
         courier_sdk_now(),
         &dir
     );
-    let mut child = std::process::Command::new(&courier)
-        .args([
-            "serve",
-            "--tcp",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--quic",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        // Bench accounts are made by the thousand: cheap hashing, room for devices.
-        .env("COURIER_PASSWORD_MEMORY_KIB", "64")
-        .env("COURIER_PASSWORD_ITERATIONS", "1")
-        .env("COURIER_MAX_DEVICES_PER_USER", "64")
-        .env("COURIER_MAX_GROUP_MEMBERS", "100000")
-        // quic-scale holds 100,000 connections; presence-storm pushes for 5,000 friends.
-        .env("COURIER_MAX_CONNECTIONS", "250000")
-        .env("COURIER_PRESENCE_PUSH_MAX_FRIENDS", "100000")
-        // A load generator is one client address doing what thousands of users do:
-        // rate limits off, and group members added without invitations.
-        .env("COURIER_RATE_LIMITS", "off")
-        .env("COURIER_GROUP_ADD_POLICY", "anyone")
-        .env("COURIER_ADMIN_TOKEN", &admin_token)
-        .env("COURIER_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let v: Value = serde_json::from_str(&line).context("the server's listening line")?;
-    let pid = child.id();
+    let mut process = Spawned {
+        child: None,
+        dir,
+        courier,
+        admin_token: admin_token.clone(),
+    };
+    let v = process.start()?;
+    let pid = process.pid();
     Ok(SpawnedServer {
-        process: Spawned { child, _dir: dir },
+        process,
         tcp: v["tcp"].as_str().context("tcp")?.to_owned(),
         http: v["http"].as_str().context("http")?.to_owned(),
         quic: v["quic"].as_str().map(str::to_owned),
@@ -266,6 +322,8 @@ struct Bench {
     quic: Option<String>,
     cert_sha256: Option<String>,
     pid: Option<u32>,
+    /// The server this run started, if it did (`fill` restarts it).
+    spawned: Option<std::sync::Mutex<Spawned>>,
 }
 
 #[tokio::main]
@@ -312,6 +370,7 @@ async fn main() -> anyhow::Result<()> {
         quic,
         cert_sha256,
         pid,
+        spawned: spawned.map(std::sync::Mutex::new),
         args,
     };
     let limit = Duration::from_secs(ctx.args.timeout_secs);
@@ -320,7 +379,6 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => bail!("gave up after {} s", ctx.args.timeout_secs),
     };
     println!("{}", with_cost_per_unit(line));
-    drop(spawned);
     Ok(())
 }
 
@@ -376,6 +434,7 @@ async fn run(ctx: &Bench) -> anyhow::Result<Value> {
         Scenario::PresenceStorm => presence_storm::run(ctx).await,
         Scenario::ReconnectStorm => reconnect_storm::run(ctx).await,
         Scenario::QuicScale => quic_scale::run(ctx).await,
+        Scenario::Fill => fill::run(ctx).await,
         Scenario::ReconnectWorker => bail!("reconnect-worker runs under reconnect-storm"),
     }
 }
@@ -564,13 +623,21 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
         })
         .await?;
     let c = ConversationId::Group(group.group_id);
+    // Senders use the SDK; the other members receive on the lean path unless asked
+    // otherwise (or over QUIC, which only the SDK speaks here).
+    let lean = ctx.args.receiver == ReceiverKind::Lean && ctx.args.transport == Transport::Tcp;
     let mut clients = Vec::new();
     for (i, u) in users.iter().enumerate() {
-        clients.push(
-            ctx.dialer
-                .connect(i, &u.token, options(format!("g{i}")))
-                .await?,
-        );
+        let device = format!("g{i}");
+        clients.push(if i >= senders_n && lean {
+            Receiver::Lean(
+                lean::LeanReceiver::connect(&ctx.tcp, &u.token, device).await?,
+                u.user_id,
+            )
+        } else {
+            let (client, events) = ctx.dialer.connect(i, &u.token, options(device)).await?;
+            Receiver::Sdk(client, events)
+        });
     }
     let before = ctx.pid.and_then(proc_stats);
     let cpu0 = self_cpu();
@@ -580,54 +647,55 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
     let started = Instant::now();
     let mut receive_tasks = Vec::new();
     let mut senders = Vec::new();
-    for (i, (client, mut events)) in clients.into_iter().enumerate() {
-        if i < senders_n {
-            senders.push(client.clone());
-        }
+    for (i, receiver) in clients.into_iter().enumerate() {
         let (received, duplicated) = (received.clone(), duplicated.clone());
-        let me = client.user_id();
-        receive_tasks.push(tokio::spawn(async move {
-            let _keep = client;
-            let mut latencies = Vec::new();
-            let mut last = 0u64;
-            let expected = if i < senders_n {
-                total - messages
-            } else {
-                total
-            };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-            let mut got = 0;
-            while got < expected {
-                match tokio::time::timeout_at(deadline, events.next()).await {
-                    Ok(Some(Event::Message(m)))
-                        if m.sender != me
-                            && m.body.as_ref().and_then(|b| b.as_text()).is_some() =>
-                    {
-                        if m.seq <= last {
-                            duplicated.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        last = m.seq;
-                        got += 1;
-                        received.fetch_add(1, Ordering::Relaxed);
-                        let sent: u64 = m
-                            .body
-                            .as_ref()
-                            .and_then(|b| b.as_text())
-                            .and_then(|t| t.split(' ').next())
-                            .and_then(|t| t.parse().ok())
-                            .unwrap_or(0);
-                        if latencies.len() < 200 {
-                            latencies
-                                .push(courier_sdk_now_us().saturating_sub(sent) as f64 / 1000.0);
+        let expected = if i < senders_n {
+            total - messages
+        } else {
+            total
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        match receiver {
+            Receiver::Sdk(client, mut events) => {
+                if i < senders_n {
+                    senders.push(client.clone());
+                }
+                let me = client.user_id();
+                receive_tasks.push(tokio::spawn(async move {
+                    let _keep = client;
+                    let mut tally = Tally::new(expected, received, duplicated);
+                    while !tally.done() {
+                        match tokio::time::timeout_at(deadline, events.next()).await {
+                            Ok(Some(Event::Message(m))) if m.sender != me => {
+                                let stamp = m
+                                    .body
+                                    .as_ref()
+                                    .and_then(|b| b.as_text())
+                                    .and_then(|t| t.split(' ').next())
+                                    .and_then(|t| t.parse().ok());
+                                tally.saw(m.seq, stamp);
+                            }
+                            Ok(Some(_)) => {}
+                            _ => break,
                         }
                     }
-                    Ok(Some(_)) => {}
-                    _ => break,
-                }
+                    tally.finish()
+                }));
             }
-            (expected - got, latencies)
-        }));
+            Receiver::Lean(mut lean, me) => {
+                receive_tasks.push(tokio::spawn(async move {
+                    let mut tally = Tally::new(expected, received, duplicated);
+                    while !tally.done() {
+                        match tokio::time::timeout_at(deadline, lean.next()).await {
+                            Ok(Ok(Some(d))) if d.sender != me => tally.saw(d.seq, d.stamp),
+                            Ok(Ok(Some(_))) => {}
+                            _ => break,
+                        }
+                    }
+                    tally.finish()
+                }));
+            }
+        }
     }
     let mut send_tasks = Vec::new();
     for client in senders {
@@ -661,6 +729,63 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
         "client_cpu_s": ((self_cpu() - cpu0) * 100.0).round() / 100.0,
     });
     Ok(with_server(ctx, line, before))
+}
+
+/// A member's connection in `group`: the SDK's, or the lean receiving path.
+enum Receiver {
+    Sdk(Client, courier_sdk::Events),
+    Lean(lean::LeanReceiver, u64),
+}
+
+/// One receiver's count of the bench's text messages: in seq order, each once.
+struct Tally {
+    expected: usize,
+    got: usize,
+    last: u64,
+    latencies: Vec<f64>,
+    received: Arc<AtomicU64>,
+    duplicated: Arc<AtomicU64>,
+}
+
+impl Tally {
+    fn new(expected: usize, received: Arc<AtomicU64>, duplicated: Arc<AtomicU64>) -> Self {
+        Self {
+            expected,
+            got: 0,
+            last: 0,
+            latencies: Vec::new(),
+            received,
+            duplicated,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.got >= self.expected
+    }
+
+    /// A message with `seq`; `stamp` is its send time in µs (only the bench's
+    /// texts carry one; system events do not count).
+    fn saw(&mut self, seq: u64, stamp: Option<u64>) {
+        let Some(sent) = stamp else {
+            return;
+        };
+        if seq <= self.last {
+            self.duplicated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.last = seq;
+        self.got += 1;
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if self.latencies.len() < 200 {
+            self.latencies
+                .push(courier_sdk_now_us().saturating_sub(sent) as f64 / 1000.0);
+        }
+    }
+
+    /// What did not arrive, and the latencies sampled.
+    fn finish(self) -> (usize, Vec<f64>) {
+        (self.expected - self.got, self.latencies)
+    }
 }
 
 async fn history(ctx: &Bench) -> anyhow::Result<Value> {

@@ -321,6 +321,81 @@ pub fn encode_deliver(head: &DeliverHead<'_>, body: &[u8], dst: &mut BytesMut) {
     }
 }
 
+/// The fields of a `Deliver` a receiver looks at first, read in place: the body
+/// stays an encoded `MessageBody` (decode it when it is needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverView<'a> {
+    /// `Message.conversation`, as text.
+    pub conversation: &'a str,
+    /// `Message.seq`.
+    pub seq: u64,
+    /// `Message.sender`.
+    pub sender: u64,
+    /// `Message.body`, encoded (empty for none).
+    pub body: &'a [u8],
+}
+
+/// Reads a frame payload (as [`crate::FrameCodec`] yields it) as a `Deliver`
+/// without decoding the body or copying anything: the cheap path for a client that
+/// receives many messages. `None` for any other frame, or a `Deliver` in a shape
+/// this reader does not take (repeated fields, unknown wire types): parse those with
+/// prost.
+pub fn peek_deliver(payload: &[u8]) -> Option<DeliverView<'_>> {
+    let mut buf = payload;
+    let mut deliver = None;
+    while !buf.is_empty() {
+        match decode_key(&mut buf).ok()? {
+            (FRAME_REQUEST_ID, WireType::Varint) => {
+                decode_varint(&mut buf).ok()?;
+            }
+            (FRAME_DELIVER, WireType::LengthDelimited) if deliver.is_none() => {
+                deliver = Some(delimited(payload, &mut buf)?);
+            }
+            _ => return None,
+        }
+    }
+    let mut buf = deliver?.of(payload);
+    let whole = buf;
+    let mut message = None;
+    while !buf.is_empty() {
+        match decode_key(&mut buf).ok()? {
+            (DELIVER_MESSAGE, WireType::LengthDelimited) if message.is_none() => {
+                message = Some(delimited(whole, &mut buf)?);
+            }
+            _ => return None,
+        }
+    }
+    let whole = message?.of(whole);
+    let mut buf = whole;
+    let mut view = DeliverView {
+        conversation: "",
+        seq: 0,
+        sender: 0,
+        body: &[],
+    };
+    while !buf.is_empty() {
+        match decode_key(&mut buf).ok()? {
+            (MESSAGE_CONVERSATION, WireType::LengthDelimited) => {
+                let span = delimited(whole, &mut buf)?;
+                view.conversation = std::str::from_utf8(span.of(whole)).ok()?;
+            }
+            (MESSAGE_SEQ, WireType::Varint) => view.seq = decode_varint(&mut buf).ok()?,
+            (MESSAGE_SENDER, WireType::Varint) => view.sender = decode_varint(&mut buf).ok()?,
+            (MESSAGE_BODY, WireType::LengthDelimited) => {
+                view.body = delimited(whole, &mut buf)?.of(whole);
+            }
+            (_, WireType::Varint) => {
+                decode_varint(&mut buf).ok()?;
+            }
+            (_, WireType::LengthDelimited) => {
+                delimited(whole, &mut buf)?;
+            }
+            _ => return None,
+        }
+    }
+    Some(view)
+}
+
 /// [`encode_deliver`] into a new buffer, ready to share among recipients.
 pub fn deliver_frame(head: &DeliverHead<'_>, body: &[u8]) -> Bytes {
     let mut dst = BytesMut::new();
@@ -607,5 +682,41 @@ mod tests {
             }),
         ));
         assert_eq!(deliver_frame(&head, &body.encode_to_vec()), expected);
+    }
+
+    proptest::proptest! {
+        /// What `peek_deliver` reads is what was written, for any message.
+        #[test]
+        fn peek_deliver_reads_what_encode_deliver_wrote(
+            low in proptest::prelude::any::<u64>(), seq in proptest::prelude::any::<u64>(),
+            sender in proptest::prelude::any::<u64>(), device in ".{0,20}", cmid in ".{0,40}",
+            time in proptest::prelude::any::<u64>(), reply in proptest::prelude::any::<u64>(),
+            recalled in proptest::option::of(proptest::prelude::any::<(u64, u64)>()),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let head = DeliverHead {
+                conversation: ConversationId::Group(low),
+                seq, sender, sender_device: &device, client_msg_id: &cmid,
+                server_time_ms: time, reply_to_seq: reply, recalled,
+            };
+            let wire = deliver_frame(&head, &body);
+            let view = peek_deliver(&wire[LENGTH_PREFIX_BYTES..]).unwrap();
+            let text = head.conversation.to_string();
+            proptest::prop_assert_eq!(view.conversation, text.as_str());
+            proptest::prop_assert_eq!((view.seq, view.sender), (seq, sender));
+            proptest::prop_assert_eq!(view.body, &body[..]);
+        }
+
+        #[test]
+        fn peek_deliver_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = peek_deliver(&bytes);
+        }
+    }
+
+    #[test]
+    fn peek_deliver_passes_on_other_frames() {
+        let frame = Frame::new(3, Kind::Heartbeat(pb::Heartbeat { client_time_ms: 5 }));
+        let wire = encode_frame(&frame);
+        assert_eq!(peek_deliver(&wire[LENGTH_PREFIX_BYTES..]), None);
     }
 }

@@ -197,6 +197,17 @@ impl CommitLog {
     }
 }
 
+/// Deletes the segments of the (closed) log in `dir` that end at or before
+/// `checkpoint`: what a clean shutdown no longer needs.
+pub fn remove_below(dir: &Path, checkpoint: u64) -> Result<()> {
+    for segment in list_segments(dir)? {
+        if segment.end <= checkpoint {
+            std::fs::remove_file(&segment.path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates the segment file that starts at `start`, its name made durable.
 fn create_segment(dir: &Path, start: u64) -> Result<File> {
     let file = OpenOptions::new()

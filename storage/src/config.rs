@@ -83,7 +83,7 @@ impl StoreConfig {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             segment_bytes: crate::commitlog::DEFAULT_SEGMENT_BYTES,
             checkpoint_interval: Some(Duration::from_secs(1)),
-            index_flush_every_ms: Some(1000),
+            index_flush_every_ms: None,
         }
     }
 

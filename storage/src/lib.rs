@@ -449,7 +449,19 @@ impl Store {
             .map(|a| a.load(Ordering::Acquire))
             .collect();
         mark_checkpoint(&self.inner.shards, &positions);
-        self.flush()
+        self.flush()?;
+        for (index, &position) in positions.iter().enumerate() {
+            commitlog::remove_below(&self.log_dir(index), position)?;
+        }
+        Ok(())
+    }
+
+    fn log_dir(&self, index: usize) -> std::path::PathBuf {
+        self.inner
+            .config
+            .data_dir
+            .join(format!("shard-{index:03}"))
+            .join("commitlog")
     }
 
     fn shard(&self, index: usize) -> &ShardDb {

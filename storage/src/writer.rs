@@ -257,8 +257,11 @@ impl PendingReply {
 /// What one group commit collects before it writes.
 #[derive(Default)]
 struct BatchBuilder {
-    /// Index entries of the shard's `log` tree.
-    log_batch: sled::Batch,
+    /// Index entries of the shard's `log` tree, in order. Not a `sled::Batch`: the
+    /// commit log already makes the batch atomic (replay applies it again), and
+    /// sled's atomic batches write out its I/O buffer twice each and take a lock
+    /// that stops every other reader and writer.
+    log_writes: Vec<(sled::IVec, sled::IVec)>,
     /// Messages stored by this batch, by idempotency key (resends within it).
     in_batch: HashMap<Vec<u8>, Appended>,
     last_seqs: HashMap<ConversationId, keys::Tail>,
@@ -372,13 +375,19 @@ impl Writer {
         let mut committed = b.committed;
         let staged = !committed.is_empty() || !b.ops.is_empty();
         if staged {
-            let mut log_batch = b.log_batch;
+            let mut log_writes = b.log_writes;
             for (c, tail) in &b.last_seqs {
-                log_batch.insert(&keys::last_seq(c), &tail.encode());
+                log_writes.push((
+                    keys::last_seq(c).as_ref().into(),
+                    tail.encode().as_ref().into(),
+                ));
             }
             // The batch records how far the counter got, so a restart goes on above it.
             if let Some(hwm) = b.last_seqs.values().map(|t| t.activity).max() {
-                log_batch.insert(&keys::ACTIVITY_HWM, &hwm.to_be_bytes());
+                log_writes.push((
+                    keys::ACTIVITY_HWM.as_ref().into(),
+                    hwm.to_be_bytes().as_ref().into(),
+                ));
             }
             let started = std::time::Instant::now();
             // Durable once in the log; the indexes follow without a flush of their own.
@@ -386,7 +395,10 @@ impl Writer {
                 .register_direct(&b.new_direct, now)
                 .and_then(|()| self.log.append(b.records.iter().map(Vec::as_slice)))
                 .and_then(|end| {
-                    self.shard().log.apply_batch(log_batch)?;
+                    let tree = &self.shard().log;
+                    for (key, value) in log_writes {
+                        tree.insert(key, value)?;
+                    }
                     for op in &b.ops {
                         op.apply(&self.shards, self.map)?;
                     }
@@ -487,10 +499,12 @@ impl Writer {
         if let Some(tombstone) = &tombstone {
             b.recalled_here
                 .push((tombstone.conversation, tombstone.seq));
-            b.log_batch.insert(
-                &keys::msg(&tombstone.conversation, tombstone.seq),
-                tombstone.encode_value(),
-            );
+            b.log_writes.push((
+                keys::msg(&tombstone.conversation, tombstone.seq)
+                    .as_ref()
+                    .into(),
+                tombstone.encode_value().into(),
+            ));
         }
         if seq == 1 && !req.conversation.is_group() {
             b.new_direct.push(req.conversation);
@@ -540,14 +554,18 @@ impl Writer {
             },
         );
         let value = message.encode_value();
-        b.log_batch.insert(
-            &keys::msg(&message.conversation, message.seq),
-            value.clone(),
-        );
-        b.log_batch.insert(
-            idem_key.as_slice(),
-            encode_idem(message.seq, message.server_time_ms).as_slice(),
-        );
+        b.log_writes.push((
+            keys::msg(&message.conversation, message.seq)
+                .as_ref()
+                .into(),
+            value.as_slice().into(),
+        ));
+        b.log_writes.push((
+            idem_key.as_slice().into(),
+            encode_idem(message.seq, message.server_time_ms)
+                .as_ref()
+                .into(),
+        ));
         b.in_batch.insert(
             idem_key,
             Appended {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use courier_protocol::pb::{frame::Kind, Frame};
 use courier_protocol::wire::{decode_inbound, Inbound};
 use courier_protocol::{decode_frame, encode_frame, CodecError, ErrorCode, FrameCodec};
@@ -168,15 +168,15 @@ pub async fn run<R, W>(
     let mut frames = FrameReader::new(reader, FrameCodec::new(config.max_frame_bytes));
     // Boxed, like every rarely taken await below: a session's future lives as long as
     // the connection, and its size is the idle connection's memory.
-    let Some((ctx, credential)) =
+    let Some((ctx, credential, welcome)) =
         Box::pin(handshake(&mut frames, &mut writer, &conns, &shutdown)).await
     else {
         return;
     };
     let (user_id, session_id) = (ctx.user_id, ctx.session_id);
-    conns.metrics.handshake(transport);
-    conns.metrics.session(transport, 1);
     let (outbound, mut queue) = Outbound::channel(config.outbound_queue_frames);
+    // Registered before the Welcome goes out: once the client holds it, it is online
+    // and receives (what is queued meanwhile follows the Welcome).
     if conns.registry.register(
         user_id,
         session_id,
@@ -186,6 +186,19 @@ pub async fn run<R, W>(
     ) {
         conns.service.user_online(user_id);
     }
+    let sent = Box::pin(tokio::time::timeout(
+        config.handshake_timeout(),
+        writer.write_all(&welcome),
+    ));
+    if !matches!(sent.await, Ok(Ok(()))) {
+        if conns.registry.unregister(user_id, session_id) {
+            conns.service.user_offline(user_id);
+        }
+        return;
+    }
+    drop(welcome);
+    conns.metrics.handshake(transport);
+    conns.metrics.session(transport, 1);
     tracing::debug!(user_id, session_id, device = %ctx.device_id, "session open");
 
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection));
@@ -370,14 +383,15 @@ impl<W: AsyncWrite + Unpin + Send> Io<'_, W> {
     }
 }
 
-/// Reads the Hello (the first frame, in time), checks it and answers Welcome, or
-/// answers an error and returns None.
+/// Reads the Hello (the first frame, in time) and checks it: returns the session
+/// and its encoded Welcome (for the caller to send), or answers an error and
+/// returns None.
 async fn handshake<R, W>(
     frames: &mut FrameReader<R>,
     writer: &mut W,
     conns: &Connections,
     shutdown: &CancellationToken,
-) -> Option<(SessionCtx, SessionCredential)>
+) -> Option<(SessionCtx, SessionCredential, Bytes)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -427,10 +441,7 @@ where
         }
     };
     welcome.request_id = hello_id;
-    let welcome = encode_frame(&welcome);
-    let sent = tokio::time::timeout(conns.config.handshake_timeout(), writer.write_all(&welcome));
-    sent.await.ok()?.ok()?;
-    Some((ctx, credential))
+    Some((ctx, credential, encode_frame(&welcome)))
 }
 
 /// At the cap of sends in flight: stops reading, keeps writing until a send completes.

@@ -1,0 +1,93 @@
+//! A lean receiving client for the load scenarios: a TCP connection that says Hello
+//! and then reads `Deliver` frames in place ([`courier_protocol::wire::peek_deliver`]),
+//! without the SDK's event stream, full decoding or acknowledgements. Where hundreds
+//! of receivers share this machine with the server, the SDK's cost per delivery
+//! would otherwise set the figure; this path still sees every delivery, so lost,
+//! duplicated and out-of-order ones are still counted.
+
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use courier_protocol::pb::{self, frame::Kind, Frame};
+use courier_protocol::wire::{peek_deliver, plain_text_body};
+use courier_protocol::{decode_frame, encode_frame, FrameCodec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+
+/// One delivery as a receiver sees it.
+pub struct Delivery {
+    pub seq: u64,
+    pub sender: u64,
+    /// The text body's first word as a number (the scenarios put the send time in
+    /// µs there), if it is one.
+    pub stamp: Option<u64>,
+}
+
+pub struct LeanReceiver {
+    stream: TcpStream,
+    codec: FrameCodec,
+    buf: BytesMut,
+}
+
+impl LeanReceiver {
+    /// Connects to `addr` and authenticates with `token` as `device`.
+    pub async fn connect(addr: &str, token: &str, device: String) -> anyhow::Result<Self> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let hello = Frame::new(
+            1,
+            Kind::Hello(pb::Hello {
+                protocol_version: courier_protocol::PROTOCOL_VERSION,
+                device_id: device,
+                platform: pb::Platform::Unspecified as i32,
+                token: token.to_owned(),
+                client_version: "courier-bench/lean".into(),
+                cursors: Vec::new(),
+            }),
+        );
+        stream.write_all(&encode_frame(&hello)).await?;
+        let mut receiver = Self {
+            stream,
+            codec: FrameCodec::default(),
+            buf: BytesMut::with_capacity(64 * 1024),
+        };
+        let welcome = receiver
+            .next_payload()
+            .await?
+            .context("closed before Welcome")?;
+        match decode_frame(welcome)?.kind {
+            Some(Kind::Welcome(_)) => Ok(receiver),
+            other => bail!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    /// The next delivery (other frames are skipped); `None` once the server closes.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Delivery>> {
+        loop {
+            let Some(payload) = self.next_payload().await? else {
+                return Ok(None);
+            };
+            if let Some(view) = peek_deliver(&payload) {
+                let stamp = plain_text_body(view.body)
+                    .and_then(|t| t.split(' ').next())
+                    .and_then(|t| t.parse().ok());
+                return Ok(Some(Delivery {
+                    seq: view.seq,
+                    sender: view.sender,
+                    stamp,
+                }));
+            }
+        }
+    }
+
+    async fn next_payload(&mut self) -> anyhow::Result<Option<bytes::Bytes>> {
+        loop {
+            if let Some(payload) = self.codec.decode(&mut self.buf)? {
+                return Ok(Some(payload));
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
