@@ -140,12 +140,59 @@ async fn pair_and_pair_light_over_tcp_and_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_fans_out_to_every_member() {
     let t = Target::start().await;
-    let line = t.bench(&["group", "--n", "30", "--messages", "5"]).await;
-    assert_eq!(line["scenario"], "group");
-    // 10 senders x 5 messages to 30 members, a sender's own messages excluded.
-    assert_eq!(line["deliveries"], 10 * 5 * 29, "{line}");
-    assert_exact(&line);
-    assert_fields(&line, &["deliveries_per_s", "p50_ms", "p99_ms", "max_ms"]);
+    for receiver in ["lean", "sdk"] {
+        let line = t
+            .bench(&[
+                "group",
+                "--n",
+                "30",
+                "--messages",
+                "5",
+                "--receiver",
+                receiver,
+            ])
+            .await;
+        assert_eq!(line["scenario"], "group");
+        // 10 senders x 5 messages to 30 members, a sender's own messages excluded.
+        assert_eq!(line["deliveries"], 10 * 5 * 29, "{receiver}: {line}");
+        assert_exact(&line);
+        assert_fields(&line, &["deliveries_per_s", "p50_ms", "p99_ms", "max_ms"]);
+    }
+    t.stop().await;
+}
+
+/// `fill` starts its own server (it restarts it): the `courier` binary beside
+/// `courier-bench`, which a workspace build makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_stores_measures_and_restarts() {
+    let t = Target::start().await;
+    let line = t
+        .bench(&[
+            "fill",
+            "--spawn-server",
+            "--messages",
+            "3000",
+            "--hold-secs",
+            "0",
+        ])
+        .await;
+    assert_eq!(line["scenario"], "fill");
+    assert_eq!(line["messages"], 3000, "{line}");
+    assert_fields(
+        &line,
+        &[
+            "msgs_per_s",
+            "disk_bytes_per_msg",
+            "server_rss_peak_kib",
+            "server_rss_after_hold_kib",
+            "restart_to_serving_s",
+            "server_rss_fresh_start_kib",
+        ],
+    );
+    assert!(
+        line["disk_bytes_per_msg"].as_f64().unwrap() > 100.0,
+        "{line}"
+    );
     t.stop().await;
 }
 

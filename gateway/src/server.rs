@@ -325,8 +325,8 @@ impl Server {
         {
             tracing::warn!("grace period over; closing the remaining connections");
         }
-        let store = self.api.store.clone();
-        match tokio::task::spawn_blocking(move || store.shutdown()).await {
+        let api = self.api.clone();
+        match tokio::task::spawn_blocking(move || api.shut_down_store()).await {
             Ok(Ok(())) => {
                 tracing::info!("store flushed");
                 Ok(())

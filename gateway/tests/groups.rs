@@ -440,31 +440,12 @@ async fn a_group_of_one_hundred_thousand_members_works() {
         .group_id;
     let api = t.server.api();
     let bulk: Vec<u64> = (1_000_000..1_000_000 + SIZE - 2).collect();
-    let mut added = 0;
-    for part in bulk.chunks(courier_storage::MAX_ADDED_PER_CHANGE) {
-        let change = courier_storage::GroupChange::Add {
-            users: part.to_vec(),
-            role: courier_storage::Role::Member,
-            max_members: SIZE,
-        };
-        let owner_id = p[0].user_id;
-        let event: courier_storage::EventsFor = Box::new(move |_| {
-            vec![courier_storage::GroupEvent {
-                sender: owner_id,
-                client_msg_id: format!("bulk-{}", part_id()),
-                body: Default::default(),
-            }]
-        });
-        added += api
-            .store
-            .change_group(g, change, event)
-            .await
-            .unwrap()
-            .unwrap()
-            .added
-            .added
-            .len() as u64;
-    }
+    let added = api
+        .import_members(g, bulk, p[0].user_id)
+        .await
+        .unwrap()
+        .added
+        .len() as u64;
     assert_eq!(added, SIZE - 2);
     assert_eq!(owner.group(g).await.unwrap().member_count, SIZE);
 
@@ -501,10 +482,4 @@ async fn a_group_of_one_hundred_thousand_members_works() {
         }
     );
     t.stop().await;
-}
-
-/// A fresh id for the bulk additions' events.
-fn part_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -319,12 +319,11 @@ async fn read_receipts_reach_the_peer_and_are_coalesced_in_groups() {
     t.stop().await;
 }
 
-/// Makes `user` friends with each of `peers` through the store's bulk path (which
-/// waits for the disk: off the async workers).
+/// Makes `user` friends with each of `peers` through the bulk import path.
 async fn befriend_many(t: &TestServer, user: u64, peers: Vec<u64>) -> usize {
-    let store = t.server.api().store.clone();
-    tokio::task::spawn_blocking(move || store.befriend_many(user, &peers))
+    t.server
+        .api()
+        .import_friendships(user, peers)
         .await
-        .unwrap()
         .unwrap()
 }

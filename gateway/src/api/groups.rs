@@ -461,6 +461,19 @@ impl Api {
         })
     }
 
+    /// Administrative bulk import: adds `users` to `group` as plain members on
+    /// `by`'s behalf, without consent or limits (a group moved from another system,
+    /// a load test), with the events that say so; users past the size limit are
+    /// left out.
+    pub async fn import_members(
+        &self,
+        group: u64,
+        users: Vec<u64>,
+        by: u64,
+    ) -> Result<courier_storage::AddedMembers, ApiError> {
+        self.insert_members(group, users, by).await
+    }
+
     /// Adds `users` as plain members (no checks) with the event that says so; returns
     /// who was added and who was a member already. Users past the size limit are
     /// left out.

@@ -53,8 +53,9 @@ use crate::error::ApiError;
 pub struct Api {
     /// The server configuration.
     pub config: Arc<Config>,
-    /// The message store.
-    pub store: Store,
+    /// The message store: the API layer's own; handlers and the connection layer
+    /// go through `Api`'s methods.
+    pub(crate) store: Store,
     /// How devices are reached (the connection layer's registry on one node).
     pub registry: Arc<dyn Delivery>,
     /// Group member lists in memory.
@@ -85,7 +86,41 @@ pub fn system_msg_id() -> String {
 
 impl Api {
     /// Runs blocking store work (password hashing, flushes) off the async workers.
-    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    /// Whether every storage shard can write now (`/v1/health`).
+    pub fn storage_writable(&self) -> bool {
+        self.store.writable()
+    }
+
+    /// Appends waiting in the storage queues.
+    pub fn storage_queued(&self) -> usize {
+        self.store.queued()
+    }
+
+    /// Finishes the store's writers and flushes it (at shutdown; blocks).
+    pub fn shut_down_store(&self) -> Result<(), courier_storage::StorageError> {
+        self.store.shutdown()
+    }
+
+    /// The user called `name`: its id and its name as stored.
+    pub fn find_user(&self, name: &str) -> Result<(u64, String), ApiError> {
+        let account = self.store.account_by_name(name)?.ok_or_else(|| {
+            ApiError::new(
+                courier_protocol::ErrorCode::UnknownUser,
+                format!("no user named {name:?}"),
+            )
+        })?;
+        Ok((account.id, account.name))
+    }
+
+    /// Administrative bulk import: makes `user` friends with each of `peers` (pairs
+    /// where either blocks the other are skipped), durably; returns how many pairs
+    /// are friends now. Not a user action: no requests, no consent, no limits.
+    pub async fn import_friendships(&self, user: u64, peers: Vec<u64>) -> Result<usize, ApiError> {
+        self.blocking(move |store| Ok(store.befriend_many(user, &peers)?))
+            .await
+    }
+
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,

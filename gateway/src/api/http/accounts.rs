@@ -7,7 +7,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use courier_protocol::ErrorCode;
 
 use super::{json_body, ApiResult, Caller, ClientAddr};
 use crate::api::dto::*;
@@ -120,12 +119,6 @@ pub async fn user_by_name(
     _caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<UserInfo> {
-    let account = api
-        .store
-        .account_by_name(&name)?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user named {name:?}")))?;
-    Ok(Json(UserInfo {
-        user_id: account.id,
-        name: account.name,
-    }))
+    let (user_id, name) = api.find_user(&name)?;
+    Ok(Json(UserInfo { user_id, name }))
 }

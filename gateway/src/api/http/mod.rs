@@ -241,7 +241,7 @@ pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 #[utoipa::path(get, path = "/v1/health", tag = "server",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(api): State<Arc<Api>>) -> (StatusCode, Json<Health>) {
-    let writable = api.store.writable();
+    let writable = api.storage_writable();
     let status = match writable {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
@@ -250,7 +250,7 @@ async fn health(State(api): State<Arc<Api>>) -> (StatusCode, Json<Health>) {
         status: if writable { "ok" } else { "degraded" }.into(),
         storage: if writable { "ok" } else { "unavailable" }.into(),
         online_devices: api.registry.online_devices(),
-        store_queued: api.store.queued(),
+        store_queued: api.storage_queued(),
     };
     (status, Json(health))
 }
@@ -320,14 +320,7 @@ async fn request_friend(
     let body = json_body(body)?;
     let peer = match (body.user_id, body.name) {
         (Some(id), _) => id,
-        (None, Some(name)) => {
-            api.store
-                .account_by_name(&name)?
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::UnknownUser, format!("no user named {name:?}"))
-                })?
-                .id
-        }
+        (None, Some(name)) => api.find_user(&name)?.0,
         (None, None) => return Err(ApiError::invalid("give `user_id` or `name`")),
     };
     Ok(Json(
