@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::WAIT;
-use courier_sdk::{pb, Client, ClientOptions, ErrorCode, Event, HttpClient};
+use courier_sdk::{
+    pb, Client, ClientOptions, ConversationId, ErrorCode, Event, HistoryQuery, HttpClient, NewGroup,
+};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -39,6 +41,7 @@ async fn spawn_server(data_dir: &Path) -> Running {
         // These tests are about durability: thousands of messages from one stranger
         // to another, which the default rate limits would (rightly) refuse.
         .env("COURIER_RATE_LIMITS", "off")
+        .env("COURIER_GROUP_ADD_POLICY", "anyone")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -153,6 +156,112 @@ async fn kill_9_mid_stream_loses_no_acknowledged_message() {
         .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.seq, seq);
+}
+
+/// Operations are as durable as messages: group changes with their events, read
+/// cursors and friendships acknowledged up to a `kill -9` are all there after the
+/// restart, each whole (a member in the list has its entry, each change its event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_every_acknowledged_operation() {
+    const ROUNDS: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path()).await;
+    let mut ids = Vec::new();
+    for name in ["owner", "bob", "carol"] {
+        ids.push(
+            server
+                .http
+                .register(name, "password123")
+                .await
+                .unwrap()
+                .user_id,
+        );
+    }
+    let login = |server: &Running, name: &'static str| {
+        let http = server.http.clone();
+        async move {
+            let token = http.login(name, "password123").await.unwrap().token;
+            http.with_token(&token)
+        }
+    };
+    let (owner, bob, carol) = (
+        login(&server, "owner").await,
+        login(&server, "bob").await,
+        login(&server, "carol").await,
+    );
+    let (owner_id, bob_id, carol_id) = (ids[0], ids[1], ids[2]);
+    let group = owner
+        .create_group(&NewGroup {
+            name: "ops".into(),
+            members: vec![bob_id],
+            ..NewGroup::default()
+        })
+        .await
+        .unwrap()
+        .group_id;
+    let c = ConversationId::Group(group);
+    // Each round: carol joins or leaves, owner and carol befriend or part, bob
+    // reads up to the newest message. Every call returns once acknowledged.
+    let (mut carol_in, mut friends, mut bob_read) = (false, false, 0);
+    for _ in 0..ROUNDS {
+        if carol_in {
+            owner.remove_member(group, carol_id).await.unwrap();
+        } else {
+            let added = owner.add_members(group, &[carol_id]).await.unwrap();
+            assert_eq!(added.added, vec![carol_id]);
+        }
+        carol_in = !carol_in;
+        if friends {
+            owner.remove_friend(carol_id).await.unwrap();
+        } else {
+            owner.request_friend(carol_id).await.unwrap();
+            carol.accept_friend(owner_id).await.unwrap();
+        }
+        friends = !friends;
+        let newest = bob
+            .history(&c, HistoryQuery::default())
+            .await
+            .unwrap()
+            .messages
+            .last()
+            .unwrap()
+            .seq;
+        bob_read = bob.mark_read(&c, newest).await.unwrap();
+    }
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+
+    let server = spawn_server(dir.path()).await;
+    let (owner, bob) = (login(&server, "owner").await, login(&server, "bob").await);
+    let members: Vec<u64> = owner
+        .members(group, None, None)
+        .await
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    let mut expected = vec![owner_id, bob_id];
+    if carol_in {
+        expected.push(carol_id);
+    }
+    expected.sort_unstable();
+    assert_eq!(members, expected);
+    assert_eq!(owner.relation(carol_id).await.unwrap().friend, friends);
+    // The group's log: its creation, bob's arrival, then one event per round.
+    let log = bob.history_all(&c, 0).await.unwrap();
+    let seqs: Vec<u64> = log.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=2 + ROUNDS).collect::<Vec<_>>());
+    let entry = bob
+        .conversations(None, None)
+        .await
+        .unwrap()
+        .conversations
+        .into_iter()
+        .find(|e| e.group == Some(group))
+        .expect("bob's entry for the group");
+    assert_eq!(entry.read_seq, bob_read);
+    assert_eq!(bob_read, 2 + ROUNDS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,12 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
-    /// The embedded database failed (I/O, corruption detected by sled).
-    #[error("database: {0}")]
-    Db(#[from] sled::Error),
-    /// File-system access outside sled failed.
+    /// The index database failed other than by I/O (corruption it detected, a bug
+    /// it reports); I/O failures are [`StorageError::Io`]. No backend's own error
+    /// type crosses this crate's boundary.
+    #[error("index database: {0}")]
+    Index(String),
+    /// The disk or the file system failed a read or a write (logs, indexes, files).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// The data directory was created with another shard count.
@@ -60,10 +62,16 @@ impl StorageError {
     /// Whether this is the disk or the device failing a read or write (full, gone,
     /// read-only): the operation did not happen, and may succeed if tried again later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Io(_) | StorageError::Db(sled::Error::Io(_))
-        )
+        matches!(self, StorageError::Io(_))
+    }
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => StorageError::Io(io),
+            other => StorageError::Index(other.to_string()),
+        }
     }
 }
 
