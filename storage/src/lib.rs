@@ -7,6 +7,7 @@
 //!   operations; `commitlog`: the shard's append-only log that makes them durable.
 //! - `ops`: operations other than appends as log records, applied the same way live
 //!   and at replay; `group_changes`: group changes planned in log order.
+//! - `relation_rules`: the rules of friendships, follows and blocks, for any backend.
 //! - `keys` / `record`: how keys and values are laid out on disk.
 //! - `accounts`: user names, Argon2id password hashes.
 //! - `tokens`: login tokens, the devices they were used from, revocation, sweeping.
@@ -32,6 +33,7 @@ mod media;
 mod ops;
 mod recall;
 mod record;
+mod relation_rules;
 mod relations;
 mod retention;
 mod shard;
@@ -61,7 +63,7 @@ pub use invitations::Invitation;
 pub use media::{BlobRecord, BlobStatus};
 pub use recall::RecallRefusal;
 pub use record::{ConversationState, Recall, StoredMessage};
-pub use relations::{Relation, RelationRefusal, RequestOutcome};
+pub use relation_rules::{Relation, RelationChange, RelationRefusal, RequestOutcome};
 pub use stats::{CommitStats, Histogram};
 pub use tokens::{token_hash, TokenHash, TokenInfo};
 

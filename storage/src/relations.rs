@@ -12,69 +12,13 @@ use bytes::{Buf, BufMut};
 
 use crate::error::{Result, StorageError};
 use crate::ops::{Op, Tree};
+use crate::relation_rules::{self, Relation, RelationChange, RelationRefusal, RequestOutcome};
 use crate::writer::OpsRequest;
 use crate::{now_ms, Store};
 
 const RELATION_V1: u8 = 1;
 
-/// How a user relates to a peer, from the user's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Relation {
-    /// Mutual friends.
-    pub friend: bool,
-    /// The user asked the peer to be friends; pending.
-    pub request_sent: bool,
-    /// The peer asked the user to be friends; pending.
-    pub request_received: bool,
-    /// The user follows the peer (one-way).
-    pub following: bool,
-    /// The peer follows the user.
-    pub followed_by: bool,
-    /// The user blocks the peer.
-    pub blocking: bool,
-    /// The peer blocks the user.
-    pub blocked_by: bool,
-    /// When this side last changed (ms since the Unix epoch).
-    pub since_ms: u64,
-}
-
-/// What the caller of a friend request ended up with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestOutcome {
-    /// The request waits for the peer.
-    Pending,
-    /// The peer had asked too: both are friends now.
-    Friends,
-}
-
-/// Why a relation change was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelationRefusal {
-    /// A user cannot relate to itself.
-    SelfRelation,
-    /// The peer blocks the user.
-    Blocked,
-    /// The user blocks the peer (unblock first).
-    Blocking,
-    /// They are friends already.
-    AlreadyFriends,
-    /// There is no pending request to act on.
-    NoRequest,
-    /// They are not friends.
-    NotFriends,
-}
-
 impl Relation {
-    fn is_empty(&self) -> bool {
-        !(self.friend
-            || self.request_sent
-            || self.request_received
-            || self.following
-            || self.followed_by
-            || self.blocking
-            || self.blocked_by)
-    }
-
     fn encode(&self) -> [u8; 10] {
         let flags = u8::from(self.friend)
             | u8::from(self.request_sent) << 1
@@ -159,6 +103,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Applies `change`, made by `user` toward `peer`, by the rules of
+    /// [`RelationChange::apply`]; durable once it returns. A friend request answers
+    /// whether it made them friends.
+    pub fn change_relation(
+        &self,
+        user: u64,
+        peer: u64,
+        change: RelationChange,
+    ) -> Result<Result<Option<RequestOutcome>, RelationRefusal>> {
+        self.change_pair(user, peer, |mine, theirs| change.apply(mine, theirs))
+    }
+
     /// Asks `peer` to be `user`'s friend. If `peer` had asked `user`, they become
     /// friends at once.
     pub fn request_friend(
@@ -166,116 +122,23 @@ impl Store {
         user: u64,
         peer: u64,
     ) -> Result<Result<RequestOutcome, RelationRefusal>> {
-        self.change_pair(user, peer, |mine, theirs| {
-            if mine.blocked_by {
-                return Err(RelationRefusal::Blocked);
-            }
-            if mine.blocking {
-                return Err(RelationRefusal::Blocking);
-            }
-            if mine.friend {
-                return Err(RelationRefusal::AlreadyFriends);
-            }
-            if mine.request_received {
-                make_friends(mine, theirs);
-                return Ok(RequestOutcome::Friends);
-            }
-            mine.request_sent = true;
-            theirs.request_received = true;
-            Ok(RequestOutcome::Pending)
-        })
+        Ok(self
+            .change_relation(user, peer, RelationChange::Request)?
+            .map(|outcome| outcome.unwrap_or(RequestOutcome::Pending)))
     }
 
     /// `user` accepts `requester`'s pending request.
     pub fn accept_friend(&self, user: u64, requester: u64) -> Result<Result<(), RelationRefusal>> {
-        self.change_pair(user, requester, |mine, theirs| {
-            if !mine.request_received {
-                return Err(RelationRefusal::NoRequest);
-            }
-            make_friends(mine, theirs);
-            Ok(())
-        })
-    }
-
-    /// `user` declines `requester`'s pending request.
-    pub fn decline_friend(&self, user: u64, requester: u64) -> Result<Result<(), RelationRefusal>> {
-        self.change_pair(user, requester, |mine, theirs| {
-            if !mine.request_received {
-                return Err(RelationRefusal::NoRequest);
-            }
-            mine.request_received = false;
-            theirs.request_sent = false;
-            Ok(())
-        })
-    }
-
-    /// `user` withdraws its pending request to `peer`.
-    pub fn cancel_friend_request(
-        &self,
-        user: u64,
-        peer: u64,
-    ) -> Result<Result<(), RelationRefusal>> {
-        self.change_pair(user, peer, |mine, theirs| {
-            if !mine.request_sent {
-                return Err(RelationRefusal::NoRequest);
-            }
-            mine.request_sent = false;
-            theirs.request_received = false;
-            Ok(())
-        })
+        Ok(self
+            .change_relation(user, requester, RelationChange::Accept)?
+            .map(drop))
     }
 
     /// Ends a friendship (both sides).
     pub fn remove_friend(&self, user: u64, peer: u64) -> Result<Result<(), RelationRefusal>> {
-        self.change_pair(user, peer, |mine, theirs| {
-            if !mine.friend {
-                return Err(RelationRefusal::NotFriends);
-            }
-            mine.friend = false;
-            theirs.friend = false;
-            Ok(())
-        })
-    }
-
-    /// `user` starts or stops following `peer` (one-way; needs no consent).
-    pub fn set_follow(
-        &self,
-        user: u64,
-        peer: u64,
-        follow: bool,
-    ) -> Result<Result<(), RelationRefusal>> {
-        self.change_pair(user, peer, |mine, theirs| {
-            if follow && mine.blocked_by {
-                return Err(RelationRefusal::Blocked);
-            }
-            mine.following = follow;
-            theirs.followed_by = follow;
-            Ok(())
-        })
-    }
-
-    /// `user` blocks or unblocks `peer`. Blocking drops pending requests and the
-    /// peer's follow; a friendship stays, but a blocked peer cannot message the user
-    /// or see its presence.
-    pub fn set_block(
-        &self,
-        user: u64,
-        peer: u64,
-        block: bool,
-    ) -> Result<Result<(), RelationRefusal>> {
-        self.change_pair(user, peer, |mine, theirs| {
-            mine.blocking = block;
-            theirs.blocked_by = block;
-            if block {
-                mine.request_sent = false;
-                mine.request_received = false;
-                theirs.request_sent = false;
-                theirs.request_received = false;
-                mine.followed_by = false;
-                theirs.following = false;
-            }
-            Ok(())
-        })
+        Ok(self
+            .change_relation(user, peer, RelationChange::Unfriend)?
+            .map(drop))
     }
 
     /// Makes `user` and each of `peers` friends at once, with one flush per touched
@@ -299,7 +162,7 @@ impl Store {
                 if mine.blocking || mine.blocked_by {
                     continue;
                 }
-                make_friends(&mut mine, &mut theirs);
+                relation_rules::make_friends(&mut mine, &mut theirs);
                 mine.since_ms = now;
                 theirs.since_ms = now;
                 let ops = by_home.entry(self.pair_home(user, peer)).or_default();
@@ -374,19 +237,14 @@ impl Store {
     }
 }
 
-fn make_friends(mine: &mut Relation, theirs: &mut Relation) {
-    mine.friend = true;
-    theirs.friend = true;
-    mine.request_sent = false;
-    mine.request_received = false;
-    theirs.request_sent = false;
-    theirs.request_received = false;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::StoreConfig;
+
+    fn change(s: &Store, user: u64, peer: u64, c: RelationChange) -> Result<(), RelationRefusal> {
+        s.change_relation(user, peer, c).unwrap().map(drop)
+    }
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -404,10 +262,10 @@ mod tests {
             s.accept_friend(1, 2).unwrap(),
             Err(RelationRefusal::NoRequest)
         );
-        assert_eq!(s.cancel_friend_request(1, 2).unwrap(), Ok(()));
+        assert_eq!(change(&s, 1, 2, RelationChange::Cancel), Ok(()));
         assert_eq!(s.relation(2, 1).unwrap(), Relation::default());
         s.request_friend(1, 2).unwrap().unwrap();
-        assert_eq!(s.decline_friend(2, 1).unwrap(), Ok(()));
+        assert_eq!(change(&s, 2, 1, RelationChange::Decline), Ok(()));
         s.request_friend(1, 2).unwrap().unwrap();
         assert_eq!(s.accept_friend(2, 1).unwrap(), Ok(()));
         assert!(s.relation(1, 2).unwrap().friend && s.relation(2, 1).unwrap().friend);
@@ -440,10 +298,10 @@ mod tests {
     #[test]
     fn blocks_and_follows() {
         let (_d, s) = store();
-        s.set_follow(1, 2, true).unwrap().unwrap();
+        change(&s, 1, 2, RelationChange::Follow(true)).unwrap();
         assert!(s.relation(2, 1).unwrap().followed_by);
         s.request_friend(2, 1).unwrap().unwrap();
-        s.set_block(1, 2, true).unwrap().unwrap();
+        change(&s, 1, 2, RelationChange::Block(true)).unwrap();
         let theirs = s.relation(2, 1).unwrap();
         assert!(theirs.blocked_by && !theirs.request_sent);
         assert_eq!(
@@ -451,14 +309,14 @@ mod tests {
             Err(RelationRefusal::Blocked)
         );
         assert_eq!(
-            s.set_follow(2, 1, true).unwrap(),
+            change(&s, 2, 1, RelationChange::Follow(true)),
             Err(RelationRefusal::Blocked)
         );
         assert_eq!(
             s.request_friend(1, 2).unwrap(),
             Err(RelationRefusal::Blocking)
         );
-        s.set_block(1, 2, false).unwrap().unwrap();
+        change(&s, 1, 2, RelationChange::Block(false)).unwrap();
         assert_eq!(s.request_friend(2, 1).unwrap(), Ok(RequestOutcome::Pending));
     }
 }

@@ -1,7 +1,7 @@
 //! Friends, follows and blocks.
 
 use courier_protocol::ErrorCode;
-use courier_storage::{Relation, RelationRefusal, RequestOutcome};
+use courier_storage::{Relation, RelationRefusal};
 
 use crate::api::dto::{FriendRequests, RelationList, RelationView};
 use crate::api::limits::Limit;
@@ -28,24 +28,7 @@ impl From<RelationRefusal> for ApiError {
     }
 }
 
-/// A relation change to make.
-#[derive(Debug, Clone, Copy)]
-pub enum RelationChange {
-    /// Ask to be friends.
-    Request,
-    /// Accept a pending request.
-    Accept,
-    /// Decline a pending request.
-    Decline,
-    /// Withdraw one's own request.
-    Cancel,
-    /// End a friendship.
-    Unfriend,
-    /// Follow or unfollow.
-    Follow(bool),
-    /// Block or unblock.
-    Block(bool),
-}
+pub use courier_storage::RelationChange;
 
 impl Api {
     /// Checks that `user_id` names an account.
@@ -70,21 +53,8 @@ impl Api {
         ) {
             self.limits.user(Limit::FriendRequest, user)?;
         }
-        self.blocking(move |s| {
-            match change {
-                RelationChange::Request => {
-                    s.request_friend(user, peer)?.map(|_: RequestOutcome| ())?
-                }
-                RelationChange::Accept => s.accept_friend(user, peer)??,
-                RelationChange::Decline => s.decline_friend(user, peer)??,
-                RelationChange::Cancel => s.cancel_friend_request(user, peer)??,
-                RelationChange::Unfriend => s.remove_friend(user, peer)??,
-                RelationChange::Follow(on) => s.set_follow(user, peer, on)??,
-                RelationChange::Block(on) => s.set_block(user, peer, on)??,
-            }
-            Ok(())
-        })
-        .await?;
+        self.blocking(move |s| Ok(s.change_relation(user, peer, change)??))
+            .await?;
         self.relation_view(user, peer)
     }
 
