@@ -11,17 +11,19 @@
 //! (on the member's own shard) is written by `Join` and `Leave` ops that name the
 //! membership they belong to (see `ops`).
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use courier_protocol::ConversationId;
 
 use crate::error::{Result, StorageError};
+use crate::group_rules::{decide, Proposal};
 use crate::groups::{member_key, validate_group_name};
 use crate::ops::{Op, Tree};
 use crate::record::ConversationState;
 use crate::writer::{Event, OpsRequest, PlanContext, Planned};
 use crate::{
-    AddedMembers, Appended, GroupInfo, JoinPolicy, Member, MembershipChange, MembershipRefusal,
-    Role, Store,
+    AddedMembers, Appended, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role, Store,
 };
 
 /// Most users one change may add (or a new group may start with): a change is one
@@ -195,211 +197,89 @@ enum Plan {
     Change(GroupChange),
 }
 
-/// Decides a change on the writer thread of the group's shard.
+/// Decides a change on the writer thread of the group's shard (by the rules of
+/// `group_rules`) and turns the decision into ops: member records, the members'
+/// conversation entries, the group's record.
 fn plan_change(ctx: &PlanContext<'_>, id: u64, plan: Plan, events: EventsFor) -> Result<Planned> {
     let conversation = ConversationId::Group(id);
     let shard_index = ctx.map.conversation(&conversation);
     let shard = &ctx.shards[shard_index];
-    let refuse = |r: MembershipRefusal| Err(StorageError::Membership(r));
-    let read_member = |user: u64| -> Result<Option<Member>> {
+    let existing = shard
+        .groupid_group
+        .get(id.to_be_bytes())?
+        .map(|v| GroupInfo::decode(id, &v))
+        .transpose()?;
+    if matches!(plan, Plan::Create(..)) && existing.is_some() {
+        return Err(StorageError::Corrupt("group id reused"));
+    }
+    let member = |user: u64| -> Result<Option<Member>> {
         shard
             .groupmember_member
             .get(member_key(id, user))?
             .map(|v| Member::decode(user, &v))
             .transpose()
     };
-    let existing = shard
-        .groupid_group
-        .get(id.to_be_bytes())?
-        .map(|v| GroupInfo::decode(id, &v))
-        .transpose()?;
-    let mut ops = Vec::new();
-    let mut changed = GroupChanged::default();
-    let mut membership = None;
-    let put_member = |ops: &mut Vec<Op>, m: &Member| {
+    let proposal = match plan {
+        Plan::Create(info, users) => Proposal::Create(info, users),
+        Plan::Change(change) => Proposal::Change(change),
+    };
+    let decision = decide(id, existing, member, proposal, ctx.next_seq, ctx.now)?
+        .map_err(StorageError::Membership)?;
+    let mut ops = Vec::with_capacity(2 * decision.put.len() + 2 * decision.removed.len() + 1);
+    let joined: HashSet<u64> = decision
+        .membership
+        .iter()
+        .flat_map(|m| m.added.iter().copied())
+        .collect();
+    for m in &decision.put {
         ops.push(Op::Put {
             shard: shard_index as u16,
             tree: Tree::Member,
             key: member_key(id, m.user_id).to_vec(),
             value: m.encode().to_vec(),
-        })
-    };
-    let join = |ops: &mut Vec<Op>, m: &Member| {
-        ops.push(Op::Join {
-            user: m.user_id,
-            conversation,
-            state: ConversationState {
-                joined_seq: m.joined_seq,
-                read_seq: m.joined_seq,
-                created_ms: m.joined_ms,
-                since_seq: m.since_seq,
-                ..ConversationState::default()
-            },
-        })
-    };
-    let info = match plan {
-        Plan::Create(mut info, users) => {
-            if existing.is_some() {
-                return Err(StorageError::Corrupt("group id reused"));
-            }
-            info.created_ms = ctx.now;
-            info.member_count = users.len() as u64;
-            for (i, &user) in users.iter().enumerate() {
-                let member = Member {
-                    user_id: user,
-                    role: if i == 0 { Role::Owner } else { Role::Member },
-                    joined_seq: 0,
-                    joined_ms: ctx.now,
-                    since_seq: ctx.next_seq,
-                };
-                put_member(&mut ops, &member);
-                join(&mut ops, &member);
-            }
-            changed.added.added = users.clone();
-            membership = Some(MembershipChange {
-                group: id,
-                added: users,
-                removed: Vec::new(),
+        });
+        if joined.contains(&m.user_id) {
+            ops.push(Op::Join {
+                user: m.user_id,
+                conversation,
+                state: ConversationState {
+                    joined_seq: m.joined_seq,
+                    read_seq: m.joined_seq,
+                    created_ms: m.joined_ms,
+                    since_seq: m.since_seq,
+                    ..ConversationState::default()
+                },
             });
-            info
         }
-        Plan::Change(change) => {
-            let Some(mut info) = existing else {
-                return refuse(MembershipRefusal::NoGroup);
-            };
-            match change {
-                GroupChange::Add {
-                    users,
-                    role,
-                    max_members,
-                } => {
-                    let out = &mut changed.added;
-                    let mut seen = std::collections::HashSet::new();
-                    for user in users {
-                        if !seen.insert(user) {
-                            continue;
-                        }
-                        if read_member(user)?.is_some() {
-                            out.already_members.push(user);
-                        } else if info.member_count + out.added.len() as u64 >= max_members {
-                            out.over_limit.push(user);
-                        } else {
-                            out.added.push(user);
-                        }
-                    }
-                    if out.added.is_empty() {
-                        if !out.over_limit.is_empty() {
-                            return refuse(MembershipRefusal::Full);
-                        }
-                        // Nothing to store.
-                        changed.info = Some(info);
-                        return Ok(Planned {
-                            ops: Vec::new(),
-                            events: Vec::new(),
-                            membership: None,
-                            outcome: Box::new(changed),
-                        });
-                    }
-                    // New members see their own arrival, and what came before only
-                    // if the group's history is visible to them.
-                    let joined_seq = if info.history_visible {
-                        0
-                    } else {
-                        ctx.next_seq - 1
-                    };
-                    for &user in &out.added {
-                        let member = Member {
-                            user_id: user,
-                            role,
-                            joined_seq,
-                            joined_ms: ctx.now,
-                            since_seq: ctx.next_seq,
-                        };
-                        put_member(&mut ops, &member);
-                        join(&mut ops, &member);
-                    }
-                    info.member_count += out.added.len() as u64;
-                    membership = Some(MembershipChange {
-                        group: id,
-                        added: out.added.clone(),
-                        removed: Vec::new(),
-                    });
-                }
-                GroupChange::Remove { user } => {
-                    if read_member(user)?.is_none() {
-                        return refuse(MembershipRefusal::NotMember);
-                    }
-                    if info.owner == user {
-                        return refuse(MembershipRefusal::IsOwner);
-                    }
-                    ops.push(Op::Delete {
-                        shard: shard_index as u16,
-                        tree: Tree::Member,
-                        key: member_key(id, user).to_vec(),
-                    });
-                    ops.push(Op::Leave {
-                        user,
-                        conversation,
-                        before: ctx.next_seq,
-                    });
-                    info.member_count = info.member_count.saturating_sub(1);
-                    changed.removed.push(user);
-                    membership = Some(MembershipChange {
-                        group: id,
-                        added: Vec::new(),
-                        removed: vec![user],
-                    });
-                }
-                GroupChange::SetRole { user, role } => {
-                    let Some(mut member) = read_member(user)? else {
-                        return refuse(MembershipRefusal::NotMember);
-                    };
-                    if info.owner == user || role == Role::Owner {
-                        return refuse(MembershipRefusal::IsOwner);
-                    }
-                    member.role = role;
-                    put_member(&mut ops, &member);
-                    changed.member = Some(member);
-                }
-                GroupChange::Transfer { new_owner } => {
-                    let Some(mut member) = read_member(new_owner)? else {
-                        return refuse(MembershipRefusal::NotMember);
-                    };
-                    if let Some(mut old) = read_member(info.owner)? {
-                        old.role = Role::Admin;
-                        put_member(&mut ops, &old);
-                    }
-                    member.role = Role::Owner;
-                    put_member(&mut ops, &member);
-                    info.owner = new_owner;
-                    changed.member = Some(member);
-                }
-                GroupChange::Update {
-                    name,
-                    join_policy,
-                    history_visible,
-                } => {
-                    if let Some(name) = name {
-                        info.name = name;
-                    }
-                    if let Some(p) = join_policy {
-                        info.join_policy = p;
-                    }
-                    if let Some(h) = history_visible {
-                        info.history_visible = h;
-                    }
-                }
-            }
-            info
-        }
-    };
+    }
+    for &user in &decision.removed {
+        ops.push(Op::Delete {
+            shard: shard_index as u16,
+            tree: Tree::Member,
+            key: member_key(id, user).to_vec(),
+        });
+        ops.push(Op::Leave {
+            user,
+            conversation,
+            before: ctx.next_seq,
+        });
+    }
+    let changed = decision.changed;
+    if decision.noop {
+        return Ok(Planned {
+            ops: Vec::new(),
+            events: Vec::new(),
+            membership: None,
+            outcome: Box::new(changed),
+        });
+    }
     ops.push(Op::Put {
         shard: shard_index as u16,
         tree: Tree::Group,
         key: id.to_be_bytes().to_vec(),
-        value: info.encode(),
+        value: decision.info.encode(),
     });
-    changed.info = Some(info);
+    let membership = decision.membership;
     let events: Vec<Event> = events(&changed)
         .into_iter()
         .map(|e| Event {

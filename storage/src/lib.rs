@@ -6,7 +6,9 @@
 //! - `writer`: one thread per shard that assigns seqs and group-commits appends and
 //!   operations; `commitlog`: the shard's append-only log that makes them durable.
 //! - `ops`: operations other than appends as log records, applied the same way live
-//!   and at replay; `group_changes`: group changes planned in log order.
+//!   and at replay; `group_changes`: group changes planned in log order, by the
+//!   rules of `group_rules` (as `relation_rules` holds those of relations): the
+//!   domain rules any backend reuses.
 //! - `relation_rules`: the rules of friendships, follows and blocks, for any backend.
 //! - `keys` / `record`: how keys and values are laid out on disk.
 //! - `accounts`: user names, Argon2id password hashes.
@@ -26,6 +28,7 @@ mod conversations;
 mod devices;
 mod error;
 mod group_changes;
+mod group_rules;
 mod groups;
 mod invitations;
 mod keys;
