@@ -10,8 +10,10 @@
 //! sockets, and starts its next fsync while the last batch is delivered. The fan-out
 //! thread hands the batch to the commit listener in seq order (which is how the
 //! gateway routes deliveries), then answers its waiters: once an append is
-//! acknowledged, its deliveries are queued. At open, the log records past what the
-//! indexes hold are applied again ([`replay`]).
+//! acknowledged, its deliveries are queued. A small batch of direct messages, when
+//! the fan-out thread has nothing pending, is routed by the writer itself (two
+//! recipients a message; it saves a thread hand-off at light load). At open, the log
+//! records past the last checkpoint are applied again ([`replay`]).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -133,42 +135,76 @@ pub(crate) struct Committed {
 /// Batches a fan-out thread may hold before the writer waits (back pressure).
 const FANOUT_QUEUE: usize = 64;
 
+/// Most messages of a batch the writer routes itself (see [`FanOut::hand_off`]).
+const INLINE_MESSAGES: usize = 16;
+
+/// Hands a committed batch to the listener, then answers its waiters: once an
+/// append is acknowledged, its deliveries are queued.
+fn deliver(listener: Option<&dyn CommitListener>, batch: Committed) {
+    if let Some(listener) = listener {
+        if !batch.messages.is_empty() || batch.membership.is_some() {
+            listener.committed(&batch.messages, batch.membership.as_ref());
+        }
+    }
+    for reply in batch.replies {
+        reply.send();
+    }
+}
+
 /// One shard's fan-out stage: a thread that delivers committed batches in order and
 /// then answers their waiters.
 pub(crate) struct FanOut {
     tx: Option<std::sync::mpsc::SyncSender<Committed>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    listener: Option<Arc<dyn CommitListener>>,
+    /// Batches handed to the thread and not yet finished by it.
+    pending: Arc<AtomicU64>,
 }
 
 impl FanOut {
     /// Starts the fan-out thread of shard `index`.
     pub fn start(index: usize, listener: Option<Arc<dyn CommitListener>>) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Committed>(FANOUT_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name(format!("courier-fanout-{index}"))
-            .spawn(move || {
-                for batch in rx {
-                    if let Some(listener) = &listener {
-                        if !batch.messages.is_empty() || batch.membership.is_some() {
-                            listener.committed(&batch.messages, batch.membership.as_ref());
-                        }
+        let pending = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (listener, pending) = (listener.clone(), pending.clone());
+            std::thread::Builder::new()
+                .name(format!("courier-fanout-{index}"))
+                .spawn(move || {
+                    for batch in rx {
+                        deliver(listener.as_deref(), batch);
+                        pending.fetch_sub(1, Ordering::Release);
                     }
-                    for reply in batch.replies {
-                        reply.send();
-                    }
-                }
-            })?;
+                })?
+        };
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
+            listener,
+            pending,
         })
     }
 
+    /// Delivers `batch` and answers its waiters: on the writer's own thread when the
+    /// fan-out thread is idle and the batch is cheap to route (direct conversations
+    /// only: two recipients per message, no member list, no membership change),
+    /// which saves a thread hand-off per commit at light load; through the thread
+    /// otherwise, which keeps order: nothing goes inline while a batch waits there.
     fn hand_off(&self, batch: Committed) {
+        let cheap = batch.membership.is_none()
+            && batch.messages.len() <= INLINE_MESSAGES
+            && batch.messages.iter().all(|m| !m.conversation.is_group());
+        if cheap && self.pending.load(Ordering::Acquire) == 0 {
+            deliver(self.listener.as_deref(), batch);
+            return;
+        }
         if let Some(tx) = &self.tx {
+            self.pending.fetch_add(1, Ordering::AcqRel);
             // Fails only if the fan-out thread died (a listener panicked): the
             // waiters then see the store as shut down.
-            let _ = tx.send(batch);
+            if tx.send(batch).is_err() {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
