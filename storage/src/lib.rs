@@ -419,12 +419,6 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes the shard that holds `user`'s data (cursors, flags, relations).
-    pub fn flush_user(&self, user: u64) -> Result<()> {
-        self.shard(self.inner.map.user(user)).db.flush()?;
-        Ok(())
-    }
-
     /// Stops taking appends, lets each writer finish what is queued before this call,
     /// and flushes every shard.
     ///

@@ -1,10 +1,11 @@
 //! A model test of the store, the way sled tests itself: proptest generates
 //! operations (appends, resends, read cursors, members added and removed,
-//! friendships, recalls), runs each against the store and against a plain in-memory
-//! model, and compares the answers; crashes come at random points (the data
-//! directory copied as a `kill -9` leaves it, sometimes with a torn record after the
-//! last acknowledged one) and the reopened store must hold exactly what the model
-//! holds. Minimised failures are kept below as named regression tests.
+//! friendships, recalls, mute flags, device bindings), runs each against the store
+//! and against a plain in-memory model, and compares the answers; crashes come at
+//! random points (the data directory copied as a `kill -9` leaves it, sometimes with
+//! a torn record after the last acknowledged one) and the reopened store must hold
+//! exactly what the model holds. Minimised failures are kept below as named
+//! regression tests.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -55,6 +56,18 @@ enum Action {
         conv: usize,
         seq: u64,
     },
+    /// `user` mutes or unmutes `conv`.
+    Mute {
+        user: u64,
+        conv: usize,
+        on: bool,
+    },
+    /// `user` logs in from device `device` (bound) or removes it.
+    Device {
+        user: u64,
+        device: usize,
+        bind: bool,
+    },
     /// The indexes flushed: replay starts later.
     Flush,
     /// Killed and restarted; `tear` leaves half a record after the log's end.
@@ -73,6 +86,8 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (user.clone(), user.clone()).prop_map(|(a, b)| Action::Befriend { a, b }),
         1 => (user.clone(), user.clone()).prop_map(|(a, b)| Action::Unfriend { a, b }),
         1 => (0..3usize, 1..16u64).prop_map(|(conv, seq)| Action::Recall { conv, seq }),
+        1 => (user.clone(), 0..3usize, proptest::bool::ANY).prop_map(|(user, conv, on)| Action::Mute { user, conv, on }),
+        1 => (user.clone(), 0..2usize, proptest::bool::ANY).prop_map(|(user, device, bind)| Action::Device { user, device, bind }),
         1 => Just(Action::Flush),
         2 => proptest::option::of(0..3usize).prop_map(|tear| Action::Crash { tear }),
     ]
@@ -95,6 +110,10 @@ struct Model {
     /// (user, conversation) → (read cursor, since): the entries of users' lists.
     entries: HashMap<(u64, ConversationId), (u64, u64)>,
     friends: BTreeSet<(u64, u64)>,
+    /// Entries muted (an entry made by a join starts unmuted).
+    muted: BTreeSet<(u64, ConversationId)>,
+    /// Bound devices.
+    devices: BTreeSet<(u64, &'static str)>,
     events: u64,
 }
 
@@ -274,6 +293,7 @@ impl Harness {
                     let seq = m.last(&gc) + 1;
                     m.members.insert(user, seq);
                     m.entries.insert((user, gc), (seq - 1, seq));
+                    m.muted.remove(&(user, gc));
                     assert_eq!(m.store(gc, OWNER, &id), seq);
                     assert_eq!(got.events[0].seq, seq);
                 }
@@ -297,6 +317,7 @@ impl Harness {
                 } else {
                     m.members.remove(&user);
                     m.entries.remove(&(user, gc));
+                    m.muted.remove(&(user, gc));
                     let seq = m.store(gc, OWNER, &id);
                     assert_eq!(got.unwrap().events[0].seq, seq);
                 }
@@ -353,6 +374,34 @@ impl Harness {
                     assert_eq!(got.unwrap().seq, event);
                 }
             }
+            Action::Mute { user, conv, on } => {
+                let c = self.convs[conv];
+                let got =
+                    self.rt.block_on(
+                        self.store()
+                            .set_conversation_flags(user, &c, Some(on), None),
+                    );
+                if self.model.entries.contains_key(&(user, c)) {
+                    assert_eq!(got.unwrap().muted, on);
+                    if on {
+                        self.model.muted.insert((user, c));
+                    } else {
+                        self.model.muted.remove(&(user, c));
+                    }
+                } else {
+                    assert!(matches!(got, Err(StorageError::NotParticipant)), "{got:?}");
+                }
+            }
+            Action::Device { user, device, bind } => {
+                let id = ["phone", "tablet"][device];
+                if bind {
+                    self.store().bind_device(user, id, 1, 1, None).unwrap();
+                    self.model.devices.insert((user, id));
+                } else {
+                    let got = self.store().unbind_device(user, id).unwrap();
+                    assert_eq!(got.is_some(), self.model.devices.remove(&(user, id)));
+                }
+            }
             Action::Flush => self.store().flush().unwrap(),
             Action::Crash { tear } => {
                 let copy = tempfile::tempdir().unwrap();
@@ -403,7 +452,26 @@ impl Harness {
                     expected,
                     "user {user} in {c}"
                 );
+                if let Some(st) = state {
+                    let muted = m.muted.contains(&(user, *c));
+                    assert_eq!(st.muted, muted, "user {user} muted {c}");
+                }
             }
+        }
+        for user in 1..=USERS {
+            let bound: BTreeSet<String> = s
+                .devices(user)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.device_id)
+                .collect();
+            let expected: BTreeSet<String> = m
+                .devices
+                .iter()
+                .filter(|(u, _)| *u == user)
+                .map(|(_, d)| d.to_string())
+                .collect();
+            assert_eq!(bound, expected, "devices of {user}");
         }
         let members: BTreeMap<u64, u64> = s.member_ids(self.group).unwrap().into_iter().collect();
         assert_eq!(members, m.members, "members");
