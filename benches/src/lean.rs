@@ -68,9 +68,7 @@ impl LeanReceiver {
                 return Ok(None);
             };
             if let Some(view) = peek_deliver(&payload) {
-                let stamp = plain_text_body(view.body)
-                    .and_then(|t| t.split(' ').next())
-                    .and_then(|t| t.parse().ok());
+                let stamp = plain_text_body(view.body).and_then(crate::send_stamp);
                 return Ok(Some(Delivery {
                     seq: view.seq,
                     sender: view.sender,

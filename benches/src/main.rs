@@ -528,12 +528,11 @@ async fn pair(
                             continue;
                         }
                         last = m.seq;
-                        let sent_ms: u64 = m
+                        let sent_ms = m
                             .body
                             .as_ref()
                             .and_then(|b| b.as_text())
-                            .and_then(|t| t.split(' ').next())
-                            .and_then(|t| t.parse().ok())
+                            .and_then(send_stamp)
                             .unwrap_or(0);
                         latencies
                             .push(courier_sdk_now_us().saturating_sub(sent_ms) as f64 / 1000.0);
@@ -600,6 +599,11 @@ async fn send_paced(
         r?;
     }
     Ok(())
+}
+
+/// The send time (µs) a scenario's text starts with: `"<send time µs> <tail>"`.
+fn send_stamp(text: &str) -> Option<u64> {
+    text.split(' ').next()?.parse().ok()
 }
 
 fn courier_sdk_now_us() -> u64 {
@@ -671,8 +675,7 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
                                     .body
                                     .as_ref()
                                     .and_then(|b| b.as_text())
-                                    .and_then(|t| t.split(' ').next())
-                                    .and_then(|t| t.parse().ok());
+                                    .and_then(send_stamp);
                                 tally.saw(m.seq, stamp);
                             }
                             Ok(Some(_)) => {}

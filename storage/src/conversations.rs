@@ -165,14 +165,10 @@ impl Store {
     /// Moves `user`'s read cursor in `c` forward to `seq` (never backward, never past
     /// the last seq) and returns the cursor now in force, once the move is durable.
     pub async fn mark_read(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
-        let last = self.last_seq(c)?;
-        let read = seq.min(last);
-        let mut state = self
-            .conversation_state(user, c)?
-            .ok_or(StorageError::NotParticipant)?;
-        if read <= state.read_seq {
+        let (state, move_to) = self.cursor_move(user, c, seq, |s| s.read_seq)?;
+        let Some(read) = move_to else {
             return Ok(state.read_seq);
-        }
+        };
         let op = Op::Cursor {
             user,
             conversation: *c,
@@ -181,8 +177,7 @@ impl Store {
             delivered: 0,
         };
         self.log_user_op(user, op).await?;
-        state.read_seq = state.read_seq.max(read);
-        Ok(state.read_seq)
+        Ok(read)
     }
 
     /// Records that a device of `user` holds every message of `c` up to `seq`;
@@ -191,22 +186,36 @@ impl Store {
     /// newest (each acknowledgement covers every seq below it, and the next one
     /// repairs it). The cursor only moves up, on the membership it was made for.
     pub fn note_delivered(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
-        let target = seq.min(self.last_seq(c)?);
-        let state = self
-            .conversation_state(user, c)?
-            .ok_or(StorageError::NotParticipant)?;
-        if target <= state.delivered_seq {
+        let (state, move_to) = self.cursor_move(user, c, seq, |s| s.delivered_seq)?;
+        let Some(delivered) = move_to else {
             return Ok(state.delivered_seq);
-        }
+        };
         Op::Cursor {
             user,
             conversation: *c,
             since: state.since_seq,
             read: 0,
-            delivered: target,
+            delivered,
         }
         .apply(&self.inner.shards, self.inner.map)?;
-        Ok(target)
+        Ok(delivered)
+    }
+
+    /// `user`'s entry for `c`, and where the cursor `cursor` picks from it moves to
+    /// for `seq` (capped by the last seq; none when it would not move forward).
+    fn cursor_move(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        seq: u64,
+        cursor: impl Fn(&ConversationState) -> u64,
+    ) -> Result<(ConversationState, Option<u64>)> {
+        let target = seq.min(self.last_seq(c)?);
+        let state = self
+            .conversation_state(user, c)?
+            .ok_or(StorageError::NotParticipant)?;
+        let forward = (target > cursor(&state)).then_some(target);
+        Ok((state, forward))
     }
 
     /// Sets the muted and pinned flags of `user`'s entry for `c`, durably.

@@ -11,8 +11,6 @@
 //! (on the member's own shard) is written by `Join` and `Leave` ops that name the
 //! membership they belong to (see `ops`).
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use courier_protocol::ConversationId;
 
@@ -225,33 +223,30 @@ fn plan_change(ctx: &PlanContext<'_>, id: u64, plan: Plan, events: EventsFor) ->
     };
     let decision = decide(id, existing, member, proposal, ctx.next_seq, ctx.now)?
         .map_err(StorageError::Membership)?;
-    let mut ops = Vec::with_capacity(2 * decision.put.len() + 2 * decision.removed.len() + 1);
-    let joined: HashSet<u64> = decision
-        .membership
-        .iter()
-        .flat_map(|m| m.added.iter().copied())
-        .collect();
-    for m in &decision.put {
-        ops.push(Op::Put {
-            shard: shard_index as u16,
-            tree: Tree::Member,
-            key: member_key(id, m.user_id).to_vec(),
-            value: m.encode().to_vec(),
+    let mut ops = Vec::with_capacity(
+        2 * (decision.joined.len() + decision.removed.len()) + decision.updated.len() + 1,
+    );
+    let put = |m: &Member| Op::Put {
+        shard: shard_index as u16,
+        tree: Tree::Member,
+        key: member_key(id, m.user_id).to_vec(),
+        value: m.encode().to_vec(),
+    };
+    for m in &decision.joined {
+        ops.push(put(m));
+        ops.push(Op::Join {
+            user: m.user_id,
+            conversation,
+            state: ConversationState {
+                joined_seq: m.joined_seq,
+                read_seq: m.joined_seq,
+                created_ms: m.joined_ms,
+                since_seq: m.since_seq,
+                ..ConversationState::default()
+            },
         });
-        if joined.contains(&m.user_id) {
-            ops.push(Op::Join {
-                user: m.user_id,
-                conversation,
-                state: ConversationState {
-                    joined_seq: m.joined_seq,
-                    read_seq: m.joined_seq,
-                    created_ms: m.joined_ms,
-                    since_seq: m.since_seq,
-                    ..ConversationState::default()
-                },
-            });
-        }
     }
+    ops.extend(decision.updated.iter().map(put));
     for &user in &decision.removed {
         ops.push(Op::Delete {
             shard: shard_index as u16,

@@ -22,8 +22,10 @@ pub(crate) enum Proposal {
 pub(crate) struct Decision {
     /// The group's record after the change.
     pub info: GroupInfo,
-    /// Member records to write (new members, changed roles).
-    pub put: Vec<Member>,
+    /// New members: their records, and entries in their conversation lists.
+    pub joined: Vec<Member>,
+    /// Member records whose role changed.
+    pub updated: Vec<Member>,
     /// Members to remove.
     pub removed: Vec<u64>,
     /// Who joined and who left, for the fan-out (none for roles and settings).
@@ -47,7 +49,8 @@ pub(crate) fn decide(
     now: u64,
 ) -> Result<std::result::Result<Decision, MembershipRefusal>> {
     let mut changed = GroupChanged::default();
-    let mut put = Vec::new();
+    let mut joined = Vec::new();
+    let mut updated = Vec::new();
     let mut removed = Vec::new();
     let mut membership = None;
     let mut noop = false;
@@ -64,7 +67,7 @@ pub(crate) fn decide(
             info.member_count = users.len() as u64;
             for (i, &user) in users.iter().enumerate() {
                 let role = if i == 0 { Role::Owner } else { Role::Member };
-                put.push(new_member(user, role, 0));
+                joined.push(new_member(user, role, 0));
             }
             changed.added.added = users.clone();
             membership = Some(MembershipChange {
@@ -111,7 +114,7 @@ pub(crate) fn decide(
                     } else {
                         next_seq - 1
                     };
-                    put.extend(out.added.iter().map(|&u| new_member(u, role, joined_seq)));
+                    joined.extend(out.added.iter().map(|&u| new_member(u, role, joined_seq)));
                     info.member_count += out.added.len() as u64;
                     if !out.added.is_empty() {
                         membership = Some(MembershipChange {
@@ -145,7 +148,7 @@ pub(crate) fn decide(
                         return Ok(Err(MembershipRefusal::IsOwner));
                     }
                     m.role = role;
-                    put.push(m);
+                    updated.push(m);
                     changed.member = Some(m);
                 }
                 GroupChange::Transfer { new_owner } => {
@@ -154,10 +157,10 @@ pub(crate) fn decide(
                     };
                     if let Some(mut old) = member(info.owner)? {
                         old.role = Role::Admin;
-                        put.push(old);
+                        updated.push(old);
                     }
                     m.role = Role::Owner;
-                    put.push(m);
+                    updated.push(m);
                     info.owner = new_owner;
                     changed.member = Some(m);
                 }
@@ -183,7 +186,8 @@ pub(crate) fn decide(
     changed.info = Some(info.clone());
     Ok(Ok(Decision {
         info,
-        put,
+        joined,
+        updated,
         removed,
         membership,
         changed,
@@ -257,10 +261,13 @@ mod tests {
         assert_eq!(d.changed.added.already_members, vec![2]);
         assert_eq!(d.changed.added.over_limit, vec![5]);
         assert_eq!(d.info.member_count, 4);
-        assert!(d.put.iter().all(|p| p.since_seq == 10 && p.joined_seq == 9));
+        assert!(d
+            .joined
+            .iter()
+            .all(|p| p.since_seq == 10 && p.joined_seq == 9));
         // History visible: new members see it all.
         let d = run(group(1, 2, true), &m, add(vec![3]), 10).unwrap();
-        assert_eq!(d.put[0].joined_seq, 0);
+        assert_eq!(d.joined[0].joined_seq, 0);
         // Only members already: nothing to do; a full group refuses.
         assert!(run(group(1, 2, false), &m, add(vec![2]), 10).unwrap().noop);
         assert_eq!(
@@ -283,7 +290,7 @@ mod tests {
         );
         let d = run(g(), &m, GroupChange::Transfer { new_owner: 2 }, 5).unwrap();
         assert_eq!(d.info.owner, 2);
-        let roles: Vec<(u64, Role)> = d.put.iter().map(|p| (p.user_id, p.role)).collect();
+        let roles: Vec<(u64, Role)> = d.updated.iter().map(|p| (p.user_id, p.role)).collect();
         assert_eq!(roles, vec![(1, Role::Admin), (2, Role::Owner)]);
         let d = run(g(), &m, GroupChange::Remove { user: 2 }, 5).unwrap();
         assert_eq!((d.removed.clone(), d.info.member_count), (vec![2], 1));

@@ -268,15 +268,22 @@ impl Store {
         }
         // Two passes over every log (see `ops`): joins and leaves of all logs
         // before any cursor or flag change.
+        let mut deferred = Vec::new();
         for (index, recovered) in tails.iter().enumerate() {
-            let replayed = writer::replay(&shards, map, index, recovered)?;
-            if replayed > 0 {
-                tracing::info!(shard = index, records = replayed, "commit log replayed");
+            deferred.extend(writer::replay(&shards, map, index, recovered)?);
+            if !recovered.is_empty() {
+                tracing::info!(
+                    shard = index,
+                    records = recovered.len(),
+                    "commit log replayed"
+                );
             }
-            stats.replayed.fetch_add(replayed as u64, Ordering::Relaxed);
+            stats
+                .replayed
+                .fetch_add(recovered.len() as u64, Ordering::Relaxed);
         }
-        for recovered in &tails {
-            writer::replay_fields(&shards, map, recovered)?;
+        for op in deferred {
+            op.apply(&shards, map)?;
         }
         if tails.iter().any(|t| !t.is_empty()) {
             // What was replayed is on disk before the checkpoint says so.
@@ -499,11 +506,8 @@ impl Store {
         shard: usize,
         request: OpsRequest,
     ) -> Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.queues[shard]
-            .blocking_send(Command::Ops(request, tx))
-            .map_err(|_| StorageError::ShuttingDown)?;
-        let done = rx
+        let done = self
+            .submit_ops_blocking(shard, request)?
             .blocking_recv()
             .map_err(|_| StorageError::ShuttingDown)??;
         done.outcome

@@ -755,24 +755,14 @@ impl Writer {
         })
     }
 
+    /// Takes the next seq of `c`.
     fn next_seq(&mut self, c: &ConversationId) -> Result<u64> {
-        let key = keys::conv(c);
-        let last = match self.seq_cache.get(&key) {
-            Some(&seq) => seq,
-            None => match self.shard().log.get(keys::last_seq(c))? {
-                Some(v) => {
-                    keys::Tail::decode(&v)
-                        .ok_or(StorageError::Corrupt("last seq"))?
-                        .seq
-                }
-                None => 0,
-            },
-        };
+        let seq = self.peek_seq(c)?;
         if self.seq_cache.len() >= self.seq_cache_entries {
             self.seq_cache.clear();
         }
-        self.seq_cache.insert(key, last + 1);
-        Ok(last + 1)
+        self.seq_cache.insert(keys::conv(c), seq);
+        Ok(seq)
     }
 
     fn register_direct(&self, convs: &[ConversationId], now: u64) -> Result<()> {
@@ -955,8 +945,9 @@ fn decode_any_record(payload: &[u8]) -> Result<Record> {
 }
 
 /// Applies log records of shard `index` that its indexes may lack (the tail after
-/// the last position they held when the process stopped): the first pass, which
-/// every shard's log goes through before any takes the second ([`replay_fields`]).
+/// the last checkpoint): the first pass, which every shard's log goes through before
+/// any takes the second. Returns the cursor and flag changes it left for that second
+/// pass (applied once every log's joins and leaves are in), in log order.
 /// Applying a record twice changes nothing: a message already there (perhaps
 /// recalled since) is kept as it is, one below the retention floor is not brought
 /// back, the last seq and the activity mark only move up, ops write what they wrote.
@@ -965,7 +956,8 @@ pub(crate) fn replay(
     map: ShardMap,
     index: usize,
     recovered: &[Recovered],
-) -> Result<usize> {
+) -> Result<Vec<Op>> {
+    let mut deferred = Vec::new();
     for record in recovered {
         match decode_any_record(&record.payload)? {
             Record::Message(message, activity, recalls) => {
@@ -974,8 +966,12 @@ pub(crate) fn replay(
             Record::Ops(messages, ops) => {
                 // As the writer did: the ops, then the messages (whose senders'
                 // cursors move in the entries the ops made).
-                for op in ops.iter().filter(|op| !op.is_entry_field_change()) {
-                    op.apply(shards, map)?;
+                for op in ops {
+                    if op.is_entry_field_change() {
+                        deferred.push(op);
+                    } else {
+                        op.apply(shards, map)?;
+                    }
                 }
                 for (message, activity) in &messages {
                     replay_message(shards, map, index, message, *activity, 0)?;
@@ -983,24 +979,7 @@ pub(crate) fn replay(
             }
         }
     }
-    Ok(recovered.len())
-}
-
-/// The second pass of replay: cursor and flag changes of a shard's records, once
-/// every log's joins and leaves are in.
-pub(crate) fn replay_fields(
-    shards: &[ShardDb],
-    map: ShardMap,
-    recovered: &[Recovered],
-) -> Result<()> {
-    for record in recovered {
-        if let Record::Ops(_, ops) = decode_any_record(&record.payload)? {
-            for op in ops.iter().filter(|op| op.is_entry_field_change()) {
-                op.apply(shards, map)?;
-            }
-        }
-    }
-    Ok(())
+    Ok(deferred)
 }
 
 fn replay_message(
