@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use courier_storage::Store;
+use courier_storage::{Storage, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,6 +75,7 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || Store::open(store_config, Some(router)))
             .await
             .expect("store open task")?;
+        let store: Arc<dyn Storage> = Arc::new(store);
         members.attach(store.clone());
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -325,19 +326,14 @@ impl Server {
         {
             tracing::warn!("grace period over; closing the remaining connections");
         }
-        let api = self.api.clone();
-        match tokio::task::spawn_blocking(move || api.shut_down_store()).await {
-            Ok(Ok(())) => {
+        match self.api.shut_down_store().await {
+            Ok(()) => {
                 tracing::info!("store flushed");
                 Ok(())
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::error!(error = %e, "store flush failed");
                 Err(e)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store shutdown task failed");
-                Err(courier_storage::StorageError::ShuttingDown)
             }
         }
     }

@@ -1,8 +1,14 @@
-//! Courier's embedded store: sharded sled databases holding the conversation logs,
-//! the per-user conversation index with read cursors, and accounts.
+//! Courier's storage: the capability traits every backend implements ([`Storage`]
+//! and its parts), the domain rules they share, and the embedded backend: sharded
+//! sled databases behind per-shard commit logs.
 //!
 //! # Layout
-//! - [`Store`]: the handle the gateway uses; cheap to clone.
+//! - `backend`: the capability traits, in domain terms ([`MessageLog`],
+//!   [`ConversationIndex`], [`Accounts`], [`Tokens`], [`Devices`], [`Relations`],
+//!   [`Groups`], [`MediaRecords`], [`Retention`], [`Operations`]); the gateway holds
+//!   an `Arc<dyn Storage>`.
+//! - [`Store`]: the embedded backend's handle; cheap to clone. `sled_backend` maps
+//!   the traits onto it.
 //! - `writer`: one thread per shard that assigns seqs and group-commits appends and
 //!   operations; `commitlog`: the shard's append-only log that makes them durable.
 //! - `ops`: operations other than appends as log records, applied the same way live
@@ -22,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod accounts;
+mod backend;
 mod commitlog;
 mod config;
 mod conversations;
@@ -40,6 +47,7 @@ mod relation_rules;
 mod relations;
 mod retention;
 mod shard;
+mod sled_backend;
 mod stats;
 mod tokens;
 mod writer;
@@ -56,6 +64,10 @@ use courier_protocol::ConversationId;
 use tokio::sync::{mpsc, oneshot};
 
 pub use accounts::{Account, Session};
+pub use backend::{
+    Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Relations,
+    Retention, Storage, Tokens,
+};
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
 pub use devices::{Bound, Device, MAX_DEVICE_TOKENS};
@@ -63,10 +75,10 @@ pub use error::{Result, StorageError};
 pub use group_changes::{EventsFor, GroupChange, GroupChanged, GroupEvent, MAX_ADDED_PER_CHANGE};
 pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
 pub use invitations::Invitation;
-pub use media::{BlobRecord, BlobStatus};
+pub use media::{BlobRecord, BlobStatus, BlobUpdate};
 pub use recall::RecallRefusal;
 pub use record::{ConversationState, Recall, StoredMessage};
-pub use relation_rules::{Relation, RelationChange, RelationRefusal, RequestOutcome};
+pub use relation_rules::{Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome};
 pub use stats::{CommitStats, Histogram};
 pub use tokens::{token_hash, TokenHash, TokenInfo};
 
@@ -142,6 +154,12 @@ pub struct Appended {
 pub struct AppendTicket(oneshot::Receiver<Result<Appended>>);
 
 impl AppendTicket {
+    /// A ticket resolved by whatever `rx`'s sender sends (how a backend hands out
+    /// tickets for appends it completes later).
+    pub fn from_receiver(rx: oneshot::Receiver<Result<Appended>>) -> Self {
+        Self(rx)
+    }
+
     /// Waits until the append is durable (or failed).
     pub async fn wait(self) -> Result<Appended> {
         self.0.await.map_err(|_| StorageError::ShuttingDown)?

@@ -41,6 +41,25 @@ pub struct BlobRecord {
     pub referenced: bool,
 }
 
+/// A change to a stored blob's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobUpdate {
+    /// A message refers to the blob: it is not garbage.
+    Referenced,
+    /// Moderation set whether it may be served.
+    Status(BlobStatus),
+}
+
+impl BlobUpdate {
+    /// Applies the change to `record`.
+    pub fn apply(self, record: &mut BlobRecord) {
+        match self {
+            BlobUpdate::Referenced => record.referenced = true,
+            BlobUpdate::Status(status) => record.status = status,
+        }
+    }
+}
+
 fn encode(r: &BlobRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(40 + r.mime.len());
     out.put_u8(BLOB_V1);

@@ -25,6 +25,47 @@ pub struct Relation {
     pub since_ms: u64,
 }
 
+/// A set of a user's relations, as lists and fan-outs ask for them: the one place
+/// that says which relations belong to which list, for every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationSet {
+    /// Mutual friends.
+    Friends,
+    /// Peers whose friend request waits for the user.
+    RequestsReceived,
+    /// Peers the user asked to be friends.
+    RequestsSent,
+    /// Peers the user follows.
+    Following,
+    /// Peers who follow the user.
+    Followers,
+    /// Peers the user blocks.
+    Blocking,
+    /// Who is told when the user comes online or goes offline: friends (and
+    /// followers, when `followers`), never anyone either side blocks.
+    PresenceAudience {
+        /// Followers are told too.
+        followers: bool,
+    },
+}
+
+impl RelationSet {
+    /// Whether a peer the user relates to by `r` is in this set.
+    pub fn contains(self, r: &Relation) -> bool {
+        match self {
+            RelationSet::Friends => r.friend,
+            RelationSet::RequestsReceived => r.request_received,
+            RelationSet::RequestsSent => r.request_sent,
+            RelationSet::Following => r.following,
+            RelationSet::Followers => r.followed_by,
+            RelationSet::Blocking => r.blocking,
+            RelationSet::PresenceAudience { followers } => {
+                (r.friend || (followers && r.followed_by)) && !r.blocking && !r.blocked_by
+            }
+        }
+    }
+}
+
 /// What the caller of a friend request ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestOutcome {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_protocol::ErrorCode;
-use courier_storage::{Account, Session, Store, TokenHash, TokenInfo};
+use courier_storage::{Account, Session, TokenHash, TokenInfo};
 use tokio::sync::Semaphore;
 
 use crate::api::limits::Limit;
@@ -47,12 +47,12 @@ impl PasswordGate {
         }
     }
 
-    /// Runs `f` (which hashes) on the blocking pool once a slot is free; past the
-    /// queue, or after waiting too long, answers `OVERLOADED`.
-    pub async fn run<T, F>(&self, store: &Store, f: F) -> Result<T, ApiError>
+    /// Runs `hashing` (a store call that hashes a password, which the backend does
+    /// off the async workers) once a slot is free; past the queue, or after waiting
+    /// too long, answers `OVERLOADED`.
+    pub async fn run<T, F>(&self, hashing: F) -> Result<T, ApiError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+        F: std::future::Future<Output = Result<T, courier_storage::StorageError>>,
     {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -70,14 +70,9 @@ impl PasswordGate {
                 }
             }
         };
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = f(&store);
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(ApiError::internal)?
+        let result = hashing.await;
+        drop(permit);
+        Ok(result?)
     }
 
     fn shed(&self) -> ApiError {
@@ -104,9 +99,7 @@ impl Api {
     ) -> Result<Account, ApiError> {
         self.limits.address(Limit::Register, from)?;
         self.passwords
-            .run(&self.store, move |store| {
-                Ok(store.register(&name, &password)?)
-            })
+            .run(self.store.register(&name, &password))
             .await
     }
 
@@ -119,11 +112,7 @@ impl Api {
         from: IpAddr,
     ) -> Result<Session, ApiError> {
         self.limits.login_attempt(&name, from)?;
-        let user = name.clone();
-        let result = self
-            .passwords
-            .run(&self.store, move |store| Ok(store.login(&user, &password)?))
-            .await;
+        let result = self.passwords.run(self.store.login(&name, &password)).await;
         self.note_password_check(&name, from, &result);
         result
     }
@@ -141,30 +130,28 @@ impl Api {
     }
 
     /// What a bearer token says, if it is valid.
-    pub fn authenticate(&self, token: &str) -> Result<TokenInfo, ApiError> {
+    pub async fn authenticate(&self, token: &str) -> Result<TokenInfo, ApiError> {
         self.store
-            .token_info(token)?
+            .token_info(token)
+            .await?
             .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "unknown or expired token"))
     }
 
     /// The user a bearer token belongs to.
-    pub fn authenticate_token(&self, token: &str) -> Result<u64, ApiError> {
-        self.authenticate(token).map(|t| t.user_id)
+    pub async fn authenticate_token(&self, token: &str) -> Result<u64, ApiError> {
+        self.authenticate(token).await.map(|t| t.user_id)
     }
 
     /// Revokes `token` and ends the sessions it opened.
     pub async fn logout(&self, user: u64, token: TokenHash) -> Result<(), ApiError> {
-        self.blocking(move |store| Ok(store.revoke_token_hash(&token)?))
-            .await?;
+        self.store.revoke_token_hash(&token).await?;
         self.end_sessions(user, &[token]);
         Ok(())
     }
 
     /// Revokes every token of `user` and ends all its sessions.
     pub async fn logout_everywhere(&self, user: u64) -> Result<usize, ApiError> {
-        let revoked = self
-            .blocking(move |store| Ok(store.revoke_user_tokens(user, None)?))
-            .await?;
+        let revoked = self.store.revoke_user_tokens(user, None).await?;
         self.registry.close_user(user, ErrorCode::LoggedOut);
         Ok(revoked.len())
     }
@@ -179,16 +166,11 @@ impl Api {
         new: String,
         from: IpAddr,
     ) -> Result<(), ApiError> {
-        let name = self.require_user(user)?;
+        let name = self.require_user(user).await?;
         self.limits.login_attempt(&name, from)?;
-        let checked_name = name.clone();
         let result = self
             .passwords
-            .run(&self.store, move |store| {
-                store.check_password(&checked_name, &current)?;
-                store.set_password(user, &new)?;
-                Ok(store.revoke_user_tokens(user, Some(&keep))?)
-            })
+            .run(self.store.change_password(&name, &current, &new, &keep))
             .await;
         self.note_password_check(&name, from, &result);
         self.end_sessions(user, &result?);
@@ -205,7 +187,6 @@ impl Api {
 
     /// Deletes expired tokens (run by the lifecycle job).
     pub async fn sweep_tokens(&self, now_ms: u64) -> Result<usize, ApiError> {
-        self.blocking(move |store| Ok(store.sweep_expired_tokens(now_ms)?))
-            .await
+        Ok(self.store.sweep_expired_tokens(now_ms).await?)
     }
 }

@@ -49,7 +49,7 @@ fn decode_cursor(s: &str) -> Result<SortKey, ApiError> {
 
 impl Api {
     /// A page of `user`'s conversations: pinned first, then by last activity.
-    pub fn conversation_list(
+    pub async fn conversation_list(
         &self,
         user: u64,
         cursor: Option<&str>,
@@ -58,26 +58,28 @@ impl Api {
         let limit = limit.clamp(1, MAX_LIST_PAGE);
         let after = cursor.map(decode_cursor).transpose()?;
         let mut views = Vec::new();
-        for entry in self.store.conversations(user)? {
+        for entry in self.store.conversations(user).await? {
             let c = entry.conversation;
             let floor = entry.state.joined_seq;
             let last = match entry.last_seq > floor {
-                true => self.store.message(&c, entry.last_seq)?,
+                true => self.store.message(&c, entry.last_seq).await?,
                 false => None,
             };
             let (kind, peer, group, name) = match c {
                 ConversationId::Direct { .. } => {
                     let peer = c.peer_of(user);
-                    let name = peer
-                        .map(|p| self.store.account(p))
-                        .transpose()?
-                        .flatten()
-                        .map(|a| a.name);
+                    let name = match peer {
+                        Some(p) => self.store.account(p).await?.map(|a| a.name),
+                        None => None,
+                    };
                     ("direct", peer, None, name)
                 }
-                ConversationId::Group(g) => {
-                    ("group", None, Some(g), self.store.group(g)?.map(|i| i.name))
-                }
+                ConversationId::Group(g) => (
+                    "group",
+                    None,
+                    Some(g),
+                    self.store.group(g).await?.map(|i| i.name),
+                ),
             };
             let activity = entry.last_activity;
             views.push((
@@ -130,7 +132,7 @@ impl Api {
         seq: u64,
         from_device: Option<&str>,
     ) -> Result<u64, ApiError> {
-        self.authorize(user, c)?;
+        self.authorize(user, c).await?;
         let read_seq = match self.store.mark_read(user, c, seq).await {
             // A direct conversation with no message yet is in nobody's list.
             Err(StorageError::NotParticipant) => 0,
@@ -165,11 +167,17 @@ impl Api {
     }
 
     /// Who has read message `seq` of `c` (the sender itself not counted).
-    pub fn reads(&self, user: u64, c: &ConversationId, seq: u64) -> Result<ReadsView, ApiError> {
-        let floor = self.authorize(user, c)?;
+    pub async fn reads(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        seq: u64,
+    ) -> Result<ReadsView, ApiError> {
+        let floor = self.authorize(user, c).await?;
         let message = self
             .store
-            .message(c, seq)?
+            .message(c, seq)
+            .await?
             .filter(|_| seq > floor)
             .ok_or_else(|| {
                 ApiError::new(courier_protocol::ErrorCode::NotFound, "no such message")
@@ -178,14 +186,14 @@ impl Api {
             ConversationId::Direct { low, high } => {
                 // Across a block, the peer's reading is not shown.
                 let peer = if user == low { high } else { low };
-                let relation = self.store.relation(user, peer)?;
+                let relation = self.store.relation(user, peer).await?;
                 match relation.blocking || relation.blocked_by {
                     true => (vec![user], true),
                     false => (vec![low, high], true),
                 }
             }
             ConversationId::Group(g) => {
-                let members = self.members.members(g)?;
+                let members = self.members.members(g).await?;
                 let small = members.len() <= self.config.receipt_push_max_group;
                 (members.to_vec(), small)
             }
@@ -194,7 +202,7 @@ impl Api {
             .into_iter()
             .filter(|&p| p != message.sender)
             .collect();
-        let readers = crate::api::receipts::readers_at(&self.store, c, &others, seq);
+        let readers = crate::api::receipts::readers_at(self.store.as_ref(), c, &others, seq).await;
         Ok(ReadsView {
             conversation: c.to_string(),
             seq,
@@ -211,7 +219,7 @@ impl Api {
         muted: Option<bool>,
         pinned: Option<bool>,
     ) -> Result<(), ApiError> {
-        self.authorize(user, c)?;
+        self.authorize(user, c).await?;
         let set = self
             .store
             .set_conversation_flags(user, c, muted, pinned)

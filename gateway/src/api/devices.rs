@@ -6,6 +6,7 @@
 //! or the new login is refused with `DEVICE_LIMIT` (`refuse_new`).
 
 use courier_protocol::ErrorCode;
+use courier_storage::RelationSet;
 
 use crate::api::dto::{DeviceView, PresenceList, PresenceView};
 use crate::api::limits::Limit;
@@ -16,7 +17,7 @@ use crate::error::ApiError;
 impl Api {
     /// Records a login of `user` from `device_id` with `token`, enforcing the device
     /// cap. A token the device gives up (it keeps the newest few) is revoked. Every
-    /// change is durable before this returns and runs on the blocking pool.
+    /// change is durable before this returns.
     pub async fn bind_device(
         &self,
         user: u64,
@@ -24,7 +25,7 @@ impl Api {
         platform: i32,
         token: &courier_storage::TokenHash,
     ) -> Result<(), ApiError> {
-        let devices = self.store.devices(user)?;
+        let devices = self.store.devices(user).await?;
         let known = devices.iter().any(|d| d.device_id == device_id);
         let cap = self.config.max_devices_per_user;
         if !known && devices.len() >= cap {
@@ -41,14 +42,9 @@ impl Api {
                         .iter()
                         .map(|d| d.device_id.clone())
                         .collect();
-                    let unbound = oldest.clone();
-                    self.blocking(move |store| {
-                        for device in &unbound {
-                            store.unbind_device(user, device)?;
-                        }
-                        Ok(())
-                    })
-                    .await?;
+                    for device in &oldest {
+                        self.store.unbind_device(user, device).await?;
+                    }
                     for device in &oldest {
                         self.registry
                             .close_device(user, device, ErrorCode::DeviceLimit);
@@ -56,32 +52,29 @@ impl Api {
                 }
             }
         }
-        let device = device_id.to_owned();
-        let token = *token;
         let bound = self
-            .blocking(move |store| {
-                Ok(store.bind_device(
-                    user,
-                    &device,
-                    platform,
-                    courier_storage::now_ms(),
-                    Some(&token),
-                )?)
-            })
+            .store
+            .bind_device(
+                user,
+                device_id,
+                platform,
+                courier_storage::now_ms(),
+                Some(token),
+            )
             .await?;
         if let Some(evicted) = bound.evicted {
-            self.blocking(move |store| Ok(store.revoke_token_hash(&evicted)?))
-                .await?;
+            self.store.revoke_token_hash(&evicted).await?;
             self.end_sessions(user, &[evicted]);
         }
         Ok(())
     }
 
     /// `user`'s devices, least recently seen first, with whether each is online.
-    pub fn devices(&self, user: u64) -> Result<Vec<DeviceView>, ApiError> {
+    pub async fn devices(&self, user: u64) -> Result<Vec<DeviceView>, ApiError> {
         Ok(self
             .store
-            .devices(user)?
+            .devices(user)
+            .await?
             .into_iter()
             .map(|d| DeviceView {
                 online: self.registry.device_online(user, &d.device_id),
@@ -103,18 +96,7 @@ impl Api {
     /// Unbinds a device, revokes every token it was used with, and ends its session
     /// (and any other session those tokens opened): a lost phone is locked out.
     pub async fn remove_device(&self, user: u64, device_id: &str) -> Result<(), ApiError> {
-        let device = device_id.to_owned();
-        let removed = self
-            .blocking(move |store| {
-                let Some(removed) = store.unbind_device(user, &device)? else {
-                    return Ok(None);
-                };
-                for token in &removed.tokens {
-                    store.revoke_token_hash(token)?;
-                }
-                Ok(Some(removed))
-            })
-            .await?;
+        let removed = self.store.remove_device(user, device_id).await?;
         self.registry
             .close_device(user, device_id, ErrorCode::LoggedOut);
         let removed =
@@ -127,22 +109,22 @@ impl Api {
 impl Api {
     /// Whether `viewer` may see `target`'s presence: mutual friends (and followers
     /// when `presence_notify_followers` is on), never across a block.
-    pub fn may_see_presence(&self, viewer: u64, target: u64) -> Result<bool, ApiError> {
+    pub async fn may_see_presence(&self, viewer: u64, target: u64) -> Result<bool, ApiError> {
         if viewer == target {
             return Ok(true);
         }
-        let r = self.store.relation(target, viewer)?;
-        Ok(!r.blocking
-            && !r.blocked_by
-            && (r.friend || (self.config.presence_notify_followers && r.followed_by)))
+        let audience = RelationSet::PresenceAudience {
+            followers: self.config.presence_notify_followers,
+        };
+        Ok(audience.contains(&self.store.relation(target, viewer).await?))
     }
 
     /// Presence of `users` as `caller` may see it: users it may not see are left out.
-    pub fn presence_of(&self, caller: u64, users: &[u64]) -> Result<PresenceList, ApiError> {
+    pub async fn presence_of(&self, caller: u64, users: &[u64]) -> Result<PresenceList, ApiError> {
         self.limits.user(Limit::Presence, caller)?;
         let mut out = Vec::with_capacity(users.len());
         for &u in users {
-            if !self.may_see_presence(caller, u)? {
+            if !self.may_see_presence(caller, u).await? {
                 continue;
             }
             out.push(PresenceView {

@@ -47,14 +47,15 @@ impl Api {
                 "Hello needs a token",
             ));
         }
-        let token = self.authenticate(&hello.token)?;
+        let token = self.authenticate(&hello.token).await?;
         let user = token.user_id;
         // The device record keeps this token: removing the device revokes it.
         self.bind_device(user, &hello.device_id, hello.platform, &token.hash)
             .await?;
         let name = self
             .store
-            .account(user)?
+            .account(user)
+            .await?
             .map(|a| a.name)
             .unwrap_or_default();
         let welcome = pb::Welcome {
@@ -105,14 +106,18 @@ impl Api {
                 server_time_ms: courier_storage::now_ms(),
             }))),
             Kind::Send(send) => self.on_send(ctx, id, send.into()).await,
-            Kind::DeliveryAck(ack) => match self.delivery_ack(ctx.user_id, &ack) {
+            Kind::DeliveryAck(ack) => match self.delivery_ack(ctx.user_id, &ack).await {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),
             },
-            Kind::PullHistory(pull) => {
-                reply(self.pull_history(ctx.user_id, &pull).map(Kind::HistoryPage))
+            Kind::PullHistory(pull) => reply(
+                self.pull_history(ctx.user_id, &pull)
+                    .await
+                    .map(Kind::HistoryPage),
+            ),
+            Kind::SyncRequest(req) => {
+                reply(self.sync(ctx.user_id, &req).await.map(Kind::SyncResponse))
             }
-            Kind::SyncRequest(req) => reply(self.sync(ctx.user_id, &req).map(Kind::SyncResponse)),
             // Durable in the background (answered only if it failed): the session
             // goes on reading meanwhile.
             Kind::ReadReport(report) => match self.parse_conversation(&report.conversation) {
@@ -145,7 +150,7 @@ impl Api {
                     })
                 }))
             }
-            Kind::PresenceSubscribe(sub) => match self.presence_subscribe(ctx.user_id, sub) {
+            Kind::PresenceSubscribe(sub) => match self.presence_subscribe(ctx.user_id, sub).await {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),
             },
@@ -166,7 +171,11 @@ impl Api {
     }
 
     /// Watches the presence of those of `sub.user_ids` the user may see, for a lease.
-    fn presence_subscribe(&self, user: u64, sub: pb::PresenceSubscribe) -> Result<(), ApiError> {
+    async fn presence_subscribe(
+        &self,
+        user: u64,
+        sub: pb::PresenceSubscribe,
+    ) -> Result<(), ApiError> {
         self.limits
             .user(crate::api::limits::Limit::Presence, user)?;
         let lease = u64::from(sub.lease_ms).min(self.config.presence_max_lease_ms);
@@ -174,7 +183,7 @@ impl Api {
         targets.truncate(crate::api::presence::MAX_SUBSCRIBE_TARGETS);
         let mut allowed = Vec::with_capacity(targets.len());
         for target in targets {
-            if self.may_see_presence(user, target)? {
+            if self.may_see_presence(user, target).await? {
                 allowed.push(target);
             }
         }
@@ -196,19 +205,23 @@ impl Api {
         }
     }
 
-    fn pull_history(&self, user: u64, pull: &pb::PullHistory) -> Result<pb::HistoryPage, ApiError> {
+    async fn pull_history(
+        &self,
+        user: u64,
+        pull: &pb::PullHistory,
+    ) -> Result<pb::HistoryPage, ApiError> {
         let c = self.parse_conversation(&pull.conversation)?;
         let range = match (pb::Direction::try_from(pull.direction), pull.cursor) {
             (Ok(pb::Direction::Forward), after) => HistoryRange::After(after),
             (_, 0) => HistoryRange::Latest,
             (_, before) => HistoryRange::Before(before),
         };
-        let page = self.history(user, &c, range, pull.limit as usize)?;
+        let page = self.history(user, &c, range, pull.limit as usize).await?;
         let mut out = pb::HistoryPage {
             conversation: pull.conversation.clone(),
             messages: page.messages.iter().map(convert::to_pb).collect(),
             has_more: page.has_more,
-            retained_from_seq: self.retention_floor(&c)? + 1,
+            retained_from_seq: self.retention_floor(&c).await? + 1,
         };
         // A page must fit in one frame: shed messages from the far end of the page
         // (the client pages on from where this one stops).
@@ -249,11 +262,10 @@ impl Service for Api {
         self.presence.offline(user);
     }
 
-    fn credential_expires(&self, credential: &Credential) -> Option<u64> {
-        self.store
-            .token_info_by_hash(credential)
-            .ok()
-            .flatten()
-            .map(|t| t.expires_ms)
+    fn credential_expires<'a>(&'a self, credential: &'a Credential) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            let info = self.store.token_info_by_hash(credential).await;
+            info.ok().flatten().map(|t| t.expires_ms)
+        })
     }
 }

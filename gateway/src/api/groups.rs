@@ -94,14 +94,16 @@ pub fn parse_policy(s: &str) -> Result<JoinPolicy, ApiError> {
 
 impl Api {
     /// The caller's role in `group`, or FORBIDDEN/NOT_FOUND when it has none.
-    fn role_in(&self, group: u64, user: u64) -> Result<(GroupInfo, Role), ApiError> {
+    async fn role_in(&self, group: u64, user: u64) -> Result<(GroupInfo, Role), ApiError> {
         let info = self
             .store
-            .group(group)?
+            .group(group)
+            .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
         let member = self
             .store
-            .member(group, user)?
+            .member(group, user)
+            .await?
             .ok_or_else(|| ApiError::forbidden("not a member of this group"))?;
         Ok((info, member.role))
     }
@@ -161,12 +163,12 @@ impl Api {
             ));
         }
         for &m in &members {
-            self.require_user(m)?;
+            self.require_user(m).await?;
         }
         self.limits.user(Limit::GroupCreate, owner)?;
         self.limits
             .user_n(Limit::MemberAdd, owner, members.len() as u32)?;
-        let mut consent = self.sort_by_consent(owner, members)?;
+        let mut consent = self.sort_by_consent(owner, members).await?;
         let later = consent
             .join_now
             .split_off(consent.join_now.len().min(MAX_ADDED_PER_CHANGE - 1));
@@ -210,16 +212,16 @@ impl Api {
         }
         self.send_invitations(info.id, owner, consent.invite)
             .await?;
-        let info = self.store.group(info.id)?.unwrap_or(info);
+        let info = self.store.group(info.id).await?.unwrap_or(info);
         Ok(self.group_view(&info, Some(Role::Owner)))
     }
 
     /// Splits the users `by` wants in a group into who joins now, who is invited and
     /// who is refused (a block either way), by `group_add_policy`.
-    fn sort_by_consent(&self, by: u64, users: Vec<u64>) -> Result<Consent, ApiError> {
+    async fn sort_by_consent(&self, by: u64, users: Vec<u64>) -> Result<Consent, ApiError> {
         let mut consent = Consent::default();
         for user in users {
-            let relation = self.store.relation(by, user)?;
+            let relation = self.store.relation(by, user).await?;
             if relation.blocking || relation.blocked_by {
                 consent.refused.push(user);
                 continue;
@@ -248,25 +250,22 @@ impl Api {
         if users.is_empty() {
             return Ok(users);
         }
-        self.blocking(move |store| {
-            let now = courier_storage::now_ms();
-            let mut invited = Vec::with_capacity(users.len());
-            for user in users {
-                if store.member(group, user)?.is_none() {
-                    store.invite(user, group, by, now)?;
-                    invited.push(user);
-                }
+        let now = courier_storage::now_ms();
+        let mut invited = Vec::with_capacity(users.len());
+        for user in users {
+            if self.store.member(group, user).await?.is_none() {
+                self.store.invite(user, group, by, now).await?;
+                invited.push(user);
             }
-            Ok(invited)
-        })
-        .await
+        }
+        Ok(invited)
     }
 
     /// The caller's pending invitations.
-    pub fn invitations(&self, user: u64) -> Result<Vec<InvitationView>, ApiError> {
+    pub async fn invitations(&self, user: u64) -> Result<Vec<InvitationView>, ApiError> {
         let mut out = Vec::new();
-        for i in self.store.invitations(user)? {
-            let Some(info) = self.store.group(i.group_id)? else {
+        for i in self.store.invitations(user).await? {
+            let Some(info) = self.store.group(i.group_id).await? else {
                 continue;
             };
             out.push(InvitationView {
@@ -275,7 +274,8 @@ impl Api {
                 inviter: i.inviter,
                 inviter_name: self
                     .store
-                    .account(i.inviter)?
+                    .account(i.inviter)
+                    .await?
                     .map(|a| a.name)
                     .unwrap_or_default(),
                 created_ms: i.created_ms,
@@ -288,10 +288,11 @@ impl Api {
     /// the other).
     pub async fn accept_invitation(&self, group: u64, user: u64) -> Result<GroupView, ApiError> {
         let invitation = self
-            .blocking(move |store| Ok(store.take_invitation(user, group)?))
+            .store
+            .take_invitation(user, group)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such invitation"))?;
-        let relation = self.store.relation(user, invitation.inviter)?;
+        let relation = self.store.relation(user, invitation.inviter).await?;
         if relation.blocking || relation.blocked_by {
             return Err(ApiError::new(
                 ErrorCode::Blocked,
@@ -303,19 +304,21 @@ impl Api {
 
     /// Declines (drops) an invitation.
     pub async fn decline_invitation(&self, group: u64, user: u64) -> Result<(), ApiError> {
-        self.blocking(move |store| Ok(store.take_invitation(user, group)?))
+        self.store
+            .take_invitation(user, group)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such invitation"))?;
         Ok(())
     }
 
     /// A group's info: for members, and for anyone when the group is open.
-    pub fn group_info(&self, group: u64, user: u64) -> Result<GroupView, ApiError> {
+    pub async fn group_info(&self, group: u64, user: u64) -> Result<GroupView, ApiError> {
         let info = self
             .store
-            .group(group)?
+            .group(group)
+            .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
-        let role = self.store.member(group, user)?.map(|m| m.role);
+        let role = self.store.member(group, user).await?.map(|m| m.role);
         if role.is_none() && info.join_policy != JoinPolicy::Open {
             return Err(ApiError::new(ErrorCode::NotFound, "no such group"));
         }
@@ -323,16 +326,16 @@ impl Api {
     }
 
     /// The groups `user` belongs to.
-    pub fn groups_of(&self, user: u64) -> Result<Vec<GroupView>, ApiError> {
+    pub async fn groups_of(&self, user: u64) -> Result<Vec<GroupView>, ApiError> {
         let mut out = Vec::new();
-        for entry in self.store.conversations(user)? {
+        for entry in self.store.conversations(user).await? {
             let ConversationId::Group(g) = entry.conversation else {
                 continue;
             };
-            let Some(member) = self.store.member(g, user)? else {
+            let Some(member) = self.store.member(g, user).await? else {
                 continue;
             };
-            if let Some(info) = self.store.group(g)? {
+            if let Some(info) = self.store.group(g).await? {
                 out.push(self.group_view(&info, Some(member.role)));
             }
         }
@@ -348,7 +351,7 @@ impl Api {
         policy: Option<JoinPolicy>,
         history_visible: Option<bool>,
     ) -> Result<GroupView, ApiError> {
-        let (_, role) = self.role_in(group, user)?;
+        let (_, role) = self.role_in(group, user).await?;
         if role < Role::Admin {
             return Err(ApiError::forbidden(
                 "only the owner and admins change group settings",
@@ -388,34 +391,33 @@ impl Api {
     }
 
     /// A page of members (members only).
-    pub fn group_members(
+    pub async fn group_members(
         &self,
         group: u64,
         user: u64,
         after: u64,
         limit: usize,
     ) -> Result<MemberList, ApiError> {
-        self.role_in(group, user)?;
+        self.role_in(group, user).await?;
         let limit = limit.clamp(1, MAX_MEMBER_PAGE);
-        let page = self.store.members(group, after, limit)?;
+        let page = self.store.members(group, after, limit).await?;
         let next_after = (page.len() == limit)
             .then(|| page.last().map(|m| m.user_id))
             .flatten();
-        let members = page
-            .into_iter()
-            .map(|m| {
-                Ok(MemberView {
-                    user_id: m.user_id,
-                    name: self
-                        .store
-                        .account(m.user_id)?
-                        .map(|a| a.name)
-                        .unwrap_or_default(),
-                    role: role_name(m.role).into(),
-                    joined_ms: m.joined_ms,
-                })
-            })
-            .collect::<Result<_, ApiError>>()?;
+        let mut members = Vec::with_capacity(page.len());
+        for m in page {
+            members.push(MemberView {
+                user_id: m.user_id,
+                name: self
+                    .store
+                    .account(m.user_id)
+                    .await?
+                    .map(|a| a.name)
+                    .unwrap_or_default(),
+                role: role_name(m.role).into(),
+                joined_ms: m.joined_ms,
+            });
+        }
         Ok(MemberList {
             members,
             next_after,
@@ -430,14 +432,14 @@ impl Api {
         by: u64,
         users: Vec<u64>,
     ) -> Result<AddedMembers, ApiError> {
-        let (info, role) = self.role_in(group, by)?;
+        let (info, role) = self.role_in(group, by).await?;
         if role < Role::Admin && info.join_policy != JoinPolicy::Open {
             return Err(ApiError::forbidden(
                 "only the owner and admins add members to this group",
             ));
         }
         for &u in &users {
-            self.require_user(u)?;
+            self.require_user(u).await?;
         }
         self.limits
             .user_n(Limit::MemberAdd, by, users.len() as u32)?;
@@ -445,7 +447,7 @@ impl Api {
             join_now,
             invite,
             refused,
-        } = self.sort_by_consent(by, users)?;
+        } = self.sort_by_consent(by, users).await?;
         let courier_storage::AddedMembers {
             added,
             already_members,
@@ -528,7 +530,8 @@ impl Api {
     pub async fn join_group(&self, group: u64, user: u64) -> Result<GroupView, ApiError> {
         let info = self
             .store
-            .group(group)?
+            .group(group)
+            .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
         if info.join_policy != JoinPolicy::Open {
             return Err(ApiError::new(ErrorCode::NotFound, "no such group"));
@@ -563,17 +566,18 @@ impl Api {
         if changed.added.added.is_empty() {
             return Err(MembershipRefusal::AlreadyMember.into());
         }
-        self.group_info(group, user)
+        self.group_info(group, user).await
     }
 
     /// Removes `target` from the group: `by == target` is leaving; otherwise the owner
     /// removes anyone, an admin removes plain members.
     pub async fn remove_member(&self, group: u64, by: u64, target: u64) -> Result<(), ApiError> {
-        let (info, role) = self.role_in(group, by)?;
+        let (info, role) = self.role_in(group, by).await?;
         if by != target {
             let target_role = self
                 .store
-                .member(group, target)?
+                .member(group, target)
+                .await?
                 .ok_or_else(|| ApiError::from(MembershipRefusal::NotMember))?
                 .role;
             if role < Role::Admin || target_role >= role {
@@ -606,7 +610,7 @@ impl Api {
         target: u64,
         role: Role,
     ) -> Result<MemberView, ApiError> {
-        let (_, my_role) = self.role_in(group, by)?;
+        let (_, my_role) = self.role_in(group, by).await?;
         if my_role != Role::Owner {
             return Err(ApiError::forbidden("only the owner changes roles"));
         }
@@ -632,7 +636,7 @@ impl Api {
             .ok_or_else(|| ApiError::internal("a role change returned no member"))?;
         Ok(MemberView {
             user_id: target,
-            name: self.require_user(target)?,
+            name: self.require_user(target).await?,
             role: role_name(member.role).into(),
             joined_ms: member.joined_ms,
         })
@@ -645,7 +649,7 @@ impl Api {
         by: u64,
         target: u64,
     ) -> Result<GroupView, ApiError> {
-        let (_, my_role) = self.role_in(group, by)?;
+        let (_, my_role) = self.role_in(group, by).await?;
         if my_role != Role::Owner {
             return Err(ApiError::forbidden("only the owner transfers ownership"));
         }
@@ -661,7 +665,7 @@ impl Api {
             by,
         )
         .await?;
-        self.group_info(group, by)
+        self.group_info(group, by).await
     }
 
     /// Parses a role name for [`Self::set_role`].

@@ -53,9 +53,7 @@ impl Api {
         if depth == 0 && days == 0 {
             return Ok(0);
         }
-        // A scan of every conversation with flushes: on the blocking pool.
-        self.blocking(move |store| prune(store, now_ms, depth, days))
-            .await
+        prune(self.store.as_ref(), now_ms, depth, days).await
     }
 
     /// Moves blobs older than `media_cold_after_days` to the cold store.
@@ -65,7 +63,7 @@ impl Api {
         };
         let cutoff = now_ms.saturating_sub(days * 24 * 3600 * 1000);
         let mut moved = 0;
-        for blob in self.store.blobs()? {
+        for blob in self.store.blobs().await? {
             let hot = self
                 .media
                 .blobs
@@ -86,23 +84,28 @@ impl Api {
 }
 
 /// Removes messages past the retention depth (count) or age, in every conversation.
-fn prune(
-    store: &courier_storage::Store,
+async fn prune(
+    store: &dyn courier_storage::Storage,
     now_ms: u64,
     depth: u64,
     days: u64,
 ) -> Result<usize, ApiError> {
     let mut pruned = 0;
-    for (c, last_seq) in store.all_conversations()? {
+    for (c, last_seq) in store.all_conversations().await? {
         let mut keep_from = 1;
         if depth > 0 {
             keep_from = keep_from.max(last_seq.saturating_sub(depth) + 1);
         }
         if days > 0 {
             let cutoff = now_ms.saturating_sub(days * 24 * 3600 * 1000);
-            keep_from = keep_from.max(store.first_seq_since(&c, cutoff)?.unwrap_or(last_seq + 1));
+            keep_from = keep_from.max(
+                store
+                    .first_seq_since(&c, cutoff)
+                    .await?
+                    .unwrap_or(last_seq + 1),
+            );
         }
-        pruned += store.prune_history(&c, keep_from)?;
+        pruned += store.prune_history(&c, keep_from).await?;
     }
     Ok(pruned)
 }

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use courier_protocol::{pb, ErrorCode};
-use courier_storage::{BlobRecord, BlobStatus};
+use courier_storage::{BlobRecord, BlobStatus, BlobUpdate};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -75,7 +75,7 @@ impl Api {
     pub async fn collect_media_garbage(&self, now_ms: u64) -> Result<usize, ApiError> {
         let grace_ms = self.config.media_gc_grace_secs * 1000;
         let mut deleted = 0;
-        for blob in self.store.blobs()? {
+        for blob in self.store.blobs().await? {
             if blob.referenced || now_ms.saturating_sub(blob.created_ms) < grace_ms {
                 continue;
             }
@@ -89,9 +89,7 @@ impl Api {
                     .await
                     .map_err(ApiError::internal)?;
             }
-            let sha256 = blob.sha256.clone();
-            self.blocking(move |store| Ok(store.delete_blob(&sha256)?))
-                .await?;
+            self.store.delete_blob(&blob.sha256).await?;
             deleted += 1;
         }
         Ok(deleted)
@@ -102,8 +100,8 @@ impl Api {
     /// it and give its duration; kind, url, mime, size and dimensions come from the
     /// stored blob, and the url is a signed link the server makes. A thumbnail must be
     /// an uploaded image of the sender's too, or it is dropped.
-    pub fn server_media(&self, user: u64, m: &pb::Media) -> Result<pb::Media, ApiError> {
-        let blob = self.check_media_use(user, &m.sha256)?;
+    pub async fn server_media(&self, user: u64, m: &pb::Media) -> Result<pb::Media, ApiError> {
+        let blob = self.check_media_use(user, &m.sha256).await?;
         check_chars("media name", &m.name)?;
         if m.name.len() > MAX_MEDIA_NAME_BYTES {
             return Err(ApiError::invalid(format!(
@@ -129,7 +127,7 @@ impl Api {
         };
         let thumbnail = match &m.thumbnail {
             Some(t) if !t.sha256.is_empty() => {
-                let thumb = self.check_media_use(user, &t.sha256)?;
+                let thumb = self.check_media_use(user, &t.sha256).await?;
                 if !thumb.mime.starts_with("image/") {
                     return Err(ApiError::invalid("a thumbnail must be an image"));
                 }
@@ -165,7 +163,7 @@ impl Api {
 
     /// Whether message `seq` of conversation `c`, which `user` may read, carries blob
     /// `sha256` (as its media or its thumbnail).
-    pub fn message_carries(
+    pub async fn message_carries(
         &self,
         user: u64,
         c: &str,
@@ -174,8 +172,11 @@ impl Api {
     ) -> Result<bool, ApiError> {
         use prost::Message as _;
         let c = self.parse_conversation(c)?;
-        let floor = self.authorize(user, &c)?.max(self.retention_floor(&c)?);
-        let Some(message) = self.store.message(&c, seq)?.filter(|_| seq > floor) else {
+        let floor = self
+            .authorize(user, &c)
+            .await?
+            .max(self.retention_floor(&c).await?);
+        let Some(message) = self.store.message(&c, seq).await?.filter(|_| seq > floor) else {
             return Ok(false);
         };
         let Ok(body) = pb::MessageBody::decode(message.body) else {
@@ -197,10 +198,11 @@ impl Api {
     }
 
     /// Checks that `user` may send a media message about blob `sha256`; returns it.
-    pub fn check_media_use(&self, user: u64, sha256: &str) -> Result<BlobRecord, ApiError> {
+    pub async fn check_media_use(&self, user: u64, sha256: &str) -> Result<BlobRecord, ApiError> {
         let blob = self
             .store
             .blob(sha256)
+            .await
             .map_err(|_| ApiError::invalid("media sha256 must be 64 hex digits"))?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media; upload it first"))?;
         if blob.status != BlobStatus::Available {
@@ -209,7 +211,7 @@ impl Api {
                 "this media is not available",
             ));
         }
-        if !self.store.is_blob_owner(sha256, user)? {
+        if !self.store.is_blob_owner(sha256, user).await? {
             return Err(ApiError::forbidden("only a media's uploader may send it"));
         }
         Ok(blob)
@@ -316,7 +318,7 @@ pub async fn upload(
         ));
     };
     let sha256 = hex::encode(hasher.finalize());
-    if let Some(existing) = api.store.blob(&sha256)? {
+    if let Some(existing) = api.store.blob(&sha256).await? {
         if existing.status == BlobStatus::Blocked {
             remove_quietly(&temp).await;
             return Err(ApiError::new(
@@ -356,14 +358,8 @@ pub async fn upload(
         status,
         referenced: false,
     };
-    let owner = caller.user_id;
-    let record = api
-        .blocking(move |store| {
-            let record = store.put_blob(&record)?;
-            store.add_blob_owner(&sha256, owner)?;
-            Ok(record)
-        })
-        .await?;
+    let record = api.store.put_blob(&record).await?;
+    api.store.add_blob_owner(&sha256, caller.user_id).await?;
     Ok((StatusCode::CREATED, Json(api.media_view(&record))))
 }
 
@@ -396,6 +392,7 @@ pub async fn download(
     let blob = api
         .store
         .blob(&id)
+        .await
         .ok()
         .flatten()
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
@@ -525,12 +522,13 @@ pub async fn refresh_url(
     let blob = api
         .store
         .blob(&id)
+        .await
         .ok()
         .flatten()
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
-    let allowed = api.store.is_blob_owner(&id, caller.user_id)?
+    let allowed = api.store.is_blob_owner(&id, caller.user_id).await?
         || match (q.conversation, q.seq) {
-            (Some(c), Some(seq)) => api.message_carries(caller.user_id, &c, seq, &id)?,
+            (Some(c), Some(seq)) => api.message_carries(caller.user_id, &c, seq, &id).await?,
             _ => false,
         };
     if !allowed {
@@ -549,7 +547,7 @@ pub async fn release(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<MediaView>, ApiError> {
-    set_status(&api, &headers, &id, BlobStatus::Available)
+    set_status(&api, &headers, &id, BlobStatus::Available).await
 }
 
 /// Block a blob (operator): never served again, re-uploads refused.
@@ -560,11 +558,11 @@ pub async fn block(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<MediaView>, ApiError> {
-    set_status(&api, &headers, &id, BlobStatus::Blocked)
+    set_status(&api, &headers, &id, BlobStatus::Blocked).await
 }
 
 /// The operator routes' shared step: check the admin token, then set the status.
-fn set_status(
+async fn set_status(
     api: &Api,
     headers: &HeaderMap,
     id: &str,
@@ -573,7 +571,8 @@ fn set_status(
     crate::api::http::Operator::check(api, headers)?;
     let blob = api
         .store
-        .update_blob(id, |b| b.status = status)?
+        .update_blob(id, BlobUpdate::Status(status))
+        .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
     Ok(Json(api.media_view(&blob)))
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use courier_protocol::conversation::mix;
-use courier_storage::{StorageError, Store};
+use courier_storage::{Storage, StorageError};
 
 const SHARDS: usize = 32;
 
@@ -32,7 +32,7 @@ struct Entry {
 
 /// Sorted member ids by group.
 pub struct MemberCache {
-    store: OnceLock<Store>,
+    store: OnceLock<Arc<dyn Storage>>,
     shards: Box<[RwLock<Shard>]>,
     max_groups_per_shard: usize,
 }
@@ -48,7 +48,7 @@ impl MemberCache {
     }
 
     /// Connects the cache to the store it loads from (once, at start-up).
-    pub fn attach(&self, store: Store) {
+    pub fn attach(&self, store: Arc<dyn Storage>) {
         let _ = self.store.set(store);
     }
 
@@ -56,28 +56,46 @@ impl MemberCache {
         &self.shards[(mix(group) % SHARDS as u64) as usize]
     }
 
+    fn store(&self) -> Result<&dyn Storage, StorageError> {
+        self.store
+            .get()
+            .map(|s| s.as_ref())
+            .ok_or(StorageError::ShuttingDown)
+    }
+
     /// The member ids of `group`, ascending.
-    pub fn members(&self, group: u64) -> Result<Arc<[u64]>, StorageError> {
-        Ok(self.entry(group)?.members)
+    pub async fn members(&self, group: u64) -> Result<Arc<[u64]>, StorageError> {
+        Ok(self.entry(group).await?.members)
     }
 
     /// The ids of the members that message `seq` of `group` goes to (those added by
     /// the event at `seq` or before), ascending.
-    pub fn members_at(&self, group: u64, seq: u64) -> Result<Arc<[u64]>, StorageError> {
-        let entry = self.entry(group)?;
+    pub async fn members_at(&self, group: u64, seq: u64) -> Result<Arc<[u64]>, StorageError> {
+        let entry = self.entry(group).await?;
         if entry.newest_since <= seq {
             return Ok(entry.members);
         }
-        let store = self.store.get().ok_or(StorageError::ShuttingDown)?;
-        Ok(store
-            .member_ids(group)?
+        Ok(self
+            .store()?
+            .member_ids(group)
+            .await?
             .into_iter()
             .filter(|&(_, since)| since <= seq)
             .map(|(user, _)| user)
             .collect())
     }
 
-    fn entry(&self, group: u64) -> Result<Entry, StorageError> {
+    /// [`MemberCache::members_at`] if the cache can answer without the store (the
+    /// fan-out stage's path: it loads only on a miss).
+    pub fn cached_members_at(&self, group: u64, seq: u64) -> Option<Arc<[u64]>> {
+        let s = self.shard(group).read().expect("member cache lock");
+        s.groups
+            .get(&group)
+            .filter(|e| e.newest_since <= seq)
+            .map(|e| e.members.clone())
+    }
+
+    async fn entry(&self, group: u64) -> Result<Entry, StorageError> {
         let shard = self.shard(group);
         let version = {
             let s = shard.read().expect("member cache lock");
@@ -86,8 +104,7 @@ impl MemberCache {
             }
             s.version
         };
-        let store = self.store.get().ok_or(StorageError::ShuttingDown)?;
-        let loaded = store.member_ids(group)?;
+        let loaded = self.store()?.member_ids(group).await?;
         let entry = Entry {
             newest_since: loaded.iter().map(|m| m.1).max().unwrap_or(0),
             members: loaded.into_iter().map(|m| m.0).collect(),
@@ -103,8 +120,8 @@ impl MemberCache {
     }
 
     /// Whether `user` is a member of `group`.
-    pub fn contains(&self, group: u64, user: u64) -> Result<bool, StorageError> {
-        Ok(self.members(group)?.binary_search(&user).is_ok())
+    pub async fn contains(&self, group: u64, user: u64) -> Result<bool, StorageError> {
+        Ok(self.members(group).await?.binary_search(&user).is_ok())
     }
 
     /// Forgets `group` after its membership changed.

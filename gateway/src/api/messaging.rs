@@ -33,15 +33,15 @@ impl Api {
 
     /// Checks that `user` may read and write `c`; returns the seq above which the
     /// user may read (a group member's join point, 0 for direct conversations).
-    pub fn authorize(&self, user: u64, c: &ConversationId) -> Result<u64, ApiError> {
+    pub async fn authorize(&self, user: u64, c: &ConversationId) -> Result<u64, ApiError> {
         match *c {
             ConversationId::Direct { .. } if c.peer_of(user).is_some() => Ok(0),
             ConversationId::Direct { .. } => Err(ApiError::forbidden(
                 "not a participant of this conversation",
             )),
-            ConversationId::Group(g) => match self.store.member(g, user)? {
+            ConversationId::Group(g) => match self.store.member(g, user).await? {
                 Some(member) => Ok(member.joined_seq),
-                None if self.store.group(g)?.is_some() => {
+                None if self.store.group(g).await?.is_some() => {
                     Err(ApiError::forbidden("not a member of this group"))
                 }
                 None => Err(ApiError::new(
@@ -54,13 +54,13 @@ impl Api {
 
     /// The send-path check: membership from the in-memory member cache, blocks for
     /// direct conversations.
-    fn authorize_send(&self, user: u64, c: &ConversationId) -> Result<(), ApiError> {
+    async fn authorize_send(&self, user: u64, c: &ConversationId) -> Result<(), ApiError> {
         match *c {
             ConversationId::Direct { .. } => {
                 let peer = c
                     .peer_of(user)
                     .ok_or_else(|| ApiError::forbidden("not a participant of this conversation"))?;
-                let relation = self.store.relation(user, peer)?;
+                let relation = self.store.relation(user, peer).await?;
                 if relation.blocked_by {
                     return Err(ApiError::new(ErrorCode::Blocked, "this user blocks you"));
                 }
@@ -70,7 +70,7 @@ impl Api {
                         "you block this user; unblock first",
                     ));
                 }
-                if self.store.account(peer)?.is_none() {
+                if self.store.account(peer).await?.is_none() {
                     return Err(ApiError::new(
                         ErrorCode::UnknownUser,
                         format!("no user with id {peer}"),
@@ -79,14 +79,17 @@ impl Api {
                 self.limits.user(Limit::Send, user)?;
                 // Strangers get a much smaller budget: not friends, and the peer has
                 // never answered in this conversation.
-                if self.limits.enabled() && !relation.friend && !self.store.has_sent(c, peer)? {
+                if self.limits.enabled()
+                    && !relation.friend
+                    && !self.store.has_sent(c, peer).await?
+                {
                     self.limits.user(Limit::StrangerSend, user)?;
                 }
                 Ok(())
             }
             ConversationId::Group(g) => {
-                if !self.members.contains(g, user)? {
-                    self.authorize(user, c)?;
+                if !self.members.contains(g, user).await? {
+                    self.authorize(user, c).await?;
                 }
                 self.limits.user(Limit::Send, user)
             }
@@ -117,7 +120,7 @@ impl Api {
         ApiError,
     > {
         let c = self.parse_conversation(send.conversation())?;
-        self.authorize_send(user, &c)?;
+        self.authorize_send(user, &c).await?;
         let client_msg_id = send.client_msg_id().to_owned();
         // Delivered to every recipient device: an id, not a place for control codes.
         check_id(
@@ -142,7 +145,7 @@ impl Api {
                 match &body.content {
                     // Media is described by the server, from the stored blob.
                     Some(Content::Media(m)) => {
-                        let media = self.server_media(user, m)?;
+                        let media = self.server_media(user, m).await?;
                         let sha256 = media.sha256.clone();
                         let body = pb::MessageBody {
                             content: Some(Content::Media(media)),
@@ -151,7 +154,7 @@ impl Api {
                     }
                     // Mentions reach people: only participants, never across a block.
                     Some(Content::Text(t)) if !t.mentions.is_empty() => {
-                        let kept = self.reachable_mentions(user, &c, &t.mentions)?;
+                        let kept = self.reachable_mentions(user, &c, &t.mentions).await?;
                         if kept == t.mentions {
                             (encoded_body, None)
                         } else {
@@ -195,13 +198,10 @@ impl Api {
         Ok(async move {
             let appended = ticket.wait().await?;
             if let Some(sha256) = media {
-                // Referenced blobs are never garbage-collected (the mark is flushed,
-                // so off the async workers).
-                tokio::task::spawn_blocking(move || {
-                    store.update_blob(&sha256, |b| b.referenced = true)
-                })
-                .await
-                .map_err(ApiError::internal)??;
+                // Referenced blobs are never garbage-collected.
+                store
+                    .update_blob(&sha256, courier_storage::BlobUpdate::Referenced)
+                    .await?;
             }
             Ok(pb::SendAck {
                 client_msg_id,
@@ -215,7 +215,7 @@ impl Api {
 
     /// Of the users a message from `user` in `c` mentions, those it may reach:
     /// participants of `c` between whom and the sender no block stands.
-    fn reachable_mentions(
+    async fn reachable_mentions(
         &self,
         user: u64,
         c: &ConversationId,
@@ -228,12 +228,12 @@ impl Api {
             }
             let participant = match *c {
                 ConversationId::Direct { .. } => c.peer_of(user) == Some(m) || m == user,
-                ConversationId::Group(g) => self.members.contains(g, m)?,
+                ConversationId::Group(g) => self.members.contains(g, m).await?,
             };
             if !participant {
                 continue;
             }
-            let r = self.store.relation(user, m)?;
+            let r = self.store.relation(user, m).await?;
             if !r.blocking && !r.blocked_by {
                 kept.push(m);
             }
@@ -270,38 +270,41 @@ impl Api {
     }
 
     /// A history page of `c` for `user`. `limit` 0 means the default page size.
-    pub fn history(
+    pub async fn history(
         &self,
         user: u64,
         c: &ConversationId,
         range: HistoryRange,
         limit: usize,
     ) -> Result<HistoryPage, ApiError> {
-        let floor = self.authorize(user, c)?.max(self.retention_floor(c)?);
+        let floor = self
+            .authorize(user, c)
+            .await?
+            .max(self.retention_floor(c).await?);
         let limit = if limit == 0 {
             self.config.history_default_page
         } else {
             limit.min(self.config.history_max_page)
         };
-        Ok(self.store.history_above(c, range, limit, floor)?)
+        Ok(self.store.history_above(c, range, limit, floor).await?)
     }
 
     /// The highest seq of `c` that is past the retention depth (0 when everything
     /// is retained): history at or below it is not served.
-    pub fn retention_floor(&self, c: &ConversationId) -> Result<u64, ApiError> {
-        let pruned = self.store.first_retained_seq(c)?.saturating_sub(1);
+    pub async fn retention_floor(&self, c: &ConversationId) -> Result<u64, ApiError> {
+        let pruned = self.store.first_retained_seq(c).await?.saturating_sub(1);
         let by_count = match self.config.history_retention_messages {
             0 => 0,
-            depth => self.store.last_seq(c)?.saturating_sub(depth),
+            depth => self.store.last_seq(c).await?.saturating_sub(depth),
         };
         Ok(pruned.max(by_count))
     }
 
     /// Records a cumulative delivery acknowledgement from one of `user`'s devices.
-    pub fn delivery_ack(&self, user: u64, ack: &pb::DeliveryAck) -> Result<(), ApiError> {
+    pub async fn delivery_ack(&self, user: u64, ack: &pb::DeliveryAck) -> Result<(), ApiError> {
         let c = self.parse_conversation(&ack.conversation)?;
-        self.authorize(user, &c)?;
-        match self.store.note_delivered(user, &c, ack.seq) {
+        self.authorize(user, &c).await?;
+        match self.store.note_delivered(user, &c, ack.seq).await {
             // A conversation that has no messages yet is not in the user's index.
             Err(courier_storage::StorageError::NotParticipant) => Ok(()),
             other => other.map(drop).map_err(Into::into),
@@ -309,7 +312,11 @@ impl Api {
     }
 
     /// The conversations of `user`, with what changed since the client's cursors.
-    pub fn sync(&self, user: u64, req: &pb::SyncRequest) -> Result<pb::SyncResponse, ApiError> {
+    pub async fn sync(
+        &self,
+        user: u64,
+        req: &pb::SyncRequest,
+    ) -> Result<pb::SyncResponse, ApiError> {
         let mut cursors = std::collections::HashMap::new();
         for cursor in &req.cursors {
             cursors.insert(self.parse_conversation(&cursor.conversation)?, cursor.seq);
@@ -328,7 +335,7 @@ impl Api {
         let mut bytes = 0;
         // The store lists a user's conversations in id order: pages continue after
         // the last id of the previous page.
-        for entry in self.store.conversations(user)? {
+        for entry in self.store.conversations(user).await? {
             if after.is_some_and(|a| entry.conversation <= a) {
                 continue;
             }
@@ -348,7 +355,11 @@ impl Api {
                 continue;
             }
             let last_message = match entry.last_seq > entry.state.joined_seq {
-                true => self.store.message(&entry.conversation, entry.last_seq)?,
+                true => {
+                    self.store
+                        .message(&entry.conversation, entry.last_seq)
+                        .await?
+                }
                 false => None,
             }
             .map(|m: StoredMessage| convert::to_pb(&m));

@@ -43,7 +43,7 @@ pub mod router;
 
 use std::sync::Arc;
 
-use courier_storage::Store;
+use courier_storage::Storage;
 
 use crate::config::Config;
 use crate::connection::service::Delivery;
@@ -53,9 +53,9 @@ use crate::error::ApiError;
 pub struct Api {
     /// The server configuration.
     pub config: Arc<Config>,
-    /// The message store: the API layer's own; handlers and the connection layer
+    /// The storage backend: the API layer's own; handlers and the connection layer
     /// go through `Api`'s methods.
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn Storage>,
     /// How devices are reached (the connection layer's registry on one node).
     pub registry: Arc<dyn Delivery>,
     /// Group member lists in memory.
@@ -85,7 +85,6 @@ pub fn system_msg_id() -> String {
 }
 
 impl Api {
-    /// Runs blocking store work (password hashing, flushes) off the async workers.
     /// Whether every storage shard can write now (`/v1/health`).
     pub fn storage_writable(&self) -> bool {
         self.store.writable()
@@ -96,14 +95,14 @@ impl Api {
         self.store.queued()
     }
 
-    /// Finishes the store's writers and flushes it (at shutdown; blocks).
-    pub fn shut_down_store(&self) -> Result<(), courier_storage::StorageError> {
-        self.store.shutdown()
+    /// Finishes the store's writers and makes everything durable (at shutdown).
+    pub async fn shut_down_store(&self) -> Result<(), courier_storage::StorageError> {
+        self.store.shutdown().await
     }
 
     /// The user called `name`: its id and its name as stored.
-    pub fn find_user(&self, name: &str) -> Result<(u64, String), ApiError> {
-        let account = self.store.account_by_name(name)?.ok_or_else(|| {
+    pub async fn find_user(&self, name: &str) -> Result<(u64, String), ApiError> {
+        let account = self.store.account_by_name(name).await?.ok_or_else(|| {
             ApiError::new(
                 courier_protocol::ErrorCode::UnknownUser,
                 format!("no user named {name:?}"),
@@ -116,18 +115,6 @@ impl Api {
     /// where either blocks the other are skipped), durably; returns how many pairs
     /// are friends now. Not a user action: no requests, no consent, no limits.
     pub async fn import_friendships(&self, user: u64, peers: Vec<u64>) -> Result<usize, ApiError> {
-        self.blocking(move |store| Ok(store.befriend_many(user, &peers)?))
-            .await
-    }
-
-    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
-    {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(ApiError::internal)?
+        Ok(self.store.befriend_many(user, &peers).await?)
     }
 }

@@ -32,10 +32,11 @@ impl Api {
         c: &ConversationId,
         seq: u64,
     ) -> Result<pb::RecallAck, ApiError> {
-        let floor = self.authorize(user, c)?;
+        let floor = self.authorize(user, c).await?;
         let message = self
             .store
-            .message(c, seq)?
+            .message(c, seq)
+            .await?
             .filter(|_| seq > floor)
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such message"))?;
         if message.recalled.is_some() {
@@ -50,7 +51,8 @@ impl Api {
         let moderator = match c {
             ConversationId::Group(g) => self
                 .store
-                .member(*g, user)?
+                .member(*g, user)
+                .await?
                 .is_some_and(|m| m.role >= Role::Admin),
             ConversationId::Direct { .. } => false,
         };

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use courier_protocol::pb::{self, frame::Kind, Frame};
 use courier_protocol::{encode_frame, ConversationId};
-use courier_storage::Store;
+use courier_storage::Storage;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{interval, MissedTickBehavior};
@@ -89,7 +89,7 @@ impl Receipts {
         config: &Config,
         registry: Arc<dyn Delivery>,
         members: Arc<MemberCache>,
-        store: Store,
+        store: Arc<dyn Storage>,
         shutdown: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(config.presence_queue.max(1));
@@ -121,7 +121,7 @@ struct Actor {
     rx: mpsc::Receiver<(u64, ConversationId, u64)>,
     registry: Arc<dyn Delivery>,
     members: Arc<MemberCache>,
-    store: Store,
+    store: Arc<dyn Storage>,
     counters: Arc<ReceiptCounters>,
     window: Duration,
     max_group: usize,
@@ -140,7 +140,7 @@ impl Actor {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((reader, c, seq)) = self.rx.recv() => self.report(reader, c, seq),
-                _ = tick.tick() => self.flush(),
+                _ = tick.tick() => self.flush().await,
             }
         }
     }
@@ -156,7 +156,7 @@ impl Actor {
         *slot = (*slot).max(seq);
     }
 
-    fn flush(&mut self) {
+    async fn flush(&mut self) {
         for ((reader, c), seq) in std::mem::take(&mut self.direct) {
             let Some(peer) = c.peer_of(reader) else {
                 continue;
@@ -165,6 +165,7 @@ impl Actor {
             let blocked = self
                 .store
                 .relation(reader, peer)
+                .await
                 .map_or(true, |r| r.blocking || r.blocked_by);
             if blocked {
                 continue;
@@ -176,7 +177,7 @@ impl Actor {
             add(&self.counters.frames_out, queued as u64);
         }
         for (group, seq) in std::mem::take(&mut self.groups) {
-            let members = match self.members.members(group) {
+            let members = match self.members.members(group).await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(group, error = %e, "cannot load members for receipts");
@@ -189,13 +190,21 @@ impl Actor {
             }
             let c = ConversationId::Group(group);
             // The author has "read" its own message; it is not a reader.
-            let author = self.store.message(&c, seq).ok().flatten().map(|m| m.sender);
+            let author = self
+                .store
+                .message(&c, seq)
+                .await
+                .ok()
+                .flatten()
+                .map(|m| m.sender);
             let others: Vec<u64> = members
                 .iter()
                 .copied()
                 .filter(|&m| Some(m) != author)
                 .collect();
-            let readers = readers_at(&self.store, &c, &others, seq).len();
+            let readers = readers_at(self.store.as_ref(), &c, &others, seq)
+                .await
+                .len();
             let wire = encode_frame(&receipt(&c, 0, seq, readers as u32));
             for &m in members.iter() {
                 let queued = self.registry.push_to_user(m, &wire, None);
@@ -218,16 +227,18 @@ fn receipt(c: &ConversationId, reader: u64, seq: u64, readers: u32) -> Frame {
 }
 
 /// The members of `c` whose read cursor is at or past `seq`.
-pub fn readers_at(store: &Store, c: &ConversationId, members: &[u64], seq: u64) -> Vec<u64> {
-    members
-        .iter()
-        .copied()
-        .filter(|&m| {
-            store
-                .conversation_state(m, c)
-                .ok()
-                .flatten()
-                .is_some_and(|s| s.read_seq >= seq)
-        })
-        .collect()
+pub async fn readers_at(
+    store: &dyn Storage,
+    c: &ConversationId,
+    members: &[u64],
+    seq: u64,
+) -> Vec<u64> {
+    let mut readers = Vec::new();
+    for &m in members {
+        let state = store.conversation_state(m, c).await;
+        if state.ok().flatten().is_some_and(|s| s.read_seq >= seq) {
+            readers.push(m);
+        }
+    }
+    readers
 }

@@ -1,7 +1,7 @@
 //! Friends, follows and blocks.
 
 use courier_protocol::ErrorCode;
-use courier_storage::{Relation, RelationRefusal};
+use courier_storage::{Relation, RelationRefusal, RelationSet};
 
 use crate::api::dto::{FriendRequests, RelationList, RelationView};
 use crate::api::limits::Limit;
@@ -32,73 +32,77 @@ pub use courier_storage::RelationChange;
 
 impl Api {
     /// Checks that `user_id` names an account.
-    pub fn require_user(&self, user_id: u64) -> Result<String, ApiError> {
-        self.store.account(user_id)?.map(|a| a.name).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownUser, format!("no user with id {user_id}"))
-        })
+    pub async fn require_user(&self, user_id: u64) -> Result<String, ApiError> {
+        self.store
+            .account(user_id)
+            .await?
+            .map(|a| a.name)
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::UnknownUser, format!("no user with id {user_id}"))
+            })
     }
 
-    /// Applies `change` between `user` and `peer` (durably, off the async workers)
-    /// and returns the new relation.
+    /// Applies `change` between `user` and `peer` (durably) and returns the new
+    /// relation.
     pub async fn change_relation(
         &self,
         user: u64,
         peer: u64,
         change: RelationChange,
     ) -> Result<RelationView, ApiError> {
-        self.require_user(peer)?;
+        self.require_user(peer).await?;
         if matches!(
             change,
             RelationChange::Request | RelationChange::Follow(true)
         ) {
             self.limits.user(Limit::FriendRequest, user)?;
         }
-        self.blocking(move |s| Ok(s.change_relation(user, peer, change)??))
-            .await?;
-        self.relation_view(user, peer)
+        self.store.change_relation(user, peer, change).await??;
+        self.relation_view(user, peer).await
     }
 
     /// How `user` relates to `peer`.
-    pub fn relation_view(&self, user: u64, peer: u64) -> Result<RelationView, ApiError> {
-        let name = self.require_user(peer)?;
-        Ok(view(peer, name, self.store.relation(user, peer)?))
+    pub async fn relation_view(&self, user: u64, peer: u64) -> Result<RelationView, ApiError> {
+        let name = self.require_user(peer).await?;
+        Ok(view(peer, name, self.store.relation(user, peer).await?))
     }
 
-    /// A page of `user`'s relations that pass `keep`.
-    pub fn relation_list(
+    /// A page of `user`'s relations in `set`.
+    pub async fn relation_list(
         &self,
         user: u64,
         after: u64,
         limit: usize,
-        keep: impl Fn(&Relation) -> bool,
+        set: RelationSet,
     ) -> Result<RelationList, ApiError> {
         let limit = limit.clamp(1, MAX_RELATION_PAGE);
-        let page = self.store.relations(user, after, limit, keep)?;
+        let page = self.store.relations(user, after, limit, set).await?;
         let next_after = (page.len() == limit)
             .then(|| page.last().map(|(p, _)| *p))
             .flatten();
-        let users = page
-            .into_iter()
-            .map(|(peer, r)| {
-                let name = self
-                    .store
-                    .account(peer)?
-                    .map(|a| a.name)
-                    .unwrap_or_default();
-                Ok(view(peer, name, r))
-            })
-            .collect::<Result<_, ApiError>>()?;
+        let mut users = Vec::with_capacity(page.len());
+        for (peer, r) in page {
+            let name = self
+                .store
+                .account(peer)
+                .await?
+                .map(|a| a.name)
+                .unwrap_or_default();
+            users.push(view(peer, name, r));
+        }
         Ok(RelationList { users, next_after })
     }
 
     /// Pending requests to and from `user`.
-    pub fn friend_requests(&self, user: u64) -> Result<FriendRequests, ApiError> {
+    pub async fn friend_requests(&self, user: u64) -> Result<FriendRequests, ApiError> {
         Ok(FriendRequests {
             incoming: self
-                .relation_list(user, 0, MAX_RELATION_PAGE, |r| r.request_received)?
+                .relation_list(user, 0, MAX_RELATION_PAGE, RelationSet::RequestsReceived)
+                .await?
                 .users,
             outgoing: self
-                .relation_list(user, 0, MAX_RELATION_PAGE, |r| r.request_sent)?
+                .relation_list(user, 0, MAX_RELATION_PAGE, RelationSet::RequestsSent)
+                .await?
                 .users,
         })
     }

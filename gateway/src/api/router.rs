@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use courier_protocol::wire::{deliver_frame, DeliverHead};
 use courier_protocol::ConversationId;
-use courier_storage::{CommitListener, MembershipChange, StoredMessage};
+use courier_storage::{CommitListener, MembershipChange, StorageError, StoredMessage};
 
 use crate::api::members::MemberCache;
 use crate::connection::service::Delivery;
@@ -21,12 +21,27 @@ use crate::connection::service::Delivery;
 pub struct Router {
     registry: Arc<dyn Delivery>,
     members: Arc<MemberCache>,
+    /// Runs the member cache's loads on a miss: the router is called on the store's
+    /// own threads, outside the runtime.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Router {
-    /// A router over `registry`, with group members from `members`.
+    /// A router over `registry`, with group members from `members`; member loads run
+    /// on the current runtime (call it from inside one).
     pub fn new(registry: Arc<dyn Delivery>, members: Arc<MemberCache>) -> Self {
-        Self { registry, members }
+        Self {
+            registry,
+            members,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    fn members_at(&self, group: u64, seq: u64) -> Result<Arc<[u64]>, StorageError> {
+        match self.members.cached_members_at(group, seq) {
+            Some(members) => Ok(members),
+            None => self.runtime.block_on(self.members.members_at(group, seq)),
+        }
     }
 }
 
@@ -58,7 +73,7 @@ impl CommitListener for Router {
                     self.registry.push_to_user(low, &wire, skip);
                     self.registry.push_to_user(high, &wire, skip);
                 }
-                ConversationId::Group(g) => match self.members.members_at(g, m.seq) {
+                ConversationId::Group(g) => match self.members_at(g, m.seq) {
                     Ok(members) => {
                         for &member in members.iter() {
                             self.registry.push_to_user(member, &wire, skip);

@@ -81,7 +81,7 @@ pub trait Service: Send + Sync + 'static {
 
     /// When the credential stops being valid (ms since the Unix epoch), or `None` if
     /// it is not valid now (revoked, expired).
-    fn credential_expires(&self, credential: &Credential) -> Option<u64>;
+    fn credential_expires<'a>(&'a self, credential: &'a Credential) -> BoxFuture<'a, Option<u64>>;
 }
 
 /// How the service reaches devices: queue frames to a user's online devices, end

@@ -298,8 +298,10 @@ pub async fn run<R, W>(
                 let now = Instant::now();
                 if courier_storage::now_ms() >= credential_ends_ms {
                     // Re-checked rather than assumed: a token may be extended.
-                    let expires = conns.registry.credential_of(user_id, session_id)
-                        .and_then(|c| conns.service.credential_expires(&c));
+                    let expires = match conns.registry.credential_of(user_id, session_id) {
+                        Some(c) => conns.service.credential_expires(&c).await,
+                        None => None,
+                    };
                     match expires {
                         Some(expires) => credential_ends_ms = expires,
                         None => break End::Close(ErrorCode::LoggedOut, "the session's token expired".into()),

@@ -103,7 +103,7 @@ pub async fn change_password(
 #[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
     responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody)))]
 pub async fn me(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<UserInfo> {
-    let name = api.require_user(caller.user_id)?;
+    let name = api.require_user(caller.user_id).await?;
     Ok(Json(UserInfo {
         user_id: caller.user_id,
         name,
@@ -119,6 +119,6 @@ pub async fn user_by_name(
     _caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<UserInfo> {
-    let (user_id, name) = api.find_user(&name)?;
+    let (user_id, name) = api.find_user(&name).await?;
     Ok(Json(UserInfo { user_id, name }))
 }

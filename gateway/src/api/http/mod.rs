@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::{Extension, Json, Router};
 use courier_protocol::{ConversationId, ErrorCode};
-use courier_storage::HistoryRange;
+use courier_storage::{HistoryRange, RelationSet};
 use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
@@ -211,7 +211,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
                 )
             })?
             .trim();
-        let token = api.authenticate(token)?;
+        let token = api.authenticate(token).await?;
         api.limits.user(Limit::HttpUser, token.user_id)?;
         Ok(Caller {
             user_id: token.user_id,
@@ -281,7 +281,7 @@ async fn relation(
     caller: Caller,
     Path(peer): Path<u64>,
 ) -> ApiResult<RelationView> {
-    Ok(Json(api.relation_view(caller.user_id, peer)?))
+    Ok(Json(api.relation_view(caller.user_id, peer).await?))
 }
 
 /// The caller's friends, with their names.
@@ -293,19 +293,22 @@ async fn friends(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
     let q = query(q)?;
-    Ok(Json(api.relation_list(
-        caller.user_id,
-        q.after.unwrap_or(0),
-        q.limit.unwrap_or(100),
-        |r| r.friend,
-    )?))
+    Ok(Json(
+        api.relation_list(
+            caller.user_id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(100),
+            RelationSet::Friends,
+        )
+        .await?,
+    ))
 }
 
 /// Pending friend requests, to and from the caller.
 #[utoipa::path(get, path = "/v1/friends/requests", tag = "relations", security(("bearer" = [])),
     responses((status = 200, body = FriendRequests)))]
 async fn friend_requests(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<FriendRequests> {
-    Ok(Json(api.friend_requests(caller.user_id)?))
+    Ok(Json(api.friend_requests(caller.user_id).await?))
 }
 
 /// Ask a user to be friends (if they asked you already, you are friends at once).
@@ -320,7 +323,7 @@ async fn request_friend(
     let body = json_body(body)?;
     let peer = match (body.user_id, body.name) {
         (Some(id), _) => id,
-        (None, Some(name)) => api.find_user(&name)?.0,
+        (None, Some(name)) => api.find_user(&name).await?.0,
         (None, None) => return Err(ApiError::invalid("give `user_id` or `name`")),
     };
     Ok(Json(
@@ -394,12 +397,15 @@ async fn following(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
     let q = query(q)?;
-    Ok(Json(api.relation_list(
-        caller.user_id,
-        q.after.unwrap_or(0),
-        q.limit.unwrap_or(100),
-        |r| r.following,
-    )?))
+    Ok(Json(
+        api.relation_list(
+            caller.user_id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(100),
+            RelationSet::Following,
+        )
+        .await?,
+    ))
 }
 
 /// Users who follow the caller.
@@ -411,12 +417,15 @@ async fn followers(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
     let q = query(q)?;
-    Ok(Json(api.relation_list(
-        caller.user_id,
-        q.after.unwrap_or(0),
-        q.limit.unwrap_or(100),
-        |r| r.followed_by,
-    )?))
+    Ok(Json(
+        api.relation_list(
+            caller.user_id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(100),
+            RelationSet::Followers,
+        )
+        .await?,
+    ))
 }
 
 /// Follow a user.
@@ -456,12 +465,15 @@ async fn blocks(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
     let q = query(q)?;
-    Ok(Json(api.relation_list(
-        caller.user_id,
-        q.after.unwrap_or(0),
-        q.limit.unwrap_or(100),
-        |r| r.blocking,
-    )?))
+    Ok(Json(
+        api.relation_list(
+            caller.user_id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(100),
+            RelationSet::Blocking,
+        )
+        .await?,
+    ))
 }
 
 /// Block a user: it can no longer message the caller or see its presence.
@@ -497,7 +509,7 @@ async fn unblock(
     responses((status = 200, body = GroupList)))]
 async fn my_groups(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<GroupList> {
     Ok(Json(GroupList {
-        groups: api.groups_of(caller.user_id)?,
+        groups: api.groups_of(caller.user_id).await?,
     }))
 }
 
@@ -531,7 +543,7 @@ async fn group_info(
     caller: Caller,
     Path(group): Path<u64>,
 ) -> ApiResult<GroupView> {
-    Ok(Json(api.group_info(group, caller.user_id)?))
+    Ok(Json(api.group_info(group, caller.user_id).await?))
 }
 
 /// Rename or change settings (owner, admins).
@@ -569,12 +581,15 @@ async fn group_members(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<MemberList> {
     let q = query(q)?;
-    Ok(Json(api.group_members(
-        group,
-        caller.user_id,
-        q.after.unwrap_or(0),
-        q.limit.unwrap_or(100),
-    )?))
+    Ok(Json(
+        api.group_members(
+            group,
+            caller.user_id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(100),
+        )
+        .await?,
+    ))
 }
 
 /// Add users (owner, admins; any member of an open group).
@@ -668,7 +683,7 @@ async fn transfer_group(
     responses((status = 200, body = InvitationList)))]
 async fn invitations(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<InvitationList> {
     Ok(Json(InvitationList {
-        invitations: api.invitations(caller.user_id)?,
+        invitations: api.invitations(caller.user_id).await?,
     }))
 }
 
@@ -716,11 +731,10 @@ async fn conversations(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<ConversationList> {
     let q = query(q)?;
-    Ok(Json(api.conversation_list(
-        caller.user_id,
-        q.cursor.as_deref(),
-        q.limit.unwrap_or(50),
-    )?))
+    Ok(Json(
+        api.conversation_list(caller.user_id, q.cursor.as_deref(), q.limit.unwrap_or(50))
+            .await?,
+    ))
 }
 
 /// Mute or pin a conversation.
@@ -774,12 +788,14 @@ async fn history(
     if q.limit == Some(0) {
         return Err(ApiError::invalid("limit must be at least 1"));
     }
-    let page = api.history(caller.user_id, &c, range, q.limit.unwrap_or(0))?;
+    let page = api
+        .history(caller.user_id, &c, range, q.limit.unwrap_or(0))
+        .await?;
     Ok(Json(HistoryPage {
         conversation: c.to_string(),
         messages: page.messages.iter().map(convert::to_view).collect(),
         has_more: page.has_more,
-        retained_from_seq: api.retention_floor(&c)? + 1,
+        retained_from_seq: api.retention_floor(&c).await? + 1,
     }))
 }
 
@@ -814,7 +830,7 @@ async fn reads(
     Path((id, seq)): Path<(String, u64)>,
 ) -> ApiResult<ReadsView> {
     let c = conversation(&api, &id)?;
-    Ok(Json(api.reads(caller.user_id, &c, seq)?))
+    Ok(Json(api.reads(caller.user_id, &c, seq).await?))
 }
 
 /// Recall a message (the sender within the recall window; group owner and admins).
@@ -841,7 +857,7 @@ async fn recall(
     responses((status = 200, body = DeviceList)))]
 async fn devices(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<DeviceList> {
     Ok(Json(DeviceList {
-        devices: api.devices(caller.user_id)?,
+        devices: api.devices(caller.user_id).await?,
     }))
 }
 
@@ -888,7 +904,7 @@ async fn presence(
     if ids.len() > crate::api::presence::MAX_SUBSCRIBE_TARGETS {
         return Err(ApiError::invalid("at most 256 users at once"));
     }
-    Ok(Json(api.presence_of(caller.user_id, &ids)?))
+    Ok(Json(api.presence_of(caller.user_id, &ids).await?))
 }
 
 /// Marks requests that arrive on the operator listener (`admin_addr`), which needs

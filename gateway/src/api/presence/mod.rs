@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_protocol::pb;
-use courier_storage::Store;
+use courier_storage::{RelationSet, Storage};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -129,7 +129,7 @@ impl Presence {
     pub fn start(
         config: &Config,
         registry: Arc<dyn Delivery>,
-        store: Store,
+        store: Arc<dyn Storage>,
         shutdown: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(config.presence_queue.max(1));
@@ -182,7 +182,7 @@ impl Presence {
 struct Actor {
     rx: mpsc::Receiver<Input>,
     registry: Arc<dyn Delivery>,
-    store: Store,
+    store: Arc<dyn Storage>,
     counters: Arc<PresenceCounters>,
     grace: Duration,
     window: Duration,
@@ -208,13 +208,13 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(input) = self.rx.recv() => self.input(input),
-                _ = tick.tick() => self.tick(),
+                Some(input) = self.rx.recv() => self.input(input).await,
+                _ = tick.tick() => self.tick().await,
             }
         }
     }
 
-    fn input(&mut self, input: Input) {
+    async fn input(&mut self, input: Input) {
         match input {
             Input::Online(user) => {
                 add(&self.counters.events_in, 1);
@@ -224,7 +224,7 @@ impl Actor {
                 } else if self.announced_online.contains_key(&user) {
                     add(&self.counters.suppressed_debounced, 1);
                 } else {
-                    self.announce(user, true);
+                    self.announce(user, true).await;
                 }
             }
             Input::Offline(user) => {
@@ -262,7 +262,7 @@ impl Actor {
         }
     }
 
-    fn tick(&mut self) {
+    async fn tick(&mut self) {
         let now = Instant::now();
         let due: Vec<u64> = self
             .pending_offline
@@ -273,7 +273,7 @@ impl Actor {
         for user in due {
             self.pending_offline.remove(&user);
             if self.registry.devices_of(user) == 0 {
-                self.announce(user, false);
+                self.announce(user, false).await;
             }
         }
         let watching = &mut self.watching;
@@ -294,16 +294,19 @@ impl Actor {
     }
 
     /// Queues `user`'s change for its online friends (and lease subscribers).
-    fn announce(&mut self, user: u64, online: bool) {
+    async fn announce(&mut self, user: u64, online: bool) {
         if online {
             self.announced_online.insert(user, ());
         } else {
             self.announced_online.remove(&user);
         }
-        let notify_followers = self.notify_followers;
-        let friends = self.store.relations(user, 0, self.max_friends + 1, |r| {
-            (r.friend || (notify_followers && r.followed_by)) && !r.blocking && !r.blocked_by
-        });
+        let audience = RelationSet::PresenceAudience {
+            followers: self.notify_followers,
+        };
+        let friends = self
+            .store
+            .relations(user, 0, self.max_friends + 1, audience)
+            .await;
         let update = change(user, online);
         match friends {
             Ok(friends) if friends.len() > self.max_friends => {

@@ -1,0 +1,394 @@
+//! The embedded store as a backend: the capability traits of `backend` mapped onto
+//! [`Store`]'s methods.
+//!
+//! Point reads and short scans run inline: they are served from sled's page cache,
+//! as the commit log's writers left it; whole-store scans run off the worker. Anything that fsyncs, hashes a password or waits for a writer
+//! thread by blocking runs on tokio's blocking pool, never on the caller's async
+//! worker. Appends, read cursors, flags and group changes wait for their writer
+//! asynchronously and need neither.
+
+use async_trait::async_trait;
+use courier_protocol::ConversationId;
+
+use crate::backend::{
+    Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Relations,
+    Retention, Tokens,
+};
+use crate::error::{Result, StorageError};
+use crate::{
+    Account, AppendRequest, AppendTicket, BlobRecord, BlobUpdate, Bound, CommitStats,
+    ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo, HistoryPage,
+    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, Relation, RelationChange,
+    RelationRefusal, RelationSet, RequestOutcome, Session, Store, StoredMessage, TokenHash,
+    TokenInfo, UserConversation,
+};
+
+impl Store {
+    /// Runs `f` on the blocking pool with a handle to this store.
+    async fn off_worker<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic())
+                }
+                StorageError::ShuttingDown
+            })?
+    }
+}
+
+#[async_trait]
+impl MessageLog for Store {
+    async fn submit(&self, req: AppendRequest) -> Result<AppendTicket> {
+        Store::submit(self, req).await
+    }
+
+    async fn history(
+        &self,
+        c: &ConversationId,
+        range: HistoryRange,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        Store::history(self, c, range, limit)
+    }
+
+    async fn history_above(
+        &self,
+        c: &ConversationId,
+        range: HistoryRange,
+        limit: usize,
+        floor: u64,
+    ) -> Result<HistoryPage> {
+        Store::history_above(self, c, range, limit, floor)
+    }
+
+    async fn message(&self, c: &ConversationId, seq: u64) -> Result<Option<StoredMessage>> {
+        Store::message(self, c, seq)
+    }
+
+    async fn last_seq(&self, c: &ConversationId) -> Result<u64> {
+        Store::last_seq(self, c)
+    }
+
+    async fn has_sent(&self, c: &ConversationId, user: u64) -> Result<bool> {
+        Store::has_sent(self, c, user)
+    }
+
+    async fn first_retained_seq(&self, c: &ConversationId) -> Result<u64> {
+        Store::first_retained_seq(self, c)
+    }
+}
+
+#[async_trait]
+impl Retention for Store {
+    async fn all_conversations(&self) -> Result<Vec<(ConversationId, u64)>> {
+        self.off_worker(|s| s.all_conversations()).await
+    }
+
+    async fn first_seq_since(&self, c: &ConversationId, time_ms: u64) -> Result<Option<u64>> {
+        Store::first_seq_since(self, c, time_ms)
+    }
+
+    async fn prune_history(&self, c: &ConversationId, keep_from: u64) -> Result<usize> {
+        let c = *c;
+        self.off_worker(move |s| s.prune_history(&c, keep_from))
+            .await
+    }
+}
+
+#[async_trait]
+impl ConversationIndex for Store {
+    async fn conversations(&self, user: u64) -> Result<Vec<UserConversation>> {
+        Store::conversations(self, user)
+    }
+
+    async fn conversation_state(
+        &self,
+        user: u64,
+        c: &ConversationId,
+    ) -> Result<Option<ConversationState>> {
+        Store::conversation_state(self, user, c)
+    }
+
+    async fn mark_read(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        Store::mark_read(self, user, c, seq).await
+    }
+
+    async fn note_delivered(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        Store::note_delivered(self, user, c, seq)
+    }
+
+    async fn set_conversation_flags(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        muted: Option<bool>,
+        pinned: Option<bool>,
+    ) -> Result<ConversationState> {
+        Store::set_conversation_flags(self, user, c, muted, pinned).await
+    }
+}
+
+#[async_trait]
+impl Accounts for Store {
+    async fn register(&self, name: &str, password: &str) -> Result<Account> {
+        let (name, password) = (name.to_owned(), password.to_owned());
+        self.off_worker(move |s| s.register(&name, &password)).await
+    }
+
+    async fn login(&self, name: &str, password: &str) -> Result<Session> {
+        let (name, password) = (name.to_owned(), password.to_owned());
+        self.off_worker(move |s| s.login(&name, &password)).await
+    }
+
+    async fn change_password(
+        &self,
+        name: &str,
+        current: &str,
+        new: &str,
+        keep: &TokenHash,
+    ) -> Result<Vec<TokenHash>> {
+        let (name, current, new, keep) =
+            (name.to_owned(), current.to_owned(), new.to_owned(), *keep);
+        self.off_worker(move |s| {
+            let account = s.check_password(&name, &current)?;
+            s.set_password(account.id, &new)?;
+            s.revoke_user_tokens(account.id, Some(&keep))
+        })
+        .await
+    }
+
+    async fn account(&self, id: u64) -> Result<Option<Account>> {
+        Store::account(self, id)
+    }
+
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>> {
+        Store::account_by_name(self, name)
+    }
+}
+
+#[async_trait]
+impl Tokens for Store {
+    async fn token_info(&self, token: &str) -> Result<Option<TokenInfo>> {
+        Store::token_info(self, token)
+    }
+
+    async fn token_info_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenInfo>> {
+        Store::token_info_by_hash(self, hash)
+    }
+
+    async fn revoke_token_hash(&self, hash: &TokenHash) -> Result<bool> {
+        let hash = *hash;
+        self.off_worker(move |s| s.revoke_token_hash(&hash)).await
+    }
+
+    async fn revoke_user_tokens(
+        &self,
+        user: u64,
+        keep: Option<&TokenHash>,
+    ) -> Result<Vec<TokenHash>> {
+        let keep = keep.copied();
+        self.off_worker(move |s| s.revoke_user_tokens(user, keep.as_ref()))
+            .await
+    }
+
+    async fn sweep_expired_tokens(&self, now_ms: u64) -> Result<usize> {
+        self.off_worker(move |s| s.sweep_expired_tokens(now_ms))
+            .await
+    }
+}
+
+#[async_trait]
+impl Devices for Store {
+    async fn devices(&self, user: u64) -> Result<Vec<Device>> {
+        Store::devices(self, user)
+    }
+
+    async fn bind_device(
+        &self,
+        user: u64,
+        device_id: &str,
+        platform: i32,
+        now_ms: u64,
+        token: Option<&TokenHash>,
+    ) -> Result<Bound> {
+        let (device_id, token) = (device_id.to_owned(), token.copied());
+        self.off_worker(move |s| s.bind_device(user, &device_id, platform, now_ms, token.as_ref()))
+            .await
+    }
+
+    async fn unbind_device(&self, user: u64, device_id: &str) -> Result<Option<Device>> {
+        let device_id = device_id.to_owned();
+        self.off_worker(move |s| s.unbind_device(user, &device_id))
+            .await
+    }
+
+    async fn remove_device(&self, user: u64, device_id: &str) -> Result<Option<Device>> {
+        let device_id = device_id.to_owned();
+        self.off_worker(move |s| {
+            let removed = s.unbind_device(user, &device_id)?;
+            for token in removed.iter().flat_map(|d| &d.tokens) {
+                s.revoke_token_hash(token)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Relations for Store {
+    async fn relation(&self, user: u64, peer: u64) -> Result<Relation> {
+        Store::relation(self, user, peer)
+    }
+
+    async fn relations(
+        &self,
+        user: u64,
+        after: u64,
+        limit: usize,
+        set: RelationSet,
+    ) -> Result<Vec<(u64, Relation)>> {
+        Store::relations(self, user, after, limit, |r| set.contains(r))
+    }
+
+    async fn change_relation(
+        &self,
+        user: u64,
+        peer: u64,
+        change: RelationChange,
+    ) -> Result<std::result::Result<Option<RequestOutcome>, RelationRefusal>> {
+        self.off_worker(move |s| s.change_relation(user, peer, change))
+            .await
+    }
+
+    async fn befriend_many(&self, user: u64, peers: &[u64]) -> Result<usize> {
+        let peers = peers.to_vec();
+        self.off_worker(move |s| s.befriend_many(user, &peers))
+            .await
+    }
+}
+
+#[async_trait]
+impl Groups for Store {
+    async fn group(&self, id: u64) -> Result<Option<GroupInfo>> {
+        Store::group(self, id)
+    }
+
+    async fn member(&self, id: u64, user: u64) -> Result<Option<Member>> {
+        Store::member(self, id, user)
+    }
+
+    async fn members(&self, id: u64, after: u64, limit: usize) -> Result<Vec<Member>> {
+        Store::members(self, id, after, limit)
+    }
+
+    async fn member_ids(&self, id: u64) -> Result<Vec<(u64, u64)>> {
+        Store::member_ids(self, id)
+    }
+
+    async fn create_group(
+        &self,
+        owner: u64,
+        name: &str,
+        join_policy: JoinPolicy,
+        history_visible: bool,
+        members: &[u64],
+        events: EventsFor,
+    ) -> Result<GroupChanged> {
+        Store::create_group(
+            self,
+            owner,
+            name,
+            join_policy,
+            history_visible,
+            members,
+            events,
+        )
+        .await
+    }
+
+    async fn change_group(
+        &self,
+        id: u64,
+        change: GroupChange,
+        events: EventsFor,
+    ) -> Result<std::result::Result<GroupChanged, MembershipRefusal>> {
+        Store::change_group(self, id, change, events).await
+    }
+
+    async fn invite(&self, user: u64, group: u64, inviter: u64, now_ms: u64) -> Result<bool> {
+        self.off_worker(move |s| s.invite(user, group, inviter, now_ms))
+            .await
+    }
+
+    async fn invitations(&self, user: u64) -> Result<Vec<Invitation>> {
+        Store::invitations(self, user)
+    }
+
+    async fn take_invitation(&self, user: u64, group: u64) -> Result<Option<Invitation>> {
+        self.off_worker(move |s| s.take_invitation(user, group))
+            .await
+    }
+}
+
+#[async_trait]
+impl MediaRecords for Store {
+    async fn blob(&self, sha256: &str) -> Result<Option<BlobRecord>> {
+        Store::blob(self, sha256)
+    }
+
+    async fn put_blob(&self, record: &BlobRecord) -> Result<BlobRecord> {
+        let record = record.clone();
+        self.off_worker(move |s| s.put_blob(&record)).await
+    }
+
+    async fn add_blob_owner(&self, sha256: &str, user: u64) -> Result<()> {
+        let sha256 = sha256.to_owned();
+        self.off_worker(move |s| s.add_blob_owner(&sha256, user))
+            .await
+    }
+
+    async fn is_blob_owner(&self, sha256: &str, user: u64) -> Result<bool> {
+        Store::is_blob_owner(self, sha256, user)
+    }
+
+    async fn update_blob(&self, sha256: &str, update: BlobUpdate) -> Result<Option<BlobRecord>> {
+        let sha256 = sha256.to_owned();
+        self.off_worker(move |s| s.update_blob(&sha256, |r| update.apply(r)))
+            .await
+    }
+
+    async fn blobs(&self) -> Result<Vec<BlobRecord>> {
+        self.off_worker(|s| s.blobs()).await
+    }
+
+    async fn delete_blob(&self, sha256: &str) -> Result<()> {
+        let sha256 = sha256.to_owned();
+        self.off_worker(move |s| s.delete_blob(&sha256)).await
+    }
+}
+
+#[async_trait]
+impl Operations for Store {
+    fn writable(&self) -> bool {
+        Store::writable(self)
+    }
+
+    fn queued(&self) -> usize {
+        Store::queued(self)
+    }
+
+    fn commit_stats(&self) -> &CommitStats {
+        Store::commit_stats(self)
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.off_worker(|s| s.shutdown()).await
+    }
+}
