@@ -219,7 +219,7 @@ pub fn render(api: &Api) -> String {
         "Logins and registrations answered OVERLOADED because password hashing was saturated.",
         api.passwords.shed_count(),
     );
-    let stats = api.store.commit_stats();
+    let stats = api.storage_stats();
     counter(
         &mut out,
         "courier_messages_stored_total",
@@ -260,7 +260,7 @@ pub fn render(api: &Api) -> String {
         &mut out,
         "courier_storage_queue_depth",
         "Appends waiting for a writer.",
-        api.store.queued() as i64,
+        api.storage_queued() as i64,
     );
     histogram(
         &mut out,

@@ -14,7 +14,6 @@ use crate::api::receipts::Receipts;
 use crate::api::router::Router;
 use crate::api::{http, Api};
 use crate::config::Config;
-use crate::connection::limits::ConnectionBudget;
 use crate::connection::registry::Registry;
 use crate::connection::service::{Connections, Delivery};
 use crate::connection::{certs, quic, tcp};
@@ -90,23 +89,17 @@ impl Server {
         );
         tasks.spawn(presence_actor);
         tasks.spawn(receipts_actor);
-        let api = Arc::new(Api {
-            config: config.clone(),
+        let media =
+            crate::media::Media::open(&config).map_err(|source| StartError::Media { source })?;
+        let api = Arc::new(Api::new(
+            config.clone(),
             store,
             registry,
             members,
             presence,
             receipts,
-            media: crate::media::Media::open(&config)
-                .map_err(|source| StartError::Media { source })?,
-            metrics: Arc::default(),
-            connections: ConnectionBudget::for_process(config.max_connections),
-            limits: crate::api::limits::RateLimits::new(&config),
-            passwords: crate::api::accounts::PasswordGate::new(
-                config.password_hash_slots(),
-                config.password_hash_queue,
-            ),
-        });
+            media,
+        ));
         if config.lifecycle_interval_secs > 0 {
             let (api, shutdown) = (api.clone(), shutdown.clone());
             let every = std::time::Duration::from_secs(config.lifecycle_interval_secs);

@@ -197,6 +197,65 @@ impl Api {
         self.media.signed_path(sha256, expires)
     }
 
+    /// Whether uploads of blob `sha256` are refused (an operator blocked it).
+    pub async fn media_blocked(&self, sha256: &str) -> Result<bool, ApiError> {
+        let blob = self.store.blob(sha256).await?;
+        Ok(blob.is_some_and(|b| b.status == BlobStatus::Blocked))
+    }
+
+    /// Records an upload by `owner` (the first upload of the bytes stores
+    /// `record`); returns the stored record.
+    pub async fn record_upload(
+        &self,
+        record: &BlobRecord,
+        owner: u64,
+    ) -> Result<BlobRecord, ApiError> {
+        let stored = self.store.put_blob(record).await?;
+        self.store.add_blob_owner(&record.sha256, owner).await?;
+        Ok(stored)
+    }
+
+    /// Blob `sha256`, if `user` may have a fresh link to it: its uploader, or a
+    /// reader of message `seq` of `conversation` that carries it.
+    pub async fn linkable_media(
+        &self,
+        user: u64,
+        sha256: &str,
+        conversation: Option<&str>,
+        seq: Option<u64>,
+    ) -> Result<BlobRecord, ApiError> {
+        let blob = self
+            .store
+            .blob(sha256)
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+        let allowed = self.store.is_blob_owner(sha256, user).await?
+            || match (conversation, seq) {
+                (Some(c), Some(seq)) => self.message_carries(user, c, seq, sha256).await?,
+                _ => false,
+            };
+        if !allowed {
+            return Err(ApiError::forbidden(
+                "not your upload, and no message of yours carries it",
+            ));
+        }
+        Ok(blob)
+    }
+
+    /// Sets whether blob `sha256` may be served (moderation); returns the record.
+    pub async fn set_media_status(
+        &self,
+        sha256: &str,
+        status: BlobStatus,
+    ) -> Result<BlobRecord, ApiError> {
+        self.store
+            .update_blob(sha256, BlobUpdate::Status(status))
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))
+    }
+
     /// Checks that `user` may send a media message about blob `sha256`; returns it.
     pub async fn check_media_use(&self, user: u64, sha256: &str) -> Result<BlobRecord, ApiError> {
         let blob = self
@@ -318,14 +377,12 @@ pub async fn upload(
         ));
     };
     let sha256 = hex::encode(hasher.finalize());
-    if let Some(existing) = api.store.blob(&sha256).await? {
-        if existing.status == BlobStatus::Blocked {
-            remove_quietly(&temp).await;
-            return Err(ApiError::new(
-                ErrorCode::MediaRejected,
-                "this content is blocked",
-            ));
-        }
+    if api.media_blocked(&sha256).await? {
+        remove_quietly(&temp).await;
+        return Err(ApiError::new(
+            ErrorCode::MediaRejected,
+            "this content is blocked",
+        ));
     }
     let status = match api.media.moderator.check(&sha256, mime, size).await {
         Verdict::Approve => BlobStatus::Available,
@@ -358,8 +415,7 @@ pub async fn upload(
         status,
         referenced: false,
     };
-    let record = api.store.put_blob(&record).await?;
-    api.store.add_blob_owner(&sha256, caller.user_id).await?;
+    let record = api.record_upload(&record, caller.user_id).await?;
     Ok((StatusCode::CREATED, Json(api.media_view(&record))))
 }
 
@@ -520,22 +576,8 @@ pub async fn refresh_url(
 ) -> Result<Json<MediaView>, ApiError> {
     let Query(q) = q.map_err(|_| ApiError::invalid("bad query"))?;
     let blob = api
-        .store
-        .blob(&id)
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
-    let allowed = api.store.is_blob_owner(&id, caller.user_id).await?
-        || match (q.conversation, q.seq) {
-            (Some(c), Some(seq)) => api.message_carries(caller.user_id, &c, seq, &id).await?,
-            _ => false,
-        };
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "not your upload, and no message of yours carries it",
-        ));
-    }
+        .linkable_media(caller.user_id, &id, q.conversation.as_deref(), q.seq)
+        .await?;
     Ok(Json(api.media_view(&blob)))
 }
 
@@ -569,11 +611,7 @@ async fn set_status(
     status: BlobStatus,
 ) -> Result<Json<MediaView>, ApiError> {
     crate::api::http::Operator::check(api, headers)?;
-    let blob = api
-        .store
-        .update_blob(id, BlobUpdate::Status(status))
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such media"))?;
+    let blob = api.set_media_status(id, status).await?;
     Ok(Json(api.media_view(&blob)))
 }
 

@@ -55,7 +55,7 @@ pub struct Api {
     pub config: Arc<Config>,
     /// The storage backend: the API layer's own; handlers and the connection layer
     /// go through `Api`'s methods.
-    pub(crate) store: Arc<dyn Storage>,
+    store: Arc<dyn Storage>,
     /// How devices are reached (the connection layer's registry on one node).
     pub registry: Arc<dyn Delivery>,
     /// Group member lists in memory.
@@ -85,9 +85,45 @@ pub fn system_msg_id() -> String {
 }
 
 impl Api {
+    /// The API layer over `store`, reaching devices through `registry`; rate limits,
+    /// the password gate and the connection budget come from `config`.
+    pub(crate) fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Storage>,
+        registry: Arc<dyn Delivery>,
+        members: Arc<members::MemberCache>,
+        presence: presence::Presence,
+        receipts: receipts::Receipts,
+        media: crate::media::Media,
+    ) -> Self {
+        Self {
+            metrics: Arc::default(),
+            connections: crate::connection::limits::ConnectionBudget::for_process(
+                config.max_connections,
+            ),
+            limits: limits::RateLimits::new(&config),
+            passwords: accounts::PasswordGate::new(
+                config.password_hash_slots(),
+                config.password_hash_queue,
+            ),
+            config,
+            store,
+            registry,
+            members,
+            presence,
+            receipts,
+            media,
+        }
+    }
+
     /// Whether every storage shard can write now (`/v1/health`).
     pub fn storage_writable(&self) -> bool {
         self.store.writable()
+    }
+
+    /// The storage backend's commit counters (`/metrics`).
+    pub fn storage_stats(&self) -> &courier_storage::CommitStats {
+        self.store.commit_stats()
     }
 
     /// Appends waiting in the storage queues.

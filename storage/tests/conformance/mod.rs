@@ -1,0 +1,448 @@
+//! What every storage backend must do, checked through the capability traits only
+//! (`&dyn Storage`), so that each backend runs the same suite: the embedded store in
+//! `backend_sled.rs`, another backend in a file of its own beside it.
+//!
+//! Each check registers its own users (names carry the check's `tag`), so checks may
+//! share one store and run in any order.
+
+use bytes::Bytes;
+use courier_protocol::ConversationId;
+use courier_storage::{
+    AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EventsFor, GroupChange, GroupEvent,
+    HistoryRange, JoinPolicy, MembershipRefusal, RelationChange, RelationRefusal, RelationSet,
+    RequestOutcome, Role, Storage, StorageError,
+};
+
+const PASSWORD: &str = "correct horse";
+
+async fn user(store: &dyn Storage, tag: &str, name: &str) -> u64 {
+    store
+        .register(&format!("{tag}-{name}"), PASSWORD)
+        .await
+        .expect("register")
+        .id
+}
+
+fn send(c: ConversationId, sender: u64, id: &str, text: &str) -> AppendRequest {
+    AppendRequest {
+        conversation: c,
+        sender,
+        sender_device: "phone".into(),
+        client_msg_id: id.into(),
+        body: Bytes::copy_from_slice(text.as_bytes()),
+        reply_to_seq: 0,
+        recalls: 0,
+    }
+}
+
+fn event(sender: u64, id: &str) -> EventsFor {
+    let id = id.to_owned();
+    Box::new(move |_| {
+        vec![GroupEvent {
+            sender,
+            client_msg_id: id,
+            body: Bytes::from_static(b"event"),
+        }]
+    })
+}
+
+/// Appends get gap-free seqs in submission order; a resend returns the first seq
+/// and stores nothing; history pages and single reads agree with what was stored.
+pub async fn appends_are_ordered_gap_free_and_idempotent(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    let mut tickets = Vec::new();
+    for i in 0..5 {
+        let ticket = store
+            .submit(send(c, a, &format!("m{i}"), &format!("text {i}")))
+            .await
+            .unwrap();
+        tickets.push(ticket);
+    }
+    let mut seqs = Vec::new();
+    for ticket in tickets {
+        let appended = ticket.wait().await.unwrap();
+        assert!(!appended.duplicate);
+        seqs.push(appended.seq);
+    }
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let again = store.append(send(c, a, "m2", "changed")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.seq, 3);
+    assert_eq!(store.last_seq(&c).await.unwrap(), 5);
+    assert_eq!(
+        store.message(&c, 3).await.unwrap().unwrap().body,
+        Bytes::from_static(b"text 2")
+    );
+    assert!(store.message(&c, 6).await.unwrap().is_none());
+    let latest = store.history(&c, HistoryRange::Latest, 2).await.unwrap();
+    assert_eq!(
+        latest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [4, 5]
+    );
+    assert!(latest.has_more);
+    let after = store.history(&c, HistoryRange::After(1), 10).await.unwrap();
+    assert_eq!(after.messages.len(), 4);
+    let above = store
+        .history_above(&c, HistoryRange::Latest, 10, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        above.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [4, 5]
+    );
+    assert!(store.has_sent(&c, a).await.unwrap());
+    assert!(!store.has_sent(&c, b).await.unwrap());
+    let bad = store.submit(send(c, a, "", "no id")).await;
+    assert!(matches!(bad, Err(StorageError::InvalidArgument(_))));
+}
+
+/// A recall erases the message's content and stores its event, together.
+pub async fn a_recall_erases_and_stores_its_event(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    store.append(send(c, a, "secret", "oops")).await.unwrap();
+    let recall = store
+        .append(AppendRequest {
+            recalls: 1,
+            reply_to_seq: 1,
+            ..send(c, a, "recall-1", "recalled")
+        })
+        .await
+        .unwrap();
+    assert_eq!(recall.seq, 2);
+    let erased = store.message(&c, 1).await.unwrap().unwrap();
+    assert!(erased.recalled.is_some_and(|r| r.by_user == a));
+    assert!(erased.body.is_empty());
+    let twice = store
+        .append(AppendRequest {
+            recalls: 1,
+            ..send(c, a, "recall-1-again", "recalled")
+        })
+        .await;
+    assert!(matches!(twice, Err(StorageError::Recall(_))), "{twice:?}");
+}
+
+/// Read cursors move forward only; the index lists the conversation with its
+/// cursor; mute and pin are kept.
+pub async fn cursors_and_flags(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    for i in 0..3 {
+        store
+            .append(send(c, a, &format!("m{i}"), "hi"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.mark_read(b, &c, 2).await.unwrap(), 2);
+    assert_eq!(store.mark_read(b, &c, 1).await.unwrap(), 2);
+    assert_eq!(store.note_delivered(b, &c, 3).await.unwrap(), 3);
+    let state = store.conversation_state(b, &c).await.unwrap().unwrap();
+    assert_eq!(state.read_seq, 2);
+    let flags = store
+        .set_conversation_flags(b, &c, Some(true), None)
+        .await
+        .unwrap();
+    assert!(flags.muted && !flags.pinned);
+    let listed = store.conversations(b).await.unwrap();
+    let entry = listed.iter().find(|e| e.conversation == c).unwrap();
+    assert_eq!((entry.last_seq, entry.state.read_seq), (3, 2));
+    assert!(entry.state.muted);
+    let stranger = user(store, tag, "stranger").await;
+    let outside = store.mark_read(stranger, &c, 1).await;
+    assert!(
+        matches!(outside, Err(StorageError::NotParticipant)),
+        "{outside:?}"
+    );
+}
+
+/// Accounts, logins and tokens: a taken name, a wrong password, a password change
+/// that keeps only the caller's token, revocation.
+pub async fn accounts_and_tokens(store: &dyn Storage, tag: &str) {
+    let name = format!("{tag}-owner");
+    let account = store.register(&name, PASSWORD).await.unwrap();
+    assert!(matches!(
+        store.register(&name, PASSWORD).await,
+        Err(StorageError::NameTaken)
+    ));
+    assert_eq!(
+        store.account_by_name(&name).await.unwrap().unwrap().id,
+        account.id
+    );
+    assert_eq!(store.account(account.id).await.unwrap().unwrap().name, name);
+    assert!(matches!(
+        store.login(&name, "wrong password").await,
+        Err(StorageError::BadCredentials)
+    ));
+    let first = store.login(&name, PASSWORD).await.unwrap();
+    let second = store.login(&name, PASSWORD).await.unwrap();
+    let info = store.token_info(&first.token).await.unwrap().unwrap();
+    assert_eq!(info.user_id, account.id);
+    let kept = store.token_info(&second.token).await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .token_info_by_hash(&kept.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        account.id
+    );
+    let revoked = store
+        .change_password(&name, PASSWORD, "a new password", &kept.hash)
+        .await
+        .unwrap();
+    assert!(revoked.contains(&info.hash) && !revoked.contains(&kept.hash));
+    assert!(store.token_info(&first.token).await.unwrap().is_none());
+    assert!(store.token_info(&second.token).await.unwrap().is_some());
+    assert!(store.login(&name, "a new password").await.is_ok());
+    assert!(store.revoke_token_hash(&kept.hash).await.unwrap());
+    assert!(store.token_info(&second.token).await.unwrap().is_none());
+    assert!(!store.revoke_token_hash(&kept.hash).await.unwrap());
+}
+
+/// Devices: binding records them; removing one revokes the tokens it used.
+pub async fn devices_bind_and_remove(store: &dyn Storage, tag: &str) {
+    let name = format!("{tag}-owner");
+    let id = store.register(&name, PASSWORD).await.unwrap().id;
+    let session = store.login(&name, PASSWORD).await.unwrap();
+    let hash = store
+        .token_info(&session.token)
+        .await
+        .unwrap()
+        .unwrap()
+        .hash;
+    let bound = store
+        .bind_device(id, "laptop", 1, 1_000, Some(&hash))
+        .await
+        .unwrap();
+    assert_eq!(bound.device.device_id, "laptop");
+    store
+        .bind_device(id, "phone", 2, 2_000, None)
+        .await
+        .unwrap();
+    let devices = store.devices(id).await.unwrap();
+    assert_eq!(devices.len(), 2);
+    let removed = store.remove_device(id, "laptop").await.unwrap().unwrap();
+    assert!(removed.tokens.contains(&hash));
+    assert!(store.token_info(&session.token).await.unwrap().is_none());
+    assert!(store.remove_device(id, "laptop").await.unwrap().is_none());
+    assert!(store.unbind_device(id, "phone").await.unwrap().is_some());
+    assert!(store.devices(id).await.unwrap().is_empty());
+}
+
+/// Relations change both sides at once, by the shared rules; sets list them.
+pub async fn relations_follow_the_rules(store: &dyn Storage, tag: &str) {
+    let (a, b, c) = (
+        user(store, tag, "a").await,
+        user(store, tag, "b").await,
+        user(store, tag, "c").await,
+    );
+    let asked = store
+        .change_relation(a, b, RelationChange::Request)
+        .await
+        .unwrap();
+    assert_eq!(asked, Ok(Some(RequestOutcome::Pending)));
+    let pending = store
+        .relations(b, 0, 10, RelationSet::RequestsReceived)
+        .await
+        .unwrap();
+    assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), [a]);
+    store
+        .change_relation(b, a, RelationChange::Accept)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.relation(a, b).await.unwrap().friend);
+    assert!(store.relation(b, a).await.unwrap().friend);
+    store
+        .change_relation(c, a, RelationChange::Block(true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .change_relation(a, c, RelationChange::Request)
+            .await
+            .unwrap(),
+        Err(RelationRefusal::Blocked)
+    );
+    assert!(store.relation(a, c).await.unwrap().blocked_by);
+    let friends = store
+        .relations(a, 0, 10, RelationSet::Friends)
+        .await
+        .unwrap();
+    assert_eq!(friends.iter().map(|p| p.0).collect::<Vec<_>>(), [b]);
+    assert_eq!(store.befriend_many(c, &[a, b]).await.unwrap(), 1);
+    assert!(store.relation(b, c).await.unwrap().friend);
+}
+
+/// Groups: creation with its events, additions, roles, removal; a removed member
+/// can no longer write; invitations.
+pub async fn groups_change_with_their_events(store: &dyn Storage, tag: &str) {
+    let (owner, m1, m2) = (
+        user(store, tag, "owner").await,
+        user(store, tag, "m1").await,
+        user(store, tag, "m2").await,
+    );
+    let created = store
+        .create_group(
+            owner,
+            "team",
+            JoinPolicy::InviteOnly,
+            true,
+            &[m1],
+            event(owner, "created"),
+        )
+        .await
+        .unwrap();
+    let info = created.info.unwrap();
+    assert_eq!((info.owner, info.member_count), (owner, 2));
+    assert_eq!(created.events.len(), 1);
+    let c = ConversationId::Group(info.id);
+    assert_eq!(store.last_seq(&c).await.unwrap(), created.events[0].seq);
+    let added = store
+        .change_group(
+            info.id,
+            GroupChange::Add {
+                users: vec![m2, m1],
+                role: Role::Member,
+                max_members: 10,
+            },
+            event(owner, "added"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(added.added.added, [m2]);
+    assert_eq!(added.added.already_members, [m1]);
+    let ids: Vec<u64> = store
+        .member_ids(info.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let promoted = store
+        .change_group(
+            info.id,
+            GroupChange::SetRole {
+                user: m1,
+                role: Role::Admin,
+            },
+            Box::new(|_| Vec::new()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(promoted.member.unwrap().role, Role::Admin);
+    store.append(send(c, m2, "hello", "hi all")).await.unwrap();
+    store
+        .change_group(
+            info.id,
+            GroupChange::Remove { user: m2 },
+            event(owner, "removed"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.member(info.id, m2).await.unwrap().is_none());
+    let after = store.append(send(c, m2, "still there?", "hi")).await;
+    assert!(
+        matches!(after, Err(StorageError::NotParticipant)),
+        "{after:?}"
+    );
+    let owner_out = store
+        .change_group(
+            info.id,
+            GroupChange::Remove { user: owner },
+            event(owner, "owner-out"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(owner_out.err(), Some(MembershipRefusal::IsOwner));
+    assert_eq!(store.members(info.id, 0, 10).await.unwrap().len(), 2);
+    assert!(store.invite(m2, info.id, owner, 5).await.unwrap());
+    let invitations = store.invitations(m2).await.unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert_eq!(invitations[0].inviter, owner);
+    assert!(store.take_invitation(m2, info.id).await.unwrap().is_some());
+    assert!(store.take_invitation(m2, info.id).await.unwrap().is_none());
+    assert_eq!(store.group(info.id).await.unwrap().unwrap().name, "team");
+}
+
+/// Media records: one record per content hash, owners, status and reference marks.
+pub async fn media_records(store: &dyn Storage, tag: &str) {
+    let owner = user(store, tag, "owner").await;
+    let other = user(store, tag, "other").await;
+    let sha256 = format!("{:0>64}", format!("{:x}", owner));
+    let record = BlobRecord {
+        sha256: sha256.clone(),
+        size: 10,
+        mime: "image/png".into(),
+        width: 2,
+        height: 3,
+        created_ms: 7,
+        status: BlobStatus::Quarantined,
+        referenced: false,
+    };
+    assert_eq!(store.put_blob(&record).await.unwrap(), record);
+    store.add_blob_owner(&sha256, owner).await.unwrap();
+    assert!(store.is_blob_owner(&sha256, owner).await.unwrap());
+    assert!(!store.is_blob_owner(&sha256, other).await.unwrap());
+    let released = store
+        .update_blob(&sha256, BlobUpdate::Status(BlobStatus::Available))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(released.status, BlobStatus::Available);
+    let referenced = store
+        .update_blob(&sha256, BlobUpdate::Referenced)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(referenced.referenced && referenced.status == BlobStatus::Available);
+    assert!(store.blobs().await.unwrap().contains(&referenced));
+    store.delete_blob(&sha256).await.unwrap();
+    assert!(store.blob(&sha256).await.unwrap().is_none());
+    assert!(!store.is_blob_owner(&sha256, owner).await.unwrap());
+}
+
+/// Retention prunes below a seq and says where history now starts.
+pub async fn retention_prunes_history(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    for i in 0..4 {
+        store
+            .append(send(c, a, &format!("m{i}"), "old"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.first_retained_seq(&c).await.unwrap(), 1);
+    assert!(store.all_conversations().await.unwrap().contains(&(c, 4)));
+    assert_eq!(store.prune_history(&c, 3).await.unwrap(), 2);
+    assert_eq!(store.first_retained_seq(&c).await.unwrap(), 3);
+    let left = store.history(&c, HistoryRange::Latest, 10).await.unwrap();
+    assert_eq!(
+        left.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [3, 4]
+    );
+    assert_eq!(store.first_seq_since(&c, 0).await.unwrap(), Some(3));
+}
+
+/// Health and shutdown: writable while running; writes after shutdown are refused.
+pub async fn shutdown_refuses_later_writes(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    assert!(store.writable());
+    store.append(send(c, a, "before", "hi")).await.unwrap();
+    store.shutdown().await.unwrap();
+    store.shutdown().await.unwrap();
+    let after = store.append(send(c, a, "after", "hi")).await;
+    assert!(
+        matches!(after, Err(StorageError::ShuttingDown)),
+        "{after:?}"
+    );
+}
