@@ -244,6 +244,24 @@ pub fn render(api: &Api) -> String {
         "Shards whose last group commit failed (disk full or failing); 0 when all write.",
         load(&stats.unwritable_shards) as i64,
     );
+    gauge(
+        &mut out,
+        "courier_storage_indexes_failed",
+        "1 while the indexes have failed a write and the store waits to reopen (writes refused, reads served).",
+        i64::from(stats.indexes_failed.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+    counter(
+        &mut out,
+        "courier_storage_index_failures_total",
+        "Times the indexes failed a write (disk full or failing).",
+        load(&stats.index_failures),
+    );
+    counter(
+        &mut out,
+        "courier_storage_reopens_total",
+        "Times the store reopened by itself after its indexes failed.",
+        load(&stats.reopens),
+    );
     counter(
         &mut out,
         "courier_commitlog_replayed_records_total",

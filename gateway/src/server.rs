@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use courier_storage::{Storage, Store};
+use courier_storage::{ManagedStore, Storage};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,9 +71,10 @@ impl Server {
         let members = Arc::new(MemberCache::new(config.member_cache_groups));
         let router = Arc::new(Router::new(registry.clone(), members.clone()));
         let store_config = config.store_config();
-        let store = tokio::task::spawn_blocking(move || Store::open(store_config, Some(router)))
-            .await
-            .expect("store open task")?;
+        let store =
+            tokio::task::spawn_blocking(move || ManagedStore::open(store_config, Some(router)))
+                .await
+                .expect("store open task")?;
         let store: Arc<dyn Storage> = Arc::new(store);
         members.attach(store.clone());
         let shutdown = CancellationToken::new();

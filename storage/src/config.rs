@@ -33,6 +33,9 @@ pub struct StoreConfig {
     /// that point can be deleted (`None`: only at shutdown; tests that simulate a
     /// crash use it).
     pub checkpoint_interval: Option<Duration>,
+    /// How often a [`crate::ManagedStore`] whose indexes failed checks whether the
+    /// disk takes writes again, and reopens once it does.
+    pub reopen_check_interval: Duration,
 }
 
 /// Argon2id cost parameters.
@@ -84,6 +87,7 @@ impl StoreConfig {
             segment_bytes: crate::commitlog::DEFAULT_SEGMENT_BYTES,
             checkpoint_interval: Some(Duration::from_secs(1)),
             index_flush_every_ms: None,
+            reopen_check_interval: Duration::from_secs(1),
         }
     }
 

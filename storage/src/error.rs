@@ -26,6 +26,10 @@ pub enum StorageError {
     /// A stored record could not be decoded.
     #[error("corrupt record in {0}")]
     Corrupt(&'static str),
+    /// The store cannot write now and says why: its indexes failed a write (the disk
+    /// is full or failing) and it has not reopened yet. Retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(&'static str),
     /// The store is shutting down and takes no more writes.
     #[error("storage is shutting down")]
     ShuttingDown,
@@ -62,7 +66,20 @@ impl StorageError {
     /// Whether this is the disk or the device failing a read or write (full, gone,
     /// read-only): the operation did not happen, and may succeed if tried again later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StorageError::Io(_))
+        matches!(self, StorageError::Io(_) | StorageError::Unavailable(_))
+    }
+
+    /// Whether the disk is out of space (full, over quota, or a file over its size
+    /// limit), as opposed to failing otherwise or being locked by another process.
+    pub fn is_out_of_space(&self) -> bool {
+        use std::io::ErrorKind;
+        matches!(
+            self,
+            StorageError::Io(e) if matches!(
+                e.kind(),
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+            )
+        )
     }
 }
 

@@ -8,7 +8,8 @@
 //!   [`Groups`], [`MediaRecords`], [`Retention`], [`Operations`]); the gateway holds
 //!   an `Arc<dyn Storage>`.
 //! - [`Store`]: the embedded backend's handle; cheap to clone. `sled_backend` maps
-//!   the traits onto it.
+//!   the traits onto it; [`ManagedStore`] is a `Store` that reopens itself after
+//!   its indexes failed a write (a full disk), as the server runs it.
 //! - `writer`: one thread per shard that assigns seqs and group-commits appends and
 //!   operations; `commitlog`: the shard's append-only log that makes them durable.
 //! - `ops`: operations other than appends as log records, applied the same way live
@@ -39,6 +40,7 @@ mod group_rules;
 mod groups;
 mod invitations;
 mod keys;
+mod managed;
 mod media;
 mod ops;
 mod recall;
@@ -75,6 +77,7 @@ pub use error::{Result, StorageError};
 pub use group_changes::{EventsFor, GroupChange, GroupChanged, GroupEvent, MAX_ADDED_PER_CHANGE};
 pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
 pub use invitations::Invitation;
+pub use managed::ManagedStore;
 pub use media::{BlobRecord, BlobStatus, BlobUpdate};
 pub use recall::RecallRefusal;
 pub use record::{ConversationState, Recall, StoredMessage};
@@ -229,7 +232,8 @@ impl Checkpointer {
                             }
                             stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => tracing::warn!(error = %e, "checkpoint flush failed"),
+                        // sled takes no writes after a failed one.
+                        Err(e) => stats.note_indexes_failed(&e),
                     }
                 }
             })?;
@@ -246,6 +250,20 @@ impl Store {
     /// Opens (or creates) the store in `config.data_dir` and starts one writer thread
     /// per shard. `listener` hears of every committed message.
     pub fn open(config: StoreConfig, listener: Option<Arc<dyn CommitListener>>) -> Result<Self> {
+        Self::open_with_stats(config, listener, Arc::default())
+    }
+
+    /// [`Store::open`], counting into `stats` (kept across the reopens of a
+    /// [`ManagedStore`]).
+    ///
+    /// If the replayed log cannot be flushed to the indexes (the disk is full), the
+    /// store opens all the same, serving reads from what was replayed and refusing
+    /// writes ([`CommitStats::indexes_failed`]) until it is opened again.
+    pub(crate) fn open_with_stats(
+        config: StoreConfig,
+        listener: Option<Arc<dyn CommitListener>>,
+        stats: Arc<CommitStats>,
+    ) -> Result<Self> {
         if config.shards == 0 || config.shards > 1024 {
             return Err(StorageError::InvalidArgument("shards must be 1..=1024"));
         }
@@ -265,7 +283,10 @@ impl Store {
         let map = ShardMap {
             count: config.shards,
         };
-        let stats = Arc::new(CommitStats::default());
+        // A fresh start: whatever an earlier open of this data directory counted as
+        // failing is what this open finds out again.
+        stats.unwritable_shards.store(0, Ordering::Relaxed);
+        stats.indexes_failed.store(false, Ordering::Release);
         // Each shard's commit log: what its indexes may lack is applied again first.
         let mut logs = Vec::with_capacity(config.shards);
         let mut positions = Vec::with_capacity(config.shards);
@@ -304,16 +325,26 @@ impl Store {
             op.apply(&shards, map)?;
         }
         if tails.iter().any(|t| !t.is_empty()) {
-            // What was replayed is on disk before the checkpoint says so.
-            for shard in shards.iter() {
-                shard.db.flush()?;
-            }
-            for (shard, &(_, end)) in shards.iter().zip(&positions) {
-                shard.log.insert(keys::APPLIED, &end.to_be_bytes())?;
-                shard.db.flush()?;
-            }
-            for (held, end) in &mut positions {
-                *held = *end;
+            // What was replayed is on disk before the checkpoint says so; if it
+            // cannot be, the logs stay as they are and the next open replays them.
+            let flushed = (|| -> Result<()> {
+                for shard in shards.iter() {
+                    shard.db.flush()?;
+                }
+                for (shard, &(_, end)) in shards.iter().zip(&positions) {
+                    shard.log.insert(keys::APPLIED, &end.to_be_bytes())?;
+                    shard.db.flush()?;
+                }
+                Ok(())
+            })();
+            match flushed {
+                Ok(()) => {
+                    for (held, end) in &mut positions {
+                        *held = *end;
+                    }
+                }
+                Err(e) if e.is_unavailable() => stats.note_indexes_failed(&e),
+                Err(e) => return Err(e),
             }
         }
         drop(tails);
@@ -424,7 +455,19 @@ impl Store {
 
     /// Whether every shard can write (no group commit is failing now).
     pub fn writable(&self) -> bool {
-        self.inner.stats.unwritable_shards.load(Ordering::Relaxed) == 0
+        self.inner.stats.unwritable_shards.load(Ordering::Relaxed) == 0 && !self.indexes_failed()
+    }
+
+    /// Whether the indexes failed a write: the store refuses writes until it is
+    /// opened again (what [`ManagedStore`] does by itself).
+    pub fn indexes_failed(&self) -> bool {
+        self.inner.stats.indexes_failed.load(Ordering::Acquire)
+    }
+
+    /// A handle that is dead once every handle to this store's indexes is gone
+    /// (sled's lock on the data directory is released then).
+    pub(crate) fn indexes_weak(&self) -> std::sync::Weak<[ShardDb]> {
+        Arc::downgrade(&self.inner.shards)
     }
 
     /// Appends that wait in the writer queues right now (all shards).

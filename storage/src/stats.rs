@@ -1,6 +1,6 @@
 //! Counters and histograms of the group commit, for the gateway's `/metrics`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Upper bounds of the flush-latency histogram, in microseconds.
 pub const FLUSH_BUCKETS_US: [u64; 10] = [
@@ -81,6 +81,25 @@ pub struct CommitStats {
     /// Shards whose last group commit failed (the disk is full or failing): appends
     /// to them are refused until a commit succeeds again.
     pub unwritable_shards: AtomicU64,
+    /// The indexes failed a write (sled takes no writes after one): every write is
+    /// refused until the store has reopened (its commit logs replayed into freshly
+    /// opened indexes).
+    pub indexes_failed: AtomicBool,
+    /// Times the indexes failed a write.
+    pub index_failures: AtomicU64,
+    /// Times the store reopened itself after its indexes failed.
+    pub reopens: AtomicU64,
+}
+
+impl CommitStats {
+    /// Records that the indexes failed a write: once, with one log line, however
+    /// many writes see it.
+    pub(crate) fn note_indexes_failed(&self, e: &dyn std::fmt::Display) {
+        if !self.indexes_failed.swap(true, Ordering::AcqRel) {
+            self.index_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "the indexes failed a write: writes are refused until the store reopens");
+        }
+    }
 }
 
 impl Default for CommitStats {
@@ -94,6 +113,9 @@ impl Default for CommitStats {
             replayed: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             unwritable_shards: AtomicU64::new(0),
+            indexes_failed: AtomicBool::new(false),
+            index_failures: AtomicU64::new(0),
+            reopens: AtomicU64::new(0),
         }
     }
 }

@@ -387,6 +387,9 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<Item>) {
+        if self.stats.indexes_failed.load(Ordering::Acquire) {
+            return self.refuse(batch);
+        }
         let now = now_ms();
         let mut b = BatchBuilder::default();
         let mut replies: Vec<PendingReply> = Vec::with_capacity(batch.len());
@@ -427,19 +430,31 @@ impl Writer {
             }
             let started = std::time::Instant::now();
             // Durable once in the log; the indexes follow without a flush of their own.
+            // A failed index write leaves sled refusing every later one: the store
+            // takes no more writes (not even to the log, whose records would follow
+            // one the indexes lack) until it reopens and replays the log.
+            let mut indexes_failed = false;
             let durable = self
                 .register_direct(&b.new_direct, now)
+                .inspect_err(|_| indexes_failed = true)
                 .and_then(|()| self.log.append(b.records.iter().map(Vec::as_slice)))
                 .and_then(|end| {
                     let tree = &self.shard().log;
-                    for (key, value) in log_writes {
-                        tree.insert(key, value)?;
-                    }
-                    for op in &b.ops {
-                        op.apply(&self.shards, self.map)?;
-                    }
-                    Ok(end)
+                    let applied = log_writes
+                        .into_iter()
+                        .try_for_each(|(key, value)| tree.insert(key, value).map(drop))
+                        .map_err(StorageError::from)
+                        .and_then(|()| {
+                            b.ops
+                                .iter()
+                                .try_for_each(|op| op.apply(&self.shards, self.map))
+                        });
+                    indexes_failed = applied.is_err();
+                    applied.map(|()| end)
                 });
+            if let (true, Err(e)) = (indexes_failed, &durable) {
+                self.stats.note_indexes_failed(e);
+            }
             self.stats
                 .flush_us
                 .observe(started.elapsed().as_micros() as u64);
@@ -486,6 +501,29 @@ impl Writer {
             replies,
         });
         self.cut_log();
+    }
+
+    /// Answers a batch without writing anything: the indexes failed, and the store
+    /// must reopen before it writes again.
+    fn refuse(&mut self, batch: &mut Vec<Item>) {
+        let refused = || {
+            StorageError::Unavailable(
+                "the indexes failed a write (disk full or failing); writes resume once the store has reopened",
+            )
+        };
+        self.note_commit(Some(&refused()));
+        let replies = batch
+            .drain(..)
+            .map(|item| match item {
+                Item::Append(_, tx) => Reply::Append(tx, Err(refused())),
+                Item::Ops(_, tx) => Reply::Ops(tx, Err(refused())),
+            })
+            .collect();
+        self.fanout.hand_off(Committed {
+            messages: Vec::new(),
+            membership: None,
+            replies,
+        });
     }
 
     /// Checks one append and stages it in `b`.
