@@ -108,6 +108,11 @@ pub trait CommitListener: Send + Sync + 'static {
     /// to the members before the change as well as after, and anything committed
     /// later goes to the members after it.
     fn committed(&self, messages: &[StoredMessage], membership: Option<&MembershipChange>);
+
+    /// The store reopened after its indexes failed: the replay of its logs may have
+    /// applied changes (a group's membership, say) that no `committed` call
+    /// reported, so whatever the listener keeps about the store must be read again.
+    fn reopened(&self) {}
 }
 
 /// Who joined and who left a group in one committed operation.

@@ -153,7 +153,7 @@ impl Shared {
             }
         }
         let listener = self.listener.lock().expect("listener").clone();
-        match Store::open_with_stats(self.config.clone(), listener, self.stats.clone()) {
+        match Store::open_with_stats(self.config.clone(), listener.clone(), self.stats.clone()) {
             Ok(store) => {
                 let healthy = !store.indexes_failed();
                 *self.current.write().expect("store slot") = Some(store);
@@ -162,6 +162,9 @@ impl Shared {
                         .reopens
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!("store reopened after its indexes failed: writes resume");
+                    if let Some(listener) = &listener {
+                        listener.reopened();
+                    }
                     self.reopened.send_modify(|n| *n += 1);
                 }
             }

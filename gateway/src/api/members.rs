@@ -124,6 +124,15 @@ impl MemberCache {
         Ok(self.members(group).await?.binary_search(&user).is_ok())
     }
 
+    /// Forgets every group (the store reopened: what it replayed was never reported).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut s = shard.write().expect("member cache lock");
+            s.groups.clear();
+            s.version += 1;
+        }
+    }
+
     /// Forgets `group` after its membership changed.
     pub fn invalidate(&self, group: u64) {
         let mut s = self.shard(group).write().expect("member cache lock");

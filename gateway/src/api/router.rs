@@ -93,4 +93,8 @@ impl CommitListener for Router {
             }
         }
     }
+
+    fn reopened(&self) {
+        self.members.clear();
+    }
 }
