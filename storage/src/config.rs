@@ -79,7 +79,7 @@ impl StoreConfig {
             shards: 4,
             queue_depth: 4096,
             max_batch: 1024,
-            cache_bytes: 256 * 1024 * 1024,
+            cache_bytes: 64 * 1024 * 1024,
             max_page: 100,
             seq_cache_entries: 1 << 20,
             password: PasswordParams::default(),
