@@ -275,16 +275,22 @@ impl Store {
         std::fs::create_dir_all(&config.data_dir)?;
         check_meta(&config.data_dir, config.shards)?;
         let per_shard_cache = (config.cache_bytes / config.shards as u64).max(1 << 20);
-        let shards: Arc<[ShardDb]> = (0..config.shards)
-            .map(|i| {
-                ShardDb::open(
-                    &config.data_dir.join(format!("shard-{i:03}")),
-                    per_shard_cache,
-                    config.index_flush_every_ms,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into();
+        // Side by side: sled reads through its whole log at open, which is most of a
+        // restart's time on a large store.
+        let shards: Arc<[ShardDb]> = std::thread::scope(|scope| {
+            let opening: Vec<_> = (0..config.shards)
+                .map(|i| {
+                    let path = config.data_dir.join(format!("shard-{i:03}"));
+                    let flush_every_ms = config.index_flush_every_ms;
+                    scope.spawn(move || ShardDb::open(&path, per_shard_cache, flush_every_ms))
+                })
+                .collect();
+            opening
+                .into_iter()
+                .map(|h| h.join().expect("shard open thread"))
+                .collect::<Result<Vec<_>>>()
+        })?
+        .into();
         let map = ShardMap {
             count: config.shards,
         };
