@@ -94,3 +94,27 @@ impl From<sled::Error> for StorageError {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_a_disk_out_of_space_counts_as_out_of_space() {
+        for kind in [
+            ErrorKind::StorageFull,
+            ErrorKind::QuotaExceeded,
+            ErrorKind::FileTooLarge,
+        ] {
+            let e = StorageError::Io(Error::from(kind));
+            assert!(e.is_out_of_space() && e.is_unavailable(), "{kind:?}");
+        }
+        // Another process holding the data directory is not a state to wait out.
+        let locked = StorageError::Io(Error::from(ErrorKind::WouldBlock));
+        assert!(!locked.is_out_of_space());
+        assert!(StorageError::Unavailable("reopening").is_unavailable());
+        assert!(!StorageError::Unavailable("reopening").is_out_of_space());
+        assert!(!StorageError::NotParticipant.is_unavailable());
+    }
+}

@@ -282,4 +282,32 @@ mod tests {
             Err(RelationRefusal::Blocked)
         );
     }
+
+    #[test]
+    fn a_block_either_way_hides_presence_even_from_friends() {
+        let friend = Relation {
+            friend: true,
+            ..Relation::default()
+        };
+        let follower = Relation {
+            followed_by: true,
+            ..Relation::default()
+        };
+        let blocked_friend = Relation {
+            blocked_by: true,
+            ..friend
+        };
+        let audience = |followers| RelationSet::PresenceAudience { followers };
+        assert!(audience(false).contains(&friend));
+        assert!(!audience(false).contains(&follower));
+        assert!(audience(true).contains(&follower));
+        assert!(!audience(true).contains(&blocked_friend));
+        assert!(!audience(true).contains(&Relation {
+            blocking: true,
+            ..follower
+        }));
+        assert!(RelationSet::Friends.contains(&blocked_friend));
+        assert!(RelationSet::Followers.contains(&follower));
+        assert!(!RelationSet::Following.contains(&follower));
+    }
 }
