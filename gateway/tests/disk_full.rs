@@ -124,14 +124,11 @@ async fn a_full_disk_degrades_the_server_and_it_recovers_by_itself() {
         .iter()
         .map(|m| m.text.clone().unwrap_or_default())
         .collect();
-    for i in 0..10 {
-        assert_eq!(texts[i], format!("before {i}"));
-    }
-    for i in 0..20 {
-        assert!(
-            texts[10 + i].starts_with(&format!("during {i} ")),
-            "in order"
-        );
+    for (i, text) in texts.iter().enumerate() {
+        match i {
+            0..10 => assert_eq!(text, &format!("before {i}")),
+            _ => assert!(text.starts_with(&format!("during {} ", i - 10)), "in order"),
+        }
     }
     t.stop().await;
 }
