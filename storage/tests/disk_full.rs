@@ -9,33 +9,16 @@
 //! write while the limit is low.
 #![cfg(target_os = "linux")]
 
-use bytes::Bytes;
-use courier_protocol::ConversationId;
-use courier_storage::{AppendRequest, HistoryRange, Store, StoreConfig};
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
+mod full_disk;
 
-fn request(c: ConversationId, id: &str, size: usize) -> AppendRequest {
-    AppendRequest {
-        conversation: c,
-        sender: 1,
-        sender_device: "dev".into(),
-        client_msg_id: id.into(),
-        body: Bytes::from(vec![b'x'; size]),
-        reply_to_seq: 0,
-        recalls: 0,
-    }
-}
+use courier_protocol::ConversationId;
+use courier_storage::{HistoryRange, Store, StoreConfig};
+use full_disk::request;
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 #[test]
 fn a_full_disk_is_a_state_the_store_recovers_from() {
-    // A write past the limit must fail with EFBIG rather than kill the process.
-    unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGXFSZ,
-            nix::sys::signal::SigHandler::SigIgn,
-        )
-        .unwrap();
-    }
+    full_disk::fail_writes_past_the_limit();
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::for_tests(dir.path());
     config.shards = 1;

@@ -10,6 +10,8 @@
 //! two scenarios run one after the other in one test.
 #![cfg(target_os = "linux")]
 
+mod full_disk;
+
 mod common;
 
 use std::collections::HashSet;
@@ -17,24 +19,12 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use courier_protocol::ConversationId;
 use courier_storage::{
-    AppendRequest, HistoryRange, ManagedStore, MessageLog, Operations, StorageError, StoreConfig,
+    HistoryRange, ManagedStore, MessageLog, Operations, StorageError, StoreConfig,
 };
+use full_disk::request;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-
-fn request(c: ConversationId, id: &str, size: usize) -> AppendRequest {
-    AppendRequest {
-        conversation: c,
-        sender: 1,
-        sender_device: "dev".into(),
-        client_msg_id: id.into(),
-        body: Bytes::from(vec![b'x'; size]),
-        reply_to_seq: 0,
-        recalls: 0,
-    }
-}
 
 fn config(dir: &Path) -> StoreConfig {
     let mut config = StoreConfig::for_tests(dir);
@@ -88,14 +78,7 @@ async fn reopened(store: &ManagedStore, before: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_index_writes_are_a_state_the_store_reopens_from() {
-    // A write past the limit must fail with EFBIG rather than kill the process.
-    unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGXFSZ,
-            nix::sys::signal::SigHandler::SigIgn,
-        )
-        .unwrap();
-    }
+    full_disk::fail_writes_past_the_limit();
     let (soft, hard) = getrlimit(Resource::RLIMIT_FSIZE).unwrap();
     full_while_running(hard).await;
     setrlimit(Resource::RLIMIT_FSIZE, soft, hard).unwrap();

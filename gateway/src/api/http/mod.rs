@@ -284,6 +284,20 @@ async fn relation(
     Ok(Json(api.relation_view(caller.user_id, peer).await?))
 }
 
+/// One page of the caller's relations in `set` (the relation-list routes).
+async fn relation_page(
+    api: &Api,
+    caller: Caller,
+    q: Result<Query<PageQuery>, QueryRejection>,
+    set: RelationSet,
+) -> ApiResult<RelationList> {
+    let q = query(q)?;
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(100));
+    Ok(Json(
+        api.relation_list(caller.user_id, after, limit, set).await?,
+    ))
+}
+
 /// The caller's friends, with their names.
 #[utoipa::path(get, path = "/v1/friends", tag = "relations", security(("bearer" = [])), params(PageQuery),
     responses((status = 200, body = RelationList)))]
@@ -292,16 +306,7 @@ async fn friends(
     caller: Caller,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
-    let q = query(q)?;
-    Ok(Json(
-        api.relation_list(
-            caller.user_id,
-            q.after.unwrap_or(0),
-            q.limit.unwrap_or(100),
-            RelationSet::Friends,
-        )
-        .await?,
-    ))
+    relation_page(&api, caller, q, RelationSet::Friends).await
 }
 
 /// Pending friend requests, to and from the caller.
@@ -396,16 +401,7 @@ async fn following(
     caller: Caller,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
-    let q = query(q)?;
-    Ok(Json(
-        api.relation_list(
-            caller.user_id,
-            q.after.unwrap_or(0),
-            q.limit.unwrap_or(100),
-            RelationSet::Following,
-        )
-        .await?,
-    ))
+    relation_page(&api, caller, q, RelationSet::Following).await
 }
 
 /// Users who follow the caller.
@@ -416,16 +412,7 @@ async fn followers(
     caller: Caller,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
-    let q = query(q)?;
-    Ok(Json(
-        api.relation_list(
-            caller.user_id,
-            q.after.unwrap_or(0),
-            q.limit.unwrap_or(100),
-            RelationSet::Followers,
-        )
-        .await?,
-    ))
+    relation_page(&api, caller, q, RelationSet::Followers).await
 }
 
 /// Follow a user.
@@ -464,16 +451,7 @@ async fn blocks(
     caller: Caller,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<RelationList> {
-    let q = query(q)?;
-    Ok(Json(
-        api.relation_list(
-            caller.user_id,
-            q.after.unwrap_or(0),
-            q.limit.unwrap_or(100),
-            RelationSet::Blocking,
-        )
-        .await?,
-    ))
+    relation_page(&api, caller, q, RelationSet::Blocking).await
 }
 
 /// Block a user: it can no longer message the caller or see its presence.
