@@ -81,6 +81,11 @@ pub trait Retention: Send + Sync {
 
     /// Deletes `c`'s messages below `keep_from`; returns how many were deleted.
     async fn prune_history(&self, c: &ConversationId, keep_from: u64) -> Result<usize>;
+
+    /// Frees the space of what retention deleted, where a backend frees it apart
+    /// from the deletion (the embedded store deletes whole log segments once every
+    /// message in them is gone). Returns the bytes freed.
+    async fn reclaim(&self) -> Result<u64>;
 }
 
 /// The per-user conversation index: which conversations a user is in, read and

@@ -20,6 +20,10 @@ pub struct StoreConfig {
     pub max_page: usize,
     /// Conversations whose last seq each writer keeps in memory.
     pub seq_cache_entries: usize,
+    /// Sends per shard whose ids are remembered to recognise a resend (16 bytes of
+    /// memory each); a message resent after this many later sends on its shard is
+    /// stored again.
+    pub idempotency_window: usize,
     /// Password hashing cost.
     pub password: PasswordParams,
     /// How long a login token stays valid.
@@ -82,6 +86,7 @@ impl StoreConfig {
             cache_bytes: 64 * 1024 * 1024,
             max_page: 100,
             seq_cache_entries: 1 << 20,
+            idempotency_window: 1 << 20,
             password: PasswordParams::default(),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             segment_bytes: crate::commitlog::DEFAULT_SEGMENT_BYTES,

@@ -63,46 +63,59 @@ impl Store {
         limit: usize,
         floor: u64,
     ) -> Result<HistoryPage> {
-        let limit = limit.clamp(1, self.inner.config.max_page);
-        let log = &self.shard(self.inner.map.conversation(c)).log;
-        let lowest = floor.saturating_add(1);
+        let limit = limit.clamp(1, self.inner.config.max_page) as u64;
         let empty = HistoryPage {
             messages: Vec::new(),
             has_more: false,
         };
-        let (from, to) = match range {
-            HistoryRange::Latest => (lowest, u64::MAX),
-            HistoryRange::Before(seq) if seq <= lowest => return Ok(empty),
-            HistoryRange::Before(seq) => (lowest, seq - 1),
-            HistoryRange::After(u64::MAX) => return Ok(empty),
-            HistoryRange::After(seq) => (seq.saturating_add(1).max(lowest), u64::MAX),
-        };
-        let iter = log.range(keys::msg(c, from)..=keys::msg(c, to));
-        let entries: Vec<_> = match range {
-            HistoryRange::After(_) => iter.take(limit + 1).collect::<Result<_, _>>()?,
-            _ => iter.rev().take(limit + 1).collect::<Result<_, _>>()?,
-        };
-        let has_more = entries.len() > limit;
-        let mut messages = entries
-            .into_iter()
-            .take(limit)
-            .map(|(k, v)| {
-                let seq = keys::msg_seq(&k).ok_or(StorageError::Corrupt("message key"))?;
-                StoredMessage::decode_value(*c, seq, &v)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if !matches!(range, HistoryRange::After(_)) {
-            messages.reverse();
+        let last = self.last_seq(c)?;
+        let lowest = floor.saturating_add(1).max(self.first_retained_seq(c)?);
+        if last < lowest {
+            return Ok(empty);
         }
+        // Seqs are gap-free from the retention floor to the last one, so the page's
+        // bounds are arithmetic.
+        let (from, to, has_more) = match range {
+            HistoryRange::Latest => {
+                let from = last.saturating_sub(limit - 1).max(lowest);
+                (from, last, from > lowest)
+            }
+            HistoryRange::Before(seq) if seq <= lowest => return Ok(empty),
+            HistoryRange::Before(seq) => {
+                let to = (seq - 1).min(last);
+                let from = to.saturating_sub(limit - 1).max(lowest);
+                (from, to, from > lowest)
+            }
+            HistoryRange::After(seq) => {
+                let from = seq.saturating_add(1).max(lowest);
+                if from > last {
+                    return Ok(empty);
+                }
+                let to = from.saturating_add(limit - 1).min(last);
+                (from, to, to < last)
+            }
+        };
+        let messages = self.read_messages(c, from, to)?;
         Ok(HistoryPage { messages, has_more })
+    }
+
+    /// Messages `from..=to` of `c` from its shard's message store.
+    pub(crate) fn read_messages(
+        &self,
+        c: &ConversationId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<StoredMessage>> {
+        let shard = self.inner.map.conversation(c);
+        self.inner.segments[shard].read_range(&self.shard(shard).log, c, from, to)
     }
 
     /// One message by seq.
     pub fn message(&self, c: &ConversationId, seq: u64) -> Result<Option<StoredMessage>> {
-        let log = &self.shard(self.inner.map.conversation(c)).log;
-        log.get(keys::msg(c, seq))?
-            .map(|v| StoredMessage::decode_value(*c, seq, &v))
-            .transpose()
+        if seq == 0 || seq > self.last_seq(c)? || seq < self.first_retained_seq(c)? {
+            return Ok(None);
+        }
+        Ok(self.read_messages(c, seq, seq)?.pop())
     }
 
     /// The newest seq of `c` (0 when it has no messages).
@@ -119,15 +132,11 @@ impl Store {
         }
     }
 
-    /// Whether `user` has ever sent a message in `c` (its idempotency entries outlive
-    /// retention, so this stays true once true).
+    /// Whether `user` has ever sent a message in `c` (the mark outlives retention,
+    /// so this stays true once true).
     pub fn has_sent(&self, c: &ConversationId, user: u64) -> Result<bool> {
         let log = &self.shard(self.inner.map.conversation(c)).log;
-        Ok(log
-            .scan_prefix(keys::idem(c, user, ""))
-            .next()
-            .transpose()?
-            .is_some())
+        Ok(log.contains_key(crate::segments::has_sent_key(c, user))?)
     }
 
     /// `user`'s state in `c`, if `c` is in the user's conversation list.

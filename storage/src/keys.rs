@@ -6,8 +6,11 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `log` | `'m' conv seq` | message record ([`crate::record`]) |
-//! | `log` | `'i' conv sender client_msg_id` | seq and time, the idempotency index |
+//! | `log` | `'R' conv first_seq` | a run of the conversation's messages in a sealed log segment ([`crate::segments`]) |
+//! | `log` | `'S' segment` | (empty): the segment is sealed, its runs are here |
+//! | `log` | `'h' conv user` | (empty): the user has sent in the conversation |
+//! | `log` | `'x' conv seq` | who recalled the message, and when |
+//! | `log` | `'X' conv seq` | (empty): the recalled message's body awaits its erasure on disk |
 //! | `log` | `'s' conv` | the conversation's last seq and last activity ([`Tail`]) |
 //! | `log` | `'a'` | the highest activity count this shard has written |
 //! | `log` | `'L'` | the commit-log position from which an open replays (every shard's indexes are flushed up to it) |
@@ -25,19 +28,15 @@
 //! | `sha_blob` | sha256 (32 bytes) | [`crate::BlobRecord`] |
 //! | `shauser_owner` | `sha256 user` | (empty): who uploaded a blob |
 //!
-//! Messages, their idempotency entries and the last seq share the `log` tree so one
-//! atomic batch writes all three: after a crash a message is never stored without its
-//! dedupe entry.
+//! The messages themselves are not in sled: they stay in the commit log's segments,
+//! which `segments` indexes, so that sled holds nothing per message. Everything a
+//! commit writes to sled is applied again from the log after a crash.
 
 use courier_protocol::ConversationId;
 
 /// Encoded size of a conversation id inside keys.
 pub const CONV_LEN: usize = 17;
 
-/// Prefix byte of message entries in the `log` tree.
-pub const MSG: u8 = b'm';
-/// Prefix byte of idempotency entries in the `log` tree.
-pub const IDEM: u8 = b'i';
 /// Prefix byte of last-seq entries in the `log` tree.
 pub const LAST_SEQ: u8 = b's';
 
@@ -72,32 +71,9 @@ pub fn parse_conv(bytes: &[u8]) -> Option<ConversationId> {
     }
 }
 
-/// `'m' conv` — the prefix of all messages in one conversation.
-pub fn msg_prefix(c: &ConversationId) -> [u8; 1 + CONV_LEN] {
-    let mut out = [0u8; 1 + CONV_LEN];
-    out[0] = MSG;
-    out[1..].copy_from_slice(&conv(c));
-    out
-}
-
-/// `'m' conv seq` — one message.
-pub fn msg(c: &ConversationId, seq: u64) -> [u8; 1 + CONV_LEN + 8] {
-    let mut out = [0u8; 1 + CONV_LEN + 8];
-    out[..1 + CONV_LEN].copy_from_slice(&msg_prefix(c));
-    out[1 + CONV_LEN..].copy_from_slice(&seq.to_be_bytes());
-    out
-}
-
-/// The seq part of a message key.
-pub fn msg_seq(key: &[u8]) -> Option<u64> {
-    let tail = key.get(1 + CONV_LEN..)?;
-    Some(u64::from_be_bytes(tail.try_into().ok()?))
-}
-
-/// `'i' conv sender client_msg_id` — the idempotency entry of one send.
+/// `conv sender client_msg_id` — what tells one send from another within a batch.
 pub fn idem(c: &ConversationId, sender: u64, client_msg_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + CONV_LEN + 8 + client_msg_id.len());
-    out.push(IDEM);
     out.extend_from_slice(&conv(c));
     out.extend_from_slice(&sender.to_be_bytes());
     out.extend_from_slice(client_msg_id.as_bytes());
@@ -172,14 +148,6 @@ pub fn user_conv(user: u64, c: &ConversationId) -> [u8; 8 + CONV_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn message_keys_sort_by_seq_within_a_conversation() {
-        let c = ConversationId::direct(1, 2).unwrap();
-        assert!(msg(&c, 255) < msg(&c, 256));
-        assert!(msg(&c, u64::MAX).starts_with(&msg_prefix(&c)));
-        assert_eq!(msg_seq(&msg(&c, 77)), Some(77));
-    }
 
     #[test]
     fn conversation_key_round_trips() {

@@ -48,6 +48,7 @@ mod record;
 mod relation_rules;
 mod relations;
 mod retention;
+mod segments;
 mod shard;
 mod sled_backend;
 mod stats;
@@ -86,6 +87,7 @@ pub use stats::{CommitStats, Histogram};
 pub use tokens::{token_hash, TokenHash, TokenInfo};
 
 use commitlog::CommitLog;
+use segments::Segments;
 use shard::{ShardDb, ShardMap};
 use writer::{Command, OpsRequest, Writer};
 
@@ -96,7 +98,9 @@ pub const MAX_DEVICE_ID_BYTES: usize = 128;
 
 const LOCK_STRIPES: usize = 256;
 const META_FILE: &str = "courier-store.meta";
-const FORMAT_VERSION: u32 = 1;
+/// 2: messages live in the commit log's segments, not in sled (format 1 stores are
+/// not read: start them on a fresh data directory).
+const FORMAT_VERSION: u32 = 2;
 
 /// Called by a shard's fan-out thread with each batch of newly committed messages, in
 /// seq order per conversation, after they are durable and before their appends are
@@ -195,6 +199,10 @@ struct Inner {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Per shard: the log position whose effects are all in the indexes (in memory).
     applied: Arc<[AtomicU64]>,
+    /// Per shard: the log position every shard's indexes are flushed up to.
+    checkpointed: Arc<[AtomicU64]>,
+    /// Per shard: the message store (its log segments, indexed).
+    segments: Arc<[Segments]>,
 }
 
 /// A thread that flushes every shard's indexes every interval and then publishes, per
@@ -208,6 +216,7 @@ struct Checkpointer {
 impl Checkpointer {
     fn start(
         shards: Arc<[ShardDb]>,
+        segments: Arc<[Segments]>,
         applied: Arc<[AtomicU64]>,
         checkpointed: Arc<[AtomicU64]>,
         stats: Arc<CommitStats>,
@@ -232,10 +241,18 @@ impl Checkpointer {
                     });
                     match flushed {
                         Ok(()) => {
-                            for (done, position) in checkpointed.iter().zip(positions) {
-                                done.fetch_max(position, Ordering::Release);
+                            for (done, position) in checkpointed.iter().zip(&positions) {
+                                done.fetch_max(*position, Ordering::Release);
                             }
                             stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                            // Recalled messages now before the checkpoint lose their
+                            // bodies on disk too.
+                            for (index, position) in positions.iter().enumerate() {
+                                let log = &shards[index].log;
+                                if let Err(e) = segments[index].erase_recalled(log, *position) {
+                                    tracing::warn!(shard = index, error = %e, "cannot erase recalled messages yet");
+                                }
+                            }
                         }
                         // sled takes no writes after a failed one.
                         Err(e) => stats.note_indexes_failed(&e),
@@ -311,9 +328,9 @@ impl Store {
                 .data_dir
                 .join(format!("shard-{index:03}"))
                 .join("commitlog");
-            let (log, recovered) = CommitLog::open(&dir, held, config.segment_bytes)?;
+            let (log, recovered, kept) = CommitLog::open(&dir, held, config.segment_bytes)?;
             positions.push((held, log.end()));
-            logs.push(log);
+            logs.push((log, kept));
             tails.push(recovered);
         }
         // Two passes over every log (see `ops`): joins and leaves of all logs
@@ -368,9 +385,25 @@ impl Store {
             .map(|&(held, _)| AtomicU64::new(held))
             .collect();
         let activity = Arc::new(AtomicU64::new(activity_high_water(&shards)?));
+        // Each shard's message store: the segments indexed (those the last run left
+        // unsealed are sealed now), the idempotency window filled.
+        let mut stores = Vec::with_capacity(config.shards);
+        let mut windows = Vec::with_capacity(config.shards);
+        for (index, (log, kept)) in logs.iter().enumerate() {
+            let (store, window) = Segments::open(
+                log.dir(),
+                &shards[index].log,
+                kept,
+                log.active_start(),
+                config.idempotency_window,
+            )?;
+            stores.push(store);
+            windows.push(window);
+        }
+        let segments: Arc<[Segments]> = stores.into();
         let mut queues = Vec::with_capacity(config.shards);
         let mut writers = Vec::with_capacity(config.shards);
-        for (index, log) in logs.into_iter().enumerate() {
+        for (index, ((log, _), idem)) in logs.into_iter().zip(windows).enumerate() {
             let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
             let writer = Writer {
                 index,
@@ -383,9 +416,10 @@ impl Store {
                 stats: stats.clone(),
                 activity: activity.clone(),
                 log,
+                segments: segments.clone(),
+                idem,
+                sent_marks: Default::default(),
                 applied: applied.clone(),
-                checkpointed: checkpointed.clone(),
-                truncated: 0,
                 failing: false,
                 member_cache: HashMap::new(),
             };
@@ -400,8 +434,9 @@ impl Store {
             .map(|every| {
                 Checkpointer::start(
                     shards.clone(),
+                    segments.clone(),
                     applied.clone(),
-                    checkpointed,
+                    checkpointed.clone(),
                     stats.clone(),
                     every,
                 )
@@ -419,6 +454,8 @@ impl Store {
                 dummy_hash: std::sync::OnceLock::new(),
                 checkpointer: Mutex::new(checkpointer),
                 applied,
+                checkpointed,
+                segments,
             }),
         })
     }
@@ -528,18 +565,15 @@ impl Store {
             .collect();
         mark_checkpoint(&self.inner.shards, &positions);
         self.flush()?;
-        for (index, &position) in positions.iter().enumerate() {
-            commitlog::remove_below(&self.log_dir(index), position)?;
+        for (done, position) in self.inner.checkpointed.iter().zip(&positions) {
+            done.fetch_max(*position, Ordering::Release);
         }
+        // The whole log is before the checkpoint now: every recalled body goes.
+        for (index, position) in positions.iter().enumerate() {
+            self.inner.segments[index].erase_recalled(&self.shard(index).log, *position)?;
+        }
+        self.flush()?;
         Ok(())
-    }
-
-    fn log_dir(&self, index: usize) -> std::path::PathBuf {
-        self.inner
-            .config
-            .data_dir
-            .join(format!("shard-{index:03}"))
-            .join("commitlog")
     }
 
     fn shard(&self, index: usize) -> &ShardDb {

@@ -220,6 +220,7 @@ delegate!(Retention {
     fn all_conversations(&self) -> Vec<(ConversationId, u64)>;
     fn first_seq_since(&self, c: &ConversationId, time_ms: u64) -> Option<u64>;
     fn prune_history(&self, c: &ConversationId, keep_from: u64) -> usize;
+    fn reclaim(&self) -> u64;
 });
 
 delegate!(ConversationIndex {

@@ -69,6 +69,24 @@ impl StoredMessage {
         out.to_vec()
     }
 
+    /// Where the body begins in a value written by [`Self::encode_value`].
+    pub(crate) fn body_offset(value: &[u8]) -> Result<usize> {
+        let corrupt = || StorageError::Corrupt("message record");
+        let mut buf = value;
+        if buf.remaining() < 26 || buf.get_u8() != MESSAGE_V1 {
+            return Err(corrupt());
+        }
+        buf.advance(24);
+        match buf.get_u8() {
+            0 => {}
+            FLAG_RECALLED if buf.remaining() >= 16 => buf.advance(16),
+            _ => return Err(corrupt()),
+        }
+        get_str(&mut buf).ok_or_else(corrupt)?;
+        get_str(&mut buf).ok_or_else(corrupt)?;
+        Ok(value.len() - buf.remaining())
+    }
+
     /// Decodes a value written by [`Self::encode_value`].
     pub(crate) fn decode_value(
         conversation: ConversationId,

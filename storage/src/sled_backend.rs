@@ -91,13 +91,19 @@ impl Retention for Store {
     }
 
     async fn first_seq_since(&self, c: &ConversationId, time_ms: u64) -> Result<Option<u64>> {
-        Store::first_seq_since(self, c, time_ms)
+        let c = *c;
+        self.off_worker(move |s| s.first_seq_since(&c, time_ms))
+            .await
     }
 
     async fn prune_history(&self, c: &ConversationId, keep_from: u64) -> Result<usize> {
         let c = *c;
         self.off_worker(move |s| s.prune_history(&c, keep_from))
             .await
+    }
+
+    async fn reclaim(&self) -> Result<u64> {
+        self.off_worker(|s| s.reclaim()).await
     }
 }
 

@@ -24,12 +24,13 @@ use bytes::Bytes;
 use courier_protocol::ConversationId;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::commitlog::{CommitLog, Recovered};
+use crate::commitlog::{CommitLog, Recovered, HEADER};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::ops::{decode_ops, encode_ops, Op};
 use crate::recall::RecallRefusal;
 use crate::record::{ConversationState, Recall, StoredMessage};
+use crate::segments::{self, IdemWindow, Segments};
 use crate::shard::{ShardDb, ShardMap};
 use crate::{now_ms, AppendRequest, Appended, CommitListener, MembershipChange};
 
@@ -231,12 +232,14 @@ pub(crate) struct Writer {
     pub activity: Arc<AtomicU64>,
     /// This shard's commit log.
     pub log: CommitLog,
+    /// Every shard's message store (this writer adds to its own).
+    pub segments: Arc<[Segments]>,
+    /// The shard's recent sends, to recognise resends.
+    pub idem: IdemWindow,
+    /// (conversation, user) pairs known to have a has-sent mark.
+    pub sent_marks: std::collections::HashSet<(ConversationId, u64)>,
     /// Per shard: the log position the indexes hold every record up to (in memory).
     pub applied: Arc<[AtomicU64]>,
-    /// Per shard: the log position every shard's indexes are flushed up to.
-    pub checkpointed: Arc<[AtomicU64]>,
-    /// The checkpoint this writer last cut its log back to.
-    pub truncated: u64,
     /// The last group commit failed: the shard cannot write now.
     pub failing: bool,
     /// Group membership by (group, user) as of the last commit, for the send check.
@@ -300,6 +303,9 @@ struct BatchBuilder {
     log_writes: Vec<(sled::IVec, sled::IVec)>,
     /// Messages stored by this batch, by idempotency key (resends within it).
     in_batch: HashMap<Vec<u8>, Appended>,
+    /// Where each new message goes: its record (index into `records`), which
+    /// message of the record, its conversation and seq, its idempotency hash.
+    placed: Vec<(usize, u16, ConversationId, u64, u64)>,
     last_seqs: HashMap<ConversationId, keys::Tail>,
     new_direct: Vec<ConversationId>,
     /// Commit-log records, in order.
@@ -369,19 +375,6 @@ impl Writer {
         }
     }
 
-    /// Deletes log segments every shard's indexes hold durably by now.
-    fn cut_log(&mut self) {
-        let checkpoint = self.checkpointed[self.index].load(Ordering::Acquire);
-        if checkpoint > self.truncated {
-            match self.log.truncate_below(checkpoint) {
-                Ok(()) => self.truncated = checkpoint,
-                Err(e) => {
-                    tracing::warn!(shard = self.index, error = %e, "cannot delete old log segments")
-                }
-            }
-        }
-    }
-
     fn shard(&self) -> &ShardDb {
         &self.shards[self.index]
     }
@@ -438,7 +431,9 @@ impl Writer {
                 .register_direct(&b.new_direct, now)
                 .inspect_err(|_| indexes_failed = true)
                 .and_then(|()| self.log.append(b.records.iter().map(Vec::as_slice)))
-                .and_then(|end| {
+                .and_then(|written| {
+                    self.place(&b.records, &b.placed, &written);
+                    let end = written.end;
                     let tree = &self.shard().log;
                     let applied = log_writes
                         .into_iter()
@@ -475,6 +470,7 @@ impl Writer {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // What is on disk is now unknown: re-read seqs from the log.
                 self.seq_cache.clear();
+                self.sent_marks.clear();
                 committed.clear();
                 membership = None;
                 for reply in &mut replies {
@@ -500,7 +496,9 @@ impl Writer {
             membership,
             replies,
         });
-        self.cut_log();
+        if self.segments[self.index].has_unsealed() {
+            self.segments[self.index].seal_pending(&self.shard().log);
+        }
     }
 
     /// Answers a batch without writing anything: the indexes failed, and the store
@@ -535,19 +533,8 @@ impl Writer {
                 ..*a
             });
         }
-        match self.shard().log.get(&idem_key) {
-            Ok(Some(v)) => {
-                return match decode_idem(&v) {
-                    Some((seq, server_time_ms)) => Outcome::Stored(Appended {
-                        seq,
-                        server_time_ms,
-                        duplicate: true,
-                    }),
-                    None => Outcome::Failed(StorageError::Corrupt("idempotency entry")),
-                };
-            }
-            Ok(None) => {}
-            Err(e) => return Outcome::Failed(e.into()),
+        if let Some(stored) = self.stored_already(&req) {
+            return Outcome::Stored(stored);
         }
         // Membership is decided here, in log order: nobody removed before this
         // message (or not yet added) writes to the group.
@@ -570,14 +557,23 @@ impl Writer {
             Ok(seq) => seq,
             Err(e) => return Outcome::Failed(e),
         };
-        if let Some(tombstone) = &tombstone {
-            b.recalled_here
-                .push((tombstone.conversation, tombstone.seq));
+        if let Some(target) = tombstone {
+            b.recalled_here.push((req.conversation, target));
+            let recall = Recall {
+                by_user: req.sender,
+                at_ms: now,
+            };
             b.log_writes.push((
-                keys::msg(&tombstone.conversation, tombstone.seq)
+                segments::recalled_key(&req.conversation, target)
                     .as_ref()
                     .into(),
-                tombstone.encode_value().into(),
+                segments::encode_recall(&recall).as_ref().into(),
+            ));
+            b.log_writes.push((
+                segments::erase_key(&req.conversation, target)
+                    .as_ref()
+                    .into(),
+                sled::IVec::default(),
             ));
         }
         if seq == 1 && !req.conversation.is_group() {
@@ -595,6 +591,17 @@ impl Writer {
             recalled: None,
         };
         let (value, activity) = self.stage_message(&message, idem_key, b);
+        b.placed.push((
+            b.records.len(),
+            0,
+            message.conversation,
+            seq,
+            segments::idem_hash(
+                &message.conversation,
+                message.sender,
+                &message.client_msg_id,
+            ),
+        ));
         b.records.push(encode_record(
             &message.conversation,
             seq,
@@ -614,7 +621,7 @@ impl Writer {
     /// Adds a new message's index entries to `b`; returns its stored value and its
     /// activity count.
     fn stage_message(
-        &self,
+        &mut self,
         message: &StoredMessage,
         idem_key: Vec<u8>,
         b: &mut BatchBuilder,
@@ -628,18 +635,20 @@ impl Writer {
             },
         );
         let value = message.encode_value();
-        b.log_writes.push((
-            keys::msg(&message.conversation, message.seq)
-                .as_ref()
-                .into(),
-            value.as_slice().into(),
-        ));
-        b.log_writes.push((
-            idem_key.as_slice().into(),
-            encode_idem(message.seq, message.server_time_ms)
-                .as_ref()
-                .into(),
-        ));
+        let pair = (message.conversation, message.sender);
+        if !self.sent_marks.contains(&pair) {
+            // Written with every batch until it is known to be on the shard; a
+            // failed batch forgets what it learnt.
+            let key = segments::has_sent_key(&message.conversation, message.sender);
+            if !matches!(self.shard().log.contains_key(key), Ok(true)) {
+                b.log_writes
+                    .push((key.as_ref().into(), sled::IVec::default()));
+            }
+            if self.sent_marks.len() >= self.seq_cache_entries {
+                self.sent_marks.clear();
+            }
+            self.sent_marks.insert(pair);
+        }
         b.in_batch.insert(
             idem_key,
             Appended {
@@ -689,6 +698,13 @@ impl Writer {
                 };
                 let idem_key = keys::idem(&c, message.sender, &message.client_msg_id);
                 let (value, activity) = self.stage_message(&message, idem_key, b);
+                b.placed.push((
+                    b.records.len(),
+                    messages.len() as u16 + 1,
+                    c,
+                    seq,
+                    segments::idem_hash(&c, message.sender, &message.client_msg_id),
+                ));
                 messages.push((seq, activity, value));
                 appended.push(Appended {
                     seq,
@@ -753,28 +769,97 @@ impl Writer {
         }
     }
 
-    /// The erased form of message `target`, which recall event `req` recalls at `now`;
-    /// refused when there is no such message (or it is past retention) or it is
-    /// recalled already (before, or earlier in this batch).
+    /// Checks that message `target` of recall event `req`'s conversation may be
+    /// recalled: it exists (and is not past retention) and is not recalled already
+    /// (before, or earlier in this batch). Returns the target.
     fn tombstone(
         &self,
         req: &AppendRequest,
         target: u64,
-        now: u64,
+        _now: u64,
         recalled_here: &[(ConversationId, u64)],
-    ) -> Result<StoredMessage> {
+    ) -> Result<u64> {
         let c = req.conversation;
         if recalled_here.contains(&(c, target)) {
             return Err(StorageError::Recall(RecallRefusal::AlreadyRecalled));
         }
-        let Some(value) = self.shard().log.get(keys::msg(&c, target))? else {
+        let last = self.peek_seq(&c)? - 1;
+        let floor = crate::retention::first_retained(&self.shard().log, &c)?;
+        if target == 0 || target > last || target < floor {
             return Err(StorageError::Recall(RecallRefusal::NoMessage));
-        };
-        let original = StoredMessage::decode_value(c, target, &value)?;
-        if original.recalled.is_some() {
+        }
+        if self
+            .shard()
+            .log
+            .contains_key(segments::recalled_key(&c, target))?
+        {
             return Err(StorageError::Recall(RecallRefusal::AlreadyRecalled));
         }
-        Ok(erased(original, req.sender, now))
+        Ok(target)
+    }
+
+    /// The stored append `req` repeats, if the idempotency window holds it (each
+    /// candidate the hash names is checked against its record).
+    fn stored_already(&self, req: &AppendRequest) -> Option<Appended> {
+        let hash = segments::idem_hash(&req.conversation, req.sender, &req.client_msg_id);
+        let segments = &self.segments[self.index];
+        self.idem
+            .candidates(hash)
+            .into_iter()
+            .find_map(|(segment, loc)| {
+                // A record retention deleted since, or cannot read: not a match.
+                let (m, _) = segments.read_at(segment, loc).ok()?;
+                (m.conversation == req.conversation
+                    && m.sender == req.sender
+                    && m.client_msg_id == req.client_msg_id)
+                    .then_some(Appended {
+                        seq: m.seq,
+                        server_time_ms: m.server_time_ms,
+                        duplicate: true,
+                    })
+            })
+    }
+
+    /// Records where a durable batch's messages lie, before the indexes say they
+    /// exist; closes the segment in the message store when the log closed it.
+    fn place(
+        &mut self,
+        records: &[Vec<u8>],
+        placed: &[(usize, u16, ConversationId, u64, u64)],
+        written: &crate::commitlog::Written,
+    ) {
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut at = written.first - written.segment;
+        for r in records {
+            offsets.push(at);
+            at += (HEADER + r.len()) as u64;
+        }
+        let locs: Vec<_> = placed
+            .iter()
+            .map(|&(record, sub, c, seq, hash)| {
+                (
+                    keys::conv(&c),
+                    seq,
+                    segments::loc(offsets[record], sub),
+                    hash,
+                )
+            })
+            .collect();
+        let segments = &self.segments[self.index];
+        segments.add(
+            written.segment,
+            &locs
+                .iter()
+                .map(|&(conv, seq, loc, _)| (conv, seq, loc))
+                .collect::<Vec<_>>(),
+        );
+        for &(_, _, loc, hash) in &locs {
+            self.idem.insert(hash, loc);
+        }
+        if let Some((_, end)) = written.closed {
+            let table = self.idem.close(end);
+            segments.close(&self.shards[self.index].log, end, table);
+        }
     }
 
     /// The seq the next message of `c` gets (without taking it).
@@ -900,13 +985,42 @@ fn decode_record(payload: &[u8]) -> Result<(StoredMessage, u64, u64)> {
     Ok((message, activity, recalls))
 }
 
-/// `original` with its content erased, recalled by `by_user` at `at_ms`.
-fn erased(original: StoredMessage, by_user: u64, at_ms: u64) -> StoredMessage {
-    StoredMessage {
-        body: bytes::Bytes::new(),
-        recalled: Some(Recall { by_user, at_ms }),
-        ..original
+/// The messages a commit-log record stores, each with its place in the record (0
+/// for a message record, `k` for the `k`-th message of an operation's record).
+pub(crate) fn messages_in(payload: &[u8]) -> Result<Vec<(u16, StoredMessage)>> {
+    Ok(match decode_any_record(payload)? {
+        Record::Message(m, _, _) => vec![(0, m)],
+        Record::Ops(messages, _) => messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, (m, _))| (i as u16 + 1, m))
+            .collect(),
+    })
+}
+
+/// Message `sub` of a commit-log record (see [`messages_in`]).
+pub(crate) fn message_in(payload: &[u8], sub: u16) -> Result<StoredMessage> {
+    if sub == 0 {
+        return Ok(decode_record(payload)?.0);
     }
+    messages_in(payload)?
+        .into_iter()
+        .find(|(k, _)| *k == sub)
+        .map(|(_, m)| m)
+        .ok_or(StorageError::Corrupt("no such message in the record"))
+}
+
+/// Where the body of a message record's payload begins (it runs to the end).
+pub(crate) fn body_start(payload: &[u8]) -> Result<usize> {
+    let head = match payload.first() {
+        Some(&RECORD_MESSAGE) => 1 + keys::CONV_LEN + 16,
+        Some(&RECORD_RECALL) => 1 + keys::CONV_LEN + 24,
+        _ => return Err(StorageError::Corrupt("not a message record")),
+    };
+    let value = payload
+        .get(head..)
+        .ok_or(StorageError::Corrupt("commit log record"))?;
+    Ok(head + StoredMessage::body_offset(value)?)
 }
 
 /// The kind byte of an operation's record: ops, with the messages they store.
@@ -1032,34 +1146,25 @@ fn replay_message(
     let c = message.conversation;
     let seq = message.seq;
     if recalls != 0 {
-        // The erasure the event stands for, exactly as the writer made it.
-        let key = keys::msg(&c, recalls);
-        if let Some(value) = shard.log.get(key)? {
-            let target = StoredMessage::decode_value(c, recalls, &value)?;
-            if target.recalled.is_none() {
-                let tombstone = erased(target, message.sender, message.server_time_ms);
-                shard.log.insert(key, tombstone.encode_value())?;
-            }
+        // The marks the event stands for, exactly as the writer made them (unless
+        // retention has taken the message since).
+        let mark = segments::recalled_key(&c, recalls);
+        let floor = crate::retention::first_retained(&shard.log, &c)?;
+        if recalls >= floor && !shard.log.contains_key(mark)? {
+            let recall = Recall {
+                by_user: message.sender,
+                at_ms: message.server_time_ms,
+            };
+            shard.log.insert(mark, &segments::encode_recall(&recall))?;
+            shard.log.insert(segments::erase_key(&c, recalls), &[])?;
         }
     }
     if seq == 1 && !c.is_group() {
         register_direct(shards, map, &[c], message.server_time_ms)?;
     }
-    let floor = match shard.log.get(crate::retention::retained_key(&c))? {
-        Some(v) => decode_u64(&v).ok_or(StorageError::Corrupt("retained seq"))?,
-        None => 1,
-    };
-    if seq >= floor {
-        let _ = shard.log.compare_and_swap(
-            keys::msg(&c, seq),
-            None as Option<&[u8]>,
-            Some(message.encode_value()),
-        )?;
-    }
-    let idem = keys::idem(&c, message.sender, &message.client_msg_id);
     shard
         .log
-        .insert(idem, &encode_idem(seq, message.server_time_ms))?;
+        .insert(segments::has_sent_key(&c, message.sender), &[])?;
     shard.log.fetch_and_update(keys::last_seq(&c), |old| {
         let old = old.and_then(keys::Tail::decode).unwrap_or_default();
         let tail = keys::Tail {
@@ -1092,20 +1197,6 @@ fn advance_read_cursor(shards: &[ShardDb], map: ShardMap, user: u64, c: &Convers
     if let Err(e) = result {
         tracing::warn!(user, error = %e, "cannot advance the sender's read cursor");
     }
-}
-
-fn encode_idem(seq: u64, time: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&seq.to_be_bytes());
-    out[8..].copy_from_slice(&time.to_be_bytes());
-    out
-}
-
-fn decode_idem(v: &[u8]) -> Option<(u64, u64)> {
-    if v.len() != 16 {
-        return None;
-    }
-    Some((decode_u64(&v[..8])?, decode_u64(&v[8..])?))
 }
 
 pub(crate) fn decode_u64(v: &[u8]) -> Option<u64> {

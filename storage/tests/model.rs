@@ -162,6 +162,8 @@ fn config(dir: &Path) -> StoreConfig {
     // the logs for everything after it.
     config.checkpoint_interval = None;
     config.index_flush_every_ms = None;
+    // Small log segments: crashes meet segments closed, sealed and not yet sealed.
+    config.segment_bytes = 1024;
     config
 }
 

@@ -463,47 +463,6 @@ fn a_crash_loses_nothing_acknowledged_and_replay_undoes_nothing() {
     store.shutdown().unwrap();
 }
 
-/// Checkpoints cut the commit log: it does not grow with the store.
-#[test]
-fn checkpoints_keep_the_commit_log_short() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = StoreConfig::for_tests(dir.path());
-    config.shards = 1;
-    config.segment_bytes = 4096;
-    config.checkpoint_interval = Some(std::time::Duration::from_millis(20));
-    let store = Store::open(config, None).unwrap();
-    let rt = runtime();
-    let c = ConversationId::direct(1, 2).unwrap();
-    let log_bytes = || -> u64 {
-        std::fs::read_dir(dir.path().join("shard-000").join("commitlog"))
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum()
-    };
-    rt.block_on(async {
-        for i in 0..2000 {
-            store
-                .append(request(c, 1, &format!("m{i}"), &"x".repeat(100)))
-                .await
-                .unwrap();
-            if i % 100 == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-            }
-        }
-    });
-    // 2,000 records of ~160 bytes were written; far less is kept.
-    assert!(log_bytes() < 100_000, "the log holds {} bytes", log_bytes());
-    assert!(
-        store
-            .commit_stats()
-            .checkpoints
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-    );
-    store.shutdown().unwrap();
-    assert!(log_bytes() < 8192, "after shutdown {} bytes", log_bytes());
-}
-
 /// A recall and its event are one commit: after a crash at any point after the
 /// acknowledgement, the message is erased and the event is there, never one alone;
 /// the replay of the event's record erases the message if the indexes lacked it.

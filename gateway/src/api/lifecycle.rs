@@ -107,5 +107,9 @@ async fn prune(
         }
         pruned += store.prune_history(&c, keep_from).await?;
     }
+    let freed = store.reclaim().await?;
+    if freed > 0 {
+        tracing::info!(bytes = freed, "retention freed log segments");
+    }
     Ok(pruned)
 }
