@@ -3,7 +3,10 @@
 //! server's RSS throughout; then reports the bytes on disk per stored message, the
 //! RSS after `--hold-secs` idle, and, after a graceful stop, how long the server
 //! takes from start to serving history again on the same data and the RSS it
-//! starts with. Needs `--spawn-server` (it restarts the server it started).
+//! starts with. Those last figures need `--spawn-server` (it restarts the server it
+//! started); against a running server (`--server`, `--server-pid`) it stores the
+//! messages and reports the rate and the RSS only (how a store is grown before a
+//! measurement, `scripts/pair-on-a-full-store.sh`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,17 +26,19 @@ const SENDERS: usize = 100;
 const IN_FLIGHT: usize = 64;
 
 pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
-    let Some(server) = &ctx.spawned else {
-        bail!("fill restarts the server it measures: run it with --spawn-server");
+    let Some(pid) = ctx.pid else {
+        bail!("fill samples the server's memory: run it with --spawn-server or --server-pid");
     };
     let total = ctx.args.messages.unwrap_or(10_000_000);
     let conversations = ctx.args.n.unwrap_or(1000).max(SENDERS);
     let per_sender_convs = conversations / SENDERS;
     let users = accounts(&ctx.http, "fill", SENDERS + per_sender_convs).await?;
     let (senders, peers) = users.split_at(SENDERS);
-    let pid = server.lock().expect("server").pid();
-    let data_dir = server.lock().expect("server").data_dir().to_owned();
-    let disk_before = dir_bytes(&data_dir);
+    let data_dir = ctx
+        .spawned
+        .as_ref()
+        .map(|s| s.lock().expect("server").data_dir().to_owned());
+    let disk_before = data_dir.as_deref().map_or(0, dir_bytes);
 
     // RSS sampled every 200 ms while the load runs.
     let done = Arc::new(AtomicBool::new(false));
@@ -99,6 +104,16 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
     let hold = ctx.args.hold_secs;
     tokio::time::sleep(Duration::from_secs(hold)).await;
     let rss_after_hold = proc_stats(pid).map_or(0, |s| s.0);
+    let mut line = json!({
+        "scenario": "fill", "messages": stored, "conversations": SENDERS * per_sender_convs,
+        "body_bytes": body.len(), "duration_s": elapsed, "msgs_per_s": stored as f64 / elapsed,
+        "server_rss_peak_kib": peak.load(Ordering::Relaxed),
+        "server_rss_after_load_kib": rss_after_load,
+        "hold_s": hold, "server_rss_after_hold_kib": rss_after_hold,
+    });
+    let (Some(server), Some(data_dir)) = (&ctx.spawned, data_dir) else {
+        return Ok(line);
+    };
     let disk = dir_bytes(&data_dir).saturating_sub(disk_before);
 
     // A graceful stop, then a start on the same data: until history is served.
@@ -134,15 +149,14 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
     let restart_s = restart.elapsed().as_secs_f64();
     let rss_fresh = proc_stats(new_pid).map_or(0, |s| s.0);
 
-    Ok(json!({
-        "scenario": "fill", "messages": stored, "conversations": SENDERS * per_sender_convs,
-        "body_bytes": body.len(), "duration_s": elapsed, "msgs_per_s": stored as f64 / elapsed,
+    let extra = json!({
         "disk_bytes": disk, "disk_bytes_per_msg": (disk as f64 / stored.max(1) as f64).round(),
-        "server_rss_peak_kib": peak.load(Ordering::Relaxed),
-        "server_rss_after_load_kib": rss_after_load,
-        "hold_s": hold, "server_rss_after_hold_kib": rss_after_hold,
         "restart_to_serving_s": restart_s, "server_rss_fresh_start_kib": rss_fresh,
-    }))
+    });
+    if let (Some(line), Value::Object(extra)) = (line.as_object_mut(), extra) {
+        line.extend(extra);
+    }
+    Ok(line)
 }
 
 /// Bytes allocated to every file under `dir` (what the store takes on disk).

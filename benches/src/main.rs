@@ -281,14 +281,36 @@ async fn accounts(http: &HttpClient, prefix: &str, n: usize) -> anyhow::Result<V
             let http = http.clone();
             let name = format!("{run}-{i}");
             async move {
-                http.register(&name, "bench-password").await?;
-                Ok(http.login(&name, "bench-password").await?)
+                retrying(|| http.register(&name, "bench-password")).await?;
+                Ok(retrying(|| http.login(&name, "bench-password")).await?)
             }
         })
         .buffer_unordered(32)
         .collect()
         .await;
     logins.into_iter().collect()
+}
+
+/// Runs `request` again while the server sheds it as overloaded (its password gate
+/// under a setup burst), as a client would; other errors and the tenth refusal end it.
+async fn retrying<T, F, Fut>(mut request: F) -> Result<T, courier_sdk::SdkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, courier_sdk::SdkError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match request().await {
+            Err(e) if e.is_retryable() && attempt < 9 => {
+                attempt += 1;
+                let wait = e
+                    .retry_after()
+                    .unwrap_or(std::time::Duration::from_millis(100 * attempt));
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn courier_sdk_now() -> u64 {

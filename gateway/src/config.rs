@@ -192,10 +192,12 @@ pub struct Config {
     pub store_queue_depth: usize,
     /// Most appends in one group commit.
     pub store_max_batch: usize,
-    /// sled page cache for all shards, in MiB. sled's resident memory is several
-    /// times this (and grows with the store); 64 and 256 gave the same `pair` rate
-    /// on a 3.5 GB store, at 494 and 876 MiB of RSS.
+    /// sled page cache for all shards, in MiB (sled holds the indexes; the messages
+    /// themselves live in the commit log's segments).
     pub store_cache_mib: u64,
+    /// Sends per shard remembered to recognise a resend (16 bytes of memory each): a
+    /// message resent after this many later sends on its shard is stored again.
+    pub store_idempotency_window: usize,
     /// Argon2id memory per password hash, in KiB.
     pub password_memory_kib: u32,
     /// Argon2id passes.
@@ -306,6 +308,7 @@ impl Default for Config {
             store_queue_depth: 4096,
             store_max_batch: 1024,
             store_cache_mib: 64,
+            store_idempotency_window: 1 << 20,
             password_memory_kib: 19 * 1024,
             password_iterations: 2,
             token_ttl_secs: 30 * 24 * 3600,
@@ -517,6 +520,7 @@ impl Config {
         store.queue_depth = self.store_queue_depth;
         store.max_batch = self.store_max_batch;
         store.cache_bytes = self.store_cache_mib * 1024 * 1024;
+        store.idempotency_window = self.store_idempotency_window;
         store.max_page = self.history_max_page;
         store.password = courier_storage::PasswordParams {
             memory_kib: self.password_memory_kib,

@@ -252,6 +252,19 @@ pub fn read_at(file: &File, offset: u64) -> Result<Option<(Vec<u8>, bool)>> {
     Ok(Some((payload, good)))
 }
 
+/// The record at `at` of `bytes` (a stretch of a segment file): its payload and
+/// whether its checksum holds; `None` when the stretch does not hold all of it.
+pub fn parse_at(bytes: &[u8], at: usize) -> Option<(Vec<u8>, bool)> {
+    let head = bytes.get(at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if len > MAX_RECORD {
+        return None;
+    }
+    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
+    Some((payload.to_vec(), crc32fast::hash(payload) == crc))
+}
+
 /// Every whole record of a segment file, with its offset in the file and whether
 /// its checksum holds, up to the first place where no whole record lies.
 pub fn scan(path: &Path) -> Result<Vec<(u64, Vec<u8>, bool)>> {

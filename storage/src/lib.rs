@@ -11,7 +11,10 @@
 //!   the traits onto it; [`ManagedStore`] is a `Store` that reopens itself after
 //!   its indexes failed a write (a full disk), as the server runs it.
 //! - `writer`: one thread per shard that assigns seqs and group-commits appends and
-//!   operations; `commitlog`: the shard's append-only log that makes them durable.
+//!   operations; `commitlog`: the shard's append-only log that makes them durable;
+//!   `segments`: the log's segments kept as the message store, indexed (in memory
+//!   for the segment being written, in an index file and sled runs once sealed),
+//!   with the idempotency window, recall erasure and retention's reclaiming.
 //! - `ops`: operations other than appends as log records, applied the same way live
 //!   and at replay; `group_changes`: group changes planned in log order, by the
 //!   rules of `group_rules` (as `relation_rules` holds those of relations): the
@@ -396,6 +399,7 @@ impl Store {
                 kept,
                 log.active_start(),
                 config.idempotency_window,
+                config.shards,
             )?;
             stores.push(store);
             windows.push(window);

@@ -494,12 +494,15 @@ impl Live {
     }
 }
 
-/// Most segment and index files a shard keeps open for reading.
-const OPEN_FILES: usize = 256;
+/// Most segment and index files the whole store keeps open for reading (the
+/// gateway keeps 256 descriptors back from its connection budget for files).
+const STORE_OPEN_FILES: usize = 64;
 
 /// One shard's message store: its log segments and their indexes.
 pub(crate) struct Segments {
     dir: PathBuf,
+    /// Most files of each kind this shard keeps open.
+    open_files: usize,
     live: RwLock<Live>,
     logs: Mutex<HashMap<u64, Arc<File>>>,
     idxs: Mutex<HashMap<u64, Arc<IdxFile>>>,
@@ -523,6 +526,7 @@ impl Segments {
         kept: &[Segment],
         active_segment: u64,
         idem_capacity: usize,
+        shards: usize,
     ) -> Result<(Self, IdemWindow)> {
         let mut live = Live {
             active_segment,
@@ -585,6 +589,7 @@ impl Segments {
         }
         let segments = Self {
             dir: dir.to_owned(),
+            open_files: (STORE_OPEN_FILES / (2 * shards.max(1))).max(2),
             live: RwLock::new(live),
             logs: Mutex::new(HashMap::new()),
             idxs: Mutex::new(HashMap::new()),
@@ -740,9 +745,10 @@ impl Segments {
         }
         let places = self.locate(log, c, from, to)?;
         let recalled = recalls(log, c, from, to)?;
+        let records = self.read_records(&places)?;
         let mut out = Vec::with_capacity(places.len());
-        for p in places {
-            let (mut message, whole) = self.read_at(p.segment, p.loc)?;
+        for (p, (payload, whole)) in places.iter().zip(records) {
+            let mut message = crate::writer::message_in(&payload, loc_sub(p.loc))?;
             if message.conversation != *c || message.seq != p.seq {
                 return Err(StorageError::Corrupt("an index points at another message"));
             }
@@ -759,6 +765,49 @@ impl Segments {
         Ok(out)
     }
 
+    /// The records `places` point at (in the same order), with whether each one's
+    /// checksum holds. Records of one segment that lie near each other (a page of
+    /// one conversation usually does) are read with one `pread`.
+    fn read_records(&self, places: &[Place]) -> Result<Vec<(Vec<u8>, bool)>> {
+        /// Largest stretch of a segment read at once for the records in it.
+        const SPAN: u64 = 256 << 10;
+        let mut out: Vec<Option<(Vec<u8>, bool)>> = vec![None; places.len()];
+        let mut order: Vec<usize> = (0..places.len()).collect();
+        order.sort_unstable_by_key(|&i| (places[i].segment, loc_offset(places[i].loc)));
+        let mut at = 0;
+        while at < order.len() {
+            let first = &places[order[at]];
+            let start = loc_offset(first.loc);
+            let mut end = at + 1;
+            while end < order.len()
+                && places[order[end]].segment == first.segment
+                && loc_offset(places[order[end]].loc) - start < SPAN
+            {
+                end += 1;
+            }
+            let file = self.log_file(first.segment)?;
+            let last = loc_offset(places[order[end - 1]].loc);
+            // The last record's length is not known yet: read a little past its start.
+            let mut buf = vec![0u8; (last - start) as usize + 4096];
+            let got = read_up_to(&file, &mut buf, start)?;
+            buf.truncate(got);
+            for &i in &order[at..end] {
+                let rel = (loc_offset(places[i].loc) - start) as usize;
+                out[i] = Some(match commitlog::parse_at(&buf, rel) {
+                    Some(record) => record,
+                    // Longer than what was read: on its own.
+                    None => commitlog::read_at(&file, loc_offset(places[i].loc))?
+                        .ok_or(StorageError::Corrupt("an index points past its segment"))?,
+                });
+            }
+            at = end;
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every place read"))
+            .collect())
+    }
+
     /// The message at `loc` of `segment`, and whether its record's checksum holds.
     pub fn read_at(&self, segment: u64, loc: u64) -> Result<(StoredMessage, bool)> {
         let file = self.log_file(segment)?;
@@ -773,7 +822,7 @@ impl Segments {
             return Ok(f.clone());
         }
         let f = Arc::new(File::open(commitlog::segment_path(&self.dir, segment))?);
-        if logs.len() >= OPEN_FILES {
+        if logs.len() >= self.open_files {
             logs.clear();
         }
         logs.insert(segment, f.clone());
@@ -790,7 +839,7 @@ impl Segments {
                 "a sealed segment's index file is missing",
             ))?,
         );
-        if idxs.len() >= OPEN_FILES {
+        if idxs.len() >= self.open_files {
             idxs.clear();
         }
         idxs.insert(segment, f.clone());
@@ -930,6 +979,21 @@ impl Segments {
         log.apply_batch(batch)?;
         Ok(())
     }
+}
+
+/// Reads from `offset` into `buf` until it is full or the file ends; returns how
+/// many bytes were read.
+fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(got)
 }
 
 /// Indexes a segment file from its records (a segment not sealed before a
