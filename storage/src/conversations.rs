@@ -20,6 +20,40 @@ pub enum HistoryRange {
     After(u64),
 }
 
+impl HistoryRange {
+    /// The seqs `from..=to` of the page of at most `limit` messages this range asks
+    /// for, and whether more lie beyond it in the direction of paging, in a log
+    /// whose seqs run gap-free from `lowest` (the retention floor, or above what a
+    /// reader may see) to `last`; `None` when the page is empty. The same rule for
+    /// every backend.
+    pub fn page(self, last: u64, lowest: u64, limit: usize) -> Option<(u64, u64, bool)> {
+        let limit = (limit as u64).max(1);
+        if last < lowest {
+            return None;
+        }
+        Some(match self {
+            HistoryRange::Latest => {
+                let from = last.saturating_sub(limit - 1).max(lowest);
+                (from, last, from > lowest)
+            }
+            HistoryRange::Before(seq) if seq <= lowest => return None,
+            HistoryRange::Before(seq) => {
+                let to = (seq - 1).min(last);
+                let from = to.saturating_sub(limit - 1).max(lowest);
+                (from, to, from > lowest)
+            }
+            HistoryRange::After(seq) => {
+                let from = seq.saturating_add(1).max(lowest);
+                if from > last {
+                    return None;
+                }
+                let to = from.saturating_add(limit - 1).min(last);
+                (from, to, to < last)
+            }
+        })
+    }
+}
+
 /// One page of a conversation log, in ascending seq order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
@@ -63,37 +97,13 @@ impl Store {
         limit: usize,
         floor: u64,
     ) -> Result<HistoryPage> {
-        let limit = limit.clamp(1, self.inner.config.max_page) as u64;
-        let empty = HistoryPage {
-            messages: Vec::new(),
-            has_more: false,
-        };
-        let last = self.last_seq(c)?;
+        let limit = limit.clamp(1, self.inner.config.max_page);
         let lowest = floor.saturating_add(1).max(self.first_retained_seq(c)?);
-        if last < lowest {
-            return Ok(empty);
-        }
-        // Seqs are gap-free from the retention floor to the last one, so the page's
-        // bounds are arithmetic.
-        let (from, to, has_more) = match range {
-            HistoryRange::Latest => {
-                let from = last.saturating_sub(limit - 1).max(lowest);
-                (from, last, from > lowest)
-            }
-            HistoryRange::Before(seq) if seq <= lowest => return Ok(empty),
-            HistoryRange::Before(seq) => {
-                let to = (seq - 1).min(last);
-                let from = to.saturating_sub(limit - 1).max(lowest);
-                (from, to, from > lowest)
-            }
-            HistoryRange::After(seq) => {
-                let from = seq.saturating_add(1).max(lowest);
-                if from > last {
-                    return Ok(empty);
-                }
-                let to = from.saturating_add(limit - 1).min(last);
-                (from, to, to < last)
-            }
+        let Some((from, to, has_more)) = range.page(self.last_seq(c)?, lowest, limit) else {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                has_more: false,
+            });
         };
         let messages = self.read_messages(c, from, to)?;
         Ok(HistoryPage { messages, has_more })
@@ -257,5 +267,39 @@ impl Store {
         self.run_ops::<()>(self.inner.map.user(user), OpsRequest::decided(vec![op]))
             .await
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HistoryRange;
+
+    #[test]
+    fn pages_lie_between_the_floor_and_the_last_seq() {
+        assert_eq!(HistoryRange::Latest.page(25, 1, 10), Some((16, 25, true)));
+        assert_eq!(HistoryRange::Latest.page(5, 1, 10), Some((1, 5, false)));
+        assert_eq!(HistoryRange::Latest.page(0, 1, 10), None);
+        assert_eq!(
+            HistoryRange::Before(16).page(25, 1, 10),
+            Some((6, 15, true))
+        );
+        assert_eq!(
+            HistoryRange::Before(99).page(25, 1, 10),
+            Some((16, 25, true))
+        );
+        assert_eq!(HistoryRange::Before(5).page(25, 1, 10), Some((1, 4, false)));
+        assert_eq!(HistoryRange::Before(1).page(25, 1, 10), None);
+        assert_eq!(
+            HistoryRange::After(20).page(25, 1, 10),
+            Some((21, 25, false))
+        );
+        assert_eq!(HistoryRange::After(25).page(25, 1, 10), None);
+        assert_eq!(HistoryRange::After(u64::MAX).page(25, 1, 10), None);
+        // A floor (retention, or a member who joined later) hides what is below.
+        assert_eq!(
+            HistoryRange::After(0).page(25, 23, 10),
+            Some((23, 25, false))
+        );
+        assert_eq!(HistoryRange::Latest.page(25, 30, 10), None);
     }
 }

@@ -153,6 +153,23 @@ pub struct AppendRequest {
     pub recalls: u64,
 }
 
+impl AppendRequest {
+    /// Checks the ids' limits (every backend refuses the same requests).
+    pub fn validate(&self) -> Result<()> {
+        if self.client_msg_id.is_empty() || self.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
+            return Err(StorageError::InvalidArgument(
+                "client_msg_id must be 1..=128 bytes",
+            ));
+        }
+        if self.sender_device.len() > MAX_DEVICE_ID_BYTES {
+            return Err(StorageError::InvalidArgument(
+                "device id must be at most 128 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The result of an append: durable once returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -481,16 +498,7 @@ impl Store {
     /// after another from one task get increasing seqs in their conversation, even
     /// when their tickets are awaited concurrently.
     pub async fn submit(&self, req: AppendRequest) -> Result<AppendTicket> {
-        if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
-            return Err(StorageError::InvalidArgument(
-                "client_msg_id must be 1..=128 bytes",
-            ));
-        }
-        if req.sender_device.len() > MAX_DEVICE_ID_BYTES {
-            return Err(StorageError::InvalidArgument(
-                "device id must be at most 128 bytes",
-            ));
-        }
+        req.validate()?;
         let shard = self.inner.map.conversation(&req.conversation);
         let (tx, rx) = oneshot::channel();
         self.inner.queues[shard]

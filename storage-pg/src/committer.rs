@@ -1,0 +1,405 @@
+//! Group commit on PostgreSQL: one task per committer takes whatever appends queued
+//! while it was busy and stores them in one transaction.
+//!
+//! The transaction locks the conversations' counter rows in id order (`FOR UPDATE`;
+//! two batches lock in the same order, so they cannot deadlock), finds resends by
+//! the `(conversation, sender, client_msg_id)` key under that lock, checks group
+//! membership under it (a membership change takes the same lock, so it is ordered
+//! with the group's messages), allocates the seqs, inserts the messages, erases
+//! recalled ones, moves the counters, and commits with `synchronous_commit = on`:
+//! an append is acknowledged only once PostgreSQL has it on disk. Seqs are gap-free
+//! across gateways because they are allocated under the row lock in the inserting
+//! transaction: a batch that fails allocates nothing.
+//!
+//! A conversation always goes to the same committer (by hash), so appends submitted
+//! one after another from one task get increasing seqs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use courier_protocol::ConversationId;
+use courier_storage::{
+    AppendRequest, Appended, CommitListener, Recall, RecallRefusal, Result, StorageError,
+    StoredMessage,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Client;
+
+use crate::connect::Connector;
+use crate::error::pg;
+
+/// A queued append and who waits for it.
+pub(crate) type Pending = (AppendRequest, oneshot::Sender<Result<Appended>>);
+
+/// What a committer task is told.
+pub(crate) enum Command {
+    Append(Pending),
+    /// Commit what came before, then stop.
+    Shutdown,
+}
+
+pub(crate) struct Committer {
+    pub index: usize,
+    pub connector: Connector,
+    pub max_batch: usize,
+    pub listener: Option<Arc<dyn CommitListener>>,
+}
+
+/// The outcome of one append within a batch.
+enum Outcome {
+    /// Stored by this batch (valid once it commits).
+    Fresh(Appended),
+    /// Stored before (a resend).
+    Stored(Appended),
+    Refused(StorageError),
+}
+
+impl Committer {
+    pub async fn run(self, mut rx: mpsc::Receiver<Command>) {
+        let mut client: Option<Client> = None;
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
+        let mut stop = false;
+        while !stop {
+            let Some(first) = rx.recv().await else {
+                break;
+            };
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Append(p) => batch.push(p),
+                    Command::Shutdown => {
+                        stop = true;
+                        break;
+                    }
+                }
+                if batch.len() < self.max_batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let result = match self.client(&mut client).await {
+                Ok(c) => commit(c, &batch).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok((outcomes, messages)) => {
+                    if let (Some(listener), false) = (&self.listener, messages.is_empty()) {
+                        listener.committed(&messages, None);
+                    }
+                    for ((_, tx), outcome) in batch.drain(..).zip(outcomes) {
+                        let _ = tx.send(match outcome {
+                            Outcome::Fresh(a) | Outcome::Stored(a) => Ok(a),
+                            Outcome::Refused(e) => Err(e),
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(committer = self.index, error = %e, "a batch of appends failed; nothing of it is stored");
+                    if client.as_ref().is_some_and(Client::is_closed) {
+                        client = None;
+                    }
+                    for (_, tx) in batch.drain(..) {
+                        let _ = tx.send(Err(again(&e)));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn client<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a mut Client> {
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(self.connector.connect().await?);
+        }
+        Ok(slot.as_mut().expect("connected"))
+    }
+}
+
+/// The same failure for every waiter of a failed batch.
+fn again(e: &StorageError) -> StorageError {
+    if e.is_unavailable() {
+        StorageError::Io(std::io::Error::other(e.to_string()))
+    } else {
+        StorageError::Index(e.to_string())
+    }
+}
+
+fn id(v: u64) -> i64 {
+    v as i64
+}
+
+/// Stores `batch` in one transaction; returns each append's outcome (in order) and
+/// the messages stored, in commit order.
+async fn commit(
+    client: &mut Client,
+    batch: &[Pending],
+) -> Result<(Vec<Outcome>, Vec<StoredMessage>)> {
+    let now = courier_storage::now_ms();
+    let tx = client.transaction().await.map_err(pg)?;
+
+    let mut convs: Vec<String> = batch
+        .iter()
+        .map(|(r, _)| r.conversation.to_string())
+        .collect();
+    convs.sort_unstable();
+    convs.dedup();
+    tx.execute(
+        "INSERT INTO conversations (id) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING",
+        &[&convs],
+    )
+    .await
+    .map_err(pg)?;
+    let mut next_seq: HashMap<String, i64> = HashMap::new();
+    let mut floor: HashMap<String, i64> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT id, last_seq, first_retained FROM conversations
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&convs],
+        )
+        .await
+        .map_err(pg)?
+    {
+        let c: String = row.get(0);
+        next_seq.insert(c.clone(), row.get::<_, i64>(1) + 1);
+        floor.insert(c, row.get(2));
+    }
+
+    // Resends of messages stored before this batch.
+    let keys: (Vec<String>, Vec<i64>, Vec<String>) = batch
+        .iter()
+        .map(|(r, _)| {
+            (
+                r.conversation.to_string(),
+                id(r.sender),
+                r.client_msg_id.clone(),
+            )
+        })
+        .fold((vec![], vec![], vec![]), |mut acc, (c, s, m)| {
+            acc.0.push(c);
+            acc.1.push(s);
+            acc.2.push(m);
+            acc
+        });
+    let mut stored: HashMap<(String, i64, String), Appended> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT m.conv, m.sender, m.client_msg_id, m.seq, m.server_time_ms
+             FROM messages m
+             JOIN unnest($1::text[], $2::int8[], $3::text[]) AS k(conv, sender, cmid)
+               ON m.conv = k.conv AND m.sender = k.sender AND m.client_msg_id = k.cmid",
+            &[&keys.0, &keys.1, &keys.2],
+        )
+        .await
+        .map_err(pg)?
+    {
+        stored.insert(
+            (row.get(0), row.get(1), row.get(2)),
+            Appended {
+                seq: row.get::<_, i64>(3) as u64,
+                server_time_ms: row.get::<_, i64>(4) as u64,
+                duplicate: true,
+            },
+        );
+    }
+
+    // Group membership of the senders, under the groups' conversation locks.
+    let (groups, senders): (Vec<i64>, Vec<i64>) = batch
+        .iter()
+        .filter_map(|(r, _)| match r.conversation {
+            ConversationId::Group(g) => Some((id(g), id(r.sender))),
+            ConversationId::Direct { .. } => None,
+        })
+        .unzip();
+    let mut members: HashSet<(i64, i64)> = HashSet::new();
+    if !groups.is_empty() {
+        for row in tx
+            .query(
+                "SELECT m.group_id, m.user_id FROM group_members m
+                 JOIN unnest($1::int8[], $2::int8[]) AS k(g, u)
+                   ON m.group_id = k.g AND m.user_id = k.u",
+                &[&groups, &senders],
+            )
+            .await
+            .map_err(pg)?
+        {
+            members.insert((row.get(0), row.get(1)));
+        }
+    }
+
+    // Recall targets: they exist (within retention) and are not recalled yet.
+    let (rc, rs): (Vec<String>, Vec<i64>) = batch
+        .iter()
+        .filter(|(r, _)| r.recalls != 0)
+        .map(|(r, _)| (r.conversation.to_string(), id(r.recalls)))
+        .unzip();
+    let mut recallable: HashMap<(String, i64), bool> = HashMap::new();
+    if !rc.is_empty() {
+        for row in tx
+            .query(
+                "SELECT m.conv, m.seq, m.recalled_by IS NULL FROM messages m
+                 JOIN unnest($1::text[], $2::int8[]) AS k(conv, seq)
+                   ON m.conv = k.conv AND m.seq = k.seq",
+                &[&rc, &rs],
+            )
+            .await
+            .map_err(pg)?
+        {
+            recallable.insert((row.get(0), row.get(1)), row.get(2));
+        }
+    }
+
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut messages: Vec<StoredMessage> = Vec::new();
+    let mut in_batch: HashMap<(String, i64, String), Appended> = HashMap::new();
+    let mut recalls: Vec<(String, i64, i64)> = Vec::new();
+    for (req, _) in batch {
+        let conv = req.conversation.to_string();
+        let key = (conv.clone(), id(req.sender), req.client_msg_id.clone());
+        if let Some(a) = stored.get(&key) {
+            outcomes.push(Outcome::Stored(*a));
+            continue;
+        }
+        if let Some(a) = in_batch.get(&key) {
+            outcomes.push(Outcome::Fresh(Appended {
+                duplicate: true,
+                ..*a
+            }));
+            continue;
+        }
+        if let ConversationId::Group(g) = req.conversation {
+            if !members.contains(&(id(g), id(req.sender))) {
+                outcomes.push(Outcome::Refused(StorageError::NotParticipant));
+                continue;
+            }
+        }
+        if req.recalls != 0 {
+            let target = (conv.clone(), id(req.recalls));
+            let refusal = match recallable.get(&target) {
+                _ if id(req.recalls) < floor[&conv] => Some(RecallRefusal::NoMessage),
+                Some(true) => None,
+                Some(false) => Some(RecallRefusal::AlreadyRecalled),
+                None => Some(RecallRefusal::NoMessage),
+            };
+            if let Some(refusal) = refusal {
+                outcomes.push(Outcome::Refused(StorageError::Recall(refusal)));
+                continue;
+            }
+            recallable.insert(target, false);
+            recalls.push((conv.clone(), id(req.recalls), id(req.sender)));
+        }
+        let seq = next_seq.get_mut(&conv).expect("locked above");
+        let appended = Appended {
+            seq: *seq as u64,
+            server_time_ms: now,
+            duplicate: false,
+        };
+        *seq += 1;
+        in_batch.insert(key, appended);
+        messages.push(StoredMessage {
+            conversation: req.conversation,
+            seq: appended.seq,
+            sender: req.sender,
+            sender_device: req.sender_device.clone(),
+            client_msg_id: req.client_msg_id.clone(),
+            server_time_ms: now,
+            reply_to_seq: req.reply_to_seq,
+            body: req.body.clone(),
+            recalled: None,
+        });
+        outcomes.push(Outcome::Fresh(appended));
+    }
+
+    if !messages.is_empty() {
+        insert_messages(&tx, &messages).await?;
+        let (ids, seqs): (Vec<String>, Vec<i64>) = next_seq
+            .iter()
+            .map(|(c, next)| (c.clone(), next - 1))
+            .unzip();
+        tx.execute(
+            "UPDATE conversations c SET last_seq = v.seq, last_activity = nextval('activity')
+             FROM unnest($1::text[], $2::int8[]) AS v(id, seq)
+             WHERE c.id = v.id AND v.seq > c.last_seq",
+            &[&ids, &seqs],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    if !recalls.is_empty() {
+        let (c, s, by): (Vec<String>, Vec<i64>, Vec<i64>) =
+            recalls
+                .into_iter()
+                .fold((vec![], vec![], vec![]), |mut acc, (c, s, b)| {
+                    acc.0.push(c);
+                    acc.1.push(s);
+                    acc.2.push(b);
+                    acc
+                });
+        tx.execute(
+            "UPDATE messages m SET body = '\\x'::bytea, recalled_by = v.by, recalled_at_ms = $4
+             FROM unnest($1::text[], $2::int8[], $3::int8[]) AS v(conv, seq, by)
+             WHERE m.conv = v.conv AND m.seq = v.seq",
+            &[&c, &s, &by, &(now as i64)],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    tx.commit().await.map_err(pg)?;
+    Ok((outcomes, messages))
+}
+
+async fn insert_messages(
+    tx: &tokio_postgres::Transaction<'_>,
+    messages: &[StoredMessage],
+) -> Result<()> {
+    let conv: Vec<String> = messages
+        .iter()
+        .map(|m| m.conversation.to_string())
+        .collect();
+    let seq: Vec<i64> = messages.iter().map(|m| m.seq as i64).collect();
+    let sender: Vec<i64> = messages.iter().map(|m| id(m.sender)).collect();
+    let device: Vec<&str> = messages.iter().map(|m| m.sender_device.as_str()).collect();
+    let cmid: Vec<&str> = messages.iter().map(|m| m.client_msg_id.as_str()).collect();
+    let time: Vec<i64> = messages.iter().map(|m| m.server_time_ms as i64).collect();
+    let reply: Vec<i64> = messages.iter().map(|m| m.reply_to_seq as i64).collect();
+    let body: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
+    tx.execute(
+        "INSERT INTO messages
+           (conv, seq, sender, sender_device, client_msg_id, server_time_ms, reply_to_seq, body)
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[],
+                              $6::int8[], $7::int8[], $8::bytea[])",
+        &[&conv, &seq, &sender, &device, &cmid, &time, &reply, &body],
+    )
+    .await
+    .map_err(pg)?;
+    tx.execute(
+        "INSERT INTO conversation_senders (conv, sender)
+         SELECT * FROM unnest($1::text[], $2::int8[]) ON CONFLICT DO NOTHING",
+        &[&conv, &sender],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// A stored row as a message.
+pub(crate) fn message_from_row(c: ConversationId, row: &tokio_postgres::Row) -> StoredMessage {
+    let recalled_by: Option<i64> = row.get(7);
+    let recalled_at: Option<i64> = row.get(8);
+    StoredMessage {
+        conversation: c,
+        seq: row.get::<_, i64>(0) as u64,
+        sender: row.get::<_, i64>(1) as u64,
+        sender_device: row.get(2),
+        client_msg_id: row.get(3),
+        server_time_ms: row.get::<_, i64>(4) as u64,
+        reply_to_seq: row.get::<_, i64>(5) as u64,
+        body: Bytes::from(row.get::<_, Vec<u8>>(6)),
+        recalled: recalled_by.map(|by| Recall {
+            by_user: by as u64,
+            at_ms: recalled_at.unwrap_or(0) as u64,
+        }),
+    }
+}

@@ -1,0 +1,100 @@
+//! The schema, as numbered migrations embedded in the binary and applied at open.
+//!
+//! Each migration runs in its own transaction under an advisory lock, so that
+//! gateways starting together against one database apply each exactly once.
+
+use tokio_postgres::Client;
+
+use crate::error::pg;
+use courier_storage::Result;
+
+/// Key of the advisory lock migrations take (any constant all gateways agree on).
+const MIGRATION_LOCK: i64 = 0x636f_7572_6965_7231;
+
+/// The migrations, oldest first; a migration is never edited once released.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r"
+    -- One row per conversation: its seq counter, the row a batch locks to append.
+    CREATE TABLE conversations (
+        id text PRIMARY KEY,
+        last_seq bigint NOT NULL DEFAULT 0,
+        first_retained bigint NOT NULL DEFAULT 1,
+        last_activity bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE messages (
+        conv text NOT NULL,
+        seq bigint NOT NULL,
+        sender bigint NOT NULL,
+        sender_device text NOT NULL,
+        client_msg_id text NOT NULL,
+        server_time_ms bigint NOT NULL,
+        reply_to_seq bigint NOT NULL,
+        body bytea NOT NULL,
+        recalled_by bigint,
+        recalled_at_ms bigint,
+        PRIMARY KEY (conv, seq)
+    );
+    -- A resend of a stored message finds it here (checked under the conversation's lock).
+    CREATE UNIQUE INDEX messages_idempotency ON messages (conv, sender, client_msg_id);
+    -- Who has ever sent in a conversation (outlives retention).
+    CREATE TABLE conversation_senders (
+        conv text NOT NULL,
+        sender bigint NOT NULL,
+        PRIMARY KEY (conv, sender)
+    );
+    -- Group membership as the message path checks it (a later migration adds the
+    -- rest of a member's record with the group capabilities).
+    CREATE TABLE group_members (
+        group_id bigint NOT NULL,
+        user_id bigint NOT NULL,
+        PRIMARY KEY (group_id, user_id)
+    );
+    -- Orders conversations by when they last moved, across every gateway.
+    CREATE SEQUENCE activity;
+    ",
+)];
+
+/// Brings the database's schema up to date.
+pub async fn migrate(client: &mut Client) -> Result<()> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS courier_schema (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(pg)?;
+    for &(version, sql) in MIGRATIONS {
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM courier_schema WHERE version = $1",
+                &[&version],
+            )
+            .await
+            .map_err(pg)?
+            .is_some();
+        if !done {
+            tx.batch_execute(sql).await.map_err(pg)?;
+            tx.execute(
+                "INSERT INTO courier_schema (version) VALUES ($1)",
+                &[&version],
+            )
+            .await
+            .map_err(pg)?;
+            tracing::info!(version, "postgres schema migrated");
+        }
+        tx.commit().await.map_err(pg)?;
+    }
+    Ok(())
+}
+
+/// The newest migration this build knows.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
