@@ -1,13 +1,14 @@
 //! Courier's storage on PostgreSQL: the backend for deployments of several gateway
 //! processes over one database (see `courier_storage`'s capability traits).
 //!
-//! This first part implements the message path ([`MessageLog`] and [`Retention`]):
+//! This first part implements the message path ([`MessageLog`] and [`Retention`])
+//! and credentials ([`courier_storage::Accounts`], [`courier_storage::Tokens`]):
 //! appends are group-committed by per-conversation-hash committer tasks
 //! (`committer`), each batch one transaction that allocates gap-free seqs under the
 //! conversations' row locks and commits with `synchronous_commit = on`; reads go
 //! through a few shared sessions. The schema is migrated at open (`schema`). The
-//! other capabilities (accounts, tokens, devices, relations, groups, media, the
-//! conversation index) follow; until then [`PgStore`] is not a `Storage` and the
+//! other capabilities (devices, relations, groups, media, the conversation index)
+//! follow; until then [`PgStore`] is not a `Storage` and the
 //! gateway cannot run on it.
 //!
 //! What a distributed database speaking PostgreSQL's protocol (Citus, YugabyteDB,
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod accounts;
 mod committer;
 mod connect;
 mod error;
@@ -61,6 +63,10 @@ pub struct PgConfig {
     pub read_sessions: usize,
     /// Largest history page, in messages.
     pub max_page: usize,
+    /// Password hashing cost.
+    pub password: courier_storage::PasswordParams,
+    /// How long a login token stays valid.
+    pub token_ttl: std::time::Duration,
 }
 
 impl PgConfig {
@@ -73,6 +79,8 @@ impl PgConfig {
             max_batch: 1024,
             read_sessions: 2,
             max_page: 100,
+            password: courier_storage::PasswordParams::default(),
+            token_ttl: std::time::Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -90,8 +98,11 @@ struct Inner {
     committers: Mutex<Vec<JoinHandle<()>>>,
     reads: Vec<RwLock<Arc<Client>>>,
     next_read: AtomicUsize,
-    /// The session retention's transactions run on (one at a time).
+    /// The session multi-statement transactions outside the message path run on
+    /// (retention, password changes; one at a time).
     maintenance: tokio::sync::Mutex<Option<Client>>,
+    /// What a login for an unknown name is checked against.
+    dummy_hash: courier_storage::credentials::DummyHash,
 }
 
 impl PgStore {
@@ -131,6 +142,7 @@ impl PgStore {
                 reads,
                 next_read: AtomicUsize::new(0),
                 maintenance: tokio::sync::Mutex::new(None),
+                dummy_hash: Default::default(),
             }),
         })
     }
@@ -163,6 +175,14 @@ impl PgStore {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = fresh.clone();
         Ok(fresh)
+    }
+
+    /// The maintenance session (a new one in place of one that closed).
+    async fn maintenance_client<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a mut Client> {
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(self.inner.connector.connect().await?);
+        }
+        Ok(slot.as_mut().expect("connected"))
     }
 
     /// The conversation's last seq and first retained seq (0 and 1 when it has none).
@@ -317,10 +337,7 @@ impl Retention for PgStore {
         // Under the conversation's lock, like an append: a prune and a batch of
         // the same conversation do not interleave.
         let mut slot = self.inner.maintenance.lock().await;
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = Some(self.inner.connector.connect().await?);
-        }
-        let client = slot.as_mut().expect("connected");
+        let client = self.maintenance_client(&mut slot).await?;
         let tx = client.transaction().await.map_err(pg)?;
         let id = c.to_string();
         let row = tx

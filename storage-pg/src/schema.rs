@@ -12,9 +12,10 @@ use courier_storage::Result;
 const MIGRATION_LOCK: i64 = 0x636f_7572_6965_7231;
 
 /// The migrations, oldest first; a migration is never edited once released.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r"
     -- One row per conversation: its seq counter, the row a batch locks to append.
     CREATE TABLE conversations (
         id text PRIMARY KEY,
@@ -53,7 +54,27 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     -- Orders conversations by when they last moved, across every gateway.
     CREATE SEQUENCE activity;
     ",
-)];
+    ),
+    (
+        2,
+        r"
+    CREATE TABLE accounts (
+        id bigint PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        password_hash text NOT NULL,
+        created_ms bigint NOT NULL
+    );
+    -- Tokens by their SHA-256 only: a copy of the database leaks no live token.
+    CREATE TABLE tokens (
+        hash bytea PRIMARY KEY,
+        user_id bigint NOT NULL,
+        expires_ms bigint NOT NULL
+    );
+    CREATE INDEX tokens_user ON tokens (user_id);
+    CREATE INDEX tokens_expiry ON tokens (expires_ms);
+    ",
+    ),
+];
 
 /// Brings the database's schema up to date.
 pub async fn migrate(client: &mut Client) -> Result<()> {

@@ -9,21 +9,16 @@
 //! (below 2^53, so JavaScript numbers hold them exactly), so the directory cannot be
 //! walked by counting.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
 use bytes::{Buf, BufMut};
-use rand::rngs::OsRng;
-use rand::Rng;
 
+use crate::credentials::{
+    check_password_rules, hash_password, random_user_id, validate_name, verify_password,
+    MAX_NAME_BYTES,
+};
 use crate::error::{Result, StorageError};
 use crate::{now_ms, Store};
 
 const ACCOUNT_V1: u8 = 1;
-const MAX_NAME_BYTES: usize = 32;
-const MIN_PASSWORD_BYTES: usize = 8;
-const MAX_PASSWORD_BYTES: usize = 1024;
-/// User ids are drawn below this (2^53: exact in a JavaScript number).
-const MAX_USER_ID: u64 = 1 << 53;
 
 /// A registered user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,11 +51,11 @@ impl Store {
         if name_shard.username_userid.contains_key(name)? {
             return Err(StorageError::NameTaken);
         }
-        let hash = self.hash_password(password)?;
+        let hash = hash_password(self.inner.config.password, password)?;
         let created_ms = now_ms();
         // A random id (never 0, which means "nobody"), claimed atomically.
         let (account, user_shard) = loop {
-            let id = OsRng.gen_range(1..MAX_USER_ID);
+            let id = random_user_id();
             let account = Account {
                 id,
                 name: name.to_owned(),
@@ -104,13 +99,9 @@ impl Store {
         let found = self.account_with_hash_by_name(name)?;
         let hash = match &found {
             Some((_, hash)) => hash.as_str(),
-            None => self.dummy_hash()?,
+            None => self.inner.dummy_hash.get(self.inner.config.password)?,
         };
-        let parsed =
-            PasswordHash::new(hash).map_err(|e| StorageError::PasswordHash(e.to_string()))?;
-        let verified = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        let verified = verify_password(hash, password)?;
         match found {
             Some((account, _)) if verified => Ok(account),
             _ => Err(StorageError::BadCredentials),
@@ -120,7 +111,7 @@ impl Store {
     /// Sets a new password for `user` (the caller has checked the old one).
     pub fn set_password(&self, user: u64, password: &str) -> Result<()> {
         check_password_rules(password)?;
-        let hash = self.hash_password(password)?;
+        let hash = hash_password(self.inner.config.password, password)?;
         let shard = self.shard(self.inner.map.user(user));
         let Some(old) = shard.userid_account.get(user.to_be_bytes())? else {
             return Err(StorageError::BadCredentials);
@@ -131,17 +122,6 @@ impl Store {
             .insert(user.to_be_bytes(), encode_account(&account, &hash))?;
         shard.db.flush()?;
         Ok(())
-    }
-
-    /// A hash of a random password with the configured parameters, made once.
-    fn dummy_hash(&self) -> Result<&str> {
-        if let Some(hash) = self.inner.dummy_hash.get() {
-            return Ok(hash);
-        }
-        let mut random = [0u8; 24];
-        OsRng.fill(&mut random[..]);
-        let hash = self.hash_password(&hex::encode(random))?;
-        Ok(self.inner.dummy_hash.get_or_init(|| hash))
     }
 
     /// The account with this id.
@@ -173,40 +153,6 @@ impl Store {
             None => Ok(None),
         }
     }
-
-    fn hash_password(&self, password: &str) -> Result<String> {
-        let p = self.inner.config.password;
-        let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
-            .map_err(|e| StorageError::PasswordHash(e.to_string()))?;
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| StorageError::PasswordHash(e.to_string()))
-    }
-}
-
-fn check_password_rules(password: &str) -> Result<()> {
-    if password.len() < MIN_PASSWORD_BYTES {
-        return Err(StorageError::InvalidPassword("at least 8 bytes"));
-    }
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(StorageError::InvalidPassword("at most 1024 bytes"));
-    }
-    Ok(())
-}
-
-fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_NAME_BYTES {
-        return Err(StorageError::InvalidName("1 to 32 characters"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
-    {
-        return Err(StorageError::InvalidName("only a-z, 0-9, '_', '-' and '.'"));
-    }
-    Ok(())
 }
 
 fn encode_account(a: &Account, hash: &str) -> Vec<u8> {

@@ -36,6 +36,7 @@ mod backend;
 mod commitlog;
 mod config;
 mod conversations;
+pub mod credentials;
 mod devices;
 mod error;
 mod group_changes;
@@ -214,7 +215,7 @@ struct Inner {
     locks: Box<[Mutex<()>]>,
     stats: Arc<CommitStats>,
     /// A password hash to verify against when a login names no account.
-    dummy_hash: std::sync::OnceLock<String>,
+    dummy_hash: credentials::DummyHash,
     /// Flushes the indexes now and then so that the commit logs can be cut.
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Per shard: the log position whose effects are all in the indexes (in memory).
@@ -472,7 +473,7 @@ impl Store {
                 writers: Mutex::new(writers),
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 stats,
-                dummy_hash: std::sync::OnceLock::new(),
+                dummy_hash: credentials::DummyHash::default(),
                 checkpointer: Mutex::new(checkpointer),
                 applied,
                 checkpointed,

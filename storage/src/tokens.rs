@@ -13,8 +13,6 @@
 //! | `usertoken_expiry` | `user sha256(token)` | expiry |
 
 use bytes::Buf;
-use rand::rngs::OsRng;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::accounts::Session;
@@ -71,10 +69,7 @@ fn index_key(user: u64, hash: &TokenHash) -> [u8; 40] {
 impl Store {
     /// Issues a token for `user_id` (after a successful login).
     pub fn issue_token(&self, user_id: u64) -> Result<Session> {
-        let mut raw = [0u8; 32];
-        OsRng.fill_bytes(&mut raw);
-        let token = hex::encode(raw);
-        let hash = token_hash(&token);
+        let (token, hash) = crate::credentials::new_token();
         let expires_ms = now_ms().saturating_add(self.inner.config.token_ttl.as_millis() as u64);
         let shard = self.shard(self.inner.map.token_hash(&hash));
         shard
@@ -97,7 +92,7 @@ impl Store {
 
     /// What a token says, if it is known and not expired.
     pub fn token_info(&self, token: &str) -> Result<Option<TokenInfo>> {
-        if token.len() != 64 {
+        if !crate::credentials::looks_like_token(token) {
             return Ok(None);
         }
         self.token_info_by_hash(&token_hash(token))

@@ -3,6 +3,8 @@
 //! started on a Unix socket in that directory only (no TCP port to collide on),
 //! stopped and deleted when the test ends. A machine without PostgreSQL fails
 //! the test and says what to install.
+// Each test binary uses a part of this.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
