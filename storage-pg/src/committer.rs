@@ -314,6 +314,7 @@ async fn commit(
 
     if !messages.is_empty() {
         insert_messages(&tx, &messages).await?;
+        index_for_users(&tx, &messages, now).await?;
         let (ids, seqs): (Vec<String>, Vec<i64>) = next_seq
             .iter()
             .map(|(c, next)| (c.clone(), next - 1))
@@ -378,6 +379,58 @@ async fn insert_messages(
         "INSERT INTO conversation_senders (conv, sender)
          SELECT * FROM unnest($1::text[], $2::int8[]) ON CONFLICT DO NOTHING",
         &[&conv, &sender],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// What the users' conversation lists learn from a batch, in its transaction: a
+/// direct conversation's first message puts it in both participants' lists; what
+/// a user sends, they have read (their read cursor moves up to it).
+async fn index_for_users(
+    tx: &tokio_postgres::Transaction<'_>,
+    messages: &[StoredMessage],
+    now: u64,
+) -> Result<()> {
+    let mut new_users = Vec::new();
+    let mut new_convs = Vec::new();
+    for m in messages {
+        if let (1, ConversationId::Direct { low, high }) = (m.seq, m.conversation) {
+            for user in [low, high] {
+                new_users.push(id(user));
+                new_convs.push(m.conversation.to_string());
+            }
+        }
+    }
+    if !new_users.is_empty() {
+        tx.execute(
+            "INSERT INTO user_conversations (user_id, conv, created_ms)
+             SELECT u, c, $3 FROM unnest($1::int8[], $2::text[]) AS v(u, c)
+             ON CONFLICT DO NOTHING",
+            &[&new_users, &new_convs, &(now as i64)],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    let mut newest: HashMap<(i64, String), i64> = HashMap::new();
+    for m in messages {
+        let seq = newest
+            .entry((id(m.sender), m.conversation.to_string()))
+            .or_default();
+        *seq = (*seq).max(m.seq as i64);
+    }
+    let (mut users, mut convs, mut seqs) = (Vec::new(), Vec::new(), Vec::new());
+    for ((u, c), s) in newest {
+        users.push(u);
+        convs.push(c);
+        seqs.push(s);
+    }
+    tx.execute(
+        "UPDATE user_conversations uc SET read_seq = v.seq
+         FROM unnest($1::int8[], $2::text[], $3::int8[]) AS v(u, c, seq)
+         WHERE uc.user_id = v.u AND uc.conv = v.c AND uc.read_seq < v.seq",
+        &[&users, &convs, &seqs],
     )
     .await
     .map_err(pg)?;

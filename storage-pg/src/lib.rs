@@ -2,13 +2,13 @@
 //! processes over one database (see `courier_storage`'s capability traits).
 //!
 //! This first part implements the message path ([`MessageLog`] and [`Retention`])
+//! with the per-user conversation index ([`courier_storage::ConversationIndex`]),
 //! and credentials ([`courier_storage::Accounts`], [`courier_storage::Tokens`]):
 //! appends are group-committed by per-conversation-hash committer tasks
 //! (`committer`), each batch one transaction that allocates gap-free seqs under the
 //! conversations' row locks and commits with `synchronous_commit = on`; reads go
 //! through a few shared sessions. The schema is migrated at open (`schema`). The
-//! other capabilities (devices, relations, groups, media, the conversation index)
-//! follow; until then [`PgStore`] is not a `Storage` and the
+//! other capabilities (devices, relations, groups, media) follow; until then [`PgStore`] is not a `Storage` and the
 //! gateway cannot run on it.
 //!
 //! What a distributed database speaking PostgreSQL's protocol (Citus, YugabyteDB,
@@ -25,6 +25,7 @@
 mod accounts;
 mod committer;
 mod connect;
+mod conversations;
 mod error;
 mod schema;
 

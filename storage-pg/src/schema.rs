@@ -74,6 +74,24 @@ const MIGRATIONS: &[(i32, &str)] = &[
     CREATE INDEX tokens_expiry ON tokens (expires_ms);
     ",
     ),
+    (
+        3,
+        r"
+    -- A user's entry for each conversation in their list: cursors and flags.
+    CREATE TABLE user_conversations (
+        user_id bigint NOT NULL,
+        conv text NOT NULL,
+        read_seq bigint NOT NULL DEFAULT 0,
+        delivered_seq bigint NOT NULL DEFAULT 0,
+        joined_seq bigint NOT NULL DEFAULT 0,
+        muted boolean NOT NULL DEFAULT false,
+        pinned boolean NOT NULL DEFAULT false,
+        created_ms bigint NOT NULL,
+        since_seq bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, conv)
+    );
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

@@ -1,0 +1,168 @@
+//! The per-user conversation index on PostgreSQL: each user's list with read and
+//! delivery cursors, mute and pin. Cursors only move forward, never past the
+//! conversation's last seq; a user without an entry is not a participant.
+
+use async_trait::async_trait;
+use courier_protocol::ConversationId;
+use courier_storage::{
+    ConversationIndex, ConversationState, Result, StorageError, UserConversation,
+};
+
+use crate::error::{corrupt, pg};
+use crate::PgStore;
+
+/// The columns of an entry, in the order [`state_from_row`] reads them.
+const STATE: &str = "uc.read_seq, uc.delivered_seq, uc.joined_seq, uc.muted, uc.pinned, \
+                     uc.created_ms, uc.since_seq";
+
+fn state_from_row(row: &tokio_postgres::Row, at: usize) -> ConversationState {
+    let u = |i: usize| row.get::<_, i64>(at + i) as u64;
+    ConversationState {
+        read_seq: u(0),
+        delivered_seq: u(1),
+        joined_seq: u(2),
+        muted: row.get(at + 3),
+        pinned: row.get(at + 4),
+        created_ms: u(5),
+        since_seq: u(6),
+    }
+}
+
+/// Which cursor a move is for.
+#[derive(Clone, Copy)]
+enum Cursor {
+    Read,
+    Delivered,
+}
+
+impl PgStore {
+    /// Moves a cursor of `user` in `c` forward to `seq` (capped by the last seq) in
+    /// one statement; returns the cursor now in force.
+    async fn move_cursor(
+        &self,
+        cursor: Cursor,
+        user: u64,
+        c: &ConversationId,
+        seq: u64,
+    ) -> Result<u64> {
+        let column = match cursor {
+            Cursor::Read => "read_seq",
+            Cursor::Delivered => "delivered_seq",
+        };
+        let client = self.reader().await?;
+        let (user, conv, seq) = (user as i64, c.to_string(), seq.min(i64::MAX as u64) as i64);
+        let moved = client
+            .query_opt(
+                &format!(
+                    "UPDATE user_conversations uc SET {column} = v.target
+                     FROM (SELECT LEAST($3, COALESCE(
+                         (SELECT last_seq FROM conversations WHERE id = $2), 0)) AS target) v
+                     WHERE uc.user_id = $1 AND uc.conv = $2 AND uc.{column} < v.target
+                     RETURNING uc.{column}"
+                ),
+                &[&user, &conv, &seq],
+            )
+            .await
+            .map_err(pg)?;
+        if let Some(row) = moved {
+            return Ok(row.get::<_, i64>(0) as u64);
+        }
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {column} FROM user_conversations WHERE user_id = $1 AND conv = $2"
+                ),
+                &[&user, &conv],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StorageError::NotParticipant)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+}
+
+#[async_trait]
+impl ConversationIndex for PgStore {
+    async fn conversations(&self, user: u64) -> Result<Vec<UserConversation>> {
+        let rows = self
+            .reader()
+            .await?
+            .query(
+                &format!(
+                    "SELECT uc.conv, COALESCE(c.last_seq, 0), COALESCE(c.last_activity, 0), {STATE}
+                     FROM user_conversations uc LEFT JOIN conversations c ON c.id = uc.conv
+                     WHERE uc.user_id = $1
+                     ORDER BY COALESCE(c.last_activity, 0) DESC, uc.conv"
+                ),
+                &[&(user as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let conversation = r
+                    .get::<_, String>(0)
+                    .parse()
+                    .map_err(|_| corrupt("conversation id"))?;
+                Ok(UserConversation {
+                    conversation,
+                    last_seq: r.get::<_, i64>(1) as u64,
+                    last_activity: r.get::<_, i64>(2) as u64,
+                    state: state_from_row(r, 3),
+                })
+            })
+            .collect()
+    }
+
+    async fn conversation_state(
+        &self,
+        user: u64,
+        c: &ConversationId,
+    ) -> Result<Option<ConversationState>> {
+        let row = self
+            .reader()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {STATE} FROM user_conversations uc WHERE uc.user_id = $1 AND uc.conv = $2"
+                ),
+                &[&(user as i64), &c.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| state_from_row(&r, 0)))
+    }
+
+    async fn mark_read(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        self.move_cursor(Cursor::Read, user, c, seq).await
+    }
+
+    async fn note_delivered(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        self.move_cursor(Cursor::Delivered, user, c, seq).await
+    }
+
+    async fn set_conversation_flags(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        muted: Option<bool>,
+        pinned: Option<bool>,
+    ) -> Result<ConversationState> {
+        let row = self
+            .reader()
+            .await?
+            .query_opt(
+                &format!(
+                    "UPDATE user_conversations uc
+                     SET muted = COALESCE($3, uc.muted), pinned = COALESCE($4, uc.pinned)
+                     WHERE uc.user_id = $1 AND uc.conv = $2
+                     RETURNING {STATE}"
+                ),
+                &[&(user as i64), &c.to_string(), &muted, &pinned],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StorageError::NotParticipant)?;
+        Ok(state_from_row(&row, 0))
+    }
+}
