@@ -1,15 +1,15 @@
 //! Courier's storage on PostgreSQL: the backend for deployments of several gateway
 //! processes over one database (see `courier_storage`'s capability traits).
 //!
-//! This first part implements the message path ([`MessageLog`] and [`Retention`])
-//! with the per-user conversation index ([`courier_storage::ConversationIndex`]),
-//! and credentials ([`courier_storage::Accounts`], [`courier_storage::Tokens`]):
-//! appends are group-committed by per-conversation-hash committer tasks
-//! (`committer`), each batch one transaction that allocates gap-free seqs under the
-//! conversations' row locks and commits with `synchronous_commit = on`; reads go
-//! through a few shared sessions. The schema is migrated at open (`schema`). The
-//! other capabilities (devices, relations, groups, media) follow; until then [`PgStore`] is not a `Storage` and the
-//! gateway cannot run on it.
+//! This first part implements the message path ([`MessageLog`], [`Retention`]),
+//! the per-user conversation index ([`courier_storage::ConversationIndex`]),
+//! credentials ([`courier_storage::Accounts`], [`courier_storage::Tokens`]) and
+//! device bindings ([`courier_storage::Devices`]). Appends are group-committed by
+//! per-conversation-hash committer tasks (`committer`), each batch one transaction
+//! that allocates gap-free seqs under the conversations' row locks and commits with
+//! `synchronous_commit = on`; reads go through a few shared sessions. The schema is
+//! migrated at open (`schema`). Relations, groups and media follow; until then
+//! [`PgStore`] is not a `Storage` and the gateway cannot run on it.
 //!
 //! What a distributed database speaking PostgreSQL's protocol (Citus, YugabyteDB,
 //! CockroachDB) would need of this schema: every message statement names one
@@ -26,6 +26,7 @@ mod accounts;
 mod committer;
 mod connect;
 mod conversations;
+mod devices;
 mod error;
 mod schema;
 

@@ -92,6 +92,22 @@ const MIGRATIONS: &[(i32, &str)] = &[
     );
     ",
     ),
+    (
+        4,
+        r"
+    -- The devices a user signed in from, with the tokens each used (oldest first),
+    -- which removing the device revokes.
+    CREATE TABLE devices (
+        user_id bigint NOT NULL,
+        device_id text NOT NULL,
+        platform integer NOT NULL,
+        first_seen_ms bigint NOT NULL,
+        last_seen_ms bigint NOT NULL,
+        tokens bytea[] NOT NULL DEFAULT '{}',
+        PRIMARY KEY (user_id, device_id)
+    );
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

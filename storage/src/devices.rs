@@ -44,6 +44,18 @@ pub struct Bound {
     pub evicted: Option<TokenHash>,
 }
 
+/// Adds `token` to a device's tokens (oldest first) unless it is there already;
+/// past [`MAX_DEVICE_TOKENS`] the oldest gives way and is returned, for the caller
+/// to revoke. The same rule for every backend.
+pub fn remember_token(tokens: &mut Vec<TokenHash>, token: &TokenHash) -> Option<TokenHash> {
+    if tokens.contains(token) {
+        return None;
+    }
+    let evicted = (tokens.len() >= MAX_DEVICE_TOKENS).then(|| tokens.remove(0));
+    tokens.push(*token);
+    evicted
+}
+
 /// The striped lock of a user's device records (read, changed, written back).
 fn device_lock(user: u64) -> u64 {
     user.rotate_left(29) ^ 0x510e_527f_ade6_82d1
@@ -143,15 +155,7 @@ impl Store {
             }
             None => (now_ms, Vec::new()),
         };
-        let mut evicted = None;
-        if let Some(token) = token {
-            if !tokens.contains(token) {
-                if tokens.len() >= MAX_DEVICE_TOKENS {
-                    evicted = Some(tokens.remove(0));
-                }
-                tokens.push(*token);
-            }
-        }
+        let evicted = token.and_then(|t| remember_token(&mut tokens, t));
         let device = Device {
             device_id: device_id.to_owned(),
             platform,

@@ -77,7 +77,7 @@ pub use backend::{
 };
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
-pub use devices::{Bound, Device, MAX_DEVICE_TOKENS};
+pub use devices::{remember_token, Bound, Device, MAX_DEVICE_TOKENS};
 pub use error::{Result, StorageError};
 pub use group_changes::{EventsFor, GroupChange, GroupChanged, GroupEvent, MAX_ADDED_PER_CHANGE};
 pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
