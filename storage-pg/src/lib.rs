@@ -3,12 +3,13 @@
 //!
 //! This first part implements the message path ([`MessageLog`], [`Retention`]),
 //! the per-user conversation index ([`courier_storage::ConversationIndex`]),
-//! credentials ([`courier_storage::Accounts`], [`courier_storage::Tokens`]) and
-//! device bindings ([`courier_storage::Devices`]). Appends are group-committed by
+//! credentials ([`courier_storage::Accounts`], [`courier_storage::Tokens`]),
+//! device bindings ([`courier_storage::Devices`]) and relations
+//! ([`courier_storage::Relations`]). Appends are group-committed by
 //! per-conversation-hash committer tasks (`committer`), each batch one transaction
 //! that allocates gap-free seqs under the conversations' row locks and commits with
 //! `synchronous_commit = on`; reads go through a few shared sessions. The schema is
-//! migrated at open (`schema`). Relations, groups and media follow; until then
+//! migrated at open (`schema`). Groups and media follow; until then
 //! [`PgStore`] is not a `Storage` and the gateway cannot run on it.
 //!
 //! What a distributed database speaking PostgreSQL's protocol (Citus, YugabyteDB,
@@ -28,6 +29,7 @@ mod connect;
 mod conversations;
 mod devices;
 mod error;
+mod relations;
 mod schema;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -108,6 +108,27 @@ const MIGRATIONS: &[(i32, &str)] = &[
     );
     ",
     ),
+    (
+        5,
+        r"
+    -- Each side of a pair is its user's view (courier_storage::Relation); both
+    -- change in one transaction under the pair's advisory lock. An empty view is
+    -- deleted.
+    CREATE TABLE relations (
+        user_id bigint NOT NULL,
+        peer_id bigint NOT NULL,
+        friend boolean NOT NULL,
+        request_sent boolean NOT NULL,
+        request_received boolean NOT NULL,
+        following boolean NOT NULL,
+        followed_by boolean NOT NULL,
+        blocking boolean NOT NULL,
+        blocked_by boolean NOT NULL,
+        since_ms bigint NOT NULL,
+        PRIMARY KEY (user_id, peer_id)
+    );
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

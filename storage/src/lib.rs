@@ -86,7 +86,9 @@ pub use managed::ManagedStore;
 pub use media::{BlobRecord, BlobStatus, BlobUpdate};
 pub use recall::RecallRefusal;
 pub use record::{ConversationState, Recall, StoredMessage};
-pub use relation_rules::{Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome};
+pub use relation_rules::{
+    befriend, Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome,
+};
 pub use stats::{CommitStats, Histogram};
 pub use tokens::{token_hash, TokenHash, TokenInfo};
 

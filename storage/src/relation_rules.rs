@@ -205,6 +205,16 @@ impl Relation {
     }
 }
 
+/// The administrative import of a friendship (not a user action): both sides
+/// become friends unless either blocks the other; whether they are friends now.
+pub fn befriend(mine: &mut Relation, theirs: &mut Relation) -> bool {
+    if mine.blocking || mine.blocked_by {
+        return false;
+    }
+    make_friends(mine, theirs);
+    true
+}
+
 /// Both sides become friends; pending requests are settled.
 pub(crate) fn make_friends(mine: &mut Relation, theirs: &mut Relation) {
     mine.friend = true;

@@ -159,10 +159,9 @@ impl Store {
             for &peer in chunk {
                 let mut mine = self.relation(user, peer)?;
                 let mut theirs = self.relation(peer, user)?;
-                if mine.blocking || mine.blocked_by {
+                if !relation_rules::befriend(&mut mine, &mut theirs) {
                     continue;
                 }
-                relation_rules::make_friends(&mut mine, &mut theirs);
                 mine.since_ms = now;
                 theirs.since_ms = now;
                 let ops = by_home.entry(self.pair_home(user, peer)).or_default();
