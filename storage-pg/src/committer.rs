@@ -35,6 +35,8 @@ pub(crate) type Pending = (AppendRequest, oneshot::Sender<Result<Appended>>);
 /// What a committer task is told.
 pub(crate) enum Command {
     Append(Pending),
+    /// A group change: committed alone, after the appends queued before it.
+    Group(crate::groups::GroupRequest),
     /// Commit what came before, then stop.
     Shutdown,
 }
@@ -44,6 +46,9 @@ pub(crate) struct Committer {
     pub connector: Connector,
     pub max_batch: usize,
     pub listener: Option<Arc<dyn CommitListener>>,
+    pub stats: Arc<courier_storage::CommitStats>,
+    /// The last batch failed.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// The outcome of one append within a batch.
@@ -68,6 +73,13 @@ impl Committer {
             while let Some(cmd) = next.take() {
                 match cmd {
                     Command::Append(p) => batch.push(p),
+                    Command::Group(req) => {
+                        self.commit_batch(&mut client, &mut batch).await;
+                        match self.client(&mut client).await {
+                            Ok(c) => crate::groups::apply(c, req, self.listener.as_ref()).await,
+                            Err(e) => drop(req.reply.send(Err(e))),
+                        }
+                    }
                     Command::Shutdown => {
                         stop = true;
                         break;
@@ -77,15 +89,37 @@ impl Committer {
                     next = rx.try_recv().ok();
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let result = match self.client(&mut client).await {
-                Ok(c) => commit(c, &batch).await,
-                Err(e) => Err(e),
-            };
+            self.commit_batch(&mut client, &mut batch).await;
+        }
+    }
+
+    /// Commits `batch` (if any) and answers its waiters.
+    async fn commit_batch(&self, client: &mut Option<Client>, batch: &mut Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let result = match self.client(client).await {
+            Ok(c) => commit(c, batch).await,
+            Err(e) => Err(e),
+        };
+        self.stats
+            .flush_us
+            .observe(started.elapsed().as_micros() as u64);
+        self.stats.batch_size.observe(batch.len() as u64);
+        {
             match result {
                 Ok((outcomes, messages)) => {
+                    self.note_failing(false);
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.stats
+                        .appended
+                        .fetch_add(messages.len() as u64, Relaxed);
+                    let resent = outcomes
+                        .iter()
+                        .filter(|o| matches!(o, Outcome::Stored(_)))
+                        .count();
+                    self.stats.deduplicated.fetch_add(resent as u64, Relaxed);
                     if let (Some(listener), false) = (&self.listener, messages.is_empty()) {
                         listener.committed(&messages, None);
                     }
@@ -98,14 +132,30 @@ impl Committer {
                 }
                 Err(e) => {
                     tracing::warn!(committer = self.index, error = %e, "a batch of appends failed; nothing of it is stored");
+                    self.note_failing(true);
+                    self.stats
+                        .failed_commits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if client.as_ref().is_some_and(Client::is_closed) {
-                        client = None;
+                        *client = None;
                     }
                     for (_, tx) in batch.drain(..) {
                         let _ = tx.send(Err(again(&e)));
                     }
                 }
             }
+        }
+    }
+
+    /// Counts this committer among the failing ones (what `writable` reports)
+    /// while its last batch failed.
+    fn note_failing(&self, failing: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let was = self.failing.swap(failing, Relaxed);
+        match (was, failing) {
+            (false, true) => drop(self.stats.unwritable_shards.fetch_add(1, Relaxed)),
+            (true, false) => drop(self.stats.unwritable_shards.fetch_sub(1, Relaxed)),
+            _ => {}
         }
     }
 
@@ -351,7 +401,7 @@ async fn commit(
     Ok((outcomes, messages))
 }
 
-async fn insert_messages(
+pub(crate) async fn insert_messages(
     tx: &tokio_postgres::Transaction<'_>,
     messages: &[StoredMessage],
 ) -> Result<()> {
@@ -388,7 +438,7 @@ async fn insert_messages(
 /// What the users' conversation lists learn from a batch, in its transaction: a
 /// direct conversation's first message puts it in both participants' lists; what
 /// a user sends, they have read (their read cursor moves up to it).
-async fn index_for_users(
+pub(crate) async fn index_for_users(
     tx: &tokio_postgres::Transaction<'_>,
     messages: &[StoredMessage],
     now: u64,

@@ -1,16 +1,15 @@
 //! Courier's storage on PostgreSQL: the backend for deployments of several gateway
 //! processes over one database (see `courier_storage`'s capability traits).
 //!
-//! This first part implements the message path ([`MessageLog`], [`Retention`]),
-//! the per-user conversation index ([`courier_storage::ConversationIndex`]),
-//! credentials ([`courier_storage::Accounts`], [`courier_storage::Tokens`]),
-//! device bindings ([`courier_storage::Devices`]) and relations
-//! ([`courier_storage::Relations`]). Appends are group-committed by
-//! per-conversation-hash committer tasks (`committer`), each batch one transaction
-//! that allocates gap-free seqs under the conversations' row locks and commits with
-//! `synchronous_commit = on`; reads go through a few shared sessions. The schema is
-//! migrated at open (`schema`). Groups and media follow; until then
-//! [`PgStore`] is not a `Storage` and the gateway cannot run on it.
+//! It implements every capability, so [`PgStore`] is a [`courier_storage::Storage`]
+//! and runs the same conformance suite as the embedded store. Appends are
+//! group-committed by per-conversation-hash committer tasks (`committer`), each
+//! batch one transaction that allocates gap-free seqs under the conversations' row
+//! locks and commits with `synchronous_commit = on`; a group change is committed
+//! alone by the committer of the group's conversation, under the same lock, so it
+//! is ordered with the group's messages (`groups`); a pair's relations change under
+//! the pair's advisory lock (`relations`); reads go through a few shared sessions.
+//! The schema is migrated at open (`schema`). The gateway does not select it yet.
 //!
 //! What a distributed database speaking PostgreSQL's protocol (Citus, YugabyteDB,
 //! CockroachDB) would need of this schema: every message statement names one
@@ -29,6 +28,8 @@ mod connect;
 mod conversations;
 mod devices;
 mod error;
+mod groups;
+mod media;
 mod relations;
 mod schema;
 
@@ -38,8 +39,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use courier_protocol::ConversationId;
 use courier_storage::{
-    AppendRequest, AppendTicket, CommitListener, HistoryPage, HistoryRange, MessageLog, Result,
-    Retention, StorageError, StoredMessage,
+    AppendRequest, AppendTicket, CommitListener, CommitStats, HistoryPage, HistoryRange,
+    MessageLog, Operations, Result, Retention, StorageError, StoredMessage,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -107,6 +108,7 @@ struct Inner {
     maintenance: tokio::sync::Mutex<Option<Client>>,
     /// What a login for an unknown name is checked against.
     dummy_hash: courier_storage::credentials::DummyHash,
+    stats: Arc<CommitStats>,
 }
 
 impl PgStore {
@@ -124,6 +126,7 @@ impl PgStore {
         while reads.len() < config.read_sessions.max(1) {
             reads.push(RwLock::new(Arc::new(connector.connect().await?)));
         }
+        let stats = Arc::new(CommitStats::default());
         let mut queues = Vec::new();
         let mut committers = Vec::new();
         for index in 0..config.committers.max(1) {
@@ -133,6 +136,8 @@ impl PgStore {
                 connector: connector.clone(),
                 max_batch: config.max_batch.max(1),
                 listener: listener.clone(),
+                stats: stats.clone(),
+                failing: Default::default(),
             };
             committers.push(tokio::spawn(committer.run(rx)));
             queues.push(tx);
@@ -147,6 +152,7 @@ impl PgStore {
                 next_read: AtomicUsize::new(0),
                 maintenance: tokio::sync::Mutex::new(None),
                 dummy_hash: Default::default(),
+                stats,
             }),
         })
     }
@@ -379,5 +385,28 @@ impl Retention for PgStore {
     async fn reclaim(&self) -> Result<u64> {
         // PostgreSQL frees deleted rows' space itself (autovacuum).
         Ok(0)
+    }
+}
+
+#[async_trait]
+impl Operations for PgStore {
+    fn writable(&self) -> bool {
+        self.inner.stats.unwritable_shards.load(Ordering::Relaxed) == 0
+    }
+
+    fn queued(&self) -> usize {
+        self.inner
+            .queues
+            .iter()
+            .map(|q| q.max_capacity() - q.capacity())
+            .sum()
+    }
+
+    fn commit_stats(&self) -> &CommitStats {
+        &self.inner.stats
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        PgStore::shutdown(self).await
     }
 }

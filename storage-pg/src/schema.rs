@@ -129,6 +129,51 @@ const MIGRATIONS: &[(i32, &str)] = &[
     );
     ",
     ),
+    (
+        6,
+        r"
+    CREATE SEQUENCE group_ids;
+    -- Written only by a change decided under the group's conversation lock, in
+    -- order with its messages (courier_storage::group_rules).
+    CREATE TABLE groups (
+        id bigint PRIMARY KEY,
+        name text NOT NULL,
+        owner bigint NOT NULL,
+        join_policy smallint NOT NULL,
+        history_visible boolean NOT NULL,
+        member_count bigint NOT NULL,
+        created_ms bigint NOT NULL
+    );
+    ALTER TABLE group_members
+        ADD COLUMN role smallint NOT NULL DEFAULT 1,
+        ADD COLUMN joined_seq bigint NOT NULL DEFAULT 0,
+        ADD COLUMN joined_ms bigint NOT NULL DEFAULT 0,
+        ADD COLUMN since_seq bigint NOT NULL DEFAULT 0;
+    CREATE TABLE invitations (
+        user_id bigint NOT NULL,
+        group_id bigint NOT NULL,
+        inviter bigint NOT NULL,
+        created_ms bigint NOT NULL,
+        PRIMARY KEY (user_id, group_id)
+    );
+    -- Media records: the bytes live in the gateway's blob store.
+    CREATE TABLE blobs (
+        sha256 text PRIMARY KEY,
+        size bigint NOT NULL,
+        mime text NOT NULL,
+        width integer NOT NULL,
+        height integer NOT NULL,
+        created_ms bigint NOT NULL,
+        status smallint NOT NULL,
+        referenced boolean NOT NULL
+    );
+    CREATE TABLE blob_owners (
+        sha256 text NOT NULL,
+        user_id bigint NOT NULL,
+        PRIMARY KEY (sha256, user_id)
+    );
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

@@ -68,6 +68,41 @@ pub enum GroupChange {
     },
 }
 
+impl GroupChange {
+    /// Checks the change's inputs before it is decided (every backend refuses the
+    /// same ones).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            GroupChange::Update {
+                name: Some(name), ..
+            } => validate_group_name(name),
+            GroupChange::Add { users, .. } if users.len() > MAX_ADDED_PER_CHANGE => Err(
+                StorageError::InvalidArgument("too many users for one change; add them in parts"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks a new group's name and first members (every backend).
+pub fn validate_new_group(name: &str, members: &[u64]) -> Result<()> {
+    validate_group_name(name)?;
+    if members.len() >= MAX_ADDED_PER_CHANGE {
+        return Err(StorageError::InvalidArgument(
+            "too many first members; add the rest in parts",
+        ));
+    }
+    Ok(())
+}
+
+/// What a creation that the rules refused answers (every backend).
+pub fn creation_refused(refusal: MembershipRefusal) -> StorageError {
+    StorageError::InvalidArgument(match refusal {
+        MembershipRefusal::Full => "more members than a group may have",
+        _ => "a new group refused its members",
+    })
+}
+
 /// A system event that a change stores in the group's log.
 #[derive(Debug, Clone)]
 pub struct GroupEvent {
@@ -111,12 +146,7 @@ impl Store {
         members: &[u64],
         events: EventsFor,
     ) -> Result<GroupChanged> {
-        validate_group_name(name)?;
-        if members.len() >= MAX_ADDED_PER_CHANGE {
-            return Err(StorageError::InvalidArgument(
-                "too many first members; add the rest in parts",
-            ));
-        }
+        validate_new_group(name, members)?;
         // Group ids share sled's id generator with users: unique, never reused.
         let id = self.shard(0).db.generate_id()? + 1;
         let info = GroupInfo {
@@ -133,12 +163,7 @@ impl Store {
         let created = self
             .submit_group_change(id, Plan::Create(info, users), events)
             .await?;
-        created.map_err(|refusal| {
-            StorageError::InvalidArgument(match refusal {
-                MembershipRefusal::Full => "more members than a group may have",
-                _ => "a new group refused its members",
-            })
-        })
+        created.map_err(creation_refused)
     }
 
     /// Applies `change` to group `id` with the events `events` builds, atomically and
@@ -149,17 +174,7 @@ impl Store {
         change: GroupChange,
         events: EventsFor,
     ) -> Result<std::result::Result<GroupChanged, MembershipRefusal>> {
-        match &change {
-            GroupChange::Update {
-                name: Some(name), ..
-            } => validate_group_name(name)?,
-            GroupChange::Add { users, .. } if users.len() > MAX_ADDED_PER_CHANGE => {
-                return Err(StorageError::InvalidArgument(
-                    "too many users for one change; add them in parts",
-                ))
-            }
-            _ => {}
-        }
+        change.validate()?;
         self.submit_group_change(id, Plan::Change(change), events)
             .await
     }

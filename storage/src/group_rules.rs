@@ -13,13 +13,15 @@ use crate::{GroupInfo, Member, MembershipChange, MembershipRefusal, Role};
 
 /// A change to decide: a new group (its record, the members it starts with, the
 /// owner first), or a change to an existing one.
-pub(crate) enum Proposal {
+pub enum Proposal {
+    /// A new group: its record and first members, the owner first.
     Create(GroupInfo, Vec<u64>),
+    /// A change to an existing group.
     Change(GroupChange),
 }
 
 /// What a change does, for the backend to write.
-pub(crate) struct Decision {
+pub struct Decision {
     /// The group's record after the change.
     pub info: GroupInfo,
     /// New members: their records, and entries in their conversation lists.
@@ -40,7 +42,7 @@ pub(crate) struct Decision {
 /// Decides `proposal` for group `id`, given its record (if any) and a way to read a
 /// member. `next_seq` is the seq the change's first event takes in the group's log
 /// (it names the memberships the change makes); `now` the time of the change.
-pub(crate) fn decide(
+pub fn decide(
     id: u64,
     existing: Option<GroupInfo>,
     member: impl Fn(u64) -> Result<Option<Member>>,

@@ -250,7 +250,8 @@ impl Store {
     }
 }
 
-pub(crate) fn validate_group_name(name: &str) -> Result<()> {
+/// Group names are 1 to 128 bytes, not all blank (every backend).
+pub fn validate_group_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
         return Err(StorageError::InvalidArgument(
             "group name must be 1 to 128 bytes",

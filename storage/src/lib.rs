@@ -40,7 +40,7 @@ pub mod credentials;
 mod devices;
 mod error;
 mod group_changes;
-mod group_rules;
+pub mod group_rules;
 mod groups;
 mod invitations;
 mod keys;
@@ -79,9 +79,14 @@ pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
 pub use devices::{remember_token, Bound, Device, MAX_DEVICE_TOKENS};
 pub use error::{Result, StorageError};
-pub use group_changes::{EventsFor, GroupChange, GroupChanged, GroupEvent, MAX_ADDED_PER_CHANGE};
-pub use groups::{AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role};
-pub use invitations::Invitation;
+pub use group_changes::{
+    creation_refused, validate_new_group, EventsFor, GroupChange, GroupChanged, GroupEvent,
+    MAX_ADDED_PER_CHANGE,
+};
+pub use groups::{
+    validate_group_name, AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role,
+};
+pub use invitations::{Invitation, MAX_PENDING_INVITATIONS};
 pub use managed::ManagedStore;
 pub use media::{BlobRecord, BlobStatus, BlobUpdate};
 pub use recall::RecallRefusal;

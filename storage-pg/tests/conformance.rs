@@ -1,0 +1,63 @@
+//! The storage conformance suite (`storage/tests/conformance/`, the same checks the
+//! embedded store runs) against PostgreSQL, reached only through `Arc<dyn Storage>`.
+
+mod common;
+#[path = "../../storage/tests/conformance/mod.rs"]
+mod conformance;
+
+use std::sync::Arc;
+
+use common::PgServer;
+use courier_storage::{PasswordParams, Storage};
+use courier_storage_pg::{PgConfig, PgStore};
+
+async fn open(server: &PgServer) -> Arc<dyn Storage> {
+    let mut config = PgConfig::new(&server.url);
+    config.password = PasswordParams::insecure_fast();
+    Arc::new(PgStore::open(config, None).await.unwrap())
+}
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let server = PgServer::start();
+            let store = open(&server).await;
+            conformance::$check(store.as_ref(), "t").await;
+            store.shutdown().await.unwrap();
+        }
+    )*};
+}
+
+conformance!(
+    appends_are_ordered_gap_free_and_idempotent,
+    a_recall_erases_and_stores_its_event,
+    cursors_and_flags,
+    accounts_and_tokens,
+    devices_bind_and_remove,
+    relations_follow_the_rules,
+    groups_change_with_their_events,
+    media_records,
+    retention_prunes_history,
+    shutdown_refuses_later_writes,
+);
+
+/// All checks against one store, concurrently, as a server would call it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_checks_share_one_store() {
+    let server = PgServer::start();
+    let store = open(&server).await;
+    let s = store.as_ref();
+    tokio::join!(
+        conformance::appends_are_ordered_gap_free_and_idempotent(s, "c1"),
+        conformance::a_recall_erases_and_stores_its_event(s, "c2"),
+        conformance::cursors_and_flags(s, "c3"),
+        conformance::accounts_and_tokens(s, "c4"),
+        conformance::devices_bind_and_remove(s, "c5"),
+        conformance::relations_follow_the_rules(s, "c6"),
+        conformance::groups_change_with_their_events(s, "c7"),
+        conformance::media_records(s, "c8"),
+        conformance::retention_prunes_history(s, "c10"),
+    );
+    conformance::shutdown_refuses_later_writes(s, "c9").await;
+}
