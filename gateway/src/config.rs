@@ -188,6 +188,12 @@ pub struct Config {
     pub media_s3_access_key: String,
     /// S3 secret access key.
     pub media_s3_secret_key: String,
+    /// Where the data lives: `sled` (the embedded store in `data_dir`) or
+    /// `postgres` (the database at `postgres_url`, which several gateways share).
+    pub storage_backend: StorageBackend,
+    /// PostgreSQL connection string (`host=/run/postgresql dbname=courier user=courier`
+    /// or `postgresql://courier@localhost/courier`) when `storage_backend = "postgres"`.
+    pub postgres_url: String,
     /// Appends that may queue per store shard.
     pub store_queue_depth: usize,
     /// Most appends in one group commit.
@@ -305,6 +311,8 @@ impl Default for Config {
             media_s3_region: "us-east-1".into(),
             media_s3_access_key: String::new(),
             media_s3_secret_key: String::new(),
+            storage_backend: StorageBackend::Sled,
+            postgres_url: String::new(),
             store_queue_depth: 4096,
             store_max_batch: 1024,
             store_cache_mib: 64,
@@ -326,6 +334,16 @@ pub enum GroupAddPolicy {
     Friends,
     /// Everyone added joins at once.
     Anyone,
+}
+
+/// Which storage backend the gateway runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// The embedded, sharded store in `data_dir` (one gateway process).
+    Sled,
+    /// PostgreSQL at `postgres_url` (any number of gateway processes).
+    Postgres,
 }
 
 /// A feature switch: `on` or `off`.
@@ -453,6 +471,11 @@ impl Config {
 
     /// Checks ranges that would make the server misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.storage_backend == StorageBackend::Postgres && self.postgres_url.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "storage_backend = \"postgres\" needs postgres_url",
+            ));
+        }
         if self.shards == 0 || self.shards > 1024 {
             return Err(ConfigError::Invalid("shards must be 1..=1024"));
         }
@@ -511,6 +534,21 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The PostgreSQL backend's configuration this gateway configuration implies.
+    pub fn postgres_config(&self) -> courier_storage_pg::PgConfig {
+        let mut pg = courier_storage_pg::PgConfig::new(&self.postgres_url);
+        pg.queue_depth = self.store_queue_depth;
+        pg.max_batch = self.store_max_batch;
+        pg.max_page = self.history_max_page;
+        pg.password = courier_storage::PasswordParams {
+            memory_kib: self.password_memory_kib,
+            iterations: self.password_iterations,
+            parallelism: 1,
+        };
+        pg.token_ttl = std::time::Duration::from_secs(self.token_ttl_secs);
+        pg
     }
 
     /// The store configuration this gateway configuration implies.
@@ -613,6 +651,24 @@ mod tests {
         let env = vec![("COURIER_SHARDS".to_string(), "0".to_string())];
         assert!(Config::load(None, env).is_err());
         assert_eq!(Config::load(None, Vec::new()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_postgres_backend_is_chosen_by_variables_and_needs_a_url() {
+        assert_eq!(Config::default().storage_backend, StorageBackend::Sled);
+        let backend = || {
+            (
+                "COURIER_STORAGE_BACKEND".to_string(),
+                "postgres".to_string(),
+            )
+        };
+        assert!(Config::load(None, vec![backend()]).is_err());
+        let url = ("COURIER_POSTGRES_URL".to_string(), "host=/tmp".to_string());
+        let config = Config::load(None, vec![backend(), url]).unwrap();
+        assert_eq!(config.storage_backend, StorageBackend::Postgres);
+        assert_eq!(config.postgres_config().url, "host=/tmp");
+        let bad = ("COURIER_STORAGE_BACKEND".to_string(), "mongodb".to_string());
+        assert!(Config::load(None, vec![bad]).is_err());
     }
 
     #[test]

@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use courier_storage::{ManagedStore, Storage};
+use courier_storage_pg::PgStore;
+
+use crate::config::StorageBackend;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -70,12 +73,20 @@ impl Server {
         let registry: Arc<dyn Delivery> = local.clone();
         let members = Arc::new(MemberCache::new(config.member_cache_groups));
         let router = Arc::new(Router::new(registry.clone(), members.clone()));
-        let store_config = config.store_config();
-        let store =
-            tokio::task::spawn_blocking(move || ManagedStore::open(store_config, Some(router)))
+        let store: Arc<dyn Storage> = match config.storage_backend {
+            StorageBackend::Sled => {
+                let store_config = config.store_config();
+                let store = tokio::task::spawn_blocking(move || {
+                    ManagedStore::open(store_config, Some(router))
+                })
                 .await
                 .expect("store open task")?;
-        let store: Arc<dyn Storage> = Arc::new(store);
+                Arc::new(store)
+            }
+            StorageBackend::Postgres => {
+                Arc::new(PgStore::open(config.postgres_config(), Some(router)).await?)
+            }
+        };
         members.attach(store.clone());
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
