@@ -34,3 +34,87 @@ impl Connector {
         Ok(client)
     }
 }
+
+/// A shared session that prepares each statement once: a query is then one round
+/// trip (bind and execute) instead of two (prepare, then bind and execute).
+pub(crate) struct Session {
+    client: Client,
+    statements: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+}
+
+/// Most statements one session keeps prepared (the backend's SQL is a fixed set;
+/// this only bounds a mistake).
+const PREPARED: usize = 512;
+
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+impl Session {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            statements: Default::default(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    async fn statement(
+        &self,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let cached = self
+            .statements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let s = self.client.prepare(sql).await?;
+        let mut statements = self.statements.lock().unwrap_or_else(|e| e.into_inner());
+        if statements.len() >= PREPARED {
+            statements.clear();
+        }
+        statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let s = self.statement(sql).await?;
+        self.client.query(&s, params).await
+    }
+
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let s = self.statement(sql).await?;
+        self.client.query_opt(&s, params).await
+    }
+
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let s = self.statement(sql).await?;
+        self.client.query_one(&s, params).await
+    }
+
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let s = self.statement(sql).await?;
+        self.client.execute(&s, params).await
+    }
+}

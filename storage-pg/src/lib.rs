@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use committer::{Command, Committer};
-use connect::Connector;
+use connect::{Connector, Session};
 use error::pg;
 
 pub use schema::latest as latest_schema_version;
@@ -101,7 +101,7 @@ struct Inner {
     connector: Connector,
     queues: Vec<mpsc::Sender<Command>>,
     committers: Mutex<Vec<JoinHandle<()>>>,
-    reads: Vec<RwLock<Arc<Client>>>,
+    reads: Vec<RwLock<Arc<Session>>>,
     next_read: AtomicUsize,
     /// The session multi-statement transactions outside the message path run on
     /// (retention, password changes; one at a time).
@@ -122,9 +122,11 @@ impl PgStore {
         let connector = Connector::new(parsed);
         let mut first = connector.connect().await?;
         schema::migrate(&mut first).await?;
-        let mut reads = vec![RwLock::new(Arc::new(first))];
+        let mut reads = vec![RwLock::new(Arc::new(Session::new(first)))];
         while reads.len() < config.read_sessions.max(1) {
-            reads.push(RwLock::new(Arc::new(connector.connect().await?)));
+            reads.push(RwLock::new(Arc::new(Session::new(
+                connector.connect().await?,
+            ))));
         }
         let stats = Arc::new(CommitStats::default());
         let mut queues = Vec::new();
@@ -171,7 +173,7 @@ impl PgStore {
     }
 
     /// A session for reads (a new one in place of one that closed).
-    async fn reader(&self) -> Result<Arc<Client>> {
+    async fn reader(&self) -> Result<Arc<Session>> {
         let slot = self.inner.next_read.fetch_add(1, Ordering::Relaxed) % self.inner.reads.len();
         let client = self.inner.reads[slot]
             .read()
@@ -180,7 +182,7 @@ impl PgStore {
         if !client.is_closed() {
             return Ok(client);
         }
-        let fresh = Arc::new(self.inner.connector.connect().await?);
+        let fresh = Arc::new(Session::new(self.inner.connector.connect().await?));
         *self.inner.reads[slot]
             .write()
             .unwrap_or_else(|e| e.into_inner()) = fresh.clone();
