@@ -26,7 +26,7 @@ use courier_storage::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
-use crate::connect::Connector;
+use crate::connect::{Connector, Prepared, Tx};
 use crate::error::pg;
 
 /// A queued append and who waits for it.
@@ -49,6 +49,8 @@ pub(crate) struct Committer {
     pub stats: Arc<courier_storage::CommitStats>,
     /// The last batch failed.
     pub failing: std::sync::atomic::AtomicBool,
+    /// Statements prepared on the current session.
+    pub prepared: Prepared,
 }
 
 /// The outcome of one append within a batch.
@@ -76,7 +78,10 @@ impl Committer {
                     Command::Group(req) => {
                         self.commit_batch(&mut client, &mut batch).await;
                         match self.client(&mut client).await {
-                            Ok(c) => crate::groups::apply(c, req, self.listener.as_ref()).await,
+                            Ok(c) => {
+                                crate::groups::apply(c, &self.prepared, req, self.listener.as_ref())
+                                    .await
+                            }
                             Err(e) => drop(req.reply.send(Err(e))),
                         }
                     }
@@ -100,7 +105,7 @@ impl Committer {
         }
         let started = std::time::Instant::now();
         let result = match self.client(client).await {
-            Ok(c) => commit(c, batch).await,
+            Ok(c) => commit(c, &self.prepared, batch).await,
             Err(e) => Err(e),
         };
         self.stats
@@ -161,6 +166,7 @@ impl Committer {
 
     async fn client<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a mut Client> {
         if slot.as_ref().is_none_or(Client::is_closed) {
+            self.prepared.clear();
             *slot = Some(self.connector.connect().await?);
         }
         Ok(slot.as_mut().expect("connected"))
@@ -184,10 +190,11 @@ fn id(v: u64) -> i64 {
 /// the messages stored, in commit order.
 async fn commit(
     client: &mut Client,
+    prepared: &Prepared,
     batch: &[Pending],
 ) -> Result<(Vec<Outcome>, Vec<StoredMessage>)> {
     let now = courier_storage::now_ms();
-    let tx = client.transaction().await.map_err(pg)?;
+    let tx = Tx::begin(client, prepared).await?;
 
     let mut convs: Vec<String> = batch
         .iter()
@@ -401,10 +408,7 @@ async fn commit(
     Ok((outcomes, messages))
 }
 
-pub(crate) async fn insert_messages(
-    tx: &tokio_postgres::Transaction<'_>,
-    messages: &[StoredMessage],
-) -> Result<()> {
+pub(crate) async fn insert_messages(tx: &Tx<'_>, messages: &[StoredMessage]) -> Result<()> {
     let conv: Vec<String> = messages
         .iter()
         .map(|m| m.conversation.to_string())
@@ -439,7 +443,7 @@ pub(crate) async fn insert_messages(
 /// direct conversation's first message puts it in both participants' lists; what
 /// a user sends, they have read (their read cursor moves up to it).
 pub(crate) async fn index_for_users(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     messages: &[StoredMessage],
     now: u64,
 ) -> Result<()> {

@@ -118,3 +118,94 @@ impl Session {
         self.client.execute(&s, params).await
     }
 }
+
+/// Statements a committer prepared on its session, by SQL text (cleared when the
+/// session is replaced: statements belong to the session that prepared them).
+#[derive(Default)]
+pub(crate) struct Prepared(
+    std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+);
+
+impl Prepared {
+    async fn get(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let s = tx.prepare(sql).await?;
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= PREPARED {
+            map.clear();
+        }
+        map.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// A transaction whose statements are prepared once per session.
+pub(crate) struct Tx<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    prepared: &'a Prepared,
+}
+
+impl<'a> Tx<'a> {
+    pub async fn begin(client: &'a mut Client, prepared: &'a Prepared) -> Result<Self> {
+        Ok(Self {
+            tx: client.transaction().await.map_err(pg)?,
+            prepared,
+        })
+    }
+
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let s = self.prepared.get(&self.tx, sql).await?;
+        self.tx.query(&s, params).await
+    }
+
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let s = self.prepared.get(&self.tx, sql).await?;
+        self.tx.query_opt(&s, params).await
+    }
+
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let s = self.prepared.get(&self.tx, sql).await?;
+        self.tx.query_one(&s, params).await
+    }
+
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let s = self.prepared.get(&self.tx, sql).await?;
+        self.tx.execute(&s, params).await
+    }
+
+    pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        self.tx.commit().await
+    }
+}

@@ -17,9 +17,10 @@ use courier_storage::{
     Role, StorageError, StoredMessage, MAX_PENDING_INVITATIONS,
 };
 use tokio::sync::oneshot;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
 use crate::committer::{index_for_users, insert_messages, Command};
+use crate::connect::{Prepared, Tx};
 use crate::error::pg;
 use crate::PgStore;
 
@@ -99,6 +100,7 @@ fn named_users(proposal: &Proposal, owner: Option<u64>) -> Vec<i64> {
 /// of its events (and who joined and left) before the caller is answered.
 pub(crate) async fn apply(
     client: &mut Client,
+    prepared: &Prepared,
     req: GroupRequest,
     listener: Option<&Arc<dyn CommitListener>>,
 ) {
@@ -108,7 +110,7 @@ pub(crate) async fn apply(
         events,
         reply,
     } = req;
-    let result = match apply_in_tx(client, id, proposal, events).await {
+    let result = match apply_in_tx(client, prepared, id, proposal, events).await {
         Ok(Ok((changed, messages, membership))) => {
             if let Some(listener) = listener {
                 if !messages.is_empty() || membership.is_some() {
@@ -131,6 +133,7 @@ type Applied = (
 
 async fn apply_in_tx(
     client: &mut Client,
+    prepared: &Prepared,
     id: u64,
     proposal: Proposal,
     events: EventsFor,
@@ -139,7 +142,7 @@ async fn apply_in_tx(
     let conv = ConversationId::Group(id);
     let conv_id = conv.to_string();
     let gid = id as i64;
-    let tx = client.transaction().await.map_err(pg)?;
+    let tx = Tx::begin(client, prepared).await?;
     tx.execute(
         "INSERT INTO conversations (id) VALUES ($1) ON CONFLICT DO NOTHING",
         &[&conv_id],
@@ -301,7 +304,7 @@ async fn apply_in_tx(
     Ok(Ok((changed, messages, membership)))
 }
 
-async fn write_member(tx: &Transaction<'_>, gid: i64, m: &Member) -> Result<()> {
+async fn write_member(tx: &Tx<'_>, gid: i64, m: &Member) -> Result<()> {
     tx.execute(
         &format!(
             "INSERT INTO group_members (group_id, {MEMBER}) VALUES ($1, $2, $3, $4, $5, $6)

@@ -140,6 +140,7 @@ impl PgStore {
                 listener: listener.clone(),
                 stats: stats.clone(),
                 failing: Default::default(),
+                prepared: Default::default(),
             };
             committers.push(tokio::spawn(committer.run(rx)));
             queues.push(tx);
