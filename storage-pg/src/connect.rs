@@ -35,12 +35,13 @@ impl Connector {
     }
 }
 
-/// A shared session that prepares each statement once: a query is then one round
-/// trip (bind and execute) instead of two (prepare, then bind and execute).
-pub(crate) struct Session {
-    client: Client,
-    statements: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
-}
+/// Statements prepared on one session, by SQL text: a query is then one round trip
+/// (bind and execute) instead of two (prepare, then bind and execute). Cleared when
+/// the session is replaced: statements belong to the session that prepared them.
+#[derive(Default)]
+pub(crate) struct Prepared(
+    std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+);
 
 /// Most statements one session keeps prepared (the backend's SQL is a fixed set;
 /// this only bounds a mistake).
@@ -48,88 +49,11 @@ const PREPARED: usize = 512;
 
 type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
 
-impl Session {
-    pub fn new(client: Client) -> Self {
-        Self {
-            client,
-            statements: Default::default(),
-        }
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
-    }
-
-    async fn statement(
-        &self,
-        sql: &str,
-    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-        let cached = self
-            .statements
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(sql)
-            .cloned();
-        if let Some(s) = cached {
-            return Ok(s);
-        }
-        let s = self.client.prepare(sql).await?;
-        let mut statements = self.statements.lock().unwrap_or_else(|e| e.into_inner());
-        if statements.len() >= PREPARED {
-            statements.clear();
-        }
-        statements.insert(sql.to_owned(), s.clone());
-        Ok(s)
-    }
-
-    pub async fn query(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let s = self.statement(sql).await?;
-        self.client.query(&s, params).await
-    }
-
-    pub async fn query_opt(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
-        let s = self.statement(sql).await?;
-        self.client.query_opt(&s, params).await
-    }
-
-    pub async fn query_one(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        let s = self.statement(sql).await?;
-        self.client.query_one(&s, params).await
-    }
-
-    pub async fn execute(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<u64, tokio_postgres::Error> {
-        let s = self.statement(sql).await?;
-        self.client.execute(&s, params).await
-    }
-}
-
-/// Statements a committer prepared on its session, by SQL text (cleared when the
-/// session is replaced: statements belong to the session that prepared them).
-#[derive(Default)]
-pub(crate) struct Prepared(
-    std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
-);
-
 impl Prepared {
+    /// `sql` prepared on `client` (the session, or a transaction of it).
     async fn get(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        client: &impl tokio_postgres::GenericClient,
         sql: &str,
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
         let cached = self
@@ -141,7 +65,7 @@ impl Prepared {
         if let Some(s) = cached {
             return Ok(s);
         }
-        let s = tx.prepare(sql).await?;
+        let s = client.prepare(sql).await?;
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= PREPARED {
             map.clear();
@@ -153,6 +77,68 @@ impl Prepared {
     pub fn clear(&self) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+}
+
+/// The queries of a session or a transaction, through its prepared statements.
+macro_rules! prepared_queries {
+    ($client:ident) => {
+        pub async fn query(
+            &self,
+            sql: &str,
+            params: Params<'_>,
+        ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+            let s = self.prepared.get(&self.$client, sql).await?;
+            self.$client.query(&s, params).await
+        }
+
+        pub async fn query_opt(
+            &self,
+            sql: &str,
+            params: Params<'_>,
+        ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+            let s = self.prepared.get(&self.$client, sql).await?;
+            self.$client.query_opt(&s, params).await
+        }
+
+        pub async fn query_one(
+            &self,
+            sql: &str,
+            params: Params<'_>,
+        ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+            let s = self.prepared.get(&self.$client, sql).await?;
+            self.$client.query_one(&s, params).await
+        }
+
+        pub async fn execute(
+            &self,
+            sql: &str,
+            params: Params<'_>,
+        ) -> Result<u64, tokio_postgres::Error> {
+            let s = self.prepared.get(&self.$client, sql).await?;
+            self.$client.execute(&s, params).await
+        }
+    };
+}
+
+/// A shared session (reads) whose statements are prepared once.
+pub(crate) struct Session {
+    client: Client,
+    prepared: Prepared,
+}
+
+impl Session {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            prepared: Prepared::default(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    prepared_queries!(client);
 }
 
 /// A transaction whose statements are prepared once per session.
@@ -169,41 +155,7 @@ impl<'a> Tx<'a> {
         })
     }
 
-    pub async fn query(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let s = self.prepared.get(&self.tx, sql).await?;
-        self.tx.query(&s, params).await
-    }
-
-    pub async fn query_opt(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
-        let s = self.prepared.get(&self.tx, sql).await?;
-        self.tx.query_opt(&s, params).await
-    }
-
-    pub async fn query_one(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        let s = self.prepared.get(&self.tx, sql).await?;
-        self.tx.query_one(&s, params).await
-    }
-
-    pub async fn execute(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<u64, tokio_postgres::Error> {
-        let s = self.prepared.get(&self.tx, sql).await?;
-        self.tx.execute(&s, params).await
-    }
+    prepared_queries!(tx);
 
     pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
         self.tx.commit().await

@@ -608,10 +608,10 @@ impl Segments {
 
     /// Records where the messages of a durable batch lie (all in `segment`): before
     /// the indexes say they exist, so that a reader that sees a seq finds it.
-    pub fn add(&self, segment: u64, placed: &[(ConvKey, u64, u64)]) {
+    pub fn add(&self, segment: u64, placed: impl IntoIterator<Item = (ConvKey, u64, u64)>) {
         let mut live = self.live_mut();
         debug_assert_eq!(live.active_segment, segment);
-        for &(conv, seq, loc) in placed {
+        for (conv, seq, loc) in placed {
             live.active.add(conv, seq, loc);
         }
     }

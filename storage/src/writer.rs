@@ -848,10 +848,7 @@ impl Writer {
         let segments = &self.segments[self.index];
         segments.add(
             written.segment,
-            &locs
-                .iter()
-                .map(|&(conv, seq, loc, _)| (conv, seq, loc))
-                .collect::<Vec<_>>(),
+            locs.iter().map(|&(conv, seq, loc, _)| (conv, seq, loc)),
         );
         for &(_, _, loc, hash) in &locs {
             self.idem.insert(hash, loc);
