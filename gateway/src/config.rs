@@ -194,6 +194,8 @@ pub struct Config {
     /// PostgreSQL connection string (`host=/run/postgresql dbname=courier user=courier`
     /// or `postgresql://courier@localhost/courier`) when `storage_backend = "postgres"`.
     pub postgres_url: String,
+    /// Several gateways serving one deployment (off unless `nats_urls` is set).
+    pub cluster: ClusterConfig,
     /// Appends that may queue per store shard.
     pub store_queue_depth: usize,
     /// Most appends in one group commit.
@@ -313,6 +315,7 @@ impl Default for Config {
             media_s3_secret_key: String::new(),
             storage_backend: StorageBackend::Sled,
             postgres_url: String::new(),
+            cluster: ClusterConfig::default(),
             store_queue_depth: 4096,
             store_max_batch: 1024,
             store_cache_mib: 64,
@@ -321,6 +324,101 @@ impl Default for Config {
             password_iterations: 2,
             token_ttl_secs: 30 * 24 * 3600,
         }
+    }
+}
+
+/// The `[cluster]` section: this gateway is one node of several, which share a
+/// PostgreSQL database and reach each other's devices over NATS. Environment
+/// variables name its keys `COURIER_CLUSTER_<KEY>` (`COURIER_CLUSTER_NODE_ID=gw1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the deployment: letters, digits, `-` and `_`.
+    pub node_id: String,
+    /// NATS servers, comma-separated (`nats://127.0.0.1:4222,nats://127.0.0.1:4223`);
+    /// empty: no cluster (one process).
+    pub nats_urls: String,
+    /// First token of every subject the nodes use (deployments sharing one NATS
+    /// cluster pick different ones).
+    pub subject_prefix: String,
+    /// How often a node renews its lease, in ms.
+    pub heartbeat_ms: u64,
+    /// A node not heard from for this long is gone: its devices leave the directory
+    /// (presence goes offline, nothing is routed to it), in ms.
+    pub lease_ms: u64,
+    /// How long a device coming online waits for every live node to learn of it
+    /// before its Welcome goes out anyway, in ms.
+    pub ack_timeout_ms: u64,
+    /// At start, how long a node listens for the others before it asks each for its
+    /// directory entries, in ms.
+    pub join_window_ms: u64,
+    /// Publications to other nodes that may wait for the NATS connection; past it
+    /// they are dropped and counted (devices catch up by seq).
+    pub publish_queue: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            nats_urls: String::new(),
+            subject_prefix: "courier".into(),
+            heartbeat_ms: 1000,
+            lease_ms: 5000,
+            ack_timeout_ms: 1000,
+            join_window_ms: 300,
+            publish_queue: 65_536,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this gateway is one node of a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.nats_urls.trim().is_empty()
+    }
+
+    /// The NATS server URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nats_urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let token_ok = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !self.enabled() {
+            return Ok(());
+        }
+        if !token_ok(&self.node_id) {
+            return Err(ConfigError::Invalid(
+                "cluster.node_id must be 1..=64 letters, digits, '-' or '_'",
+            ));
+        }
+        if !token_ok(&self.subject_prefix) {
+            return Err(ConfigError::Invalid(
+                "cluster.subject_prefix must be 1..=64 letters, digits, '-' or '_'",
+            ));
+        }
+        if self.heartbeat_ms == 0 || self.lease_ms <= self.heartbeat_ms {
+            return Err(ConfigError::Invalid(
+                "cluster.lease_ms must exceed cluster.heartbeat_ms",
+            ));
+        }
+        if self.ack_timeout_ms == 0 || self.publish_queue == 0 {
+            return Err(ConfigError::Invalid(
+                "cluster.ack_timeout_ms and cluster.publish_queue must be positive",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -444,9 +542,16 @@ impl Config {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            let Some(current) = table.get(&key) else {
-                continue;
+            // `COURIER_CLUSTER_NODE_ID` sets `node_id` in the `[cluster]` table.
+            let (table, key) = if table.contains_key(&key) {
+                (&mut table, key)
+            } else {
+                match section_key(&mut table, &key) {
+                    Some(found) => found,
+                    None => continue,
+                }
             };
+            let current = &table[&key];
             let parsed = match current {
                 toml::Value::Integer(_) => value
                     .trim()
@@ -471,6 +576,12 @@ impl Config {
 
     /// Checks ranges that would make the server misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.cluster.validate()?;
+        if self.cluster.enabled() && self.storage_backend != StorageBackend::Postgres {
+            return Err(ConfigError::Invalid(
+                "a cluster needs storage_backend = \"postgres\" (sled belongs to one process)",
+            ));
+        }
         if self.storage_backend == StorageBackend::Postgres && self.postgres_url.trim().is_empty() {
             return Err(ConfigError::Invalid(
                 "storage_backend = \"postgres\" needs postgres_url",
@@ -614,6 +725,23 @@ impl Config {
     }
 }
 
+/// The section table and key an environment variable's key names inside a section
+/// (`cluster_node_id` -> the `[cluster]` table, `node_id`), if any.
+fn section_key<'t>(table: &'t mut toml::Table, key: &str) -> Option<(&'t mut toml::Table, String)> {
+    let (section, inner) = table.iter().find_map(|(name, value)| {
+        let inner = key.strip_prefix(name.as_str())?.strip_prefix('_')?;
+        let toml::Value::Table(t) = value else {
+            return None;
+        };
+        t.contains_key(inner)
+            .then(|| (name.clone(), inner.to_owned()))
+    })?;
+    match table.get_mut(&section) {
+        Some(toml::Value::Table(t)) => Some((t, inner)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,6 +779,37 @@ mod tests {
         let env = vec![("COURIER_SHARDS".to_string(), "0".to_string())];
         assert!(Config::load(None, env).is_err());
         assert_eq!(Config::load(None, Vec::new()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_cluster_section_is_set_by_variables_and_checked() {
+        let var = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let pg = [
+            var("COURIER_STORAGE_BACKEND", "postgres"),
+            var("COURIER_POSTGRES_URL", "host=/tmp"),
+        ];
+        let cluster = [
+            var("COURIER_CLUSTER_NODE_ID", "gw-1"),
+            var(
+                "COURIER_CLUSTER_NATS_URLS",
+                "nats://127.0.0.1:4222, nats://127.0.0.1:4223",
+            ),
+            var("COURIER_CLUSTER_LEASE_MS", "3000"),
+        ];
+        let config = Config::load(None, pg.iter().chain(&cluster).cloned()).unwrap();
+        assert!(config.cluster.enabled());
+        assert_eq!(config.cluster.node_id, "gw-1");
+        assert_eq!(config.cluster.lease_ms, 3000);
+        assert_eq!(
+            config.cluster.urls(),
+            ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+        );
+        let err = Config::load(None, cluster.iter().cloned()).unwrap_err();
+        assert!(err.to_string().contains("postgres"), "{err}");
+        let bad_id = [var("COURIER_CLUSTER_NODE_ID", "gw.1")];
+        let err = Config::load(None, pg.iter().chain(&cluster).chain(&bad_id).cloned());
+        assert!(err.unwrap_err().to_string().contains("node_id"));
+        assert!(!Config::default().cluster.enabled());
     }
 
     #[test]

@@ -320,6 +320,9 @@ pub fn render(api: &Api) -> String {
             "courier_presence_suppressed_total{{reason=\"{why}\"}} {n}"
         );
     }
+    if let Some(cluster) = &api.cluster {
+        render_cluster(&mut out, &cluster.counters);
+    }
     let r = api.receipts.counters.snapshot();
     counter(
         &mut out,
@@ -345,4 +348,68 @@ pub fn render(api: &Api) -> String {
         );
     }
     out
+}
+
+fn render_cluster(out: &mut String, c: &crate::cluster::ClusterCounters) {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    gauge(
+        out,
+        "courier_cluster_nodes",
+        "Other nodes alive now.",
+        get(&c.nodes) as i64,
+    );
+    for (name, help, value) in [
+        (
+            "courier_cluster_deliveries_out_total",
+            "Delivery publications sent to other nodes.",
+            &c.deliveries_out,
+        ),
+        (
+            "courier_cluster_deliveries_in_total",
+            "Delivery publications received from other nodes.",
+            &c.deliveries_in,
+        ),
+        (
+            "courier_cluster_publish_dropped_total",
+            "Publications dropped on a full queue to NATS.",
+            &c.publish_dropped,
+        ),
+        (
+            "courier_cluster_deltas_out_total",
+            "Directory deltas broadcast.",
+            &c.deltas_out,
+        ),
+        (
+            "courier_cluster_deltas_in_total",
+            "Directory deltas applied from other nodes.",
+            &c.deltas_in,
+        ),
+        (
+            "courier_cluster_ack_timeouts_total",
+            "Directory deltas not acknowledged by every node in time.",
+            &c.ack_timeouts,
+        ),
+        (
+            "courier_cluster_snapshots_requested_total",
+            "Directory snapshots asked of other nodes.",
+            &c.snapshots_requested,
+        ),
+        (
+            "courier_cluster_snapshots_served_total",
+            "Directory snapshots served to other nodes.",
+            &c.snapshots_served,
+        ),
+        (
+            "courier_cluster_nodes_expired_total",
+            "Nodes dropped when their lease ran out.",
+            &c.nodes_expired,
+        ),
+        (
+            "courier_cluster_malformed_total",
+            "Messages from other nodes that did not decode.",
+            &c.malformed,
+        ),
+    ] {
+        counter(out, name, help, get(value));
+    }
 }

@@ -16,6 +16,8 @@ use crate::api::presence::Presence;
 use crate::api::receipts::Receipts;
 use crate::api::router::Router;
 use crate::api::{http, Api};
+use crate::cluster::delivery::{ClusterDelivery, PresenceView};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::registry::Registry;
 use crate::connection::service::{Connections, Delivery};
@@ -39,6 +41,9 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The other nodes could not be reached.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -70,8 +75,30 @@ impl Server {
         let config = Arc::new(config);
         // The connection layer's registry, which the API layer reaches devices through.
         let local = Arc::new(Registry::default());
-        let registry: Arc<dyn Delivery> = local.clone();
         let members = Arc::new(MemberCache::new(config.member_cache_groups));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        // Past one node, devices elsewhere are reached through their node's inbox.
+        let cluster = match config.cluster.enabled() {
+            true => Some(
+                Cluster::start(
+                    &config.cluster,
+                    local.clone(),
+                    members.clone(),
+                    shutdown.clone(),
+                    &tasks,
+                )
+                .await?,
+            ),
+            false => None,
+        };
+        let (registry, presence_view): (Arc<dyn Delivery>, Arc<dyn Delivery>) = match &cluster {
+            Some(c) => (
+                Arc::new(ClusterDelivery(c.clone())),
+                Arc::new(PresenceView(c.clone())),
+            ),
+            None => (local.clone(), local.clone()),
+        };
         let router = Arc::new(Router::new(registry.clone(), members.clone()));
         let store: Arc<dyn Storage> = match config.storage_backend {
             StorageBackend::Sled => {
@@ -88,10 +115,11 @@ impl Server {
             }
         };
         members.attach(store.clone());
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let (presence, presence_actor) =
-            Presence::start(&config, registry.clone(), store.clone(), shutdown.clone());
+            Presence::start(&config, presence_view, store.clone(), shutdown.clone());
+        if let Some(cluster) = &cluster {
+            cluster.attach_presence(presence.clone());
+        }
         let (receipts, receipts_actor) = Receipts::start(
             &config,
             registry.clone(),
@@ -103,15 +131,18 @@ impl Server {
         tasks.spawn(receipts_actor);
         let media =
             crate::media::Media::open(&config).map_err(|source| StartError::Media { source })?;
-        let api = Arc::new(Api::new(
-            config.clone(),
-            store,
-            registry,
-            members,
-            presence,
-            receipts,
-            media,
-        ));
+        let api = Arc::new(
+            Api::new(
+                config.clone(),
+                store,
+                registry,
+                members,
+                presence,
+                receipts,
+                media,
+            )
+            .with_cluster(cluster),
+        );
         if config.lifecycle_interval_secs > 0 {
             let (api, shutdown) = (api.clone(), shutdown.clone());
             let every = std::time::Duration::from_secs(config.lifecycle_interval_secs);

@@ -1,9 +1,8 @@
 //! The gateway on the PostgreSQL backend (`storage_backend = "postgres"`), against a
 //! real PostgreSQL server: the SDK's flows end to end, and two gateway processes'
 //! worth of servers sharing one database (accounts, seqs and history are one).
-//! Live delivery between gateways (a message sent on one pushed to a device on the
-//! other) needs the cluster bus, which is not built yet: here the other gateway's
-//! user reads what was sent through history.
+//! These gateways are not a cluster (no NATS): the other gateway's user reads what
+//! was sent through history. Live delivery between gateways is in `cluster.rs`.
 
 mod common;
 #[path = "../../storage-pg/tests/common/mod.rs"]

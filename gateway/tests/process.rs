@@ -13,7 +13,6 @@ use courier_sdk::{
     pb, Client, ClientOptions, ConversationId, ErrorCode, Event, HistoryQuery, HttpClient, NewGroup,
 };
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 struct Running {
@@ -47,15 +46,7 @@ async fn spawn_server(data_dir: &Path) -> Running {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("server printed its addresses in time")
-        .unwrap()
-        .expect("a listening line");
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v["event"], "listening");
+    let v = common::listening(&mut child).await;
     Running {
         child,
         tcp: v["tcp"].as_str().unwrap().to_owned(),

@@ -6,7 +6,7 @@
 //! It knows nothing about sockets or storage.
 //!
 //! # Layout
-//! - [`pb`]: the generated protobuf types.
+//! - [`pb`]: the generated protobuf types; [`cluster`]: those gateways exchange.
 //! - [`codec`]: [`FrameCodec`] for `tokio_util::codec`, plus [`encode_frame`] /
 //!   [`decode_frame`] for code that handles raw buffers.
 //! - [`conversation`]: [`ConversationId`], the canonical id of a 1:1 or group log.
@@ -25,6 +25,13 @@ pub mod wire;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/courier.v1.rs"));
+}
+
+/// Types generated from `proto/cluster.proto`: what gateways of one deployment tell
+/// each other over NATS.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod cluster {
+    include!(concat!(env!("OUT_DIR"), "/courier.cluster.v1.rs"));
 }
 
 pub use codec::{decode_frame, encode_frame, encode_frame_into, CodecError, FrameCodec};

@@ -75,6 +75,22 @@ pub struct Health {
     pub online_devices: u64,
     /// Appends waiting for the store.
     pub store_queued: usize,
+    /// This node's view of its cluster, when it is one node of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// A node's view of its cluster.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClusterHealth {
+    /// This node's name.
+    pub node: String,
+    /// The NATS connection: `connected`, `disconnected` or `pending`.
+    pub nats: String,
+    /// Other nodes alive now.
+    pub nodes: u64,
+    /// Users with a device online on any node.
+    pub users_online: usize,
 }
 
 /// One message of a history page.

@@ -254,12 +254,21 @@ impl Service for Api {
         Box::pin(async move { Api::on_frame(&self, ctx, frame).await })
     }
 
-    fn user_online(&self, user: u64) {
-        self.presence.online(user);
+    fn user_online(&self, user: u64) -> Option<BoxFuture<'static, ()>> {
+        match &self.cluster {
+            Some(cluster) => cluster.local_online(user),
+            None => {
+                self.presence.online(user);
+                None
+            }
+        }
     }
 
     fn user_offline(&self, user: u64) {
-        self.presence.offline(user);
+        match &self.cluster {
+            Some(cluster) => cluster.local_offline(user),
+            None => self.presence.offline(user),
+        }
     }
 
     fn credential_expires<'a>(&'a self, credential: &'a Credential) -> BoxFuture<'a, Option<u64>> {

@@ -74,6 +74,8 @@ pub struct Api {
     pub limits: limits::RateLimits,
     /// Bounds password hashing.
     pub passwords: accounts::PasswordGate,
+    /// The other nodes of the deployment, when this gateway is one of several.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A fresh client message id for server-written log events.
@@ -113,7 +115,14 @@ impl Api {
             presence,
             receipts,
             media,
+            cluster: None,
         }
+    }
+
+    /// The API layer of one node of a cluster.
+    pub(crate) fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Whether every storage shard can write now (`/v1/health`).

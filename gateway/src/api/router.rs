@@ -15,14 +15,14 @@ use courier_protocol::ConversationId;
 use courier_storage::{CommitListener, MembershipChange, StorageError, StoredMessage};
 
 use crate::api::members::MemberCache;
-use crate::connection::service::Delivery;
+use crate::connection::service::{Delivery, Fanout};
 
 /// Routes committed messages to online devices.
 pub struct Router {
     registry: Arc<dyn Delivery>,
     members: Arc<MemberCache>,
-    /// Runs the member cache's loads on a miss: the router is called on the store's
-    /// own threads, outside the runtime.
+    /// Runs the member cache's loads on a miss: the router is called on the embedded
+    /// store's own threads, or on PostgreSQL's committer tasks.
     runtime: tokio::runtime::Handle,
 }
 
@@ -40,7 +40,14 @@ impl Router {
     fn members_at(&self, group: u64, seq: u64) -> Result<Arc<[u64]>, StorageError> {
         match self.members.cached_members_at(group, seq) {
             Some(members) => Ok(members),
-            None => self.runtime.block_on(self.members.members_at(group, seq)),
+            // The embedded store calls from its own threads; PostgreSQL's committers
+            // from a runtime worker, which must hand its other tasks off first.
+            None => match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::block_in_place(|| {
+                    self.runtime.block_on(self.members.members_at(group, seq))
+                }),
+                Err(_) => self.runtime.block_on(self.members.members_at(group, seq)),
+            },
         }
     }
 }
@@ -53,6 +60,7 @@ impl CommitListener for Router {
         if let Some(change) = membership {
             self.members.invalidate(change.group);
         }
+        let mut wires = Vec::with_capacity(messages.len());
         for m in messages {
             let wire = deliver_frame(
                 &DeliverHead {
@@ -67,34 +75,67 @@ impl CommitListener for Router {
                 },
                 &m.body,
             );
-            let skip = Some((m.sender, m.sender_device.as_str()));
-            match m.conversation {
-                ConversationId::Direct { low, high } => {
-                    self.registry.push_to_user(low, &wire, skip);
-                    self.registry.push_to_user(high, &wire, skip);
-                }
+            let users = match m.conversation {
+                ConversationId::Direct { low, high } => Users::Pair([low, high]),
                 ConversationId::Group(g) => match self.members_at(g, m.seq) {
-                    Ok(members) => {
-                        for &member in members.iter() {
-                            self.registry.push_to_user(member, &wire, skip);
-                        }
-                        // Who just left learns of it: the event of its removal is
-                        // the last message it receives from the group.
-                        for &gone in membership.iter().flat_map(|c| &c.removed) {
-                            if members.binary_search(&gone).is_err() {
-                                self.registry.push_to_user(gone, &wire, skip);
-                            }
-                        }
-                    }
+                    // Who just left learns of it: the event of its removal is the
+                    // last message it receives from the group.
+                    Ok(members) => Users::Group(
+                        members.clone(),
+                        membership
+                            .iter()
+                            .flat_map(|c| &c.removed)
+                            .copied()
+                            .filter(|gone| members.binary_search(gone).is_err())
+                            .collect(),
+                    ),
                     Err(e) => {
                         tracing::error!(group = g, error = %e, "cannot load members; fan-out skipped");
+                        continue;
                     }
                 },
+            };
+            wires.push((wire, users, m));
+        }
+        let mut batch = Vec::with_capacity(wires.len() + 1);
+        for (wire, users, m) in &wires {
+            let skip = Some((m.sender, m.sender_device.as_str()));
+            let (first, second) = users.lists();
+            batch.push(Fanout {
+                frame: wire,
+                users: first,
+                skip,
+            });
+            if !second.is_empty() {
+                batch.push(Fanout {
+                    frame: wire,
+                    users: second,
+                    skip,
+                });
             }
         }
+        self.registry
+            .push_fanout(&batch, membership.map(|c| c.group));
     }
 
     fn reopened(&self) {
         self.members.clear();
+    }
+}
+
+/// Who one committed message goes to.
+enum Users {
+    /// Both users of a 1:1 conversation.
+    Pair([u64; 2]),
+    /// A group's members, and who the message's change just removed.
+    Group(Arc<[u64]>, Vec<u64>),
+}
+
+impl Users {
+    fn lists(&self) -> (&[u64], &[u64]) {
+        match self {
+            Users::Pair(pair) => (pair, &[]),
+            Users::Group(members, removed) => (members, removed),
+        }
     }
 }

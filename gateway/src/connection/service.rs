@@ -73,10 +73,12 @@ pub trait Service: Send + Sync + 'static {
     fn on_frame<'a>(self: Arc<Self>, ctx: &'a SessionCtx, frame: Inbound)
         -> BoxFuture<'a, Handled>;
 
-    /// The user's first device came online.
-    fn user_online(&self, user: u64);
+    /// The user's first device on this node came online. The session awaits what it
+    /// returns, if anything, before its Welcome goes out (past one node: until the
+    /// other nodes know where to route the user's messages).
+    fn user_online(&self, user: u64) -> Option<BoxFuture<'static, ()>>;
 
-    /// The user's last device went offline.
+    /// The user's last device on this node went offline.
     fn user_offline(&self, user: u64);
 
     /// When the credential stops being valid (ms since the Unix epoch), or `None` if
@@ -84,10 +86,31 @@ pub trait Service: Send + Sync + 'static {
     fn credential_expires<'a>(&'a self, credential: &'a Credential) -> BoxFuture<'a, Option<u64>>;
 }
 
+/// One frame for several users: a committed message's fan-out.
+pub struct Fanout<'a> {
+    /// The encoded frame, shared by every recipient.
+    pub frame: &'a bytes::Bytes,
+    /// Who receives it.
+    pub users: &'a [u64],
+    /// The device that must not (the sender's own), if any.
+    pub skip: Option<(u64, &'a str)>,
+}
+
 /// How the service reaches devices: queue frames to a user's online devices, end
 /// sessions, ask who is online. The in-process [`Registry`] implements it; past one
-/// node, a bus that also reaches other nodes' devices will.
+/// node, the cluster's delivery reaches other nodes' devices as well.
 pub trait Delivery: Send + Sync + 'static {
+    /// Queues each frame of a committed batch to its users' devices (past one node:
+    /// one publication per node that has any of them). `members_changed`: the batch
+    /// changed that group's members (past one node: every node drops its member
+    /// list before delivering the batch; this node's is dropped already).
+    fn push_fanout(&self, batch: &[Fanout<'_>], _members_changed: Option<u64>) {
+        for f in batch {
+            for &user in f.users {
+                self.push_to_user(user, f.frame, f.skip);
+            }
+        }
+    }
     /// Queues `frame` to every online device of `user` except the device `skip`
     /// names; returns how many devices it was queued to.
     fn push_to_user(&self, user: u64, frame: &bytes::Bytes, skip: Option<(u64, &str)>) -> usize;

@@ -184,7 +184,9 @@ pub async fn run<R, W>(
         credential.hash,
         outbound.clone(),
     ) {
-        conns.service.user_online(user_id);
+        if let Some(announced) = conns.service.user_online(user_id) {
+            announced.await;
+        }
     }
     let sent = Box::pin(tokio::time::timeout(
         config.handshake_timeout(),

@@ -1,6 +1,7 @@
 //! Shared helpers: a real gateway on ephemeral loopback ports, accounts, raw sockets.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod proxy;
 pub mod udp_proxy;
 
@@ -219,4 +220,19 @@ pub async fn next_text(events: &mut Events) -> pb::Message {
             return m;
         }
     }
+}
+
+/// Reads the `{"event":"listening",...}` line a `courier serve` child prints first.
+pub async fn listening(child: &mut tokio::process::Child) -> serde_json::Value {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("the server printed its addresses in time")
+        .unwrap()
+        .expect("a listening line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["event"], "listening");
+    v
 }

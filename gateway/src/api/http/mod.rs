@@ -251,6 +251,7 @@ async fn health(State(api): State<Arc<Api>>) -> (StatusCode, Json<Health>) {
         storage: if writable { "ok" } else { "unavailable" }.into(),
         online_devices: api.registry.online_devices(),
         store_queued: api.storage_queued(),
+        cluster: api.cluster.as_ref().map(|c| c.health()),
     };
     (status, Json(health))
 }

@@ -118,6 +118,7 @@ enum Input {
 }
 
 /// The sessions' and API's handle to the presence actor.
+#[derive(Clone)]
 pub struct Presence {
     tx: mpsc::Sender<Input>,
     /// What it did so far.
