@@ -30,7 +30,8 @@ const CONNECTIONS_PER_ENDPOINT: usize = 250;
 
 /// Opens authenticated connections over the chosen transport.
 pub enum Dialer {
-    Tcp(String),
+    /// TCP to one server, or to several nodes in turn.
+    Tcp(Vec<String>),
     Quic {
         addr: SocketAddr,
         pin: String,
@@ -46,7 +47,7 @@ impl Dialer {
         cert_sha256: Option<&str>,
     ) -> anyhow::Result<Self> {
         Ok(match transport {
-            Transport::Tcp => Dialer::Tcp(tcp.to_owned()),
+            Transport::Tcp => Dialer::Tcp(tcp.split(',').map(|a| a.trim().to_owned()).collect()),
             Transport::Quic => Dialer::Quic {
                 addr: quic
                     .context("the server's QUIC address (--quic)")?
@@ -59,6 +60,14 @@ impl Dialer {
         })
     }
 
+    /// The TCP address connection number `i` goes to.
+    pub fn tcp_addr(&self, i: usize) -> &str {
+        match self {
+            Dialer::Tcp(addrs) => &addrs[i % addrs.len()],
+            Dialer::Quic { .. } => "",
+        }
+    }
+
     /// Connection number `i` of a scenario, logged in with `token`.
     pub async fn connect(
         &self,
@@ -67,7 +76,7 @@ impl Dialer {
         options: ClientOptions,
     ) -> anyhow::Result<(Client, Events)> {
         match self {
-            Dialer::Tcp(addr) => Ok(Client::connect(addr.as_str(), token, options).await?),
+            Dialer::Tcp(_) => Ok(Client::connect(self.tcp_addr(i), token, options).await?),
             Dialer::Quic {
                 addr,
                 pin,

@@ -62,7 +62,9 @@ struct Args {
     /// Transport of the scenario's connections (idle, pair, pair-light, group).
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
-    /// Server TCP address.
+    /// Server TCP address; several, comma-separated, are the nodes of one
+    /// deployment: connection i goes to node i mod n (in `pair` a sender and its
+    /// receiver are then always on different nodes).
     #[arg(long, default_value = "127.0.0.1:7100")]
     server: String,
     /// Server HTTP base URL.
@@ -78,9 +80,10 @@ struct Args {
     /// found next to this one).
     #[arg(long)]
     spawn_server: bool,
-    /// The server's pid, to read its RSS and CPU from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server's pid, to read its RSS and CPU from /proc (comma-separated for
+    /// several nodes: their sum).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// The server's admin token, for its operator routes (presence-storm reads
     /// `/v1/stats`); `--spawn-server` makes one.
     #[arg(long, env = "COURIER_ADMIN_TOKEN", default_value = "")]
@@ -267,6 +270,19 @@ fn proc_stats(pid: u32) -> Option<(u64, f64)> {
     Some((rss, ticks / 100.0))
 }
 
+impl Bench {
+    /// RSS (KiB) and CPU seconds of the server processes, summed.
+    fn server_stats(&self) -> Option<(u64, f64)> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().try_fold((0, 0.0), |(rss, cpu), &pid| {
+            let (r, c) = proc_stats(pid)?;
+            Some((rss + r, cpu + c))
+        })
+    }
+}
+
 fn self_cpu() -> f64 {
     proc_stats(std::process::id()).map_or(0.0, |(_, cpu)| cpu)
 }
@@ -344,6 +360,8 @@ struct Bench {
     quic: Option<String>,
     cert_sha256: Option<String>,
     pid: Option<u32>,
+    /// Every server process measured (several nodes: their sums).
+    pids: Vec<u32>,
     /// The server this run started, if it did (`fill` restarts it).
     spawned: Option<std::sync::Mutex<Spawned>>,
 }
@@ -375,7 +393,7 @@ async fn main() -> anyhow::Result<()> {
             a.http.clone(),
             quic,
             cert,
-            a.server_pid,
+            a.server_pid.first().copied(),
             a.admin_token.clone(),
         )
     };
@@ -391,6 +409,10 @@ async fn main() -> anyhow::Result<()> {
         tcp,
         quic,
         cert_sha256,
+        pids: match args.server_pid.len() {
+            0 => pid.into_iter().collect(),
+            _ => args.server_pid.clone(),
+        },
         pid,
         spawned: spawned.map(std::sync::Mutex::new),
         args,
@@ -462,8 +484,8 @@ async fn run(ctx: &Bench) -> anyhow::Result<Value> {
 }
 
 fn with_server(ctx: &Bench, mut line: Value, before: Option<(u64, f64)>) -> Value {
-    if let (Some(pid), Some((rss0, cpu0))) = (ctx.pid, before) {
-        if let Some((rss, cpu)) = proc_stats(pid) {
+    if let Some((rss0, cpu0)) = before {
+        if let Some((rss, cpu)) = ctx.server_stats() {
             line["server_rss_kib"] = json!(rss);
             line["server_rss_growth_kib"] = json!(rss as i64 - rss0 as i64);
             line["server_cpu_s"] = json!(((cpu - cpu0) * 100.0).round() / 100.0);
@@ -476,7 +498,7 @@ async fn idle(ctx: &Bench) -> anyhow::Result<Value> {
     let n = ctx.args.n.unwrap_or(10_000);
     let per_user = DEVICES_PER_USER;
     let users = accounts(&ctx.http, "idle", n.div_ceil(per_user)).await?;
-    let before = ctx.pid.and_then(proc_stats);
+    let before = ctx.server_stats();
     let started = Instant::now();
     let conns: Vec<anyhow::Result<(Client, courier_sdk::Events)>> = stream::iter(0..n)
         .map(|i| {
@@ -529,7 +551,7 @@ async fn pair(
         senders.push((sender, c));
         receivers.push((_receiver, events, a.user_id));
     }
-    let before = ctx.pid.and_then(proc_stats);
+    let before = ctx.server_stats();
     let cpu0 = self_cpu();
     let lost = Arc::new(AtomicU64::new(0));
     let duplicated = Arc::new(AtomicU64::new(0));
@@ -657,7 +679,7 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
         let device = format!("g{i}");
         clients.push(if i >= senders_n && lean {
             Receiver::Lean(
-                lean::LeanReceiver::connect(&ctx.tcp, &u.token, device).await?,
+                lean::LeanReceiver::connect(ctx.dialer.tcp_addr(i), &u.token, device).await?,
                 u.user_id,
             )
         } else {
@@ -665,7 +687,7 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
             Receiver::Sdk(client, events)
         });
     }
-    let before = ctx.pid.and_then(proc_stats);
+    let before = ctx.server_stats();
     let cpu0 = self_cpu();
     let total = senders_n * messages;
     let received = Arc::new(AtomicU64::new(0));

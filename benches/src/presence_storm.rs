@@ -17,7 +17,7 @@ use courier_sdk::{Client, Event, LoginInfo};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
-use crate::{accounts, options, proc_stats, with_server, Bench};
+use crate::{accounts, options, with_server, Bench};
 
 /// Drop-and-return cycles of the flapping device.
 const FLAPS: usize = 10;
@@ -56,7 +56,7 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
 
     let stats0 = ctx.admin.stats().await?;
     let seen0 = frames_seen.load(Ordering::Relaxed);
-    let before = ctx.pid.and_then(proc_stats);
+    let before = ctx.server_stats();
     let started = Instant::now();
     let half = STORM / (2 * FLAPS as u32);
     let mut current = Some(star_client);

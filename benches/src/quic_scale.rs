@@ -42,7 +42,7 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let before = ctx.pid.and_then(proc_stats);
+    let before = ctx.server_stats();
     let cpu0 = self_cpu();
     let mut held = Vec::with_capacity(top);
     let mut results = Vec::new();

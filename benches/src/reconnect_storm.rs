@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::proxy::DropProxy;
-use crate::{accounts, options, percentile, proc_stats, with_server, Bench, DEVICES_PER_USER};
+use crate::{accounts, options, percentile, with_server, Bench, DEVICES_PER_USER};
 
 /// Sessions per worker process: three descriptors each stays under the 20,000 cap.
 pub const CLIENTS_PER_WORKER: usize = 5_000;
@@ -89,7 +89,7 @@ pub async fn run(ctx: &Bench) -> anyhow::Result<Value> {
         let ready = w.hear().await?;
         connect_s = connect_s.max(ready["connect_s"].as_f64().unwrap_or(0.0));
     }
-    let before = ctx.pid.and_then(proc_stats);
+    let before = ctx.server_stats();
 
     for w in &mut workers {
         w.say(&json!("cut")).await?;

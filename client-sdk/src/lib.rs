@@ -37,7 +37,7 @@ pub use courier_protocol::{pb, ConversationId, ErrorCode};
 pub use cursor::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use error::{Result, SdkError};
 pub use http::{HistoryMessage, HistoryPage, HistoryQuery, HttpClient, LoginInfo, UserInfo};
-pub use session::{Connector, Session, SessionEvent, SessionEvents, SessionOptions};
+pub use session::{Connector, ServerList, Session, SessionEvent, SessionEvents, SessionOptions};
 pub use transport::{client_crypto, connect_tls, QuicConnector, Trust, ALPN};
 pub use types::{
     AddedMembers, Conversation, ConversationList, FriendRequests, Group, Media, Member, MemberList,

@@ -64,6 +64,8 @@ pub enum Connector {
     Tcp(String),
     /// QUIC through this endpoint (kept, so reconnects can use 0-RTT).
     Quic(QuicConnector, SocketAddr),
+    /// Any node of a deployment (failover between them).
+    Any(ServerList),
     /// TLS over TCP.
     Tls {
         /// Server address.
@@ -75,9 +77,68 @@ pub enum Connector {
     },
 }
 
+/// The nodes of one deployment, tried in turn: a session stays on the node that
+/// answered until it fails, then moves on to the next.
+#[derive(Clone)]
+pub struct ServerList {
+    servers: Arc<[Connector]>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ServerList {
+    /// Tries `servers` in this order (rotating from the last one that worked).
+    pub fn new(servers: Vec<Connector>) -> Self {
+        Self {
+            servers: servers.into(),
+            current: Arc::default(),
+        }
+    }
+
+    /// TCP to each of `addrs`.
+    pub fn tcp<S: Into<String>>(addrs: impl IntoIterator<Item = S>) -> Self {
+        Self::new(
+            addrs
+                .into_iter()
+                .map(|a| Connector::Tcp(a.into()))
+                .collect(),
+        )
+    }
+
+    /// The node the session is on, or will try first.
+    pub fn current(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One attempt at each node, from the current one on; the first that takes the
+    /// session becomes current. A refusal that no node would answer otherwise (a bad
+    /// token) ends the round at once.
+    pub async fn connect(&self, token: &str, options: &ClientOptions) -> Result<(Client, Events)> {
+        use std::sync::atomic::Ordering;
+        let n = self.servers.len();
+        if n == 0 {
+            return Err(SdkError::Unexpected("the server list is empty".into()));
+        }
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            match Box::pin(self.servers[at].connect(token, options.clone())).await {
+                Ok(conn) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(conn);
+                }
+                Err(e) if fatal(e.code()) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one server was tried"))
+    }
+}
+
 impl Connector {
     async fn connect(&self, token: &str, options: ClientOptions) -> Result<(Client, Events)> {
         match self {
+            Connector::Any(list) => list.connect(token, &options).await,
             Connector::Tcp(addr) => Client::connect(addr.as_str(), token, options).await,
             Connector::Quic(quic, addr) => quic.connect(*addr, token, options).await,
             Connector::Tls {
@@ -146,6 +207,17 @@ impl Session {
         options: SessionOptions,
     ) -> Result<(Session, SessionEvents)> {
         Self::start_with(Connector::Tcp(addr.into()), token, options).await
+    }
+
+    /// Like [`Self::start`], over TCP to any of `addrs` (the nodes of one
+    /// deployment): when the node in use fails, the session moves to the next one,
+    /// resends what was not acknowledged and resyncs from its cursors.
+    pub async fn start_any<S: Into<String>>(
+        addrs: impl IntoIterator<Item = S>,
+        token: impl Into<String>,
+        options: SessionOptions,
+    ) -> Result<(Session, SessionEvents)> {
+        Self::start_with(Connector::Any(ServerList::tcp(addrs)), token, options).await
     }
 
     /// Like [`Self::start`], over any transport.

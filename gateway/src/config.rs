@@ -355,6 +355,9 @@ pub struct ClusterConfig {
     /// Publications to other nodes that may wait for the NATS connection; past it
     /// they are dropped and counted (devices catch up by seq).
     pub publish_queue: usize,
+    /// How long a send forwarded to the node that owns its conversation waits for the
+    /// answer before the client is told to retry, in ms.
+    pub forward_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -368,6 +371,7 @@ impl Default for ClusterConfig {
             ack_timeout_ms: 1000,
             join_window_ms: 300,
             publish_queue: 65_536,
+            forward_timeout_ms: 5000,
         }
     }
 }
@@ -413,9 +417,9 @@ impl ClusterConfig {
                 "cluster.lease_ms must exceed cluster.heartbeat_ms",
             ));
         }
-        if self.ack_timeout_ms == 0 || self.publish_queue == 0 {
+        if self.ack_timeout_ms == 0 || self.publish_queue == 0 || self.forward_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
-                "cluster.ack_timeout_ms and cluster.publish_queue must be positive",
+                "cluster.ack_timeout_ms, publish_queue and forward_timeout_ms must be positive",
             ));
         }
         Ok(())

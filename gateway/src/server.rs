@@ -115,6 +115,9 @@ impl Server {
             }
         };
         members.attach(store.clone());
+        if let Some(cluster) = &cluster {
+            cluster.serve_appends(store.clone(), shutdown.clone(), &tasks);
+        }
         let (presence, presence_actor) =
             Presence::start(&config, presence_view, store.clone(), shutdown.clone());
         if let Some(cluster) = &cluster {

@@ -8,7 +8,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use courier_sdk::{
-    Client, ClientOptions, ConversationId, Event, HistoryQuery, HttpClient, SdkError,
+    Client, ClientOptions, Connector, ConversationId, Event, HistoryQuery, HttpClient, SdkError,
+    ServerList,
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
@@ -22,7 +23,8 @@ use tokio::io::AsyncBufReadExt;
     about = "Courier command-line client (JSON lines out)"
 )]
 struct Cli {
-    /// Server address for the binary protocol (TCP).
+    /// Server address for the binary protocol (TCP); several, comma-separated, are
+    /// the nodes of one deployment, tried in turn.
     #[arg(
         long,
         env = "COURIER_SERVER",
@@ -601,28 +603,42 @@ async fn connect(cli: &Cli) -> anyhow::Result<(Client, courier_sdk::Events)> {
     if let Some(device) = &cli.device {
         options.device_id = device.clone();
     }
+    // A comma-separated --server is the nodes of one deployment: each is tried in
+    // turn until one takes the session.
+    let servers: Vec<&str> = cli.server.split(',').map(str::trim).collect();
+    let mut connectors = Vec::with_capacity(servers.len());
     if !cli.quic && !cli.tls {
-        return Ok(Client::connect(&cli.server, token, options).await?);
-    }
-    let trust = match (&cli.pin, &cli.ca) {
-        (Some(pin), _) => courier_sdk::Trust::Pinned(pin.clone()),
-        (None, Some(ca)) => courier_sdk::Trust::ca_file(ca)?,
-        (None, None) => bail!("--quic and --tls need --pin SHA256 or --ca FILE"),
-    };
-    let addr = tokio::net::lookup_host(&cli.server)
-        .await?
-        .next()
-        .context("--server does not resolve")?;
-    if cli.quic {
-        let quic = courier_sdk::QuicConnector::new(
-            &trust,
-            "localhost",
-            std::time::Duration::from_secs(10),
-        )?;
-        Ok(quic.connect(addr, token, options).await?)
+        connectors.extend(servers.iter().map(|s| Connector::Tcp(s.to_string())));
     } else {
-        Ok(courier_sdk::connect_tls(addr, &trust, "localhost", token, options).await?)
+        let trust = match (&cli.pin, &cli.ca) {
+            (Some(pin), _) => courier_sdk::Trust::Pinned(pin.clone()),
+            (None, Some(ca)) => courier_sdk::Trust::ca_file(ca)?,
+            (None, None) => bail!("--quic and --tls need --pin SHA256 or --ca FILE"),
+        };
+        let quic = match cli.quic {
+            true => Some(courier_sdk::QuicConnector::new(
+                &trust,
+                "localhost",
+                std::time::Duration::from_secs(10),
+            )?),
+            false => None,
+        };
+        for server in servers {
+            let addr = tokio::net::lookup_host(server)
+                .await?
+                .next()
+                .with_context(|| format!("--server {server} does not resolve"))?;
+            connectors.push(match &quic {
+                Some(quic) => Connector::Quic(quic.clone(), addr),
+                None => Connector::Tls {
+                    addr,
+                    trust: trust.clone(),
+                    server_name: "localhost".into(),
+                },
+            });
+        }
     }
+    Ok(ServerList::new(connectors).connect(token, &options).await?)
 }
 
 fn receipt_json(r: &courier_sdk::SendReceipt) -> Value {

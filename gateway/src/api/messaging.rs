@@ -182,9 +182,8 @@ impl Api {
                 ),
             ));
         }
-        let ticket = self
-            .store
-            .submit(AppendRequest {
+        let appended = self
+            .submit_append(AppendRequest {
                 conversation: c,
                 sender: user,
                 sender_device: device.to_owned(),
@@ -196,7 +195,7 @@ impl Api {
             .await?;
         let store = self.store.clone();
         Ok(async move {
-            let appended = ticket.wait().await?;
+            let appended = appended.await?;
             if let Some(sha256) = media {
                 // Referenced blobs are never garbage-collected.
                 store
@@ -211,6 +210,26 @@ impl Api {
                 duplicate: appended.duplicate,
             })
         })
+    }
+
+    /// Queues `req` for storage, here or (past one node) at the node that owns its
+    /// conversation; the future resolves once it is durable. Submissions made one
+    /// after another are stored in that order.
+    pub(crate) async fn submit_append(
+        &self,
+        req: AppendRequest,
+    ) -> Result<
+        impl std::future::Future<Output = Result<courier_storage::Appended, ApiError>> + Send + 'static,
+        ApiError,
+    > {
+        use futures_util::future::Either;
+        if let Some(cluster) = &self.cluster {
+            if let Some(owner) = cluster.owner_of(&req.conversation) {
+                return Ok(Either::Left(cluster.forward_append(&owner, req).await));
+            }
+        }
+        let ticket = self.store.submit(req).await?;
+        Ok(Either::Right(async move { Ok(ticket.wait().await?) }))
     }
 
     /// Of the users a message from `user` in `c` mentions, those it may reach:

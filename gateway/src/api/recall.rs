@@ -81,8 +81,7 @@ impl Api {
         };
         // One commit: the erasure and its event, both or neither after any crash.
         let appended = self
-            .store
-            .append(AppendRequest {
+            .submit_append(AppendRequest {
                 conversation: *c,
                 sender: user,
                 sender_device: device.to_owned(),
@@ -91,6 +90,7 @@ impl Api {
                 reply_to_seq: seq,
                 recalls: seq,
             })
+            .await?
             .await?;
         Ok(pb::RecallAck {
             conversation: c.to_string(),

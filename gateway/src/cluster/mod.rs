@@ -16,8 +16,11 @@
 //!   last device offline everywhere); every node feeds them to its own presence
 //!   actor, which tells that node's devices, with the same debounce, coalescing and
 //!   friend rules as one node.
-//! - Group member-list changes and session ends (logout, a removed device) are
-//!   broadcast to every node.
+//! - Each conversation has an owner node ([`forward`]): sends arriving elsewhere are
+//!   forwarded to it, so one node stores and fans out all of a conversation's
+//!   messages and they reach every device in seq order.
+//! - Group member-list changes travel with the batch that made them, to every node;
+//!   session ends (logout, a removed device) are broadcast to every node.
 //!
 //! Why NATS core and memory, not Redis or a JetStream key-value bucket: the directory
 //! is soft state that the nodes themselves can rebuild at any time, so it needs no
@@ -29,6 +32,7 @@
 mod bus;
 pub mod delivery;
 pub mod directory;
+mod forward;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +97,10 @@ pub struct ClusterCounters {
     pub nodes: AtomicU64,
     /// Nodes dropped because their lease ran out.
     pub nodes_expired: AtomicU64,
+    /// Sends forwarded to the node that owns their conversation.
+    pub forwarded: AtomicU64,
+    /// Forwarded sends whose owner did not answer in time.
+    pub forward_timeouts: AtomicU64,
 }
 
 /// Local directory changes not broadcast yet, and who waits for them to be known.
@@ -139,6 +147,17 @@ impl Subjects {
     fn snapshot_reply(&self, node: &str) -> String {
         format!("{}.n.{node}.snapr", self.prefix)
     }
+    /// Sends forwarded to `node`, which owns their conversations.
+    fn append(&self, node: &str) -> String {
+        format!("{}.a.{node}", self.prefix)
+    }
+    /// Where `node` hears the answer to its forwarded send `id`.
+    fn append_reply(&self, node: &str, id: u64) -> String {
+        format!("{}.r.{node}.{id}", self.prefix)
+    }
+    fn append_replies(&self, node: &str) -> String {
+        format!("{}.r.{node}.>", self.prefix)
+    }
 }
 
 /// This node's membership in the deployment.
@@ -158,6 +177,9 @@ pub struct Cluster {
     /// Counters for `/metrics`.
     pub counters: ClusterCounters,
     synced: watch::Sender<bool>,
+    pending: forward::Pending,
+    /// Forwarded sends and answers, until `serve_appends` takes them.
+    append_subscriptions: Mutex<Option<(async_nats::Subscriber, async_nats::Subscriber)>>,
 }
 
 impl Cluster {
@@ -206,6 +228,8 @@ impl Cluster {
         let broadcasts = subscribe(subjects.broadcasts()).await?;
         let direct = subscribe(subjects.direct(&node)).await?;
         let inbox = subscribe(subjects.deliveries(&node)).await?;
+        let append_requests = subscribe(subjects.append(&node)).await?;
+        let append_answers = subscribe(subjects.append_replies(&node)).await?;
         let (outbox, queued) = mpsc::channel(config.publish_queue);
         let cluster = Arc::new(Self {
             directory: Directory::new(&node),
@@ -221,6 +245,8 @@ impl Cluster {
             outbox,
             counters: ClusterCounters::default(),
             synced: watch::Sender::new(false),
+            pending: forward::Pending::default(),
+            append_subscriptions: Mutex::new(Some((append_requests, append_answers))),
         });
         tasks.spawn(bus::publish(client, queued, shutdown.clone()));
         tasks.spawn(bus::deliveries(cluster.clone(), inbox, shutdown.clone()));

@@ -147,10 +147,20 @@ impl PgServer {
 
     /// Stops the server (fast: open sessions are cut).
     pub fn stop(&self) {
+        self.stop_mode("fast");
+    }
+
+    /// Stops the server as a crash would (`-m immediate`: no checkpoint; the next
+    /// start recovers from the WAL).
+    pub fn crash(&self) {
+        self.stop_mode("immediate");
+    }
+
+    fn stop_mode(&self, mode: &str) {
         run(
             &self.bin,
             "pg_ctl",
-            &["-D", &self.data(), "-m", "fast", "-w", "stop"],
+            &["-D", &self.data(), "-m", mode, "-w", "stop"],
         );
     }
 }

@@ -1,0 +1,329 @@
+//! Conversation owners: one node stores and fans out all of a conversation's
+//! messages, so they leave for every node in seq order (two nodes committing into
+//! one conversation would publish independently, and a device could see seq 6
+//! before seq 5).
+//!
+//! The owner is chosen by rendezvous hashing over the live nodes' names: every node
+//! computes the same owner from the same directory, and a node joining or leaving
+//! moves only the conversations it wins or held. A send arriving elsewhere is checked
+//! there, then forwarded to the owner (`<p>.a.<owner>`), which submits it to its store
+//! and answers on `<p>.r.<origin>.<id>` once it is durable. While nodes disagree on
+//! who is live (a join, a lease running out), two nodes may store into one
+//! conversation for a moment: seqs stay gap-free and unique (the database's lock),
+//! only the live order between nodes is not guaranteed then (the SDK's session
+//! reorders and fills gaps from history).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::Subscriber;
+use courier_protocol::cluster::{AppendForward, AppendResult};
+use courier_protocol::{ConversationId, ErrorCode};
+use courier_storage::{AppendRequest, Appended, Storage, StorageError};
+use futures_util::StreamExt;
+use prost::Message;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::directory::{slots, SELF};
+use super::Cluster;
+use crate::error::ApiError;
+
+/// Forwarded sends waiting for their owner's answer.
+#[derive(Default)]
+pub(super) struct Pending {
+    waiting: Mutex<HashMap<u64, oneshot::Sender<AppendResult>>>,
+    next: AtomicU64,
+}
+
+/// FNV-1a: a hash every node computes alike, whatever it was built with.
+fn fnv(bytes: &[u8], seed: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The rendezvous score of `node` for the conversation hashed to `key`.
+fn score(key: u64, node: &str) -> u64 {
+    courier_protocol::conversation::mix(fnv(node.as_bytes(), key))
+}
+
+fn conversation_key(c: &ConversationId) -> u64 {
+    match *c {
+        ConversationId::Direct { low, high } => {
+            fnv(&[low.to_le_bytes(), high.to_le_bytes()].concat(), 1)
+        }
+        ConversationId::Group(g) => fnv(&g.to_le_bytes(), 2),
+    }
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
+}
+
+fn unavailable(why: &str) -> ApiError {
+    ApiError::new(ErrorCode::StorageUnavailable, why).retry_after(Duration::from_secs(1))
+}
+
+impl Cluster {
+    /// The node that owns `c`, when it is not this one.
+    pub fn owner_of(&self, c: &ConversationId) -> Option<Arc<str>> {
+        if !self.directory.has_peers() {
+            return None;
+        }
+        let key = conversation_key(c);
+        let mut best: Option<(u64, usize, Arc<str>)> = None;
+        for slot in slots(self.directory.live_slots()) {
+            let Some(name) = self.directory.name(slot) else {
+                continue;
+            };
+            let s = score(key, &name);
+            if best
+                .as_ref()
+                .is_none_or(|(b, _, n)| (s, &*name) > (*b, &**n))
+            {
+                best = Some((s, slot, name));
+            }
+        }
+        match best {
+            Some((_, slot, name)) if slot != SELF => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Sends `req` to `owner` now (sends forwarded in order are stored in order);
+    /// the future resolves with the owner's answer.
+    pub async fn forward_append(
+        self: &Arc<Self>,
+        owner: &str,
+        req: AppendRequest,
+    ) -> impl Future<Output = Result<Appended, ApiError>> + Send + 'static {
+        let id = self.pending.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .waiting
+            .lock()
+            .expect("pending forwards")
+            .insert(id, tx);
+        let forward = AppendForward {
+            conversation: req.conversation.to_string(),
+            sender: req.sender,
+            sender_device: req.sender_device,
+            client_msg_id: req.client_msg_id,
+            body: req.body,
+            reply_to_seq: req.reply_to_seq,
+            recalls: req.recalls,
+        };
+        let published = self
+            .client
+            .publish_with_reply(
+                self.subjects.append(owner),
+                self.subjects.append_reply(&self.node, id),
+                forward.encode_to_vec().into(),
+            )
+            .await;
+        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        let cluster = self.clone();
+        let wait = Duration::from_millis(self.config.forward_timeout_ms);
+        async move {
+            let answer = match published {
+                Ok(()) => tokio::time::timeout(wait, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                Err(_) => None,
+            };
+            let Some(answer) = answer else {
+                cluster
+                    .pending
+                    .waiting
+                    .lock()
+                    .expect("pending forwards")
+                    .remove(&id);
+                cluster
+                    .counters
+                    .forward_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(unavailable(
+                    "the node that stores this conversation did not answer; retry",
+                ));
+            };
+            if answer.error_code != 0 {
+                let code = ErrorCode::try_from(answer.error_code).unwrap_or(ErrorCode::Internal);
+                let mut e = refused(code, answer.error_message);
+                if answer.retry_after_ms > 0 {
+                    e = e.retry_after(Duration::from_millis(answer.retry_after_ms));
+                }
+                return Err(e);
+            }
+            Ok(Appended {
+                seq: answer.seq,
+                server_time_ms: answer.server_time_ms,
+                duplicate: answer.duplicate,
+            })
+        }
+    }
+
+    /// Serves sends other nodes forward to this one (subscribed since the node
+    /// joined, so none that came meanwhile is missed), and hands their answers back
+    /// to the sends this one forwarded.
+    pub fn serve_appends(
+        self: &Arc<Self>,
+        store: Arc<dyn Storage>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
+        let Some((requests, answers)) = self
+            .append_subscriptions
+            .lock()
+            .expect("subscriptions")
+            .take()
+        else {
+            return;
+        };
+        tasks.spawn(appends(self.clone(), requests, store, shutdown.clone()));
+        tasks.spawn(answers_in(self.clone(), answers, shutdown));
+    }
+}
+
+/// Stores forwarded sends in the order they came, answering each once durable.
+async fn appends(
+    cluster: Arc<Cluster>,
+    mut requests: Subscriber,
+    store: Arc<dyn Storage>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let m = tokio::select! {
+            m = requests.next() => match m { Some(m) => m, None => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let Some(reply) = m.reply else {
+            cluster.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let request = AppendForward::decode(m.payload)
+            .ok()
+            .and_then(|f| Some((f.conversation.parse::<ConversationId>().ok()?, f)));
+        let Some((conversation, f)) = request else {
+            cluster.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            let answer = error_result(ApiError::invalid("malformed forwarded send"));
+            let _ = cluster
+                .client
+                .publish(reply, answer.encode_to_vec().into())
+                .await;
+            continue;
+        };
+        let req = AppendRequest {
+            conversation,
+            sender: f.sender,
+            sender_device: f.sender_device,
+            client_msg_id: f.client_msg_id,
+            body: f.body,
+            reply_to_seq: f.reply_to_seq,
+            recalls: f.recalls,
+        };
+        let client = cluster.client.clone();
+        match store.submit(req).await {
+            Ok(ticket) => {
+                tokio::spawn(async move {
+                    let answer = result_of(ticket.wait().await);
+                    let _ = client.publish(reply, answer.encode_to_vec().into()).await;
+                });
+            }
+            Err(e) => {
+                let answer = result_of(Err(e));
+                let _ = client.publish(reply, answer.encode_to_vec().into()).await;
+            }
+        }
+    }
+}
+
+fn result_of(r: Result<Appended, StorageError>) -> AppendResult {
+    match r {
+        Ok(a) => AppendResult {
+            seq: a.seq,
+            server_time_ms: a.server_time_ms,
+            duplicate: a.duplicate,
+            ..Default::default()
+        },
+        Err(e) => error_result(ApiError::from(e)),
+    }
+}
+
+fn error_result(e: ApiError) -> AppendResult {
+    AppendResult {
+        error_code: e.code as i32,
+        error_message: e.message,
+        retry_after_ms: e.retry_after.map_or(0, |d| d.as_millis() as u64),
+        ..Default::default()
+    }
+}
+
+/// Hands owners' answers to the forwarded sends waiting for them.
+async fn answers_in(cluster: Arc<Cluster>, mut answers: Subscriber, shutdown: CancellationToken) {
+    loop {
+        let m = tokio::select! {
+            m = answers.next() => match m { Some(m) => m, None => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let id = m
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .and_then(|t| t.parse::<u64>().ok());
+        let (Some(id), Ok(answer)) = (id, AppendResult::decode(m.payload)) else {
+            cluster.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let waiter = cluster
+            .pending
+            .waiting
+            .lock()
+            .expect("pending forwards")
+            .remove(&id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(answer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_spread_and_move_only_with_their_node() {
+        let nodes = ["gw0", "gw1", "gw2"];
+        fn owner(c: &ConversationId, nodes: &[&'static str]) -> &'static str {
+            let key = conversation_key(c);
+            nodes.iter().max_by_key(|n| (score(key, n), **n)).unwrap()
+        }
+        let mut counts = [0usize; 3];
+        let mut moved = 0;
+        for g in 0..3000u64 {
+            let c = ConversationId::Group(g);
+            let before = owner(&c, &nodes);
+            counts[nodes.iter().position(|n| *n == before).unwrap()] += 1;
+            let after = owner(&c, &nodes[..2]);
+            if before != "gw2" {
+                assert_eq!(
+                    before, after,
+                    "only gw2's conversations move when it leaves"
+                );
+            } else {
+                moved += 1;
+            }
+        }
+        assert!(counts.iter().all(|&n| n > 800), "{counts:?}");
+        assert_eq!(moved, counts[2]);
+    }
+}
