@@ -334,7 +334,8 @@ async fn delivery_continues_when_a_nats_server_dies() {
     assert_eq!(
         history.len(),
         20 + probes.len(),
-        "every acknowledged message is stored"
+        "every acknowledged message is stored: probes {probes:?}, resumed {resumed}, after {got:?}, stored {:?}",
+        history.iter().map(|m| m.seq).collect::<Vec<_>>()
     );
 }
 

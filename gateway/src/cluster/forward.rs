@@ -7,7 +7,10 @@
 //! computes the same owner from the same directory, and a node joining or leaving
 //! moves only the conversations it wins or held. A send arriving elsewhere is checked
 //! there, then forwarded to the owner (`<p>.a.<owner>`), which submits it to its store
-//! and answers on `<p>.r.<origin>.<id>` once it is durable. While nodes disagree on
+//! and answers on `<p>.r.<origin>.<id>` once it is durable. When NATS answers that
+//! nobody serves the owner's subject (the owner died and its lease has not run out),
+//! the send is stored here instead, in the order it was forwarded; a success is only
+//! ever an answer that names a seq. While nodes disagree on
 //! who is live (a join, a lease running out), two nodes may store into one
 //! conversation for a moment: seqs stay gap-free and unique (the database's lock),
 //! only the live order between nodes is not guaranteed then (the SDK's session
@@ -36,8 +39,19 @@ use crate::error::ApiError;
 /// Forwarded sends waiting for their owner's answer.
 #[derive(Default)]
 pub(super) struct Pending {
-    waiting: Mutex<HashMap<u64, oneshot::Sender<AppendResult>>>,
+    /// By id: who waits, and the send (stored here if its owner is gone).
+    waiting: Mutex<HashMap<u64, (oneshot::Sender<Answer>, AppendRequest)>>,
     next: AtomicU64,
+}
+
+/// What became of a forwarded send.
+enum Answer {
+    /// The owner's answer.
+    From(AppendResult),
+    /// Nobody served the owner's subject (it died; its lease has not run out yet),
+    /// so the send was submitted to the store here, in the order the refusals came
+    /// back, which is the order the sends were forwarded in.
+    Here(Result<courier_storage::AppendTicket, StorageError>),
 }
 
 /// FNV-1a: a hash every node computes alike, whatever it was built with.
@@ -64,8 +78,25 @@ fn conversation_key(c: &ConversationId) -> u64 {
     }
 }
 
-fn refused(code: ErrorCode, message: impl Into<String>) -> ApiError {
-    ApiError::new(code, message)
+/// An owner's answer as the send's outcome. A success names a seq: an answer
+/// without one is not a success, whatever else it says.
+fn appended(answer: AppendResult) -> Result<Appended, ApiError> {
+    if answer.error_code != 0 || answer.seq == 0 {
+        let code = match answer.error_code {
+            0 => ErrorCode::Internal,
+            c => ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal),
+        };
+        let mut e = ApiError::new(code, answer.error_message);
+        if answer.retry_after_ms > 0 {
+            e = e.retry_after(Duration::from_millis(answer.retry_after_ms));
+        }
+        return Err(e);
+    }
+    Ok(Appended {
+        seq: answer.seq,
+        server_time_ms: answer.server_time_ms,
+        duplicate: answer.duplicate,
+    })
 }
 
 fn unavailable(why: &str) -> ApiError {
@@ -99,7 +130,8 @@ impl Cluster {
     }
 
     /// Sends `req` to `owner` now (sends forwarded in order are stored in order);
-    /// the future resolves with the owner's answer.
+    /// the future resolves with the owner's answer. When no node serves the owner's
+    /// subject (it died; its lease has not run out yet), the send is stored here.
     pub async fn forward_append(
         self: &Arc<Self>,
         owner: &str,
@@ -107,20 +139,20 @@ impl Cluster {
     ) -> impl Future<Output = Result<Appended, ApiError>> + Send + 'static {
         let id = self.pending.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let forward = AppendForward {
+            conversation: req.conversation.to_string(),
+            sender: req.sender,
+            sender_device: req.sender_device.clone(),
+            client_msg_id: req.client_msg_id.clone(),
+            body: req.body.clone(),
+            reply_to_seq: req.reply_to_seq,
+            recalls: req.recalls,
+        };
         self.pending
             .waiting
             .lock()
             .expect("pending forwards")
-            .insert(id, tx);
-        let forward = AppendForward {
-            conversation: req.conversation.to_string(),
-            sender: req.sender,
-            sender_device: req.sender_device,
-            client_msg_id: req.client_msg_id,
-            body: req.body,
-            reply_to_seq: req.reply_to_seq,
-            recalls: req.recalls,
-        };
+            .insert(id, (tx, req));
         let published = self
             .client
             .publish_with_reply(
@@ -140,34 +172,25 @@ impl Cluster {
                     .and_then(Result::ok),
                 Err(_) => None,
             };
-            let Some(answer) = answer else {
-                cluster
-                    .pending
-                    .waiting
-                    .lock()
-                    .expect("pending forwards")
-                    .remove(&id);
-                cluster
-                    .counters
-                    .forward_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(unavailable(
-                    "the node that stores this conversation did not answer; retry",
-                ));
-            };
-            if answer.error_code != 0 {
-                let code = ErrorCode::try_from(answer.error_code).unwrap_or(ErrorCode::Internal);
-                let mut e = refused(code, answer.error_message);
-                if answer.retry_after_ms > 0 {
-                    e = e.retry_after(Duration::from_millis(answer.retry_after_ms));
+            match answer {
+                Some(Answer::From(answer)) => appended(answer),
+                Some(Answer::Here(ticket)) => Ok(ticket?.wait().await?),
+                None => {
+                    cluster
+                        .pending
+                        .waiting
+                        .lock()
+                        .expect("pending forwards")
+                        .remove(&id);
+                    cluster
+                        .counters
+                        .forward_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(unavailable(
+                        "the node that stores this conversation did not answer; retry",
+                    ))
                 }
-                return Err(e);
             }
-            Ok(Appended {
-                seq: answer.seq,
-                server_time_ms: answer.server_time_ms,
-                duplicate: answer.duplicate,
-            })
         }
     }
 
@@ -180,6 +203,7 @@ impl Cluster {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
+        let _ = self.store.set(store.clone());
         let Some((requests, answers)) = self
             .append_subscriptions
             .lock()
@@ -280,19 +304,36 @@ async fn answers_in(cluster: Arc<Cluster>, mut answers: Subscriber, shutdown: Ca
             .rsplit('.')
             .next()
             .and_then(|t| t.parse::<u64>().ok());
-        let (Some(id), Ok(answer)) = (id, AppendResult::decode(m.payload)) else {
+        let Some(id) = id else {
             cluster.counters.malformed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let waiter = cluster
+        let Some((waiter, req)) = cluster
             .pending
             .waiting
             .lock()
             .expect("pending forwards")
-            .remove(&id);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(answer);
-        }
+            .remove(&id)
+        else {
+            continue;
+        };
+        // A status instead of an answer: NATS found no subscriber for the owner's
+        // subject (503). Anything else undecodable is not an answer at all.
+        let answer = match (m.status, AppendResult::decode(m.payload)) {
+            (Some(s), _) if s == async_nats::StatusCode::NO_RESPONDERS => {
+                let submitted = match cluster.store.get() {
+                    Some(store) => store.submit(req).await,
+                    None => Err(StorageError::ShuttingDown),
+                };
+                Answer::Here(submitted)
+            }
+            (None, Ok(answer)) => Answer::From(answer),
+            _ => {
+                cluster.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                Answer::From(AppendResult::default())
+            }
+        };
+        let _ = waiter.send(answer);
     }
 }
 

@@ -178,6 +178,8 @@ pub struct Cluster {
     pub counters: ClusterCounters,
     synced: watch::Sender<bool>,
     pending: forward::Pending,
+    /// The store, for sends whose owner has gone (set once the store is open).
+    store: OnceLock<Arc<dyn courier_storage::Storage>>,
     /// Forwarded sends and answers, until `serve_appends` takes them.
     append_subscriptions: Mutex<Option<(async_nats::Subscriber, async_nats::Subscriber)>>,
 }
@@ -246,6 +248,7 @@ impl Cluster {
             counters: ClusterCounters::default(),
             synced: watch::Sender::new(false),
             pending: forward::Pending::default(),
+            store: OnceLock::new(),
             append_subscriptions: Mutex::new(Some((append_requests, append_answers))),
         });
         tasks.spawn(bus::publish(client, queued, shutdown.clone()));
