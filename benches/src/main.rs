@@ -65,7 +65,7 @@ struct Args {
     /// Server TCP address; several, comma-separated, are the nodes of one
     /// deployment: connection i goes to node i mod n (in `pair` a sender and its
     /// receiver are then always on different nodes).
-    #[arg(long, default_value = "127.0.0.1:7100")]
+    #[arg(long, alias = "servers", default_value = "127.0.0.1:7100")]
     server: String,
     /// Server HTTP base URL.
     #[arg(long, default_value = "http://127.0.0.1:7180")]
@@ -272,14 +272,21 @@ fn proc_stats(pid: u32) -> Option<(u64, f64)> {
 
 impl Bench {
     /// RSS (KiB) and CPU seconds of the server processes, summed.
+    /// (Each process's figures are kept, for [`with_server`]'s per-node split.)
     fn server_stats(&self) -> Option<(u64, f64)> {
         if self.pids.is_empty() {
             return None;
         }
-        self.pids.iter().try_fold((0, 0.0), |(rss, cpu), &pid| {
-            let (r, c) = proc_stats(pid)?;
-            Some((rss + r, cpu + c))
-        })
+        let by_node: Vec<(u64, f64)> = self
+            .pids
+            .iter()
+            .map(|&pid| proc_stats(pid))
+            .collect::<Option<_>>()?;
+        let sum = by_node
+            .iter()
+            .fold((0, 0.0), |(rss, cpu), (r, c)| (rss + r, cpu + c));
+        *self.stats_by_node.lock().expect("not poisoned") = by_node;
+        Some(sum)
     }
 }
 
@@ -362,6 +369,8 @@ struct Bench {
     pid: Option<u32>,
     /// Every server process measured (several nodes: their sums).
     pids: Vec<u32>,
+    /// Each process's RSS and CPU when `server_stats` last read them.
+    stats_by_node: std::sync::Mutex<Vec<(u64, f64)>>,
     /// The server this run started, if it did (`fill` restarts it).
     spawned: Option<std::sync::Mutex<Spawned>>,
 }
@@ -414,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
             _ => args.server_pid.clone(),
         },
         pid,
+        stats_by_node: Default::default(),
         spawned: spawned.map(std::sync::Mutex::new),
         args,
     };
@@ -446,6 +456,14 @@ fn with_cost_per_unit(mut line: Value) -> Value {
             let us = (cpu * 1e6 / n * 100.0).round() / 100.0;
             line[format!("{side}_cpu_us_per_{name}")] = json!(us);
         }
+    }
+    if let Some(nodes) = line["server_cpu_s_by_node"].as_array() {
+        let us: Vec<f64> = nodes
+            .iter()
+            .filter_map(Value::as_f64)
+            .map(|cpu| (cpu * 1e6 / n * 100.0).round() / 100.0)
+            .collect();
+        line[format!("server_cpu_us_per_{name}_by_node")] = json!(us);
     }
     line
 }
@@ -485,10 +503,23 @@ async fn run(ctx: &Bench) -> anyhow::Result<Value> {
 
 fn with_server(ctx: &Bench, mut line: Value, before: Option<(u64, f64)>) -> Value {
     if let Some((rss0, cpu0)) = before {
+        let nodes_before = ctx.stats_by_node.lock().expect("not poisoned").clone();
         if let Some((rss, cpu)) = ctx.server_stats() {
             line["server_rss_kib"] = json!(rss);
             line["server_rss_growth_kib"] = json!(rss as i64 - rss0 as i64);
             line["server_cpu_s"] = json!(((cpu - cpu0) * 100.0).round() / 100.0);
+            // Several nodes: each one's share as well.
+            let nodes_after = ctx.stats_by_node.lock().expect("not poisoned").clone();
+            if nodes_after.len() > 1 && nodes_before.len() == nodes_after.len() {
+                let cpu: Vec<f64> = nodes_before
+                    .iter()
+                    .zip(&nodes_after)
+                    .map(|((_, c0), (_, c1))| ((c1 - c0) * 100.0).round() / 100.0)
+                    .collect();
+                line["server_cpu_s_by_node"] = json!(cpu);
+                let rss: Vec<u64> = nodes_after.iter().map(|(r, _)| *r).collect();
+                line["server_rss_kib_by_node"] = json!(rss);
+            }
         }
     }
     line
@@ -909,5 +940,12 @@ mod tests {
         let line = with_cost_per_unit(json!({"messages": 1000, "server_cpu_s": 0.01}));
         assert_eq!(line["server_cpu_us_per_msg"], 10.0);
         assert!(line.get("client_cpu_us_per_msg").is_none());
+        let line = with_cost_per_unit(json!({
+            "messages": 1000, "server_cpu_s": 0.03, "server_cpu_s_by_node": [0.01, 0.02, 0.0]
+        }));
+        assert_eq!(
+            line["server_cpu_us_per_msg_by_node"],
+            json!([10.0, 20.0, 0.0])
+        );
     }
 }
