@@ -60,6 +60,27 @@ async fn deployment(extra: &[(&str, &str)]) -> Deployment {
 }
 
 impl Deployment {
+    /// Sessions for bob (on node `bob_node` only) and alice (on any node, gw1 first).
+    async fn sessions(
+        &self,
+        alice: &LoginInfo,
+        bob: &LoginInfo,
+        bob_node: usize,
+    ) -> ((Session, SessionEvents), (Session, SessionEvents)) {
+        let addrs: Vec<String> = self.nodes.iter().map(|n| n.tcp.clone()).collect();
+        let bob = Session::start_any(
+            [addrs[bob_node].clone()],
+            &bob.token,
+            session_options("bob-phone"),
+        )
+        .await
+        .unwrap();
+        let alice = Session::start_any(addrs, &alice.token, session_options("alice-phone"))
+            .await
+            .unwrap();
+        (bob, alice)
+    }
+
     async fn user(&self, name: &str) -> LoginInfo {
         let http = &self.nodes[0].http;
         http.register(name, "password123").await.unwrap();
@@ -382,16 +403,9 @@ async fn a_session_moves_to_another_node_when_its_node_is_killed_mid_stream() {
     let mut d = deployment(&[]).await;
     let alice = d.user("alice").await;
     let bob = d.user("bob").await;
-    let addrs: Vec<String> = d.nodes.iter().map(|n| n.tcp.clone()).collect();
     // Bob on gw3; alice's list starts with gw1, where she lands.
-    let (_bob, mut bob_events) =
-        Session::start_any([addrs[2].clone()], &bob.token, session_options("bob-phone"))
-            .await
-            .unwrap();
-    let (alice_session, _alice_events) =
-        Session::start_any(addrs.clone(), &alice.token, session_options("alice-phone"))
-            .await
-            .unwrap();
+    let ((_bob, mut bob_events), (alice_session, _alice_events)) =
+        d.sessions(&alice, &bob, 2).await;
     let c = ConversationId::direct(alice.user_id, bob.user_id).unwrap();
 
     // 32 sends in flight; gw1 is killed after the 100th acknowledgement.
@@ -446,15 +460,8 @@ async fn sends_during_a_postgres_crash_are_refused_clearly_and_retried_after() {
     let d = deployment(&[]).await;
     let alice = d.user("alice").await;
     let bob = d.user("bob").await;
-    let addrs: Vec<String> = d.nodes.iter().map(|n| n.tcp.clone()).collect();
-    let (_bob, mut bob_events) =
-        Session::start_any([addrs[1].clone()], &bob.token, session_options("bob-phone"))
-            .await
-            .unwrap();
-    let (alice_session, _alice_events) =
-        Session::start_any(addrs.clone(), &alice.token, session_options("alice-phone"))
-            .await
-            .unwrap();
+    let ((_bob, mut bob_events), (alice_session, _alice_events)) =
+        d.sessions(&alice, &bob, 1).await;
     let (raw, _raw_events) = connect(&d.nodes[0], &alice, "alice-laptop").await;
     let c = ConversationId::direct(alice.user_id, bob.user_id).unwrap();
     for i in 0..20 {

@@ -9,7 +9,7 @@ use courier_protocol::cluster::{control, CloseSessions, Control, Deliveries, Del
 use courier_protocol::ErrorCode;
 use prost::Message;
 
-use super::directory::{slots, MAX_NODES};
+use super::directory::slots;
 use super::Cluster;
 use crate::connection::registry::Credential;
 use crate::connection::service::{self, Fanout};
@@ -67,20 +67,29 @@ impl ClusterDelivery {
         if !cluster.directory.has_peers() {
             return;
         }
-        // Per slot: the publication being built.
-        let mut per_node: Vec<Option<Deliveries>> = vec![None; MAX_NODES];
+        // The publications being built, by node slot (a few nodes: a short list
+        // beats a table of every possible slot, allocated per batch).
+        let mut per_node: Vec<(usize, Deliveries)> = Vec::new();
         if let Some(group) = members_changed {
             for slot in slots(cluster.directory.live_slots() & !1) {
-                per_node[slot] = Some(Deliveries {
+                let out = Deliveries {
                     items: Vec::new(),
                     members_changed: group,
-                });
+                };
+                per_node.push((slot, out));
             }
         }
         for f in batch {
             for &user in f.users {
                 for slot in slots(cluster.directory.remote_slots(user)) {
-                    let out = per_node[slot].get_or_insert_with(Deliveries::default);
+                    let at = match per_node.iter().position(|(s, _)| *s == slot) {
+                        Some(at) => at,
+                        None => {
+                            per_node.push((slot, Deliveries::default()));
+                            per_node.len() - 1
+                        }
+                    };
+                    let out = &mut per_node[at].1;
                     let fresh = out
                         .items
                         .last()
@@ -98,8 +107,7 @@ impl ClusterDelivery {
                 }
             }
         }
-        for (slot, out) in per_node.into_iter().enumerate() {
-            let Some(out) = out else { continue };
+        for (slot, out) in per_node {
             let Some(node) = cluster.directory.name(slot) else {
                 continue;
             };
