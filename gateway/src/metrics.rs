@@ -405,6 +405,26 @@ fn render_cluster(out: &mut String, c: &crate::cluster::ClusterCounters) {
             &c.nodes_expired,
         ),
         (
+            "courier_cluster_sends_forwarded_total",
+            "Sends forwarded to the node that owns their conversation.",
+            &c.forwarded,
+        ),
+        (
+            "courier_cluster_forward_timeouts_total",
+            "Forwarded sends and group changes whose owner did not answer in time.",
+            &c.forward_timeouts,
+        ),
+        (
+            "courier_cluster_group_changes_forwarded_total",
+            "Group changes forwarded to the node that owns the group.",
+            &c.group_changes_forwarded,
+        ),
+        (
+            "courier_cluster_group_changes_served_total",
+            "Group changes made for other nodes.",
+            &c.group_changes_served,
+        ),
+        (
             "courier_cluster_malformed_total",
             "Messages from other nodes that did not decode.",
             &c.malformed,

@@ -199,6 +199,137 @@ async fn messages_and_member_changes_cross_nodes_exactly_once_in_order() {
     no_message(&mut c_events, Duration::from_millis(300)).await;
 }
 
+/// A removal made over HTTP on a node that does not own the group, while another
+/// member streams messages into it: the owner makes the change in order with the
+/// messages, so the removed member receives nothing stored after its removal event,
+/// and the members who stay see every message and the event once, in seq order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_change_is_made_by_the_owner_in_order_with_the_messages() {
+    let d = deployment(&[]).await;
+    let g1 = &d.nodes[0];
+    let alice = d.user("alice").await;
+    let bob = d.user("bob").await;
+    let carol = d.user("carol").await;
+    let alice_http = g1.http.clone().with_token(&alice.token);
+    let forwarded = "courier_cluster_group_changes_forwarded_total";
+
+    // A group that gw1 does not own: gw1 forwards a rename of it.
+    let mut group = None;
+    for attempt in 0..30 {
+        let g = alice_http
+            .create_group(&NewGroup {
+                name: format!("not gw1's {attempt}"),
+                join_policy: None,
+                history_visible: None,
+                members: vec![bob.user_id, carol.user_id],
+            })
+            .await
+            .unwrap();
+        let before = g1.counter(forwarded).await;
+        alice_http
+            .update_group(g.group_id, Some("renamed"), None, None)
+            .await
+            .unwrap();
+        if g1.counter(forwarded).await > before {
+            group = Some(g.group_id);
+            break;
+        }
+    }
+    let group = group.expect("a group that gw1 does not own");
+    let g = ConversationId::Group(group);
+    let served: u64 = {
+        let mut total = 0;
+        for n in &d.nodes[1..] {
+            total += n
+                .counter("courier_cluster_group_changes_served_total")
+                .await;
+        }
+        total
+    };
+    assert!(served >= 1, "the owner made the forwarded change");
+
+    let (bob_client, _bob_events) = connect(&d.nodes[1], &bob, "bob-phone").await;
+    let (_carol_client, mut carol_events) = connect(&d.nodes[2], &carol, "carol-phone").await;
+    let (_alice_client, mut alice_events) = connect(&d.nodes[2], &alice, "alice-phone").await;
+
+    // Bob streams 400 messages, 32 in flight at a time (so the owner commits them in
+    // back-to-back batches); once alice has seen 20, carol is removed on gw1 while
+    // the rest are in flight.
+    let sending = {
+        let bob_client = bob_client.clone();
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            let mut in_flight = FuturesOrdered::new();
+            for i in 0..400 {
+                let c = bob_client.clone();
+                in_flight.push_back(async move {
+                    let body = pb::MessageBody::text(format!("stream {i}"));
+                    c.send(&g, body, courier_sdk::new_client_msg_id()).await
+                });
+                if in_flight.len() == 32 {
+                    seqs.push(in_flight.next().await.unwrap().unwrap().seq);
+                }
+            }
+            while let Some(ack) = in_flight.next().await {
+                seqs.push(ack.unwrap().seq);
+            }
+            seqs
+        })
+    };
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let m = next_text(&mut alice_events).await;
+        seen.push(m.seq);
+    }
+    alice_http
+        .remove_member(group, carol.user_id)
+        .await
+        .unwrap();
+    let sent = sending.await.unwrap();
+
+    // Carol: messages up to her removal event, which is her last.
+    let mut carol_seen = Vec::new();
+    let removal_seq = loop {
+        let m = next_message(&mut carol_events).await;
+        assert_eq!(m.conversation, g.to_string());
+        carol_seen.push(m.seq);
+        let content = m.body.as_ref().and_then(|b| b.content.as_ref());
+        if let Some(pb::message_body::Content::System(pb::SystemEvent {
+            event: Some(pb::system_event::Event::MemberLeft(left)),
+        })) = content
+        {
+            assert_eq!(left.user_id, carol.user_id);
+            break m.seq;
+        }
+    };
+    no_message(&mut carol_events, Duration::from_millis(300)).await;
+    assert!(
+        carol_seen.windows(2).all(|w| w[0] < w[1]),
+        "carol, in seq order: {carol_seen:?}"
+    );
+    let after: Vec<u64> = sent.iter().copied().filter(|&s| s > removal_seq).collect();
+    assert!(
+        !after.is_empty(),
+        "some messages were stored after the removal"
+    );
+    // Alice sees every message and the event, in seq order.
+    let last = sent.iter().max().copied();
+    while seen.last().copied() != last {
+        let m = next_message(&mut alice_events).await;
+        seen.push(m.seq);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "in seq order: {seen:?}"
+    );
+    assert!(seen.contains(&removal_seq));
+    assert!(sent.iter().all(|s| seen.contains(s)));
+    println!(
+        "removal at seq {removal_seq}; {} of bob's 400 messages after it",
+        after.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_and_device_removal_end_sessions_on_every_node() {
     let d = deployment(&[]).await;

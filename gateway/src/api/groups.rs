@@ -57,6 +57,26 @@ fn system_events(
     })
 }
 
+/// The events that announce a change, from the one the caller asked for: a
+/// `MembersAdded` names the users actually added; a `MembersAdded` or `MemberJoined`
+/// that added nobody is not stored.
+pub(crate) fn announcements(announce: Option<Event>, changed: &GroupChanged) -> Vec<Event> {
+    let added = &changed.added.added;
+    match announce {
+        Some(Event::MembersAdded(_) | Event::MemberJoined(_)) if added.is_empty() => Vec::new(),
+        Some(Event::MembersAdded(e)) => vec![Event::MembersAdded(pb::MembersAdded {
+            user_ids: added.clone(),
+            by_user: e.by_user,
+        })],
+        other => other.into_iter().collect(),
+    }
+}
+
+/// The store's event builder for a change by `actor` announced by `announce`.
+pub(crate) fn announced(actor: u64, announce: Option<Event>) -> EventsFor {
+    system_events(actor, move |changed| announcements(announce, changed))
+}
+
 impl From<MembershipRefusal> for ApiError {
     fn from(r: MembershipRefusal) -> Self {
         match r {
@@ -126,19 +146,27 @@ impl Api {
         }
     }
 
-    /// Applies `change` to `group` through the store, with the system events
-    /// `events` makes from what it did (stored in the same commit as the change,
-    /// delivered like any message).
+    /// Applies `change` to `group`, stored with the event `announce` (see
+    /// [`announcements`]) in the same commit and delivered like any message. In a
+    /// cluster the change is made by the node that owns the group's conversation,
+    /// in order with the group's messages.
     async fn change_group(
         &self,
         group: u64,
         change: GroupChange,
-        events: impl FnOnce(&GroupChanged) -> Vec<Event> + Send + 'static,
+        announce: Option<Event>,
         actor: u64,
     ) -> Result<GroupChanged, ApiError> {
+        if let Some(cluster) = &self.cluster {
+            if let Some(owner) = cluster.owner_of(&ConversationId::Group(group)) {
+                return cluster
+                    .forward_group_change(&owner, group, change, announce, actor)
+                    .await;
+            }
+        }
         Ok(self
             .store
-            .change_group(group, change, system_events(actor, events))
+            .change_group(group, change, announced(actor, announce))
             .await??)
     }
 
@@ -360,30 +388,18 @@ impl Api {
         if let Some(name) = &name {
             check_name("group name", name, MAX_GROUP_NAME_BYTES)?;
         }
-        let renamed = name.clone();
+        let renamed = name.clone().map(|name| {
+            Event::GroupRenamed(pb::GroupRenamed {
+                name,
+                by_user: user,
+            })
+        });
         let change = GroupChange::Update {
             name,
             join_policy: policy,
             history_visible,
         };
-        let changed = self
-            .change_group(
-                group,
-                change,
-                move |_| {
-                    renamed
-                        .map(|name| {
-                            Event::GroupRenamed(pb::GroupRenamed {
-                                name,
-                                by_user: user,
-                            })
-                        })
-                        .into_iter()
-                        .collect()
-                },
-                user,
-            )
-            .await?;
+        let changed = self.change_group(group, change, renamed, user).await?;
         let info = changed
             .info
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
@@ -493,24 +509,11 @@ impl Api {
                 role: Role::Member,
                 max_members: self.config.max_group_members,
             };
-            let added = match self
-                .change_group(
-                    group,
-                    change,
-                    move |changed| {
-                        let added = &changed.added.added;
-                        if added.is_empty() {
-                            return Vec::new();
-                        }
-                        vec![Event::MembersAdded(pb::MembersAdded {
-                            user_ids: added.clone(),
-                            by_user: by,
-                        })]
-                    },
-                    by,
-                )
-                .await
-            {
+            let announce = Event::MembersAdded(pb::MembersAdded {
+                user_ids: Vec::new(),
+                by_user: by,
+            });
+            let added = match self.change_group(group, change, Some(announce), by).await {
                 Ok(changed) => changed.added,
                 // A later part found the group full: its users did not fit.
                 Err(e) if e.code == ErrorCode::GroupFull && !out.added.is_empty() => {
@@ -547,22 +550,11 @@ impl Api {
             role: Role::Member,
             max_members: self.config.max_group_members,
         };
-        let changed = self
-            .change_group(
-                group,
-                change,
-                move |changed| {
-                    if changed.added.added.is_empty() {
-                        return Vec::new();
-                    }
-                    vec![Event::MemberJoined(pb::MemberJoined {
-                        user_id: user,
-                        by_user: by,
-                    })]
-                },
-                user,
-            )
-            .await?;
+        let joined = Event::MemberJoined(pb::MemberJoined {
+            user_id: user,
+            by_user: by,
+        });
+        let changed = self.change_group(group, change, Some(joined), user).await?;
         if changed.added.added.is_empty() {
             return Err(MembershipRefusal::AlreadyMember.into());
         }
@@ -592,13 +584,8 @@ impl Api {
             by_user: by,
             removed: by != target,
         });
-        self.change_group(
-            group,
-            GroupChange::Remove { user: target },
-            move |_| vec![event],
-            by,
-        )
-        .await?;
+        self.change_group(group, GroupChange::Remove { user: target }, Some(event), by)
+            .await?;
         Ok(())
     }
 
@@ -617,17 +604,16 @@ impl Api {
         if role == Role::Owner {
             return Err(ApiError::invalid("use transfer to hand over ownership"));
         }
+        let event = Event::RoleChanged(pb::RoleChanged {
+            user_id: target,
+            role: role_name(role).into(),
+            by_user: by,
+        });
         let changed = self
             .change_group(
                 group,
                 GroupChange::SetRole { user: target, role },
-                move |_| {
-                    vec![Event::RoleChanged(pb::RoleChanged {
-                        user_id: target,
-                        role: role_name(role).into(),
-                        by_user: by,
-                    })]
-                },
+                Some(event),
                 by,
             )
             .await?;
@@ -653,15 +639,14 @@ impl Api {
         if my_role != Role::Owner {
             return Err(ApiError::forbidden("only the owner transfers ownership"));
         }
+        let event = Event::OwnerChanged(pb::OwnerChanged {
+            new_owner: target,
+            by_user: by,
+        });
         self.change_group(
             group,
             GroupChange::Transfer { new_owner: target },
-            move |_| {
-                vec![Event::OwnerChanged(pb::OwnerChanged {
-                    new_owner: target,
-                    by_user: by,
-                })]
-            },
+            Some(event),
             by,
         )
         .await?;

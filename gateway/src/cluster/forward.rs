@@ -82,15 +82,11 @@ fn conversation_key(c: &ConversationId) -> u64 {
 /// without one is not a success, whatever else it says.
 fn appended(answer: AppendResult) -> Result<Appended, ApiError> {
     if answer.error_code != 0 || answer.seq == 0 {
-        let code = match answer.error_code {
-            0 => ErrorCode::Internal,
-            c => ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal),
-        };
-        let mut e = ApiError::new(code, answer.error_message);
-        if answer.retry_after_ms > 0 {
-            e = e.retry_after(Duration::from_millis(answer.retry_after_ms));
-        }
-        return Err(e);
+        return Err(refused(
+            answer.error_code,
+            answer.error_message,
+            answer.retry_after_ms,
+        ));
     }
     Ok(Appended {
         seq: answer.seq,
@@ -99,7 +95,20 @@ fn appended(answer: AppendResult) -> Result<Appended, ApiError> {
     })
 }
 
-fn unavailable(why: &str) -> ApiError {
+/// The error another node answered (code 0, which is no error, as INTERNAL).
+pub(super) fn refused(code: i32, message: String, retry_after_ms: u64) -> ApiError {
+    let code = match code {
+        0 => ErrorCode::Internal,
+        c => ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal),
+    };
+    let mut e = ApiError::new(code, message);
+    if retry_after_ms > 0 {
+        e = e.retry_after(Duration::from_millis(retry_after_ms));
+    }
+    e
+}
+
+pub(super) fn unavailable(why: &str) -> ApiError {
     ApiError::new(ErrorCode::StorageUnavailable, why).retry_after(Duration::from_secs(1))
 }
 
@@ -194,9 +203,9 @@ impl Cluster {
         }
     }
 
-    /// Serves sends other nodes forward to this one (subscribed since the node
-    /// joined, so none that came meanwhile is missed), and hands their answers back
-    /// to the sends this one forwarded.
+    /// Serves the sends and group changes other nodes forward to this one
+    /// (subscribed since the node joined, so none that came meanwhile is missed),
+    /// and hands their answers back to the sends this one forwarded.
     pub fn serve_appends(
         self: &Arc<Self>,
         store: Arc<dyn Storage>,
@@ -204,16 +213,41 @@ impl Cluster {
         tasks: &TaskTracker,
     ) {
         let _ = self.store.set(store.clone());
-        let Some((requests, answers)) = self
-            .append_subscriptions
-            .lock()
-            .expect("subscriptions")
-            .take()
-        else {
+        let Some(served) = self.served.lock().expect("subscriptions").take() else {
             return;
         };
-        tasks.spawn(appends(self.clone(), requests, store, shutdown.clone()));
-        tasks.spawn(answers_in(self.clone(), answers, shutdown));
+        tasks.spawn(appends(
+            self.clone(),
+            served.appends,
+            store.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(answers_in(self.clone(), served.answers, shutdown.clone()));
+        tasks.spawn(super::group_changes::serve(
+            self.clone(),
+            served.group_changes,
+            store,
+            shutdown,
+        ));
+    }
+}
+
+/// The next request on `requests` that says where to answer (others are counted as
+/// malformed); `None` at shutdown or when the subscription ends.
+pub(super) async fn next_request(
+    cluster: &Cluster,
+    requests: &mut Subscriber,
+    shutdown: &CancellationToken,
+) -> Option<(async_nats::Subject, bytes::Bytes)> {
+    loop {
+        let m = tokio::select! {
+            m = requests.next() => m?,
+            _ = shutdown.cancelled() => return None,
+        };
+        match m.reply {
+            Some(reply) => return Some((reply, m.payload)),
+            None => cluster.counters.malformed.fetch_add(1, Ordering::Relaxed),
+        };
     }
 }
 
@@ -224,16 +258,8 @@ async fn appends(
     store: Arc<dyn Storage>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let m = tokio::select! {
-            m = requests.next() => match m { Some(m) => m, None => break },
-            _ = shutdown.cancelled() => break,
-        };
-        let Some(reply) = m.reply else {
-            cluster.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let request = AppendForward::decode(m.payload)
+    while let Some((reply, payload)) = next_request(&cluster, &mut requests, &shutdown).await {
+        let request = AppendForward::decode(payload)
             .ok()
             .and_then(|f| Some((f.conversation.parse::<ConversationId>().ok()?, f)));
         let Some((conversation, f)) = request else {

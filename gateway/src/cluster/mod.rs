@@ -19,8 +19,9 @@
 //! - Each conversation has an owner node ([`forward`]): sends arriving elsewhere are
 //!   forwarded to it, so one node stores and fans out all of a conversation's
 //!   messages and they reach every device in seq order.
-//! - Group member-list changes travel with the batch that made them, to every node;
-//!   session ends (logout, a removed device) are broadcast to every node.
+//! - Group changes are made by the group's owner too ([`group_changes`]), so its
+//!   member list changes in log order with the messages it routes; member-list
+//!   changes travel with the batch that made them, to every node; session ends (logout, a removed device) are broadcast to every node.
 //!
 //! Why NATS core and memory, not Redis or a JetStream key-value bucket: the directory
 //! is soft state that the nodes themselves can rebuild at any time, so it needs no
@@ -33,6 +34,7 @@ mod bus;
 pub mod delivery;
 pub mod directory;
 mod forward;
+mod group_changes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,8 +101,20 @@ pub struct ClusterCounters {
     pub nodes_expired: AtomicU64,
     /// Sends forwarded to the node that owns their conversation.
     pub forwarded: AtomicU64,
-    /// Forwarded sends whose owner did not answer in time.
+    /// Forwarded sends and group changes whose owner did not answer in time.
     pub forward_timeouts: AtomicU64,
+    /// Group changes forwarded to the node that owns the group.
+    pub group_changes_forwarded: AtomicU64,
+    /// Group changes made for other nodes.
+    pub group_changes_served: AtomicU64,
+}
+
+/// What other nodes send this one to do, subscribed from the start and served once
+/// the store is open.
+struct Served {
+    appends: async_nats::Subscriber,
+    answers: async_nats::Subscriber,
+    group_changes: async_nats::Subscriber,
 }
 
 /// Local directory changes not broadcast yet, and who waits for them to be known.
@@ -158,6 +172,10 @@ impl Subjects {
     fn append_replies(&self, node: &str) -> String {
         format!("{}.r.{node}.>", self.prefix)
     }
+    /// Group changes forwarded to `node`, which owns those groups.
+    fn group_change(&self, node: &str) -> String {
+        format!("{}.g.{node}", self.prefix)
+    }
 }
 
 /// This node's membership in the deployment.
@@ -180,8 +198,9 @@ pub struct Cluster {
     pending: forward::Pending,
     /// The store, for sends whose owner has gone (set once the store is open).
     store: OnceLock<Arc<dyn courier_storage::Storage>>,
-    /// Forwarded sends and answers, until `serve_appends` takes them.
-    append_subscriptions: Mutex<Option<(async_nats::Subscriber, async_nats::Subscriber)>>,
+    /// Forwarded sends, their answers and forwarded group changes, until
+    /// `serve_appends` takes them.
+    served: Mutex<Option<Served>>,
 }
 
 impl Cluster {
@@ -230,8 +249,11 @@ impl Cluster {
         let broadcasts = subscribe(subjects.broadcasts()).await?;
         let direct = subscribe(subjects.direct(&node)).await?;
         let inbox = subscribe(subjects.deliveries(&node)).await?;
-        let append_requests = subscribe(subjects.append(&node)).await?;
-        let append_answers = subscribe(subjects.append_replies(&node)).await?;
+        let served = Served {
+            appends: subscribe(subjects.append(&node)).await?,
+            answers: subscribe(subjects.append_replies(&node)).await?,
+            group_changes: subscribe(subjects.group_change(&node)).await?,
+        };
         let (outbox, queued) = mpsc::channel(config.publish_queue);
         let cluster = Arc::new(Self {
             directory: Directory::new(&node),
@@ -249,7 +271,7 @@ impl Cluster {
             synced: watch::Sender::new(false),
             pending: forward::Pending::default(),
             store: OnceLock::new(),
-            append_subscriptions: Mutex::new(Some((append_requests, append_answers))),
+            served: Mutex::new(Some(served)),
         });
         tasks.spawn(bus::publish(client, queued, shutdown.clone()));
         tasks.spawn(bus::deliveries(cluster.clone(), inbox, shutdown.clone()));

@@ -125,6 +125,9 @@ impl Drop for Nats {
     }
 }
 
+/// Every test node's admin token (for `/metrics`).
+pub const OPERATOR_TOKEN: &str = "cluster-test-operator-token";
+
 /// One `courier serve` process, a node of a cluster.
 pub struct Node {
     pub child: tokio::process::Child,
@@ -160,7 +163,8 @@ pub async fn start_node(
         .env("COURIER_PASSWORD_ITERATIONS", "1")
         .env("COURIER_LOG", "warn")
         .env("COURIER_RATE_LIMITS", "off")
-        .env("COURIER_GROUP_ADD_POLICY", "anyone");
+        .env("COURIER_GROUP_ADD_POLICY", "anyone")
+        .env("COURIER_ADMIN_TOKEN", OPERATOR_TOKEN);
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -182,6 +186,20 @@ pub async fn start_node(
 }
 
 impl Node {
+    /// The value of counter `name` in the node's `/metrics`.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .clone()
+            .with_token(OPERATOR_TOKEN)
+            .metrics()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in /metrics"))
+    }
+
     /// `kill -9`.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
