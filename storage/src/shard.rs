@@ -1,6 +1,7 @@
 //! One shard: a sled database with its trees, and the rules for which shard owns what.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use courier_protocol::conversation::mix;
 use courier_protocol::ConversationId;
@@ -28,15 +29,34 @@ pub(crate) struct ShardDb {
     pub shauser_owner: sled::Tree,
 }
 
+/// How long an open waits for sled's file lock. sled lets go of it when the last of
+/// its background threads drops a closed database, which can be a moment after the
+/// `Db` itself is dropped (a store closed and opened again in one process, under
+/// load); past this the lock is another process's, and the error stands.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 impl ShardDb {
     pub fn open(path: &Path, cache_bytes: u64, flush_every_ms: Option<u64>) -> Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
             // Messages are durable in the commit log before they reach sled; the
             // timer and the checkpoints only bound how much of the log is replayed.
-            .flush_every_ms(flush_every_ms)
-            .open()?;
+            .flush_every_ms(flush_every_ms);
+        let started = Instant::now();
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(Self {
             log: db.open_tree("log")?,
             userconv_state: db.open_tree("userconv_state")?,
