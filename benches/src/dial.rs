@@ -1,5 +1,6 @@
-//! How a scenario's clients reach the server: plain TCP, or QUIC over a few shared
-//! client UDP endpoints (`--transport quic`), so one scenario measures either.
+//! How a scenario's clients reach the server: plain TCP, QUIC over a few shared
+//! client UDP endpoints (`--transport quic`), or WebSocket on the HTTP listener
+//! (`--transport ws`, as browsers connect), so one scenario measures each.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use courier_sdk::{Client, ClientOptions, Events, QuicConnector, Trust};
 pub enum Transport {
     Tcp,
     Quic,
+    Ws,
 }
 
 impl Transport {
@@ -20,6 +22,7 @@ impl Transport {
         match self {
             Transport::Tcp => "tcp",
             Transport::Quic => "quic",
+            Transport::Ws => "ws",
         }
     }
 }
@@ -32,6 +35,8 @@ const CONNECTIONS_PER_ENDPOINT: usize = 250;
 pub enum Dialer {
     /// TCP to one server, or to several nodes in turn.
     Tcp(Vec<String>),
+    /// WebSocket to the HTTP listener (`host:port`) of one server or of several.
+    Ws(Vec<String>),
     Quic {
         addr: SocketAddr,
         pin: String,
@@ -43,11 +48,23 @@ impl Dialer {
     pub fn new(
         transport: Transport,
         tcp: &str,
+        http: &str,
         quic: Option<&str>,
         cert_sha256: Option<&str>,
     ) -> anyhow::Result<Self> {
+        let list = |s: &str| -> Vec<String> { s.split(',').map(|a| a.trim().to_owned()).collect() };
         Ok(match transport {
-            Transport::Tcp => Dialer::Tcp(tcp.split(',').map(|a| a.trim().to_owned()).collect()),
+            Transport::Tcp => Dialer::Tcp(list(tcp)),
+            Transport::Ws => Dialer::Ws(
+                list(http)
+                    .iter()
+                    .map(|h| {
+                        h.strip_prefix("http://")
+                            .map(|h| h.trim_end_matches('/').to_owned())
+                            .context("--transport ws needs an http:// --http address")
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            ),
             Transport::Quic => Dialer::Quic {
                 addr: quic
                     .context("the server's QUIC address (--quic)")?
@@ -60,12 +77,18 @@ impl Dialer {
         })
     }
 
-    /// The TCP address connection number `i` goes to.
+    /// The TCP address connection number `i` goes to (for WebSocket, the HTTP
+    /// listener's).
     pub fn tcp_addr(&self, i: usize) -> &str {
         match self {
-            Dialer::Tcp(addrs) => &addrs[i % addrs.len()],
+            Dialer::Tcp(addrs) | Dialer::Ws(addrs) => &addrs[i % addrs.len()],
             Dialer::Quic { .. } => "",
         }
+    }
+
+    /// Whether connections speak WebSocket.
+    pub fn is_ws(&self) -> bool {
+        matches!(self, Dialer::Ws(_))
     }
 
     /// Connection number `i` of a scenario, logged in with `token`.
@@ -77,6 +100,10 @@ impl Dialer {
     ) -> anyhow::Result<(Client, Events)> {
         match self {
             Dialer::Tcp(_) => Ok(Client::connect(self.tcp_addr(i), token, options).await?),
+            Dialer::Ws(_) => {
+                let url = format!("ws://{}/v1/ws", self.tcp_addr(i));
+                Ok(Client::connect_ws(&url, token, options).await?)
+            }
             Dialer::Quic {
                 addr,
                 pin,

@@ -1,4 +1,5 @@
-//! A lean receiving client for the load scenarios: a TCP connection that says Hello
+//! A lean receiving client for the load scenarios: a TCP (or WebSocket) connection
+//! that says Hello
 //! and then reads `Deliver` frames in place ([`courier_protocol::wire::peek_deliver`]),
 //! without the SDK's event stream, full decoding or acknowledgements. Where hundreds
 //! of receivers share this machine with the server, the SDK's cost per delivery
@@ -23,17 +24,39 @@ pub struct Delivery {
     pub stamp: Option<u64>,
 }
 
+/// A connection's byte stream: TCP, or TCP under WebSocket framing.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 pub struct LeanReceiver {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     codec: FrameCodec,
     buf: BytesMut,
 }
 
 impl LeanReceiver {
-    /// Connects to `addr` and authenticates with `token` as `device`.
-    pub async fn connect(addr: &str, token: &str, device: String) -> anyhow::Result<Self> {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    /// Connects to `addr` (over WebSocket at `/v1/ws` when `ws`) and authenticates
+    /// with `token` as `device`.
+    pub async fn connect(
+        addr: &str,
+        ws: bool,
+        token: &str,
+        device: String,
+    ) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut stream: Box<dyn Stream> = match ws {
+            false => Box::new(tcp),
+            true => Box::new(
+                courier_protocol::websocket::connect(
+                    tcp,
+                    addr,
+                    courier_protocol::websocket::WS_PATH,
+                    FrameCodec::default().max_frame_bytes(),
+                )
+                .await?,
+            ),
+        };
         let hello = Frame::new(
             1,
             Kind::Hello(pb::Hello {
@@ -46,6 +69,7 @@ impl LeanReceiver {
             }),
         );
         stream.write_all(&encode_frame(&hello)).await?;
+        stream.flush().await?;
         let mut receiver = Self {
             stream,
             codec: FrameCodec::default(),

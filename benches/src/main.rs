@@ -412,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
         dialer: Dialer::new(
             args.transport,
             &tcp,
+            &http,
             quic.as_deref(),
             cert_sha256.as_deref(),
         )?,
@@ -704,13 +705,19 @@ async fn group(ctx: &Bench) -> anyhow::Result<Value> {
     let c = ConversationId::Group(group.group_id);
     // Senders use the SDK; the other members receive on the lean path unless asked
     // otherwise (or over QUIC, which only the SDK speaks here).
-    let lean = ctx.args.receiver == ReceiverKind::Lean && ctx.args.transport == Transport::Tcp;
+    let lean = ctx.args.receiver == ReceiverKind::Lean && ctx.args.transport != Transport::Quic;
     let mut clients = Vec::new();
     for (i, u) in users.iter().enumerate() {
         let device = format!("g{i}");
         clients.push(if i >= senders_n && lean {
             Receiver::Lean(
-                lean::LeanReceiver::connect(ctx.dialer.tcp_addr(i), &u.token, device).await?,
+                lean::LeanReceiver::connect(
+                    ctx.dialer.tcp_addr(i),
+                    ctx.dialer.is_ws(),
+                    &u.token,
+                    device,
+                )
+                .await?,
                 u.user_id,
             )
         } else {

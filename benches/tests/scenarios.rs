@@ -70,9 +70,9 @@ fn assert_exact(line: &Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_over_tcp_and_quic() {
+async fn idle_over_tcp_quic_and_websocket() {
     let t = Target::start().await;
-    for transport in ["tcp", "quic"] {
+    for transport in ["tcp", "quic", "ws"] {
         let line = t
             .bench(&[
                 "idle",
@@ -103,9 +103,14 @@ async fn idle_over_tcp_and_quic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pair_and_pair_light_over_tcp_and_quic() {
+async fn pair_and_pair_light_over_tcp_quic_and_websocket() {
     let t = Target::start().await;
-    for (scenario, transport) in [("pair", "tcp"), ("pair", "quic"), ("pair-light", "tcp")] {
+    for (scenario, transport) in [
+        ("pair", "tcp"),
+        ("pair", "quic"),
+        ("pair", "ws"),
+        ("pair-light", "tcp"),
+    ] {
         let line = t
             .bench(&[
                 scenario,
@@ -140,7 +145,7 @@ async fn pair_and_pair_light_over_tcp_and_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_fans_out_to_every_member() {
     let t = Target::start().await;
-    for receiver in ["lean", "sdk"] {
+    for (receiver, transport) in [("lean", "tcp"), ("sdk", "tcp"), ("lean", "ws")] {
         let line = t
             .bench(&[
                 "group",
@@ -150,6 +155,8 @@ async fn group_fans_out_to_every_member() {
                 "5",
                 "--receiver",
                 receiver,
+                "--transport",
+                transport,
             ])
             .await;
         assert_eq!(line["scenario"], "group");

@@ -149,6 +149,26 @@ impl Client {
         Self::handshake(reader, writer, token, options).await
     }
 
+    /// Connects over WebSocket, as a browser does (`ws://host:port/v1/ws`), and
+    /// authenticates with `token`.
+    pub async fn connect_ws(
+        url: &str,
+        token: &str,
+        options: ClientOptions,
+    ) -> Result<(Client, Events)> {
+        let (host, path) = ws_url(url)?;
+        let stream = TcpStream::connect(host).await?;
+        stream.set_nodelay(true)?;
+        let ws = courier_protocol::websocket::connect(stream, host, path, options.max_frame_bytes)
+            .await
+            .map_err(|e| match e {
+                courier_protocol::websocket::UpgradeError::Io(e) => SdkError::Io(e),
+                refused => SdkError::Unexpected(refused.to_string()),
+            })?;
+        let (reader, writer) = tokio::io::split(ws);
+        Self::handshake(reader, writer, token, options).await
+    }
+
     /// Runs the handshake over any byte stream halves (TCP, TLS, a QUIC stream, a test pipe).
     pub async fn handshake<R, W>(
         reader: R,
@@ -172,7 +192,7 @@ impl Client {
                 cursors: Vec::new(),
             }),
         );
-        writer.write_all(&encode_frame(&hello)).await?;
+        write_flushed(&mut writer, &encode_frame(&hello)).await?;
         let answer = tokio::time::timeout(options.request_timeout, frames.next())
             .await
             .map_err(|_| SdkError::Timeout)?;
@@ -459,6 +479,24 @@ impl Client {
     }
 }
 
+/// Writes `buf` and pushes it out of any buffer the writer keeps (TLS records,
+/// WebSocket frames; a no-op on TCP).
+async fn write_flushed<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> std::io::Result<()> {
+    writer.write_all(buf).await?;
+    writer.flush().await
+}
+
+/// The `host:port` and path of a `ws://` URL (path `/v1/ws` when it has none).
+pub(crate) fn ws_url(url: &str) -> Result<(&str, &str)> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| SdkError::Unexpected(format!("{url}: a WebSocket URL starts with ws://")))?;
+    Ok(match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, courier_protocol::websocket::WS_PATH),
+    })
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<Bytes>,
@@ -480,13 +518,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                         Err(_) => break,
                     }
                 }
-                if writer.write_all(&buf).await.is_err() {
+                if write_flushed(&mut writer, &buf).await.is_err() {
                     break;
                 }
             }
             _ = ticker.tick() => {
                 let beat = Frame::new(0, Kind::Heartbeat(pb::Heartbeat { client_time_ms: now_ms() }));
-                if writer.write_all(&encode_frame(&beat)).await.is_err() {
+                if write_flushed(&mut writer, &encode_frame(&beat)).await.is_err() {
                     break;
                 }
             }

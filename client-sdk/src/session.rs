@@ -66,6 +66,8 @@ pub enum Connector {
     Quic(QuicConnector, SocketAddr),
     /// Any node of a deployment (failover between them).
     Any(ServerList),
+    /// WebSocket at this URL (`ws://host:port/v1/ws`).
+    WebSocket(String),
     /// TLS over TCP.
     Tls {
         /// Server address.
@@ -140,6 +142,7 @@ impl Connector {
         match self {
             Connector::Any(list) => list.connect(token, &options).await,
             Connector::Tcp(addr) => Client::connect(addr.as_str(), token, options).await,
+            Connector::WebSocket(url) => Client::connect_ws(url, token, options).await,
             Connector::Quic(quic, addr) => quic.connect(*addr, token, options).await,
             Connector::Tls {
                 addr,

@@ -163,6 +163,12 @@ pub struct Config {
     /// without a token (bind it where only operators and Prometheus reach it); empty =
     /// none.
     pub admin_addr: String,
+    /// Sessions over WebSocket at `GET /v1/ws` on the HTTP listener (browsers).
+    pub ws_enabled: bool,
+    /// `Origin` values allowed to open a WebSocket, comma-separated (exact, e.g.
+    /// `https://chat.example.com`); empty = any (sessions authenticate by token,
+    /// never by cookie).
+    pub ws_allowed_origins: String,
     /// How many of a conversation's newest messages history serves (0 = all);
     /// pulls past it return nothing and say where retention starts.
     pub history_retention_messages: u64,
@@ -301,6 +307,8 @@ impl Default for Config {
             media_gc_grace_secs: 24 * 3600,
             admin_token: String::new(),
             admin_addr: String::new(),
+            ws_enabled: true,
+            ws_allowed_origins: String::new(),
             history_retention_messages: 0,
             history_retention_days: 0,
             lifecycle_interval_secs: 3600,
@@ -576,6 +584,16 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The origins `ws_allowed_origins` lists.
+    pub fn ws_origins(&self) -> Vec<String> {
+        self.ws_allowed_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Checks ranges that would make the server misbehave.

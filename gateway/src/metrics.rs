@@ -18,6 +18,8 @@ pub enum Transport {
     Tls,
     /// A QUIC stream.
     Quic,
+    /// WebSocket on the HTTP listener.
+    WebSocket,
 }
 
 impl Transport {
@@ -25,10 +27,11 @@ impl Transport {
         self as usize
     }
 
-    const ALL: [(Transport, &'static str); 3] = [
+    const ALL: [(Transport, &'static str); 4] = [
         (Transport::Tcp, "tcp"),
         (Transport::Tls, "tls"),
         (Transport::Quic, "quic"),
+        (Transport::WebSocket, "websocket"),
     ];
 }
 
@@ -36,9 +39,9 @@ impl Transport {
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Open sessions per transport.
-    pub sessions: [AtomicI64; 3],
+    pub sessions: [AtomicI64; 4],
     /// Completed handshakes per transport.
-    pub handshakes: [AtomicU64; 3],
+    pub handshakes: [AtomicU64; 4],
     /// Refused handshakes (bad token, version, ...).
     pub handshake_failures: AtomicU64,
     /// Frames read from clients.

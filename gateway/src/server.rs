@@ -21,6 +21,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::registry::Registry;
 use crate::connection::service::{Connections, Delivery};
+use crate::connection::websocket::WsEndpoint;
 use crate::connection::{certs, quic, tcp};
 
 /// Why the server could not start.
@@ -282,8 +283,13 @@ impl Server {
                 config.http_limits(),
                 shutdown.clone(),
                 tasks.clone(),
+                None,
             ));
         }
+        let ws = config.ws_enabled.then(|| WsEndpoint {
+            conns: conns.clone(),
+            allowed_origins: config.ws_origins().into(),
+        });
         tasks.spawn(crate::connection::http::serve(
             http_listener,
             http::router(api.clone()),
@@ -291,6 +297,7 @@ impl Server {
             config.http_limits(),
             shutdown.clone(),
             tasks.clone(),
+            ws,
         ));
         Ok(Self {
             api,

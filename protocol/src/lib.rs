@@ -13,6 +13,8 @@
 //! - [`frames`]: small constructors for frequently built frames.
 //! - [`wire`]: the hot path without copies: `Send` read as views, `Deliver` written
 //!   around a stored body.
+//! - `websocket` (feature `websocket`): WebSocket messages as frames over any byte
+//!   stream, for browsers; the one place here that touches a connection.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -33,6 +35,9 @@ pub mod pb {
 pub mod cluster {
     include!(concat!(env!("OUT_DIR"), "/courier.cluster.v1.rs"));
 }
+
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 pub use codec::{decode_frame, encode_frame, encode_frame_into, CodecError, FrameCodec};
 pub use conversation::{ConversationId, ParseConversationError};

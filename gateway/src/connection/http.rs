@@ -11,6 +11,9 @@
 //!   period.
 //!
 //! Each request carries the peer's address as `axum::extract::ConnectInfo`.
+//! `GET /v1/ws` (when WebSocket sessions are on) is answered here, not by the
+//! router: the connection then carries one session (see `websocket`), in the same
+//! budget slot and task.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,6 +35,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::limits::ConnectionBudget;
+use crate::connection::websocket::WsEndpoint;
+use courier_protocol::websocket::WS_PATH;
+use futures_util::future::Either;
+use hyper::upgrade::OnUpgrade;
+use std::sync::Mutex;
 
 /// Largest buffered request head (request line and headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -47,7 +55,8 @@ pub struct HttpLimits {
     pub grace: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// Serves `router` on `listener` until `shutdown` (and WebSocket sessions, with
+/// `ws`).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -55,6 +64,7 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    ws: Option<WsEndpoint>,
 ) {
     let acceptor = Acceptor::new(listener, budget, limits.idle_timeout, "http");
     while let Some(Accepted {
@@ -68,8 +78,9 @@ pub async fn serve(
             continue;
         };
         let (router, shutdown) = (router.clone(), shutdown.clone());
+        let (ws, session_tasks) = (ws.clone(), tasks.clone());
         tasks.spawn(async move {
-            connection(stream, peer, router, limits, shutdown).await;
+            connection(stream, peer, router, limits, shutdown, ws, session_tasks).await;
             drop(permit);
         });
     }
@@ -86,6 +97,8 @@ async fn connection(
     router: axum::Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
+    ws: Option<WsEndpoint>,
+    session_tasks: TaskTracker,
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
@@ -93,22 +106,33 @@ async fn connection(
         activity: activity.clone(),
     });
     let requests = activity.clone();
+    // A WebSocket upgrade answered with 101, for this task to take over.
+    let upgrade: Arc<Mutex<Option<OnUpgrade>>> = Arc::default();
+    let taken = upgrade.clone();
+    let endpoint = ws.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(ws) = endpoint.as_ref().filter(|_| req.uri().path() == WS_PATH) {
+            let answer = ws.answer(req.method(), req.headers());
+            if answer.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                *taken.lock().expect("upgrade slot") = Some(hyper::upgrade::on(&mut req));
+            }
+            return Either::Left(std::future::ready(Ok(answer)));
+        }
         let in_hand = requests.start_request();
         req.extensions_mut().insert(ConnectInfo(peer));
         let response = tower::ServiceExt::oneshot(router.clone(), req);
-        async move {
+        Either::Right(async move {
             let response = response.await;
             drop(in_hand);
             response
-        }
+        })
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     let mut hard_stop: Option<Instant> = None;
     loop {
@@ -117,6 +141,10 @@ async fn connection(
             done = conn.as_mut() => {
                 if let Err(e) = done {
                     tracing::debug!(%peer, error = %e, "http connection ended");
+                }
+                let pending = upgrade.lock().expect("upgrade slot").take();
+                if let (Some(on), Some(ws)) = (pending, ws) {
+                    websocket(on, ws, shutdown, session_tasks).await;
                 }
                 return;
             }
@@ -132,6 +160,31 @@ async fn connection(
             }
             _ = sleep_until(hard_stop.unwrap_or_else(Instant::now)), if hard_stop.is_some() => return,
         }
+    }
+}
+
+/// Takes the connection over once its upgrade to WebSocket is done, and runs the
+/// session on it.
+async fn websocket(
+    on: OnUpgrade,
+    ws: WsEndpoint,
+    shutdown: CancellationToken,
+    session_tasks: TaskTracker,
+) {
+    let upgraded = match tokio::time::timeout(ws.conns.config.handshake_timeout(), on).await {
+        Ok(Ok(upgraded)) => upgraded,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    match upgraded.downcast::<TokioIo<Tracked<TcpStream>>>() {
+        Ok(parts) => {
+            let tcp = parts.io.into_inner().inner;
+            ws.run(tcp, parts.read_buf, shutdown, session_tasks).await;
+        }
+        Err(_) => tracing::warn!("a websocket upgrade over an unexpected stream"),
     }
 }
 

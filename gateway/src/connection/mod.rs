@@ -14,3 +14,4 @@ pub mod registry;
 pub mod service;
 pub mod session;
 pub mod tcp;
+pub mod websocket;

@@ -77,8 +77,18 @@ impl<'a, W: AsyncWrite + Unpin + Send> Future for WriteBounded<'a, W> {
         let Some(writer) = this.writer.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        while !this.buf.is_empty() {
-            match Pin::new(&mut **writer).poll_write(cx, this.buf) {
+        loop {
+            let polled = match this.buf.is_empty() {
+                false => Pin::new(&mut **writer).poll_write(cx, this.buf),
+                // Written: pushed out of any buffer the writer keeps (TLS records,
+                // WebSocket frames); a no-op on TCP.
+                true => match Pin::new(&mut **writer).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                },
+            };
+            match polled {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
                 }
@@ -99,7 +109,6 @@ impl<'a, W: AsyncWrite + Unpin + Send> Future for WriteBounded<'a, W> {
                 }
             }
         }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -109,7 +118,10 @@ async fn write_by_deadline<W: AsyncWrite + Unpin>(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
-    let write = writer.write_all(buf);
+    let write = async {
+        writer.write_all(buf).await?;
+        writer.flush().await
+    };
     tokio::pin!(write);
     let deadline = tokio::time::sleep(config.write_timeout());
     tokio::pin!(deadline);
@@ -188,10 +200,10 @@ pub async fn run<R, W>(
             announced.await;
         }
     }
-    let sent = Box::pin(tokio::time::timeout(
-        config.handshake_timeout(),
-        writer.write_all(&welcome),
-    ));
+    let sent = Box::pin(tokio::time::timeout(config.handshake_timeout(), async {
+        writer.write_all(&welcome).await?;
+        writer.flush().await
+    }));
     if !matches!(sent.await, Ok(Ok(()))) {
         if conns.registry.unregister(user_id, session_id) {
             conns.service.user_offline(user_id);
