@@ -156,15 +156,12 @@ impl Client {
         token: &str,
         options: ClientOptions,
     ) -> Result<(Client, Events)> {
-        let (host, path) = ws_url(url)?;
+        let (host, path) = ws_url(url, "ws://")?;
         let stream = TcpStream::connect(host).await?;
         stream.set_nodelay(true)?;
         let ws = courier_protocol::websocket::connect(stream, host, path, options.max_frame_bytes)
             .await
-            .map_err(|e| match e {
-                courier_protocol::websocket::UpgradeError::Io(e) => SdkError::Io(e),
-                refused => SdkError::Unexpected(refused.to_string()),
-            })?;
+            .map_err(upgrade_error)?;
         let (reader, writer) = tokio::io::split(ws);
         Self::handshake(reader, writer, token, options).await
     }
@@ -486,11 +483,20 @@ async fn write_flushed<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> std
     writer.flush().await
 }
 
-/// The `host:port` and path of a `ws://` URL (path `/v1/ws` when it has none).
-pub(crate) fn ws_url(url: &str) -> Result<(&str, &str)> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| SdkError::Unexpected(format!("{url}: a WebSocket URL starts with ws://")))?;
+/// A failed WebSocket upgrade as the SDK's error.
+pub(crate) fn upgrade_error(e: courier_protocol::websocket::UpgradeError) -> SdkError {
+    match e {
+        courier_protocol::websocket::UpgradeError::Io(e) => SdkError::Io(e),
+        refused => SdkError::Unexpected(refused.to_string()),
+    }
+}
+
+/// The `host:port` and path of a WebSocket URL with `scheme` (`ws://`, `wss://`);
+/// the path is `/v1/ws` when it has none.
+pub(crate) fn ws_url<'a>(url: &'a str, scheme: &str) -> Result<(&'a str, &'a str)> {
+    let rest = url.strip_prefix(scheme).ok_or_else(|| {
+        SdkError::Unexpected(format!("{url}: this WebSocket URL starts with {scheme}"))
+    })?;
     Ok(match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, courier_protocol::websocket::WS_PATH),

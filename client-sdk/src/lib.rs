@@ -38,7 +38,7 @@ pub use cursor::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use error::{Result, SdkError};
 pub use http::{HistoryMessage, HistoryPage, HistoryQuery, HttpClient, LoginInfo, UserInfo};
 pub use session::{Connector, ServerList, Session, SessionEvent, SessionEvents, SessionOptions};
-pub use transport::{client_crypto, connect_tls, QuicConnector, Trust, ALPN};
+pub use transport::{client_crypto, connect_tls, connect_wss, QuicConnector, Trust, ALPN};
 pub use types::{
     AddedMembers, Conversation, ConversationList, FriendRequests, Group, Media, Member, MemberList,
     NewGroup, Relation, RelationList,

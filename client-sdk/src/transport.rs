@@ -258,3 +258,29 @@ pub async fn connect_tls(
     let (reader, writer) = tokio::io::split(stream);
     Client::handshake(reader, writer, token, options).await
 }
+
+/// Connects over WebSocket with TLS (`wss://host:port/v1/ws`, the server's TLS
+/// listener, as a browser would: ALPN `http/1.1`) and logs in; `server_name` is
+/// checked against the certificate when trusting a CA.
+pub async fn connect_wss(
+    url: &str,
+    trust: &Trust,
+    server_name: &str,
+    token: &str,
+    options: ClientOptions,
+) -> Result<(Client, Events)> {
+    let (host, path) = crate::client::ws_url(url, "wss://")?;
+    let mut crypto = client_crypto(trust)?;
+    crypto.alpn_protocols = vec![b"http/1.1".to_vec()];
+    crypto.enable_early_data = false;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(crypto));
+    let tcp = tokio::net::TcpStream::connect(host).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(server_name.to_owned()).map_err(tls_error)?;
+    let stream = connector.connect(name, tcp).await?;
+    let ws = courier_protocol::websocket::connect(stream, host, path, options.max_frame_bytes)
+        .await
+        .map_err(crate::client::upgrade_error)?;
+    let (reader, writer) = tokio::io::split(ws);
+    Client::handshake(reader, writer, token, options).await
+}

@@ -256,13 +256,25 @@ impl Server {
                     .local_addr()
                     .map_err(|source| StartError::Bind { addr, source })?,
             );
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs::server_crypto(cert)?));
+            // Frames by default (ALPN `courier/1` or none); browsers choose `http/1.1`
+            // and get the HTTP API and WebSocket sessions.
+            let mut crypto = certs::server_crypto(cert)?;
+            crypto.alpn_protocols.push(tcp::ALPN_HTTP1.to_vec());
+            let https = tcp::Https {
+                router: http::router(api.clone()),
+                limits: config.http_limits(),
+                ws: config.ws_enabled.then(|| WsEndpoint {
+                    conns: conns.clone(),
+                    allowed_origins: config.ws_origins().into(),
+                }),
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(crypto));
             tasks.spawn(tcp::serve(
                 listener,
                 conns.clone(),
                 shutdown.clone(),
                 tasks.clone(),
-                Some(acceptor),
+                Some((acceptor, Some(https))),
             ));
         }
         let mut admin_addr = None;

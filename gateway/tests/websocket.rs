@@ -335,3 +335,58 @@ async fn upgrades_are_checked_and_origins_restricted_when_configured() {
     assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
     let _ = Duration::ZERO;
 }
+
+/// The TLS listener: a client that chooses `http/1.1` by ALPN (a browser's `https://`
+/// and `wss://`) gets the HTTP API and WebSocket sessions; one that chooses
+/// `courier/1` still speaks frames.
+#[tokio::test]
+async fn the_tls_listener_serves_wss_and_https_to_clients_that_choose_http() {
+    let t = TestServer::start_with(|c| c.tls_addr = "127.0.0.1:0".into()).await;
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    let tls_addr = t.server.tls_addr().unwrap();
+    let trust = courier_sdk::Trust::Pinned(t.server.cert_fingerprint().unwrap().to_owned());
+
+    let (a, _a_events) = courier_sdk::connect_wss(
+        &format!("wss://{tls_addr}/v1/ws"),
+        &trust,
+        "localhost",
+        &alice.token,
+        options("alice-web"),
+    )
+    .await
+    .unwrap();
+    let (_b, mut b_events) = courier_sdk::connect_tls(
+        tls_addr,
+        &trust,
+        "localhost",
+        &bob.token,
+        options("bob-laptop"),
+    )
+    .await
+    .unwrap();
+    let c = a.direct_with(bob.user_id).unwrap();
+    let sent = a.send_text(&c, "over wss").await.unwrap();
+    let m = next_text(&mut b_events).await;
+    assert_eq!(
+        (m.seq, m.body.unwrap().as_text()),
+        (sent.seq, Some("over wss"))
+    );
+
+    // HTTPS: the API on the same port.
+    let mut crypto = courier_sdk::client_crypto(&trust).unwrap();
+    crypto.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(crypto));
+    let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut https = connector.connect(name, tcp).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    https
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = https.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::connection::accept::{refuse, Accepted, Acceptor};
 use tokio::time::{sleep_until, Instant};
@@ -91,15 +91,19 @@ const OVERLOADED_RESPONSE: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-Aft
     Content-Type: application/json\r\nContent-Length: 78\r\nConnection: close\r\n\r\n\
     {\"code\":401,\"name\":\"overloaded\",\"message\":\"too many connections; retry later\"}";
 
-async fn connection(
-    stream: TcpStream,
+/// Serves one connection (plain, or TLS that chose `http/1.1` by ALPN on the TLS
+/// listener) until it closes.
+pub(crate) async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: axum::Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
     ws: Option<WsEndpoint>,
     session_tasks: TaskTracker,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: stream,
@@ -144,7 +148,7 @@ async fn connection(
                 }
                 let pending = upgrade.lock().expect("upgrade slot").take();
                 if let (Some(on), Some(ws)) = (pending, ws) {
-                    websocket(on, ws, shutdown, session_tasks).await;
+                    websocket::<S>(on, ws, shutdown, session_tasks).await;
                 }
                 return;
             }
@@ -165,12 +169,14 @@ async fn connection(
 
 /// Takes the connection over once its upgrade to WebSocket is done, and runs the
 /// session on it.
-async fn websocket(
+async fn websocket<S>(
     on: OnUpgrade,
     ws: WsEndpoint,
     shutdown: CancellationToken,
     session_tasks: TaskTracker,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let upgraded = match tokio::time::timeout(ws.conns.config.handshake_timeout(), on).await {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(e)) => {
@@ -179,10 +185,11 @@ async fn websocket(
         }
         Err(_) => return,
     };
-    match upgraded.downcast::<TokioIo<Tracked<TcpStream>>>() {
+    match upgraded.downcast::<TokioIo<Tracked<S>>>() {
         Ok(parts) => {
-            let tcp = parts.io.into_inner().inner;
-            ws.run(tcp, parts.read_buf, shutdown, session_tasks).await;
+            let stream = parts.io.into_inner().inner;
+            ws.run(stream, parts.read_buf, shutdown, session_tasks)
+                .await;
         }
         Err(_) => tracing::warn!("a websocket upgrade over an unexpected stream"),
     }

@@ -1,5 +1,8 @@
 //! The TCP listener (plain, or TLS for networks that block UDP): accepts
-//! connections, caps how many are open, and runs a session for each.
+//! connections, caps how many are open, and runs a session for each. On the TLS
+//! listener a client that chooses `http/1.1` by ALPN (a browser: `https://`,
+//! `wss://`) is served the HTTP API and WebSocket sessions instead; one that
+//! chooses `courier/1`, or nothing, speaks frames.
 
 use std::sync::Arc;
 
@@ -10,9 +13,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::accept::{refuse, Accepted, Acceptor};
+use crate::connection::http::{self, HttpLimits};
 use crate::connection::service::Connections;
 use crate::connection::session;
+use crate::connection::websocket::WsEndpoint;
 use crate::metrics::Transport;
+
+/// What the TLS listener serves to clients that choose `http/1.1`.
+#[derive(Clone)]
+pub struct Https {
+    /// The HTTP API.
+    pub router: axum::Router,
+    /// Its limits.
+    pub limits: HttpLimits,
+    /// WebSocket sessions, if they are on.
+    pub ws: Option<WsEndpoint>,
+}
+
+/// The ALPN id browsers send for HTTP/1.1.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(
@@ -20,7 +39,7 @@ pub async fn serve(
     conns: Arc<Connections>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<(tokio_rustls::TlsAcceptor, Option<Https>)>,
 ) {
     let acceptor = Acceptor::new(
         listener,
@@ -61,10 +80,26 @@ pub async fn serve(
                     .await;
                 }
                 // Boxed: the TLS state would otherwise widen every plain session's task.
-                Some(acceptor) => {
+                Some((acceptor, https)) => {
                     Box::pin(async move {
                         let handshake = conns.config.handshake_timeout();
                         match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream))
+                                if tls_stream.get_ref().1.alpn_protocol() == Some(ALPN_HTTP1)
+                                    && https.is_some() =>
+                            {
+                                let Https { router, limits, ws } = https.expect("checked");
+                                http::connection(
+                                    tls_stream,
+                                    peer,
+                                    router,
+                                    limits,
+                                    shutdown,
+                                    ws,
+                                    session_tasks,
+                                )
+                                .await;
+                            }
                             Ok(Ok(tls_stream)) => {
                                 let (reader, writer) = tokio::io::split(tls_stream);
                                 session::run(

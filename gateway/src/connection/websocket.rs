@@ -1,4 +1,5 @@
-//! WebSocket sessions on the HTTP listener (`GET /v1/ws`): the upgrade is answered
+//! WebSocket sessions on the HTTP listener (`GET /v1/ws`), and on the TLS listener
+//! for clients that choose `http/1.1` by ALPN (`wss://`): the upgrade is answered
 //! here, then the connection runs the same session as TCP over a
 //! [`courier_protocol::websocket::WsStream`] (one binary message per frame), with
 //! the same handshake, heartbeats, limits, slow-consumer policy and error codes.
@@ -16,7 +17,7 @@ use axum::http::{header, HeaderMap, Method, Response, StatusCode};
 use bytes::Bytes;
 use courier_protocol::websocket::{accept_key, Role, WsStream, WS_SUBPROTOCOL};
 use courier_protocol::ErrorCode;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -127,17 +128,19 @@ impl WsEndpoint {
         None
     }
 
-    /// Runs a session over `tcp`, upgraded (`read` is what was read past the
-    /// upgrade's head), until it ends.
-    pub async fn run(
+    /// Runs a session over `stream` (TCP or TLS), upgraded (`read` is what was read
+    /// past the upgrade's head), until it ends.
+    pub async fn run<S>(
         &self,
-        tcp: TcpStream,
+        stream: S,
         read: Bytes,
         shutdown: CancellationToken,
         tasks: TaskTracker,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let conns = self.conns.clone();
-        let stream = WsStream::with_read(tcp, Role::Server, conns.config.max_frame_bytes, read);
+        let stream = WsStream::with_read(stream, Role::Server, conns.config.max_frame_bytes, read);
         let (reader, writer) = tokio::io::split(stream);
         session::run(reader, writer, conns, shutdown, tasks, Transport::WebSocket).await;
     }
