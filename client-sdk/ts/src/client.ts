@@ -1,0 +1,92 @@
+// Messaging over one connection: send with an idempotent client_msg_id, pull
+// history pages, acknowledge deliveries, and hand incoming messages to the app.
+
+import { create } from "@bufbuild/protobuf";
+import {
+  DeliveryAckSchema,
+  Direction,
+  MessageBodySchema,
+  PullHistorySchema,
+  SendSchema,
+  TextSchema,
+  type HistoryPage,
+  type Message,
+  type MessageBody,
+  type SendAck,
+} from "./gen/courier_pb.js";
+import { Connection, CourierError, type ConnectOptions } from "./connection.js";
+import { ErrorCode } from "./gen/courier_pb.js";
+
+/** A fresh id for a send: the server stores a send once per id, however often it is resent. */
+export function newClientMsgId(): string {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The canonical id of the 1:1 conversation between two users. */
+export function directConversation(a: bigint, b: bigint): string {
+  if (a === b) throw new Error("a conversation with oneself does not exist");
+  return a < b ? `d:${a}:${b}` : `d:${b}:${a}`;
+}
+
+/** A text message body. */
+export function textBody(text: string): MessageBody {
+  return create(MessageBodySchema, { content: { case: "text", value: create(TextSchema, { text }) } });
+}
+
+export class Client {
+  /** Messages pushed by the server, in the order they arrive on this connection. */
+  onMessage: (m: Message) => void = () => {};
+
+  private constructor(readonly connection: Connection) {
+    connection.onFrame = (frame) => {
+      if (frame.kind.case === "deliver" && frame.kind.value.message) this.onMessage(frame.kind.value.message);
+    };
+  }
+
+  static async connect(url: string, token: string, options: ConnectOptions): Promise<Client> {
+    return new Client(await Connection.open(url, token, options));
+  }
+
+  get userId(): bigint {
+    return this.connection.userId;
+  }
+
+  /** Stores `body` in `conversation`; resolves once it is durable (with its seq). */
+  async send(conversation: string, body: MessageBody, clientMsgId = newClientMsgId()): Promise<SendAck> {
+    const answer = await this.connection.request({
+      case: "send",
+      value: create(SendSchema, { clientMsgId, conversation, body }),
+    });
+    if (answer.kind.case !== "sendAck") throw unexpected(answer.kind.case);
+    return answer.kind.value;
+  }
+
+  sendText(conversation: string, text: string): Promise<SendAck> {
+    return this.send(conversation, textBody(text));
+  }
+
+  /** A page of history: `Backward` below `cursor` (0 = the newest), `Forward` above it. */
+  async history(conversation: string, direction: Direction, cursor: bigint, limit: number): Promise<HistoryPage> {
+    const answer = await this.connection.request({
+      case: "pullHistory",
+      value: create(PullHistorySchema, { conversation, direction, cursor, limit }),
+    });
+    if (answer.kind.case !== "historyPage") throw unexpected(answer.kind.case);
+    return answer.kind.value;
+  }
+
+  /** Tells the server every message up to `seq` of `conversation` arrived. */
+  ack(conversation: string, seq: bigint): void {
+    this.connection.tell({ case: "deliveryAck", value: create(DeliveryAckSchema, { conversation, seq }) });
+  }
+
+  close(): void {
+    this.connection.close();
+  }
+}
+
+function unexpected(kind: string | undefined): CourierError {
+  return new CourierError(ErrorCode.PROTOCOL_VIOLATION, `unexpected answer: ${kind}`);
+}

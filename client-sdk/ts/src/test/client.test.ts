@@ -1,0 +1,79 @@
+// The SDK against a real gateway on loopback, over WebSocket.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Client, CourierError, Direction, ErrorCode, directConversation, textBody, type Message } from "../index.js";
+import { Gateway, nodeWebSocket } from "./gateway.js";
+
+/** Resolves with the next `n` messages `client` is pushed. */
+function collect(client: Client, n: number): Promise<Message[]> {
+  const got: Message[] = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${got.length} of ${n} messages in time`)), 20_000);
+    client.onMessage = (m) => {
+      got.push(m);
+      if (got.length === n) {
+        clearTimeout(timer);
+        resolve(got);
+      }
+    };
+  });
+}
+
+test("two users chat both ways in seq order and page through history", async () => {
+  const gw = await Gateway.start();
+  try {
+    const alice = await gw.user("alice");
+    const bob = await gw.user("bob");
+    const c = directConversation(alice.client.userId, bob.client.userId);
+
+    const arriving = collect(bob.client, 30);
+    const acks = [];
+    for (let i = 0; i < 30; i++) acks.push(await alice.client.sendText(c, `hi bob ${i}`));
+    assert.deepEqual(acks.map((a) => a.seq), Array.from({ length: 30 }, (_, i) => BigInt(i + 1)));
+    const got = await arriving;
+    assert.deepEqual(got.map((m) => m.seq), acks.map((a) => a.seq));
+    assert.equal(got[7].body?.content.case, "text");
+    assert.equal(got[7].body?.content.value && "text" in got[7].body.content.value ? got[7].body.content.value.text : "", "hi bob 7");
+    assert.equal(got[0].sender, alice.client.userId);
+    bob.client.ack(c, 30n);
+
+    const replies = collect(alice.client, 5);
+    await Promise.all(Array.from({ length: 5 }, (_, i) => bob.client.sendText(c, `re ${i}`)));
+    assert.deepEqual((await replies).map((m) => m.seq), [31n, 32n, 33n, 34n, 35n]);
+
+    const newest = await alice.client.history(c, Direction.BACKWARD, 0n, 10);
+    assert.deepEqual(newest.messages.map((m) => m.seq), Array.from({ length: 10 }, (_, i) => BigInt(26 + i)));
+    assert.equal(newest.hasMore, true);
+    const oldest = await alice.client.history(c, Direction.FORWARD, 0n, 3);
+    assert.deepEqual(oldest.messages.map((m) => m.seq), [1n, 2n, 3n]);
+
+    // A resend with the same id is stored once.
+    const first = await alice.client.send(c, textBody("once"), "same-id-1");
+    const again = await alice.client.send(c, textBody("once"), "same-id-1");
+    assert.equal(again.seq, first.seq);
+    assert.equal(again.duplicate, true);
+    alice.client.close();
+    bob.client.close();
+  } finally {
+    await gw.stop();
+  }
+});
+
+test("errors come back with their stable codes", async () => {
+  const gw = await Gateway.start();
+  try {
+    await assert.rejects(
+      Client.connect(gw.http.webSocketUrl, "not-a-token", { deviceId: "x", webSocket: nodeWebSocket }),
+      (e: unknown) => e instanceof CourierError && e.code === ErrorCode.BAD_TOKEN,
+    );
+    const alice = await gw.user("alice");
+    await assert.rejects(
+      alice.client.sendText("g:999999", "to nowhere"),
+      (e: unknown) => e instanceof CourierError && e.code !== ErrorCode.UNSPECIFIED,
+    );
+    alice.client.close();
+  } finally {
+    await gw.stop();
+  }
+});
