@@ -7,11 +7,15 @@ import {
   Direction,
   MessageBodySchema,
   PullHistorySchema,
+  ReadReportSchema,
+  RecallSchema,
   SendSchema,
   TextSchema,
   type HistoryPage,
   type Message,
   type MessageBody,
+  type ReadReceipt,
+  type RecallAck,
   type SendAck,
 } from "./gen/courier_pb.js";
 import { Connection, CourierError, type ConnectOptions } from "./connection.js";
@@ -38,10 +42,19 @@ export function textBody(text: string): MessageBody {
 export class Client {
   /** Messages pushed by the server, in the order they arrive on this connection. */
   onMessage: (m: Message) => void = () => {};
+  /** Someone (or this user on another device) read a conversation up to a seq. */
+  onReadReceipt: (r: ReadReceipt) => void = () => {};
 
   private constructor(readonly connection: Connection) {
     connection.onFrame = (frame) => {
-      if (frame.kind.case === "deliver" && frame.kind.value.message) this.onMessage(frame.kind.value.message);
+      switch (frame.kind.case) {
+        case "deliver":
+          if (frame.kind.value.message) this.onMessage(frame.kind.value.message);
+          break;
+        case "readReceipt":
+          this.onReadReceipt(frame.kind.value);
+          break;
+      }
     };
   }
 
@@ -80,6 +93,19 @@ export class Client {
   /** Tells the server every message up to `seq` of `conversation` arrived. */
   ack(conversation: string, seq: bigint): void {
     this.connection.tell({ case: "deliveryAck", value: create(DeliveryAckSchema, { conversation, seq }) });
+  }
+
+  /** Recalls a message (the sender within the window, or a group's owner and admins):
+   * its content is erased and a recall event with its own seq goes to everyone. */
+  async recall(conversation: string, seq: bigint): Promise<RecallAck> {
+    const answer = await this.connection.request({ case: "recall", value: create(RecallSchema, { conversation, seq }) });
+    if (answer.kind.case !== "recallAck") throw unexpected(answer.kind.case);
+    return answer.kind.value;
+  }
+
+  /** Marks `conversation` read up to `seq` (the peer, and this user's other devices, are told). */
+  reportRead(conversation: string, seq: bigint): void {
+    this.connection.tell({ case: "readReport", value: create(ReadReportSchema, { conversation, seq }) });
   }
 
   close(): void {

@@ -8,6 +8,35 @@ export interface Login {
   expiresAtMs: number;
 }
 
+/** One entry of the conversation list. */
+export interface ConversationSummary {
+  conversation: string;
+  kind: string;
+  peer?: bigint;
+  group?: bigint;
+  name?: string;
+  lastSeq: bigint;
+  readSeq: bigint;
+  unread: number;
+  lastActivityMs: number;
+  muted: boolean;
+  pinned: boolean;
+}
+
+interface RawConversation {
+  conversation: string;
+  kind: string;
+  peer?: number;
+  group?: number;
+  name?: string;
+  last_seq: number;
+  read_seq: number;
+  unread: number;
+  last_activity_ms: number;
+  muted: boolean;
+  pinned: boolean;
+}
+
 /** An HTTP API error: its stable code and name, as the server sent them. */
 export class HttpError extends Error {
   constructor(
@@ -45,6 +74,34 @@ export class Http {
       { name, password },
     );
     return { token: l.token, userId: BigInt(l.user_id), name: l.name, expiresAtMs: l.expires_at_ms };
+  }
+
+  /** The conversation list: pinned first, then by last activity, with unread counts. */
+  async conversations(): Promise<ConversationSummary[]> {
+    const page = await this.call<{ conversations: RawConversation[] }>("GET", "/v1/conversations");
+    return page.conversations.map((c) => ({
+      conversation: c.conversation,
+      kind: c.kind,
+      peer: c.peer === undefined ? undefined : BigInt(c.peer),
+      group: c.group === undefined ? undefined : BigInt(c.group),
+      name: c.name,
+      lastSeq: BigInt(c.last_seq),
+      readSeq: BigInt(c.read_seq),
+      unread: c.unread,
+      lastActivityMs: c.last_activity_ms,
+      muted: c.muted,
+      pinned: c.pinned,
+    }));
+  }
+
+  /** Creates a group owned by the caller with `members` (added or invited by the
+   * server's policy); returns its conversation id. */
+  async createGroup(name: string, members: bigint[]): Promise<{ groupId: bigint; conversation: string }> {
+    const g = await this.call<{ group_id: number | string; conversation: string }>("POST", "/v1/groups", {
+      name,
+      members: members.map(Number),
+    });
+    return { groupId: BigInt(g.group_id), conversation: g.conversation };
   }
 
   /** The WebSocket URL of this server's sessions. */

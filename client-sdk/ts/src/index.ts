@@ -3,7 +3,7 @@ export { Connection, CourierError, PROTOCOL_VERSION, SUBPROTOCOL } from "./conne
 export type { ConnectOptions, WebSocketFactory, WebSocketLike } from "./connection.js";
 export { Client, directConversation, newClientMsgId, textBody } from "./client.js";
 export { Http, HttpError } from "./http.js";
-export type { Login } from "./http.js";
+export type { ConversationSummary, Login } from "./http.js";
 export * from "./gen/courier_pb.js";
 export { Session } from "./session.js";
 export type { SessionOptions, SessionState } from "./session.js";

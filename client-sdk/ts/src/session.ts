@@ -12,6 +12,8 @@ import {
   SyncRequestSchema,
   type Message,
   type MessageBody,
+  type ReadReceipt,
+  type RecallAck,
   type SendAck,
 } from "./gen/courier_pb.js";
 import { Client, newClientMsgId, textBody } from "./client.js";
@@ -66,6 +68,8 @@ export type SessionState = "online" | "offline" | "ended";
 export class Session {
   /** Each message once, in seq order per conversation. */
   onMessage: (m: Message) => void = () => {};
+  /** Read receipts (the peer's, and this user's other devices'). */
+  onReadReceipt: (r: ReadReceipt) => void = () => {};
   /** Online, offline (reconnecting), or ended for good (with why). */
   onState: (state: SessionState, why?: CourierError) => void = () => {};
 
@@ -129,6 +133,21 @@ export class Session {
     return this.send(conversation, textBody(text));
   }
 
+  /** Recalls a message (see `Client.recall`); needs a connection now. */
+  recall(conversation: string, seq: bigint): Promise<RecallAck> {
+    return this.online().recall(conversation, seq);
+  }
+
+  /** Marks `conversation` read up to `seq`, when online (read cursors only move forward). */
+  reportRead(conversation: string, seq: bigint): void {
+    this.client?.reportRead(conversation, seq);
+  }
+
+  private online(): Client {
+    if (!this.client) throw this.ended ?? new CourierError(ErrorCode.UNSPECIFIED, "offline; try again once online");
+    return this.client;
+  }
+
   /** Ends the session (no reconnect). */
   close(): void {
     this.end(new CourierError(ErrorCode.UNSPECIFIED, "closed by the app"));
@@ -140,6 +159,7 @@ export class Session {
     this.client = client;
     this.userId = client.userId;
     client.onMessage = (m) => void this.enqueue(() => this.offerOrFill(m)).catch(() => {});
+    client.onReadReceipt = (r) => this.onReadReceipt(r);
     client.connection.onClose = (why) => this.lost(client, why);
     try {
       await this.enqueue(() => this.resync(client));
