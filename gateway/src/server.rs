@@ -245,6 +245,11 @@ impl Server {
                 tasks.clone(),
             ));
         }
+        // WebSocket sessions, on the HTTP listener and (for `http/1.1` by ALPN) the TLS one.
+        let ws = config.ws_enabled.then(|| WsEndpoint {
+            conns: conns.clone(),
+            allowed_origins: config.ws_origins().into(),
+        });
         let mut tls_addr = None;
         if let (false, Some(cert)) = (config.tls_addr.is_empty(), &cert) {
             let addr: SocketAddr = config.tls_addr.parse().map_err(|_| {
@@ -263,10 +268,7 @@ impl Server {
             let https = tcp::Https {
                 router: http::router(api.clone()),
                 limits: config.http_limits(),
-                ws: config.ws_enabled.then(|| WsEndpoint {
-                    conns: conns.clone(),
-                    allowed_origins: config.ws_origins().into(),
-                }),
+                ws: ws.clone(),
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(crypto));
             tasks.spawn(tcp::serve(
@@ -298,10 +300,6 @@ impl Server {
                 None,
             ));
         }
-        let ws = config.ws_enabled.then(|| WsEndpoint {
-            conns: conns.clone(),
-            allowed_origins: config.ws_origins().into(),
-        });
         tasks.spawn(crate::connection::http::serve(
             http_listener,
             http::router(api.clone()),

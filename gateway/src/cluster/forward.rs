@@ -309,12 +309,20 @@ fn result_of(r: Result<Appended, StorageError>) -> AppendResult {
 }
 
 fn error_result(e: ApiError) -> AppendResult {
+    let (error_code, error_message, retry_after_ms) = refusal_of(e);
     AppendResult {
-        error_code: e.code as i32,
-        error_message: e.message,
-        retry_after_ms: e.retry_after.map_or(0, |d| d.as_millis() as u64),
+        error_code,
+        error_message,
+        retry_after_ms,
         ..Default::default()
     }
+}
+
+/// An error as an answer carries it (the inverse of [`refused`]): code, message,
+/// retry-after in ms.
+pub(super) fn refusal_of(e: ApiError) -> (i32, String, u64) {
+    let retry_after_ms = e.retry_after.map_or(0, |d| d.as_millis() as u64);
+    (e.code as i32, e.message, retry_after_ms)
 }
 
 /// Hands owners' answers to the forwarded sends waiting for them.

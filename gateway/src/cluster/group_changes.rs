@@ -28,7 +28,7 @@ use courier_storage::{
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::forward::{next_request, refused, unavailable};
+use super::forward::{next_request, refusal_of, refused, unavailable};
 use super::Cluster;
 use crate::api::groups::announced;
 use crate::error::ApiError;
@@ -302,10 +302,11 @@ fn changed_from_pb(r: GroupChangeResult) -> Result<GroupChanged, ApiError> {
 }
 
 fn error_result(e: ApiError) -> GroupChangeResult {
+    let (error_code, error_message, retry_after_ms) = refusal_of(e);
     GroupChangeResult {
-        error_code: e.code as i32,
-        error_message: e.message,
-        retry_after_ms: e.retry_after.map_or(0, |d| d.as_millis() as u64),
+        error_code,
+        error_message,
+        retry_after_ms,
         ..Default::default()
     }
 }

@@ -2,23 +2,9 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Client, CourierError, Direction, ErrorCode, directConversation, textBody, type Message } from "../index.js";
+import { Client, CourierError, Direction, ErrorCode, directConversation, textBody } from "../index.js";
 import { Gateway, nodeWebSocket } from "./gateway.js";
-
-/** Resolves with the next `n` messages `client` is pushed. */
-function collect(client: Client, n: number): Promise<Message[]> {
-  const got: Message[] = [];
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`only ${got.length} of ${n} messages in time`)), 20_000);
-    client.onMessage = (m) => {
-      got.push(m);
-      if (got.length === n) {
-        clearTimeout(timer);
-        resolve(got);
-      }
-    };
-  });
-}
+import { collect, textOf } from "./messages.js";
 
 test("two users chat both ways in seq order and page through history", async () => {
   const gw = await Gateway.start();
@@ -33,8 +19,7 @@ test("two users chat both ways in seq order and page through history", async () 
     assert.deepEqual(acks.map((a) => a.seq), Array.from({ length: 30 }, (_, i) => BigInt(i + 1)));
     const got = await arriving;
     assert.deepEqual(got.map((m) => m.seq), acks.map((a) => a.seq));
-    assert.equal(got[7].body?.content.case, "text");
-    assert.equal(got[7].body?.content.value && "text" in got[7].body.content.value ? got[7].body.content.value.text : "", "hi bob 7");
+    assert.equal(textOf(got[7]), "hi bob 7");
     assert.equal(got[0].sender, alice.client.userId);
     bob.client.ack(c, 30n);
 

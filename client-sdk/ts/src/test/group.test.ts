@@ -4,27 +4,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { directConversation, type Client, type Message, type ReadReceipt } from "../index.js";
 import { Gateway } from "./gateway.js";
-
-function textOf(m: Message): string {
-  const c = m.body?.content;
-  return c?.case === "text" ? c.value.text : "";
-}
+import { collect, textOf } from "./messages.js";
 
 /** The next `n` text messages `client` is pushed (system events skipped). */
-function texts(client: Client, n: number): Promise<Message[]> {
-  const got: Message[] = [];
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`only ${got.length} of ${n} texts in time`)), 20_000);
-    client.onMessage = (m) => {
-      if (m.body?.content.case !== "text") return;
-      got.push(m);
-      if (got.length === n) {
-        clearTimeout(timer);
-        resolve(got);
-      }
-    };
-  });
-}
+const texts = (client: Client, n: number) => collect(client, n, (m) => m.body?.content.case === "text");
 
 test("a group of three: everyone sees every text once, in seq order", async () => {
   const gw = await Gateway.start({ COURIER_GROUP_ADD_POLICY: "anyone" });

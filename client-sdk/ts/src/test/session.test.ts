@@ -6,11 +6,7 @@ import assert from "node:assert/strict";
 import { MemoryCursors, Session, directConversation, type Message } from "../index.js";
 import { Gateway, nodeWebSocket } from "./gateway.js";
 import { Proxy } from "./proxy.js";
-
-function textOf(m: Message): string {
-  const c = m.body?.content;
-  return c?.case === "text" ? c.value.text : "";
-}
+import { textOf } from "./messages.js";
 
 test("offline while 50 messages are sent: each arrives once, in order, after the reconnect", async () => {
   const gw = await Gateway.start();
