@@ -169,6 +169,8 @@ pub struct Config {
     /// `https://chat.example.com`); empty = any (sessions authenticate by token,
     /// never by cookie).
     pub ws_allowed_origins: String,
+    /// The web chat app at `/app/` on the HTTP listener (built into the binary).
+    pub app_enabled: bool,
     /// How many of a conversation's newest messages history serves (0 = all);
     /// pulls past it return nothing and say where retention starts.
     pub history_retention_messages: u64,
@@ -309,6 +311,7 @@ impl Default for Config {
             admin_addr: String::new(),
             ws_enabled: true,
             ws_allowed_origins: String::new(),
+            app_enabled: true,
             history_retention_messages: 0,
             history_retention_days: 0,
             lifecycle_interval_secs: 3600,

@@ -5,7 +5,10 @@ import { create } from "@bufbuild/protobuf";
 import {
   DeliveryAckSchema,
   Direction,
+  MediaKind,
+  MediaSchema,
   MessageBodySchema,
+  PresenceSubscribeSchema,
   PullHistorySchema,
   ReadReportSchema,
   RecallSchema,
@@ -14,6 +17,7 @@ import {
   type HistoryPage,
   type Message,
   type MessageBody,
+  type PresenceChange,
   type ReadReceipt,
   type RecallAck,
   type SendAck,
@@ -39,11 +43,21 @@ export function textBody(text: string): MessageBody {
   return create(MessageBodySchema, { content: { case: "text", value: create(TextSchema, { text }) } });
 }
 
+/** An image message body: an upload named by its SHA-256 (the server fills in its
+ * link, type, size and dimensions from the stored blob). */
+export function imageBody(sha256: string, caption = ""): MessageBody {
+  return create(MessageBodySchema, {
+    content: { case: "media", value: create(MediaSchema, { kind: MediaKind.IMAGE, sha256, caption }) },
+  });
+}
+
 export class Client {
   /** Messages pushed by the server, in the order they arrive on this connection. */
   onMessage: (m: Message) => void = () => {};
   /** Someone (or this user on another device) read a conversation up to a seq. */
   onReadReceipt: (r: ReadReceipt) => void = () => {};
+  /** Watched users came online or went offline (friends, and users subscribed to). */
+  onPresence: (changes: PresenceChange[]) => void = () => {};
 
   private constructor(readonly connection: Connection) {
     connection.onFrame = (frame) => {
@@ -53,6 +67,9 @@ export class Client {
           break;
         case "readReceipt":
           this.onReadReceipt(frame.kind.value);
+          break;
+        case "presenceBatch":
+          this.onPresence(frame.kind.value.changes);
           break;
       }
     };
@@ -106,6 +123,15 @@ export class Client {
   /** Marks `conversation` read up to `seq` (the peer, and this user's other devices, are told). */
   reportRead(conversation: string, seq: bigint): void {
     this.connection.tell({ case: "readReport", value: create(ReadReportSchema, { conversation, seq }) });
+  }
+
+  /** Watches `users`' presence for `leaseMs` (renew before it runs out): changes
+   * arrive through `onPresence`. Users who block this one are not watched. */
+  subscribePresence(users: bigint[], leaseMs: number): void {
+    this.connection.tell({
+      case: "presenceSubscribe",
+      value: create(PresenceSubscribeSchema, { userIds: users, leaseMs }),
+    });
   }
 
   close(): void {

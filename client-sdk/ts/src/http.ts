@@ -1,4 +1,5 @@
-// The HTTP API calls a chat app makes outside its session: register and log in.
+// The HTTP API calls a chat app makes outside its session: accounts, the
+// conversation list, groups, presence on demand, media upload and links.
 
 /** What `login` answers. */
 export interface Login {
@@ -6,6 +7,64 @@ export interface Login {
   userId: bigint;
   name: string;
   expiresAtMs: number;
+}
+
+/** A user: id and name. */
+export interface User {
+  userId: bigint;
+  name: string;
+}
+
+/** A group member. */
+export interface Member extends User {
+  role: string;
+}
+
+/** Whether a user has a device connected. */
+export interface PresenceView {
+  userId: bigint;
+  online: boolean;
+}
+
+/** How the caller and another user relate. */
+export interface Relation extends User {
+  friend: boolean;
+  requestSent: boolean;
+  requestReceived: boolean;
+  blocking: boolean;
+}
+
+/** A pending invitation into a group. */
+export interface Invitation {
+  groupId: bigint;
+  name: string;
+  inviter: bigint;
+  inviterName: string;
+}
+
+/** An uploaded blob: its id (SHA-256), a signed download path, and what the server
+ * found in it. */
+export interface MediaView {
+  sha256: string;
+  /** Signed path; `Http.link` makes it a URL. */
+  url: string;
+  urlExpiresMs: number;
+  size: number;
+  mime: string;
+  width: number;
+  height: number;
+  status: string;
+}
+
+/** The newest message of a conversation, as the list shows it. */
+export interface MessagePreview {
+  seq: bigint;
+  from: bigint;
+  /** `text`, `media`, `custom` or `system`. */
+  type: string;
+  text?: string;
+  recalled: boolean;
+  serverTimeMs: number;
 }
 
 /** One entry of the conversation list. */
@@ -19,8 +78,42 @@ export interface ConversationSummary {
   readSeq: bigint;
   unread: number;
   lastActivityMs: number;
+  lastMessage?: MessagePreview;
   muted: boolean;
   pinned: boolean;
+}
+
+interface RawMessage {
+  seq: number;
+  from: number;
+  server_time_ms: number;
+  text?: string;
+  body: { type: string };
+  recalled?: unknown;
+}
+
+interface RawMedia {
+  sha256: string;
+  url: string;
+  url_expires_ms: number;
+  size: number;
+  mime: string;
+  width: number;
+  height: number;
+  status: string;
+}
+
+function media(m: RawMedia): MediaView {
+  return {
+    sha256: m.sha256,
+    url: m.url,
+    urlExpiresMs: m.url_expires_ms,
+    size: m.size,
+    mime: m.mime,
+    width: m.width,
+    height: m.height,
+    status: m.status,
+  };
 }
 
 interface RawConversation {
@@ -33,6 +126,7 @@ interface RawConversation {
   read_seq: number;
   unread: number;
   last_activity_ms: number;
+  last_message?: RawMessage;
   muted: boolean;
   pinned: boolean;
 }
@@ -89,6 +183,14 @@ export class Http {
       readSeq: BigInt(c.read_seq),
       unread: c.unread,
       lastActivityMs: c.last_activity_ms,
+      lastMessage: c.last_message && {
+        seq: BigInt(c.last_message.seq),
+        from: BigInt(c.last_message.from),
+        type: c.last_message.body.type,
+        text: c.last_message.text,
+        recalled: c.last_message.recalled !== undefined,
+        serverTimeMs: c.last_message.server_time_ms,
+      },
       muted: c.muted,
       pinned: c.pinned,
     }));
@@ -104,19 +206,122 @@ export class Http {
     return { groupId: BigInt(g.group_id), conversation: g.conversation };
   }
 
+  /** Ends this token's session (its device is logged out at once). */
+  async logout(): Promise<void> {
+    await this.call("POST", "/v1/logout");
+  }
+
+  /** The signed-in user. */
+  async me(): Promise<User> {
+    return user(await this.call<RawUser>("GET", "/v1/me"));
+  }
+
+  /** A user by exact name. */
+  async userByName(name: string): Promise<User> {
+    return user(await this.call<RawUser>("GET", `/v1/users/${encodeURIComponent(name)}`));
+  }
+
+  /** A group's members (the first `limit`, by user id). */
+  async groupMembers(groupId: bigint, limit = 500): Promise<Member[]> {
+    const page = await this.call<{ members: (RawUser & { role: string })[] }>(
+      "GET",
+      `/v1/groups/${groupId}/members?limit=${limit}`,
+    );
+    return page.members.map((m) => ({ ...user(m), role: m.role }));
+  }
+
+  /** Presence of `users` now (those who block the caller are left out). */
+  async presence(users: bigint[]): Promise<PresenceView[]> {
+    if (users.length === 0) return [];
+    const list = await this.call<{ users: { user_id: number | string; online: boolean }[] }>(
+      "GET",
+      `/v1/presence?users=${users.join(",")}`,
+    );
+    return list.users.map((p) => ({ userId: BigInt(p.user_id), online: p.online }));
+  }
+
+  /** Who has read message `seq` (the sender excluded): a count, and ids where shown. */
+  async reads(conversation: string, seq: bigint): Promise<{ count: number; readers: bigint[] }> {
+    const r = await this.call<{ count: number; readers?: (number | string)[] }>(
+      "GET",
+      `/v1/conversations/${encodeURIComponent(conversation)}/messages/${seq}/reads`,
+    );
+    return { count: r.count, readers: (r.readers ?? []).map(BigInt) };
+  }
+
+  /** How the caller relates to `userId`. */
+  async relation(userId: bigint): Promise<Relation> {
+    return relation(await this.call<RawRelation>("GET", `/v1/relations/${userId}`));
+  }
+
+  /** Pending friend requests: to the caller, and by it. */
+  async friendRequests(): Promise<{ incoming: Relation[]; outgoing: Relation[] }> {
+    const r = await this.call<{ incoming: RawRelation[]; outgoing: RawRelation[] }>("GET", "/v1/friends/requests");
+    return { incoming: r.incoming.map(relation), outgoing: r.outgoing.map(relation) };
+  }
+
+  /** Asks `userId` to be friends (friends see each other's presence). */
+  async requestFriend(userId: bigint): Promise<Relation> {
+    return relation(await this.call<RawRelation>("POST", "/v1/friends/requests", { user_id: Number(userId) }));
+  }
+
+  /** Accepts (`true`) or declines a friend request from `userId`. */
+  async answerFriend(userId: bigint, accept: boolean): Promise<Relation> {
+    const verb = accept ? "accept" : "decline";
+    return relation(await this.call<RawRelation>("POST", `/v1/friends/requests/${userId}/${verb}`));
+  }
+
+  /** The caller's pending group invitations. */
+  async invitations(): Promise<Invitation[]> {
+    const list = await this.call<{
+      invitations: { group_id: number | string; name: string; inviter: number | string; inviter_name: string }[];
+    }>("GET", "/v1/invitations");
+    return list.invitations.map((i) => ({
+      groupId: BigInt(i.group_id),
+      name: i.name,
+      inviter: BigInt(i.inviter),
+      inviterName: i.inviter_name,
+    }));
+  }
+
+  /** Joins the group of an invitation (`true`) or declines it. */
+  async answerInvitation(groupId: bigint, accept: boolean): Promise<void> {
+    if (accept) await this.call("POST", `/v1/invitations/${groupId}/accept`);
+    else await this.call("DELETE", `/v1/invitations/${groupId}`);
+  }
+
+  /** Uploads a file (its bytes); the server sniffs its type and may refuse it. */
+  async upload(data: Blob | Uint8Array): Promise<MediaView> {
+    return media(await this.call<RawMedia>("POST", "/v1/media", data));
+  }
+
+  /** A fresh signed path to blob `sha256`: one this user uploaded, or one carried by
+   * message `seq` of `conversation` (message links expire; renew them here). */
+  async mediaLink(sha256: string, conversation?: string, seq?: bigint): Promise<MediaView> {
+    const q = conversation === undefined ? "" : `?conversation=${encodeURIComponent(conversation)}&seq=${seq}`;
+    return media(await this.call<RawMedia>("POST", `/v1/media/${sha256}/url${q}`));
+  }
+
+  /** The URL of a server path (a signed media path, say). */
+  link(path: string): string {
+    return this.base + path;
+  }
+
   /** The WebSocket URL of this server's sessions. */
   get webSocketUrl(): string {
     return this.base.replace(/^http/, "ws") + "/v1/ws";
   }
 
+  /** Calls the API: a JSON body, or raw bytes (sent as `application/octet-stream`). */
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = {};
-    if (body !== undefined) headers["content-type"] = "application/json";
+    const raw = body instanceof Uint8Array || (typeof Blob !== "undefined" && body instanceof Blob);
+    if (body !== undefined) headers["content-type"] = raw ? "application/octet-stream" : "application/json";
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     const response = await fetch(this.base + path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? undefined : raw ? (body as BodyInit) : JSON.stringify(body),
     });
     const text = await response.text();
     const json = text ? JSON.parse(text) : undefined;
@@ -125,4 +330,30 @@ export class Http {
     }
     return json as T;
   }
+}
+
+interface RawUser {
+  user_id: number | string;
+  name: string;
+}
+
+function user(u: RawUser): User {
+  return { userId: BigInt(u.user_id), name: u.name };
+}
+
+interface RawRelation extends RawUser {
+  friend: boolean;
+  request_sent: boolean;
+  request_received: boolean;
+  blocking: boolean;
+}
+
+function relation(r: RawRelation): Relation {
+  return {
+    ...user(r),
+    friend: r.friend,
+    requestSent: r.request_sent,
+    requestReceived: r.request_received,
+    blocking: r.blocking,
+  };
 }

@@ -11,7 +11,9 @@ import {
   ErrorCode,
   SyncRequestSchema,
   type Message,
+  type HistoryPage,
   type MessageBody,
+  type PresenceChange,
   type ReadReceipt,
   type RecallAck,
   type SendAck,
@@ -70,6 +72,8 @@ export class Session {
   onMessage: (m: Message) => void = () => {};
   /** Read receipts (the peer's, and this user's other devices'). */
   onReadReceipt: (r: ReadReceipt) => void = () => {};
+  /** Watched users came online or went offline. */
+  onPresence: (changes: PresenceChange[]) => void = () => {};
   /** Online, offline (reconnecting), or ended for good (with why). */
   onState: (state: SessionState, why?: CourierError) => void = () => {};
 
@@ -84,6 +88,8 @@ export class Session {
   /** A connect (the first, or the reconnect loop) is under way. */
   private connecting = false;
   private userId = 0n;
+  /** Presence subscriptions to renew on each connection: users, lease, when set. */
+  private watching?: { users: bigint[]; leaseMs: number; sinceMs: number };
 
   private constructor(
     private readonly url: string,
@@ -138,6 +144,19 @@ export class Session {
     return this.online().recall(conversation, seq);
   }
 
+  /** A page of history older than `beforeSeq` (0 = the newest), oldest first; needs
+   * a connection now. Messages it returns are not handed to `onMessage`. */
+  history(conversation: string, beforeSeq: bigint, limit: number): Promise<HistoryPage> {
+    return this.online().history(conversation, Direction.BACKWARD, beforeSeq, limit);
+  }
+
+  /** Watches `users`' presence for `leaseMs` (renew before it runs out), on this
+   * connection and, while the lease lasts, on every reconnect. */
+  subscribePresence(users: bigint[], leaseMs: number): void {
+    this.watching = { users, leaseMs, sinceMs: Date.now() };
+    this.client?.subscribePresence(users, leaseMs);
+  }
+
   /** Marks `conversation` read up to `seq`, when online (read cursors only move forward). */
   reportRead(conversation: string, seq: bigint): void {
     this.client?.reportRead(conversation, seq);
@@ -160,6 +179,7 @@ export class Session {
     this.userId = client.userId;
     client.onMessage = (m) => void this.enqueue(() => this.offerOrFill(m)).catch(() => {});
     client.onReadReceipt = (r) => this.onReadReceipt(r);
+    client.onPresence = (changes) => this.onPresence(changes);
     client.connection.onClose = (why) => this.lost(client, why);
     try {
       await this.enqueue(() => this.resync(client));
@@ -169,6 +189,9 @@ export class Session {
       throw e;
     }
     for (const p of this.pending.values()) this.trySend(p);
+    const w = this.watching;
+    const leaseLeft = w ? w.sinceMs + w.leaseMs - Date.now() : 0;
+    if (w && leaseLeft > 0) client.subscribePresence(w.users, leaseLeft);
     this.onState("online");
   }
 

@@ -40,6 +40,16 @@ export class Proxy {
     for (const s of this.sockets) s.destroy();
   }
 
+  /** Refuses connections until `restore` (and resets those open now). */
+  cut(): void {
+    this.blackout(Number.MAX_SAFE_INTEGER - Date.now());
+  }
+
+  /** Lets connections through again. */
+  restore(): void {
+    this.darkUntil = 0;
+  }
+
   close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     return new Promise((resolve) => this.server.close(() => resolve()));

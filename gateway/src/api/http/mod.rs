@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod accounts;
+mod app;
 
 use crate::api::dto::*;
 use crate::api::groups::parse_policy;
@@ -54,7 +55,10 @@ impl Modify for BearerAuth {
 
 /// The `/v1` routes over `api`, and the OpenAPI document describing them.
 pub fn router(api: Arc<Api>) -> Router {
-    let (router, doc) = routes_with_doc();
+    let (mut router, doc) = routes_with_doc();
+    if api.config.app_enabled {
+        router = router.merge(app::router());
+    }
     router
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(Extension(Arc::new(doc)))
