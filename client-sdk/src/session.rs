@@ -551,6 +551,9 @@ impl Driver {
                         if self.offer(&conv, seq, held).await && self.fill(&client, &conv).await.is_err() {
                             return End::Lost;
                         }
+                        if self.events.is_closed() {
+                            return End::Ended(None); // the app dropped its events
+                        }
                     }
                     Some(Event::ReadReceipt(r)) => { let _ = self.events.send(SessionEvent::ReadReceipt(r)).await; }
                     Some(Event::Presence(p)) => { let _ = self.events.send(SessionEvent::Presence(p)).await; }
@@ -626,24 +629,31 @@ impl Driver {
         }
         let buffer = self.buffers.entry(conv.to_owned()).or_default();
         buffer.insert(seq, item);
-        let mut cursor = cursor;
+        let mut next = cursor;
         let mut ready = Vec::new();
-        while let Some(held) = buffer.remove(&(cursor + 1)) {
-            cursor += 1;
-            if let Held::Message(m) = held {
-                ready.push(m);
-            }
+        while let Some(held) = buffer.remove(&(next + 1)) {
+            next += 1;
+            ready.push((next, held));
         }
         let gap = !buffer.is_empty();
         if buffer.is_empty() {
             self.buffers.remove(conv);
         }
-        if cursor > self.cursors[conv] {
-            self.cursors.insert(conv.to_owned(), cursor);
-            for m in ready {
-                let _ = self.events.send(SessionEvent::Message(m)).await;
+        // The cursor moves past what the app was given, never past what it was not:
+        // once the app has dropped its events, nothing more counts as seen (the
+        // driver then ends), so a session started again resumes from here.
+        let mut handed = cursor;
+        for (seq, held) in ready {
+            if let Held::Message(m) = held {
+                if self.events.send(SessionEvent::Message(m)).await.is_err() {
+                    break;
+                }
             }
-            self.options.cursors.save(conv, cursor);
+            handed = seq;
+        }
+        if handed > cursor {
+            self.cursors.insert(conv.to_owned(), handed);
+            self.options.cursors.save(conv, handed);
         }
         gap
     }

@@ -309,6 +309,7 @@ export class Session {
    * gap remains. `null` stands for a message that advances the cursor unseen (one
    * this device sent itself). */
   private offer(conversation: string, seq: bigint, m: Message | null): boolean {
+    if (this.ended) return false; // closed: nothing more is handed over or counted as seen
     if (!this.cursors.has(conversation)) this.cursors.set(conversation, this.firstCursor(seq));
     let cursor = this.cursor(conversation);
     if (seq <= cursor) return false;

@@ -75,7 +75,7 @@ export class Chat {
     const list = await this.http.conversations();
     const session = await Session.start(this.http.webSocketUrl, this.http.token ?? "", {
       deviceId: this.deviceId,
-      cursors: new IndexedDbCursors(`courier-cursors-${this.login.userId}`),
+      cursors: new IndexedDbCursors(`courier-cursors-${this.login.userId}-${this.deviceId}`),
     });
     this.session = session;
     root.replaceChildren(this.layout());
