@@ -171,6 +171,20 @@ pub struct Config {
     pub ws_allowed_origins: String,
     /// The web chat app at `/app/` on the HTTP listener (built into the binary).
     pub app_enabled: bool,
+    /// Accounts with passwords (`/v1/register`, `/v1/login`); off when the
+    /// application's backend vouches for every user with its own tokens.
+    pub password_accounts: bool,
+    /// Shared secret of HS256 application tokens (JWTs); empty = none accepted.
+    pub jwt_hs256_secret: String,
+    /// File of public keys for RS256/EdDSA application tokens: PEM blocks or a JWKS
+    /// document; empty = none.
+    pub jwt_public_keys: String,
+    /// The `iss` application tokens must carry; empty = not checked.
+    pub jwt_issuer: String,
+    /// The `aud` application tokens must carry; empty = not checked.
+    pub jwt_audience: String,
+    /// Clock difference allowed when checking `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
     /// How many of a conversation's newest messages history serves (0 = all);
     /// pulls past it return nothing and say where retention starts.
     pub history_retention_messages: u64,
@@ -312,6 +326,12 @@ impl Default for Config {
             ws_enabled: true,
             ws_allowed_origins: String::new(),
             app_enabled: true,
+            password_accounts: true,
+            jwt_hs256_secret: String::new(),
+            jwt_public_keys: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            jwt_leeway_secs: 30,
             history_retention_messages: 0,
             history_retention_days: 0,
             lifecycle_interval_secs: 3600,
@@ -611,6 +631,14 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "storage_backend = \"postgres\" needs postgres_url",
             ));
+        }
+        if !self.jwt_hs256_secret.is_empty() && self.jwt_hs256_secret.len() < 32 {
+            return Err(ConfigError::Invalid(
+                "jwt_hs256_secret must be at least 32 bytes",
+            ));
+        }
+        if self.jwt_leeway_secs > 600 {
+            return Err(ConfigError::Invalid("jwt_leeway_secs must be at most 600"));
         }
         if self.shards == 0 || self.shards > 1024 {
             return Err(ConfigError::Invalid("shards must be 1..=1024"));

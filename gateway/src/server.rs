@@ -42,6 +42,9 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The public keys of application tokens could not be loaded.
+    #[error("application token keys: {0}")]
+    AppTokens(#[from] crate::api::app_tokens::KeyError),
     /// The other nodes could not be reached.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
@@ -145,7 +148,8 @@ impl Server {
                 receipts,
                 media,
             )
-            .with_cluster(cluster),
+            .with_cluster(cluster)
+            .with_app_tokens(crate::api::app_tokens::AppTokens::from_config(&config)?),
         );
         if config.lifecycle_interval_secs > 0 {
             let (api, shutdown) = (api.clone(), shutdown.clone());

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use courier_storage::credentials::{
     check_password_rules, hash_password, looks_like_token, new_token, random_user_id,
-    validate_name, verify_password, MAX_NAME_BYTES,
+    validate_name, verify_password, MAX_NAME_BYTES, NO_PASSWORD,
 };
 use courier_storage::{
     now_ms, token_hash, Account, Accounts, Result, Session, StorageError, TokenHash, TokenInfo,
@@ -56,9 +56,10 @@ impl PgStore {
     /// what wrong passwords cost and fail the same way.
     async fn check_password(&self, name: &str, password: &str) -> Result<Account> {
         let found = self.account_with_hash(name).await?;
+        // An account without a password is checked like an unknown name.
         let hash = match &found {
-            Some((_, hash)) => hash.clone(),
-            None => {
+            Some((_, hash)) if hash != NO_PASSWORD => hash.clone(),
+            _ => {
                 let inner = self.inner.clone();
                 Self::blocking(move || {
                     inner
@@ -72,38 +73,14 @@ impl PgStore {
         let password = password.to_owned();
         let verified = Self::blocking(move || verify_password(&hash, &password)).await?;
         match found {
-            Some((account, _)) if verified => Ok(account),
+            Some((account, hash)) if verified && hash != NO_PASSWORD => Ok(account),
             _ => Err(StorageError::BadCredentials),
         }
     }
 
-    async fn issue_token(&self, user_id: u64) -> Result<Session> {
-        let (token, hash) = new_token();
-        let expires_ms = now_ms().saturating_add(self.inner.config.token_ttl.as_millis() as u64);
-        self.reader()
-            .await?
-            .execute(
-                "INSERT INTO tokens (hash, user_id, expires_ms) VALUES ($1, $2, $3)",
-                &[&&hash[..], &(user_id as i64), &(expires_ms as i64)],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(Session {
-            token,
-            user_id,
-            expires_ms,
-        })
-    }
-}
-
-#[async_trait]
-impl Accounts for PgStore {
-    async fn register(&self, name: &str, password: &str) -> Result<Account> {
-        validate_name(name)?;
-        check_password_rules(password)?;
-        let params = self.inner.config.password;
-        let pw = password.to_owned();
-        let hash = Self::blocking(move || hash_password(params, &pw)).await?;
+    /// Inserts account `name` with password hash `hash`; `NameTaken` if the name is
+    /// someone's already.
+    async fn create_account(&self, name: &str, hash: &str) -> Result<Account> {
         let created_ms = now_ms();
         let client = self.reader().await?;
         loop {
@@ -135,6 +112,36 @@ impl Accounts for PgStore {
                 Err(e) => return Err(pg(e)),
             }
         }
+    }
+
+    async fn issue_token(&self, user_id: u64) -> Result<Session> {
+        let (token, hash) = new_token();
+        let expires_ms = now_ms().saturating_add(self.inner.config.token_ttl.as_millis() as u64);
+        self.reader()
+            .await?
+            .execute(
+                "INSERT INTO tokens (hash, user_id, expires_ms) VALUES ($1, $2, $3)",
+                &[&&hash[..], &(user_id as i64), &(expires_ms as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(Session {
+            token,
+            user_id,
+            expires_ms,
+        })
+    }
+}
+
+#[async_trait]
+impl Accounts for PgStore {
+    async fn register(&self, name: &str, password: &str) -> Result<Account> {
+        validate_name(name)?;
+        check_password_rules(password)?;
+        let params = self.inner.config.password;
+        let pw = password.to_owned();
+        let hash = Self::blocking(move || hash_password(params, &pw)).await?;
+        self.create_account(name, &hash).await
     }
 
     async fn login(&self, name: &str, password: &str) -> Result<Session> {
@@ -190,6 +197,23 @@ impl Accounts for PgStore {
 
     async fn account_by_name(&self, name: &str) -> Result<Option<Account>> {
         Ok(self.account_with_hash(name).await?.map(|(a, _)| a))
+    }
+
+    async fn external_account(&self, name: &str) -> Result<Account> {
+        validate_name(name)?;
+        loop {
+            if let Some((account, hash)) = self.account_with_hash(name).await? {
+                return match hash == NO_PASSWORD {
+                    true => Ok(account),
+                    false => Err(StorageError::NameTaken),
+                };
+            }
+            match self.create_account(name, NO_PASSWORD).await {
+                // Another first use of the same name won the race: take its account.
+                Err(StorageError::NameTaken) => continue,
+                created => return created,
+            }
+        }
     }
 }
 

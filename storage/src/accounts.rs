@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut};
 
 use crate::credentials::{
     check_password_rules, hash_password, random_user_id, validate_name, verify_password,
-    MAX_NAME_BYTES,
+    MAX_NAME_BYTES, NO_PASSWORD,
 };
 use crate::error::{Result, StorageError};
 use crate::{now_ms, Store};
@@ -52,6 +52,32 @@ impl Store {
             return Err(StorageError::NameTaken);
         }
         let hash = hash_password(self.inner.config.password, password)?;
+        self.create_account(name, &hash)
+    }
+
+    /// The passwordless account `name` of a user the application vouches for,
+    /// created on first use; `NameTaken` if a password account has the name.
+    pub fn external_account(&self, name: &str) -> Result<Account> {
+        validate_name(name)?;
+        loop {
+            if let Some((account, hash)) = self.account_with_hash_by_name(name)? {
+                return match hash == NO_PASSWORD {
+                    true => Ok(account),
+                    false => Err(StorageError::NameTaken),
+                };
+            }
+            match self.create_account(name, NO_PASSWORD) {
+                // Another first use of the same name won the race: take its account.
+                Err(StorageError::NameTaken) => continue,
+                created => return created,
+            }
+        }
+    }
+
+    /// Creates account `name` with password hash `hash` (durably); `NameTaken` if
+    /// the name is claimed first by someone else.
+    fn create_account(&self, name: &str, hash: &str) -> Result<Account> {
+        let name_shard = self.shard(self.inner.map.name(name));
         let created_ms = now_ms();
         // A random id (never 0, which means "nobody"), claimed atomically.
         let (account, user_shard) = loop {
@@ -65,7 +91,7 @@ impl Store {
             let claimed = user_shard.userid_account.compare_and_swap(
                 id.to_be_bytes(),
                 None as Option<&[u8]>,
-                Some(encode_account(&account, &hash)),
+                Some(encode_account(&account, hash)),
             )?;
             if claimed.is_ok() {
                 break (account, user_shard);
@@ -101,7 +127,17 @@ impl Store {
             Some((_, hash)) => hash.as_str(),
             None => self.inner.dummy_hash.get(self.inner.config.password)?,
         };
-        let verified = verify_password(hash, password)?;
+        let verified = match hash {
+            // Costs what a real check costs, then fails like one.
+            NO_PASSWORD => {
+                verify_password(
+                    self.inner.dummy_hash.get(self.inner.config.password)?,
+                    password,
+                )?;
+                false
+            }
+            hash => verify_password(hash, password)?,
+        };
         match found {
             Some((account, _)) if verified => Ok(account),
             _ => Err(StorageError::BadCredentials),

@@ -145,6 +145,12 @@ pub trait Accounts: Send + Sync {
 
     /// The account called `name` (case-insensitively).
     async fn account_by_name(&self, name: &str) -> Result<Option<Account>>;
+
+    /// The account of a user whom the application vouches for (a verified token of
+    /// its own names them), created on first use. It has no password: a password
+    /// login to it fails like a wrong password. `NameTaken` when `name` belongs to a
+    /// password account (an application token never takes one over).
+    async fn external_account(&self, name: &str) -> Result<Account>;
 }
 
 /// Login tokens (stored by hash only).

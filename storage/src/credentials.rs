@@ -37,6 +37,10 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// What an account without a password stores where its password hash would be
+/// (no Argon2 hash looks like it, so no password ever matches it).
+pub const NO_PASSWORD: &str = "!external";
+
 /// Passwords are 8 to 1024 bytes.
 pub fn check_password_rules(password: &str) -> Result<()> {
     if password.len() < MIN_PASSWORD_BYTES {

@@ -249,6 +249,7 @@ delegate!(Accounts {
     ) -> Vec<TokenHash>;
     fn account(&self, id: u64) -> Option<Account>;
     fn account_by_name(&self, name: &str) -> Option<Account>;
+    fn external_account(&self, name: &str) -> Account;
 });
 
 delegate!(Tokens {

@@ -176,6 +176,11 @@ impl Accounts for Store {
     async fn account_by_name(&self, name: &str) -> Result<Option<Account>> {
         Store::account_by_name(self, name)
     }
+
+    async fn external_account(&self, name: &str) -> Result<Account> {
+        let name = name.to_owned();
+        self.off_worker(move |s| s.external_account(&name)).await
+    }
 }
 
 #[async_trait]

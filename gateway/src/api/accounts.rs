@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_protocol::ErrorCode;
-use courier_storage::{Account, Session, TokenHash, TokenInfo};
+use courier_storage::{Account, Session, StorageError, TokenHash, TokenInfo};
 use tokio::sync::Semaphore;
 
+use crate::api::app_tokens::AppTokens;
 use crate::api::limits::Limit;
 use crate::api::Api;
 use crate::error::ApiError;
@@ -98,6 +99,7 @@ impl Api {
         from: IpAddr,
     ) -> Result<Account, ApiError> {
         self.limits.address(Limit::Register, from)?;
+        self.password_accounts_on()?;
         self.passwords
             .run(self.store.register(&name, &password))
             .await
@@ -111,10 +113,20 @@ impl Api {
         password: String,
         from: IpAddr,
     ) -> Result<Session, ApiError> {
+        self.password_accounts_on()?;
         self.limits.login_attempt(&name, from)?;
         let result = self.passwords.run(self.store.login(&name, &password)).await;
         self.note_password_check(&name, from, &result);
         result
+    }
+
+    fn password_accounts_on(&self) -> Result<(), ApiError> {
+        match self.config.password_accounts {
+            true => Ok(()),
+            false => Err(ApiError::forbidden(
+                "password accounts are off: sign in with the application's token",
+            )),
+        }
     }
 
     /// Feeds a password check's outcome to the login back-offs: a wrong password
@@ -129,8 +141,29 @@ impl Api {
         }
     }
 
-    /// What a bearer token says, if it is valid.
+    /// What a bearer token says, if it is valid: one of Courier's own, or one the
+    /// application minted (see [`crate::api::app_tokens`]), whose user is created on
+    /// first use.
     pub async fn authenticate(&self, token: &str) -> Result<TokenInfo, ApiError> {
+        if let Some(app) = &self.app_tokens {
+            if AppTokens::looks_like_jwt(token) {
+                let claims = app.verify(token)?;
+                let account = match self.store.external_account(&claims.name).await {
+                    Err(StorageError::NameTaken) => {
+                        return Err(ApiError::new(
+                            ErrorCode::BadToken,
+                            "application token: its subject is a password account",
+                        ))
+                    }
+                    account => account?,
+                };
+                return Ok(TokenInfo {
+                    hash: courier_storage::token_hash(token),
+                    user_id: account.id,
+                    expires_ms: claims.expires_ms,
+                });
+            }
+        }
         self.store
             .token_info(token)
             .await?

@@ -22,6 +22,7 @@
 //! - `convert`: stored message <-> protobuf <-> JSON.
 
 pub mod accounts;
+pub mod app_tokens;
 pub mod conversations;
 pub mod convert;
 pub mod devices;
@@ -76,6 +77,8 @@ pub struct Api {
     pub passwords: accounts::PasswordGate,
     /// The other nodes of the deployment, when this gateway is one of several.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The verifier of the application's own tokens, when keys are configured.
+    pub app_tokens: Option<app_tokens::AppTokens>,
 }
 
 /// A fresh client message id for server-written log events.
@@ -116,7 +119,14 @@ impl Api {
             receipts,
             media,
             cluster: None,
+            app_tokens: None,
         }
+    }
+
+    /// Accepts the application's own tokens, checked by `verifier`.
+    pub(crate) fn with_app_tokens(mut self, verifier: Option<app_tokens::AppTokens>) -> Self {
+        self.app_tokens = verifier;
+        self
     }
 
     /// The API layer of one node of a cluster.

@@ -199,6 +199,29 @@ pub async fn accounts_and_tokens(store: &dyn Storage, tag: &str) {
     assert!(store.revoke_token_hash(&kept.hash).await.unwrap());
     assert!(store.token_info(&second.token).await.unwrap().is_none());
     assert!(!store.revoke_token_hash(&kept.hash).await.unwrap());
+
+    // An account the application vouches for: made once, never by password, never
+    // over a password account, never taken by a registration.
+    let app_user = format!("{tag}-app.user");
+    let first = store.external_account(&app_user).await.unwrap();
+    assert_eq!(store.external_account(&app_user).await.unwrap(), first);
+    assert_eq!(
+        store.account_by_name(&app_user).await.unwrap(),
+        Some(first.clone())
+    );
+    assert!(matches!(
+        store.login(&app_user, "!external").await,
+        Err(StorageError::BadCredentials)
+    ));
+    assert!(matches!(
+        store.register(&app_user, PASSWORD).await,
+        Err(StorageError::NameTaken)
+    ));
+    assert!(matches!(
+        store.external_account(&name).await,
+        Err(StorageError::NameTaken)
+    ));
+    assert!(store.external_account("Not A Name").await.is_err());
 }
 
 /// Devices: binding records them; removing one revokes the tokens it used.
