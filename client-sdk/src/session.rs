@@ -371,6 +371,7 @@ fn fatal(code: Option<ErrorCode>) -> bool {
                 | ErrorCode::UnsupportedVersion
                 | ErrorCode::DeviceLimit
                 | ErrorCode::LoggedOut
+                | ErrorCode::Banned
                 | ErrorCode::Replaced
         )
     )

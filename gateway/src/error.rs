@@ -85,7 +85,7 @@ impl ApiError {
             ErrorCode::Unauthenticated | ErrorCode::BadToken | ErrorCode::BadCredentials => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorCode::Forbidden | ErrorCode::Blocked => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::Banned => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::UnknownUser | ErrorCode::UnknownConversation => {
                 StatusCode::NOT_FOUND
             }

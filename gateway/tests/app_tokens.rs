@@ -141,6 +141,22 @@ async fn an_hs256_token_opens_a_session_as_a_user_created_on_first_use() {
 
     // A token that names a password account is refused: no takeover.
     refused(&t, &hs256(&claims("bob"), SECRET), "a password account").await;
+
+    // A banned user's application tokens open nothing either.
+    let ban = format!(
+        "http://{}/v1/admin/users/{}/ban",
+        t.server.http_addr(),
+        me.user_id
+    );
+    let banned = reqwest::Client::new()
+        .post(ban)
+        .bearer_auth(courier_gateway::config::TEST_ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(banned.status().as_u16(), 204);
+    let e = as_app_user.me().await.unwrap_err();
+    assert_eq!(refusal(&e), (403, Some(ErrorCode::Banned)));
 }
 
 #[tokio::test]

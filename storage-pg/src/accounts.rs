@@ -199,6 +199,36 @@ impl Accounts for PgStore {
         Ok(self.account_with_hash(name).await?.map(|(a, _)| a))
     }
 
+    async fn set_banned(&self, user: u64, banned: bool) -> Result<()> {
+        let banned_ms = banned.then(|| now_ms() as i64);
+        let changed = self
+            .reader()
+            .await?
+            .execute(
+                "UPDATE accounts SET banned_ms = $2 WHERE id = $1",
+                &[&(user as i64), &banned_ms],
+            )
+            .await
+            .map_err(pg)?;
+        match changed {
+            0 => Err(StorageError::InvalidArgument("no such user")),
+            _ => Ok(()),
+        }
+    }
+
+    async fn is_banned(&self, user: u64) -> Result<bool> {
+        let row = self
+            .reader()
+            .await?
+            .query_opt(
+                "SELECT banned_ms IS NOT NULL FROM accounts WHERE id = $1",
+                &[&(user as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
     async fn external_account(&self, name: &str) -> Result<Account> {
         validate_name(name)?;
         loop {
@@ -230,6 +260,10 @@ impl Tokens for PgStore {
             return Ok(None);
         }
         self.token_info_by_hash(&token_hash(token)).await
+    }
+
+    async fn issue_token(&self, user: u64) -> Result<Session> {
+        PgStore::issue_token(self, user).await
     }
 
     async fn token_info_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenInfo>> {

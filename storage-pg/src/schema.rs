@@ -174,6 +174,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
     );
     ",
     ),
+    (
+        7,
+        r"
+    -- Set while an operator bans the user (ms since the epoch): no login, no token.
+    ALTER TABLE accounts ADD COLUMN banned_ms bigint;
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

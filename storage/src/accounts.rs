@@ -160,6 +160,28 @@ impl Store {
         Ok(())
     }
 
+    /// Bans or unbans `user` (durably).
+    pub fn set_banned(&self, user: u64, banned: bool) -> Result<()> {
+        let shard = self.shard(self.inner.map.user(user));
+        if !shard.userid_account.contains_key(user.to_be_bytes())? {
+            return Err(StorageError::InvalidArgument("no such user"));
+        }
+        match banned {
+            true => shard
+                .userid_banned
+                .insert(user.to_be_bytes(), &now_ms().to_be_bytes())?,
+            false => shard.userid_banned.remove(user.to_be_bytes())?,
+        };
+        shard.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether `user` is banned.
+    pub fn is_banned(&self, user: u64) -> Result<bool> {
+        let shard = self.shard(self.inner.map.user(user));
+        Ok(shard.userid_banned.contains_key(user.to_be_bytes())?)
+    }
+
     /// The account with this id.
     pub fn account(&self, id: u64) -> Result<Option<Account>> {
         let shard = self.shard(self.inner.map.user(id));

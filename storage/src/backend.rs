@@ -151,6 +151,13 @@ pub trait Accounts: Send + Sync {
     /// login to it fails like a wrong password. `NameTaken` when `name` belongs to a
     /// password account (an application token never takes one over).
     async fn external_account(&self, name: &str) -> Result<Account>;
+
+    /// Bans (`true`) or unbans `user`; durable once it returns; an error when
+    /// there is no such account (`InvalidArgument`). The caller ends its sessions and revokes its tokens.
+    async fn set_banned(&self, user: u64, banned: bool) -> Result<()>;
+
+    /// Whether `user` is banned.
+    async fn is_banned(&self, user: u64) -> Result<bool>;
 }
 
 /// Login tokens (stored by hash only).
@@ -161,6 +168,10 @@ pub trait Tokens: Send + Sync {
 
     /// What the token with hash `hash` says, if it is known and unexpired.
     async fn token_info_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenInfo>>;
+
+    /// Issues a new token for `user` (an operator minting one; logins do this
+    /// after checking the password); durable once it returns.
+    async fn issue_token(&self, user: u64) -> Result<Session>;
 
     /// Revokes one token; whether it existed.
     async fn revoke_token_hash(&self, hash: &TokenHash) -> Result<bool>;

@@ -250,11 +250,14 @@ delegate!(Accounts {
     fn account(&self, id: u64) -> Option<Account>;
     fn account_by_name(&self, name: &str) -> Option<Account>;
     fn external_account(&self, name: &str) -> Account;
+    fn set_banned(&self, user: u64, banned: bool) -> ();
+    fn is_banned(&self, user: u64) -> bool;
 });
 
 delegate!(Tokens {
     fn token_info(&self, token: &str) -> Option<TokenInfo>;
     fn token_info_by_hash(&self, hash: &TokenHash) -> Option<TokenInfo>;
+    fn issue_token(&self, user: u64) -> Session;
     fn revoke_token_hash(&self, hash: &TokenHash) -> bool;
     fn revoke_user_tokens(&self, user: u64, keep: Option<&TokenHash>) -> Vec<TokenHash>;
     fn sweep_expired_tokens(&self, now_ms: u64) -> usize;

@@ -18,6 +18,8 @@ pub(crate) struct ShardDb {
     pub userconv_state: sled::Tree,
     pub username_userid: sled::Tree,
     pub userid_account: sled::Tree,
+    /// Banned users (by id): when the ban began.
+    pub userid_banned: sled::Tree,
     pub tokenhash_session: sled::Tree,
     pub usertoken_expiry: sled::Tree,
     pub usergroup_invite: sled::Tree,
@@ -62,6 +64,7 @@ impl ShardDb {
             userconv_state: db.open_tree("userconv_state")?,
             username_userid: db.open_tree("username_userid")?,
             userid_account: db.open_tree("userid_account")?,
+            userid_banned: db.open_tree("userid_banned")?,
             tokenhash_session: db.open_tree("tokenhash_session")?,
             usertoken_expiry: db.open_tree("usertoken_expiry")?,
             usergroup_invite: db.open_tree("usergroup_invite")?,

@@ -181,12 +181,24 @@ impl Accounts for Store {
         let name = name.to_owned();
         self.off_worker(move |s| s.external_account(&name)).await
     }
+
+    async fn set_banned(&self, user: u64, banned: bool) -> Result<()> {
+        self.off_worker(move |s| s.set_banned(user, banned)).await
+    }
+
+    async fn is_banned(&self, user: u64) -> Result<bool> {
+        Store::is_banned(self, user)
+    }
 }
 
 #[async_trait]
 impl Tokens for Store {
     async fn token_info(&self, token: &str) -> Result<Option<TokenInfo>> {
         Store::token_info(self, token)
+    }
+
+    async fn issue_token(&self, user: u64) -> Result<Session> {
+        self.off_worker(move |s| s.issue_token(user)).await
     }
 
     async fn token_info_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenInfo>> {

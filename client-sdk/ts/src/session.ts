@@ -42,6 +42,7 @@ const FATAL = new Set([
   ErrorCode.UNSUPPORTED_VERSION,
   ErrorCode.DEVICE_LIMIT,
   ErrorCode.LOGGED_OUT,
+  ErrorCode.BANNED,
   ErrorCode.REPLACED,
 ]);
 

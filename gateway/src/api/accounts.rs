@@ -117,7 +117,15 @@ impl Api {
         self.limits.login_attempt(&name, from)?;
         let result = self.passwords.run(self.store.login(&name, &password)).await;
         self.note_password_check(&name, from, &result);
-        result
+        let session = result?;
+        // Checked after the password, so that only the account's holder learns it.
+        if self.store.is_banned(session.user_id).await? {
+            self.store
+                .revoke_token_hash(&courier_storage::token_hash(&session.token))
+                .await?;
+            return Err(banned());
+        }
+        Ok(session)
     }
 
     fn password_accounts_on(&self) -> Result<(), ApiError> {
@@ -157,17 +165,40 @@ impl Api {
                     }
                     account => account?,
                 };
-                return Ok(TokenInfo {
-                    hash: courier_storage::token_hash(token),
-                    user_id: account.id,
-                    expires_ms: claims.expires_ms,
-                });
+                return self
+                    .unless_banned(TokenInfo {
+                        hash: courier_storage::token_hash(token),
+                        user_id: account.id,
+                        expires_ms: claims.expires_ms,
+                    })
+                    .await;
             }
         }
-        self.store
+        let info = self
+            .store
             .token_info(token)
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "unknown or expired token"))
+            .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "unknown or expired token"))?;
+        self.unless_banned(info).await
+    }
+
+    async fn unless_banned(&self, info: TokenInfo) -> Result<TokenInfo, ApiError> {
+        match self.store.is_banned(info.user_id).await? {
+            true => Err(banned()),
+            false => Ok(info),
+        }
+    }
+
+    /// Bans `user` (its tokens revoked, its sessions ended with `BANNED`, no login
+    /// or token accepted until unbanned) or lifts the ban.
+    pub async fn set_banned(&self, user: u64, banned: bool) -> Result<(), ApiError> {
+        self.require_user(user).await?;
+        self.store.set_banned(user, banned).await?;
+        if banned {
+            self.store.revoke_user_tokens(user, None).await?;
+            self.registry.close_user(user, ErrorCode::Banned);
+        }
+        Ok(())
     }
 
     /// The user a bearer token belongs to.
@@ -222,4 +253,8 @@ impl Api {
     pub async fn sweep_tokens(&self, now_ms: u64) -> Result<usize, ApiError> {
         Ok(self.store.sweep_expired_tokens(now_ms).await?)
     }
+}
+
+fn banned() -> ApiError {
+    ApiError::new(ErrorCode::Banned, "this account is banned")
 }

@@ -260,7 +260,7 @@ impl Api {
         Ok(kept)
     }
 
-    fn validate_text(&self, text: &str) -> Result<(), ApiError> {
+    pub(crate) fn validate_text(&self, text: &str) -> Result<(), ApiError> {
         if text.is_empty() {
             return Err(ApiError::invalid("text is empty"));
         }

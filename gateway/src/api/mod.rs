@@ -22,6 +22,7 @@
 //! - `convert`: stored message <-> protobuf <-> JSON.
 
 pub mod accounts;
+pub mod admin;
 pub mod app_tokens;
 pub mod conversations;
 pub mod convert;

@@ -222,6 +222,23 @@ pub async fn accounts_and_tokens(store: &dyn Storage, tag: &str) {
         Err(StorageError::NameTaken)
     ));
     assert!(store.external_account("Not A Name").await.is_err());
+    assert!(!store.is_banned(first.id).await.unwrap());
+    store.set_banned(first.id, true).await.unwrap();
+    assert!(store.is_banned(first.id).await.unwrap());
+    assert!(!store.is_banned(account.id).await.unwrap());
+    store.set_banned(first.id, false).await.unwrap();
+    assert!(!store.is_banned(first.id).await.unwrap());
+    assert!(store.set_banned(1, true).await.is_err(), "no such user");
+    let minted = store.issue_token(first.id).await.unwrap();
+    assert_eq!(
+        store
+            .token_info(&minted.token)
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        first.id
+    );
 }
 
 /// Devices: binding records them; removing one revokes the tokens it used.

@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod accounts;
+mod admin;
 mod app;
 
 use crate::api::dto::*;
@@ -183,7 +184,22 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::api::media::release))
         .routes(routes!(crate::api::media::block))
         .routes(routes!(metrics))
+        .merge(admin_routes())
         .split_for_parts()
+}
+
+/// The admin API's routes (on the HTTP listener with the admin token, and on the
+/// operator listener).
+fn admin_routes() -> OpenApiRouter<Arc<Api>> {
+    OpenApiRouter::new()
+        .routes(routes!(admin::import_users))
+        .routes(routes!(admin::mint_token))
+        .routes(routes!(admin::force_logout))
+        .routes(routes!(admin::ban, admin::unban))
+        .routes(routes!(admin::remove_device))
+        .routes(routes!(admin::send))
+        .routes(routes!(admin::notify))
+        .routes(routes!(admin::online))
 }
 
 /// The authenticated caller of a request (its per-user request budget taken).
@@ -978,6 +994,7 @@ pub fn operator_router(api: Arc<Api>) -> Router {
         .route("/metrics", axum::routing::get(metrics))
         .route("/v1/stats", axum::routing::get(stats))
         .route("/v1/health", axum::routing::get(health))
+        .merge(admin_routes().split_for_parts().0)
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(Extension(Operator))
         .with_state(api)
