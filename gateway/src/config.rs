@@ -185,6 +185,16 @@ pub struct Config {
     pub jwt_audience: String,
     /// Clock difference allowed when checking `exp` and `nbf`, in seconds.
     pub jwt_leeway_secs: u64,
+    /// Key of the HMAC-SHA-256 signature on every webhook request.
+    pub webhook_secret: String,
+    /// URL asked about every message before it is stored (allow, reject, rewrite);
+    /// empty = off.
+    pub webhook_before_send_url: String,
+    /// How long a send waits for the before-send hook, in ms.
+    pub webhook_before_send_timeout_ms: u64,
+    /// What a send does when the before-send hook fails or times out: `allow`
+    /// (fail-open) or `reject` (fail-closed).
+    pub webhook_before_send_on_failure: HookFailure,
     /// How many of a conversation's newest messages history serves (0 = all);
     /// pulls past it return nothing and say where retention starts.
     pub history_retention_messages: u64,
@@ -332,6 +342,10 @@ impl Default for Config {
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
             jwt_leeway_secs: 30,
+            webhook_secret: String::new(),
+            webhook_before_send_url: String::new(),
+            webhook_before_send_timeout_ms: 1_000,
+            webhook_before_send_on_failure: HookFailure::Allow,
             history_retention_messages: 0,
             history_retention_days: 0,
             lifecycle_interval_secs: 3600,
@@ -455,6 +469,16 @@ impl ClusterConfig {
         }
         Ok(())
     }
+}
+
+/// What a synchronous webhook's failure means for the request it was asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookFailure {
+    /// Go on as if it had allowed (fail-open).
+    Allow,
+    /// Refuse (fail-closed).
+    Reject,
 }
 
 /// How users come to be in a group someone else manages.
@@ -636,6 +660,25 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "jwt_hs256_secret must be at least 32 bytes",
             ));
+        }
+        if !self.webhook_before_send_url.is_empty() {
+            if !self.webhook_before_send_url.starts_with("http://")
+                && !self.webhook_before_send_url.starts_with("https://")
+            {
+                return Err(ConfigError::Invalid(
+                    "webhook_before_send_url must be an http(s) URL",
+                ));
+            }
+            if self.webhook_secret.len() < 16 {
+                return Err(ConfigError::Invalid(
+                    "webhooks need a webhook_secret of at least 16 bytes",
+                ));
+            }
+            if !(10..=30_000).contains(&self.webhook_before_send_timeout_ms) {
+                return Err(ConfigError::Invalid(
+                    "webhook_before_send_timeout_ms must be 10..=30000",
+                ));
+            }
         }
         if self.jwt_leeway_secs > 600 {
             return Err(ConfigError::Invalid("jwt_leeway_secs must be at most 600"));

@@ -85,7 +85,10 @@ impl ApiError {
             ErrorCode::Unauthenticated | ErrorCode::BadToken | ErrorCode::BadCredentials => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::Banned => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden
+            | ErrorCode::Blocked
+            | ErrorCode::Banned
+            | ErrorCode::MessageRejected => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::UnknownUser | ErrorCode::UnknownConversation => {
                 StatusCode::NOT_FOUND
             }

@@ -171,6 +171,20 @@ impl Api {
                 }
             }
         };
+        let encoded_body = match &self.before_send {
+            Some(hook) => {
+                self.ask_before_send(
+                    hook,
+                    send.conversation(),
+                    user,
+                    device,
+                    &client_msg_id,
+                    encoded_body,
+                )
+                .await?
+            }
+            None => encoded_body,
+        };
         // The Deliver frame wraps the body in an envelope; both must fit the frame
         // size the server advertises.
         if encoded_body.len() + DELIVER_ENVELOPE_BYTES > self.config.max_frame_bytes {
@@ -210,6 +224,35 @@ impl Api {
                 duplicate: appended.duplicate,
             })
         })
+    }
+
+    /// The body to store after the application's before-send hook has seen it: the
+    /// same, or its text rewritten (mentions kept); or the hook's refusal.
+    async fn ask_before_send(
+        &self,
+        hook: &crate::api::webhooks::BeforeSendHook,
+        conversation: &str,
+        user: u64,
+        device: &str,
+        client_msg_id: &str,
+        encoded: bytes::Bytes,
+    ) -> Result<bytes::Bytes, ApiError> {
+        use crate::api::webhooks::Verdict;
+        let mut body = pb::MessageBody::decode(encoded.clone())
+            .map_err(|e| ApiError::new(ErrorCode::MalformedFrame, format!("message body: {e}")))?;
+        match hook
+            .check(conversation, user, device, client_msg_id, &body)
+            .await?
+        {
+            Verdict::Allow => Ok(encoded),
+            Verdict::Rewrite(text) => {
+                self.validate_text(&text)?;
+                if let Some(Content::Text(t)) = &mut body.content {
+                    t.text = text;
+                }
+                Ok(body.encode_to_vec().into())
+            }
+        }
     }
 
     /// Queues `req` for storage, here or (past one node) at the node that owns its

@@ -42,6 +42,7 @@ pub mod recall;
 pub mod receipts;
 pub mod relations;
 pub mod router;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -80,6 +81,8 @@ pub struct Api {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The verifier of the application's own tokens, when keys are configured.
     pub app_tokens: Option<app_tokens::AppTokens>,
+    /// The application's before-send hook, when configured.
+    pub before_send: Option<webhooks::BeforeSendHook>,
 }
 
 /// A fresh client message id for server-written log events.
@@ -102,6 +105,7 @@ impl Api {
         receipts: receipts::Receipts,
         media: crate::media::Media,
     ) -> Self {
+        let before_send = webhooks::BeforeSendHook::from_config(&config);
         Self {
             metrics: Arc::default(),
             connections: crate::connection::limits::ConnectionBudget::for_process(
@@ -121,6 +125,7 @@ impl Api {
             media,
             cluster: None,
             app_tokens: None,
+            before_send,
         }
     }
 
