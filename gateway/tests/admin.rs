@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{kicked, next_message, TestServer};
+use common::{kicked, next_message, text_of, TestServer};
 use courier_gateway::config::TEST_ADMIN_TOKEN;
 use courier_protocol::ErrorCode;
 use courier_sdk::{Client, ClientOptions};
@@ -57,14 +57,6 @@ async fn admin(t: &TestServer, method: &str, path: &str, body: Value) -> Value {
         "{method} {path}: {status} {answer}"
     );
     answer
-}
-
-fn text_of(m: &courier_protocol::pb::Message) -> String {
-    m.body
-        .as_ref()
-        .and_then(|b| b.as_text())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{next_message, TestServer};
+use common::{next_message, text_of, TestServer};
 use courier_gateway::config::HookFailure;
 use courier_protocol::ErrorCode;
 use hmac::{Hmac, Mac};
@@ -101,14 +101,6 @@ async fn server(url: String, on_failure: HookFailure) -> TestServer {
         c.webhook_before_send_on_failure = on_failure;
     })
     .await
-}
-
-fn text_of(m: &courier_protocol::pb::Message) -> String {
-    m.body
-        .as_ref()
-        .and_then(|b| b.as_text())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 #[tokio::test]

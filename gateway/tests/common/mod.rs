@@ -79,6 +79,15 @@ impl TestServer {
     }
 }
 
+/// A message's text (empty for other bodies).
+pub fn text_of(m: &pb::Message) -> String {
+    m.body
+        .as_ref()
+        .and_then(|b| b.as_text())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The next message event, skipping others; panics after [`WAIT`].
 pub async fn next_message(events: &mut Events) -> pb::Message {
     loop {
