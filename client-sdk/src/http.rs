@@ -2,7 +2,7 @@
 
 use courier_protocol::ConversationId;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::error::{Result, SdkError};
 use crate::types::{
@@ -609,6 +609,92 @@ impl HttpClient {
         v["read_seq"]
             .as_u64()
             .ok_or_else(|| SdkError::Unexpected("no read_seq in the answer".into()))
+    }
+
+    // The admin API (`/v1/admin`): a client built `with_token(<admin token>)`, or
+    // one pointed at the operator listener.
+
+    /// Creates users that do not exist yet: `(name, Some(password))` a password
+    /// account, `(name, None)` one the application vouches for. Per user: `user_id`
+    /// and `created`, or `error`.
+    pub async fn admin_import_users(&self, users: &[(&str, Option<&str>)]) -> Result<Value> {
+        let users: Vec<Value> = users
+            .iter()
+            .map(|(name, password)| json!({"name": name, "password": password}))
+            .collect();
+        let req = self.http.post(self.url("/v1/admin/users"));
+        self.call(req.json(&json!({ "users": users }))).await
+    }
+
+    /// A token for `user_id`, as a login gives it.
+    pub async fn admin_mint_token(&self, user_id: u64) -> Result<LoginInfo> {
+        let url = self.url(&format!("/v1/admin/users/{user_id}/tokens"));
+        self.call(self.http.post(url)).await
+    }
+
+    /// Revokes every token of `user_id` and ends its sessions; how many were revoked.
+    pub async fn admin_logout(&self, user_id: u64) -> Result<u64> {
+        let url = self.url(&format!("/v1/admin/users/{user_id}/logout"));
+        let v: Value = self.call(self.http.post(url)).await?;
+        Ok(v["revoked"].as_u64().unwrap_or(0))
+    }
+
+    /// Removes one device of `user_id` (its session ends, its tokens are revoked).
+    pub async fn admin_remove_device(&self, user_id: u64, device_id: &str) -> Result<()> {
+        let url = self.url(&format!("/v1/admin/users/{user_id}/devices/{device_id}"));
+        self.call_empty(self.http.delete(url)).await
+    }
+
+    /// Bans (`true`) or unbans `user_id`.
+    pub async fn admin_ban(&self, user_id: u64, banned: bool) -> Result<()> {
+        let url = self.url(&format!("/v1/admin/users/{user_id}/ban"));
+        let req = match banned {
+            true => self.http.post(url),
+            false => self.http.delete(url),
+        };
+        self.call_empty(req).await
+    }
+
+    /// Sends `text` into `conversation` as `from`, or as the system (`None`).
+    pub async fn admin_send(
+        &self,
+        conversation: &ConversationId,
+        from: Option<u64>,
+        text: &str,
+        client_msg_id: Option<&str>,
+    ) -> Result<Value> {
+        let body = json!({
+            "conversation": conversation.to_string(), "from": from, "text": text,
+            "client_msg_id": client_msg_id,
+        });
+        self.call(self.http.post(self.url("/v1/admin/messages")).json(&body))
+            .await
+    }
+
+    /// Sends `text` from `from` to each of `users` in their direct conversations.
+    pub async fn admin_notify(
+        &self,
+        from: u64,
+        users: &[u64],
+        text: &str,
+        notification_id: Option<&str>,
+    ) -> Result<Value> {
+        let body = json!({
+            "from": from, "user_ids": users, "text": text, "notification_id": notification_id,
+        });
+        self.call(
+            self.http
+                .post(self.url("/v1/admin/notifications"))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Devices online now, in all and per user of `users`.
+    pub async fn admin_online(&self, users: &[u64]) -> Result<Value> {
+        let list: Vec<String> = users.iter().map(u64::to_string).collect();
+        let url = self.url(&format!("/v1/admin/online?users={}", list.join(",")));
+        self.call(self.http.get(url)).await
     }
 
     fn url(&self, path: &str) -> String {

@@ -341,23 +341,59 @@ async fn a_banned_user_is_out_at_once_and_stays_out_until_unbanned() {
     )
     .await;
     assert_eq!((status, answer["name"].as_str()), (403, Some("banned")));
-    let minted = admin(
-        &t,
-        "POST",
-        &format!("/v1/admin/users/{}/tokens", fay.user_id),
-        Value::Null,
-    )
-    .await;
-    let token = minted["token"].as_str().unwrap();
-    let (status, answer) = call(&t, Some(token), "GET", "/v1/me", Value::Null).await;
+    let mint = format!("/v1/admin/users/{}/tokens", fay.user_id);
+    let (status, answer) = call(&t, Some(TEST_ADMIN_TOKEN), "POST", &mint, Value::Null).await;
     assert_eq!((status, answer["name"].as_str()), (403, Some("banned")));
-    let e = Client::connect(t.server.tcp_addr(), token, ClientOptions::default())
+    let e = Client::connect(t.server.tcp_addr(), &fay.token, ClientOptions::default())
         .await
         .err()
         .expect("a banned user opens no session");
-    assert_eq!(e.code(), Some(ErrorCode::Banned));
+    assert_eq!(e.code(), Some(ErrorCode::BadToken));
     // Lifted: the password works again.
     let (status, _) = call(&t, Some(TEST_ADMIN_TOKEN), "DELETE", &ban, Value::Null).await;
     assert_eq!(status, 204);
     t.http.login("fay", "password123").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sdk_speaks_the_admin_api() {
+    let t = TestServer::start().await;
+    let admin = t.admin();
+    let imported = admin
+        .admin_import_users(&[("gus", Some("password123")), ("app.hal", None)])
+        .await
+        .unwrap();
+    let gus = imported["users"][0]["user_id"].as_u64().unwrap();
+    let hal = imported["users"][1]["user_id"].as_u64().unwrap();
+    let minted = admin.admin_mint_token(hal).await.unwrap();
+    let (h, mut hal_events) =
+        Client::connect(t.server.tcp_addr(), &minted.token, ClientOptions::default())
+            .await
+            .unwrap();
+    let c = h.direct_with(gus).unwrap();
+    admin
+        .admin_send(&c, None, "welcome", Some("w-1"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&next_message(&mut hal_events).await), "welcome");
+    let notified = admin
+        .admin_notify(gus, &[hal], "hello hal", None)
+        .await
+        .unwrap();
+    assert_eq!(notified["sent"], 1);
+    assert_eq!(text_of(&next_message(&mut hal_events).await), "hello hal");
+    assert_eq!(
+        admin.admin_online(&[hal]).await.unwrap()["users"][0]["devices"],
+        1
+    );
+    admin.admin_ban(hal, true).await.unwrap();
+    assert_eq!(kicked(&mut hal_events).await, ErrorCode::Banned);
+    admin.admin_ban(hal, false).await.unwrap();
+    let again = admin.admin_mint_token(hal).await.unwrap();
+    let (_h2, mut events2) =
+        Client::connect(t.server.tcp_addr(), &again.token, ClientOptions::default())
+            .await
+            .unwrap();
+    assert!(admin.admin_logout(hal).await.unwrap() >= 1);
+    assert_eq!(kicked(&mut events2).await, ErrorCode::LoggedOut);
 }

@@ -55,6 +55,15 @@ struct Cli {
     /// With --quic/--tls: trust certificates signed by the CAs in this PEM file.
     #[arg(long, env = "COURIER_CA", global = true)]
     ca: Option<std::path::PathBuf>,
+    /// The admin token, for `admin` commands (not needed on the operator listener:
+    /// point --http at `admin_addr`).
+    #[arg(
+        long,
+        env = "COURIER_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
     /// Device id for the binary connection (default: a random one per run).
     #[arg(long, env = "COURIER_DEVICE", global = true)]
     device: Option<String>,
@@ -159,6 +168,51 @@ enum Command {
     /// Groups and their members.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// The admin API, for the application's backend and operators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create users: NAME:PASSWORD a password account, NAME one the application
+    /// vouches for (tokens only).
+    Import { users: Vec<String> },
+    /// Mint a token for a user (by id).
+    Token { user_id: u64 },
+    /// Log a user out everywhere, or only one device with --device.
+    Logout {
+        user_id: u64,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Ban a user (sessions end at once, no login until unbanned).
+    Ban { user_id: u64 },
+    /// Lift a user's ban.
+    Unban { user_id: u64 },
+    /// Send TEXT into a conversation as --from, or as the system.
+    Send {
+        conversation: String,
+        text: String,
+        #[arg(long)]
+        from: Option<u64>,
+        /// Idempotency key.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Send TEXT from --from to each of --to (user ids), in their direct conversations.
+    Notify {
+        #[arg(long)]
+        from: u64,
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<u64>,
+        text: String,
+        /// Names the notification: sending it again stores nothing twice.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Devices online now, in all and per user id given.
+    Online { users: Vec<u64> },
 }
 
 #[derive(Subcommand)]
@@ -338,6 +392,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Friend(cmd) => friend(authed(&cli, http)?, cmd).await,
         Command::Group(cmd) => group(authed(&cli, http)?, cmd).await,
+        Command::Admin(cmd) => {
+            let http = match &cli.admin_token {
+                Some(token) => http.with_token(token),
+                None => http,
+            };
+            admin(http, cmd).await
+        }
         Command::History {
             with,
             group,
@@ -581,6 +642,60 @@ async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
         }
     };
     print(&value)
+}
+
+async fn admin(http: HttpClient, cmd: &AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::Import { users } => {
+            let users: Vec<(&str, Option<&str>)> = users
+                .iter()
+                .map(|u| match u.split_once(':') {
+                    Some((name, password)) => (name, Some(password)),
+                    None => (u.as_str(), None),
+                })
+                .collect();
+            let answer = http.admin_import_users(&users).await?;
+            for user in answer["users"].as_array().into_iter().flatten() {
+                print(user)?;
+            }
+            Ok(())
+        }
+        AdminCommand::Token { user_id } => print(&serde_json::to_value(
+            http.admin_mint_token(*user_id).await?,
+        )?),
+        AdminCommand::Logout {
+            user_id,
+            device: Some(device),
+        } => {
+            http.admin_remove_device(*user_id, device).await?;
+            print(&json!({"user_id": user_id, "device_id": device, "removed": true}))
+        }
+        AdminCommand::Logout {
+            user_id,
+            device: None,
+        } => {
+            let revoked = http.admin_logout(*user_id).await?;
+            print(&json!({"user_id": user_id, "revoked_tokens": revoked}))
+        }
+        AdminCommand::Ban { user_id } | AdminCommand::Unban { user_id } => {
+            let banned = matches!(cmd, AdminCommand::Ban { .. });
+            http.admin_ban(*user_id, banned).await?;
+            print(&json!({"user_id": user_id, "banned": banned}))
+        }
+        AdminCommand::Send {
+            conversation,
+            text,
+            from,
+            id,
+        } => {
+            let c: ConversationId = conversation.parse()?;
+            print(&http.admin_send(&c, *from, text, id.as_deref()).await?)
+        }
+        AdminCommand::Notify { from, to, text, id } => {
+            print(&http.admin_notify(*from, to, text, id.as_deref()).await?)
+        }
+        AdminCommand::Online { users } => print(&http.admin_online(users).await?),
+    }
 }
 
 fn authed(cli: &Cli, http: HttpClient) -> anyhow::Result<HttpClient> {

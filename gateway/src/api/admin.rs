@@ -187,9 +187,12 @@ impl Api {
         Ok(ImportedUsers { users: out })
     }
 
-    /// A new token for `user`, as a login would give it.
+    /// A new token for `user`, as a login would give it (none for a banned user).
     pub async fn mint_token(&self, user: u64) -> Result<LoginInfo, ApiError> {
         let name = self.require_user(user).await?;
+        if self.store.is_banned(user).await? {
+            return Err(ApiError::new(ErrorCode::Banned, "this account is banned"));
+        }
         let session = self.store.issue_token(user).await?;
         Ok(LoginInfo {
             token: session.token,
