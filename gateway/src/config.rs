@@ -195,6 +195,13 @@ pub struct Config {
     /// What a send does when the before-send hook fails or times out: `allow`
     /// (fail-open) or `reject` (fail-closed).
     pub webhook_before_send_on_failure: HookFailure,
+    /// URL the asynchronous events go to, in signed batches; empty = off.
+    pub webhook_events_url: String,
+    /// Which events: comma-separated of `after_send`, `group_changed`,
+    /// `user_online`, `user_offline`.
+    pub webhook_events: String,
+    /// How long one delivery of events may take, in ms.
+    pub webhook_events_timeout_ms: u64,
     /// How many of a conversation's newest messages history serves (0 = all);
     /// pulls past it return nothing and say where retention starts.
     pub history_retention_messages: u64,
@@ -346,6 +353,9 @@ impl Default for Config {
             webhook_before_send_url: String::new(),
             webhook_before_send_timeout_ms: 1_000,
             webhook_before_send_on_failure: HookFailure::Allow,
+            webhook_events_url: String::new(),
+            webhook_events: "after_send,group_changed,user_online,user_offline".into(),
+            webhook_events_timeout_ms: 5_000,
             history_retention_messages: 0,
             history_retention_days: 0,
             lifecycle_interval_secs: 3600,
@@ -661,14 +671,24 @@ impl Config {
                 "jwt_hs256_secret must be at least 32 bytes",
             ));
         }
-        if !self.webhook_before_send_url.is_empty() {
-            if !self.webhook_before_send_url.starts_with("http://")
-                && !self.webhook_before_send_url.starts_with("https://")
-            {
+        for url in [&self.webhook_before_send_url, &self.webhook_events_url] {
+            if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ConfigError::Invalid("webhook URLs must be http(s) URLs"));
+            }
+        }
+        if !self.webhook_events_url.is_empty() {
+            if self.webhook_secret.len() < 16 {
                 return Err(ConfigError::Invalid(
-                    "webhook_before_send_url must be an http(s) URL",
+                    "webhooks need a webhook_secret of at least 16 bytes",
                 ));
             }
+            if !(100..=60_000).contains(&self.webhook_events_timeout_ms) {
+                return Err(ConfigError::Invalid(
+                    "webhook_events_timeout_ms must be 100..=60000",
+                ));
+            }
+        }
+        if !self.webhook_before_send_url.is_empty() {
             if self.webhook_secret.len() < 16 {
                 return Err(ConfigError::Invalid(
                     "webhooks need a webhook_secret of at least 16 bytes",

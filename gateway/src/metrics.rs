@@ -326,6 +326,9 @@ pub fn render(api: &Api) -> String {
     if let Some(cluster) = &api.cluster {
         render_cluster(&mut out, &cluster.counters);
     }
+    if let Some(events) = &api.events {
+        render_events(&mut out, events);
+    }
     let r = api.receipts.counters.snapshot();
     counter(
         &mut out,
@@ -351,6 +354,41 @@ pub fn render(api: &Api) -> String {
         );
     }
     out
+}
+
+fn render_events(out: &mut String, e: &crate::api::events::EventOutbox) {
+    let c = &e.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "courier_webhook_events_queued_total",
+            "Webhook events appended to the durable outbox.",
+            &c.queued,
+        ),
+        (
+            "courier_webhook_events_delivered_total",
+            "Webhook events the receiver acknowledged.",
+            &c.delivered,
+        ),
+        (
+            "courier_webhook_event_batches_total",
+            "Webhook event deliveries (batches) acknowledged.",
+            &c.batches,
+        ),
+        (
+            "courier_webhook_event_failures_total",
+            "Webhook event deliveries that failed (each is retried).",
+            &c.failures,
+        ),
+    ] {
+        counter(out, name, help, get(value));
+    }
+    gauge(
+        out,
+        "courier_webhook_events_backlog_bytes",
+        "Webhook events not yet acknowledged, in bytes.",
+        e.backlog_bytes() as i64,
+    );
 }
 
 fn render_cluster(out: &mut String, c: &crate::cluster::ClusterCounters) {

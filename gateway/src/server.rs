@@ -42,6 +42,12 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The webhook events' outbox could not be opened.
+    #[error("webhook events outbox: {source}")]
+    Webhooks {
+        /// The error.
+        source: std::io::Error,
+    },
     /// The public keys of application tokens could not be loaded.
     #[error("application token keys: {0}")]
     AppTokens(#[from] crate::api::app_tokens::KeyError),
@@ -103,7 +109,14 @@ impl Server {
             ),
             None => (local.clone(), local.clone()),
         };
-        let router = Arc::new(Router::new(registry.clone(), members.clone()));
+        let events = crate::api::events::EventOutbox::open(&config)
+            .map_err(|source| StartError::Webhooks { source })?
+            .map(Arc::new);
+        if let Some(outbox) = &events {
+            tasks.spawn(outbox.clone().run(shutdown.clone()));
+        }
+        let router =
+            Arc::new(Router::new(registry.clone(), members.clone()).with_events(events.clone()));
         let store: Arc<dyn Storage> = match config.storage_backend {
             StorageBackend::Sled => {
                 let store_config = config.store_config();
@@ -149,7 +162,8 @@ impl Server {
                 media,
             )
             .with_cluster(cluster)
-            .with_app_tokens(crate::api::app_tokens::AppTokens::from_config(&config)?),
+            .with_app_tokens(crate::api::app_tokens::AppTokens::from_config(&config)?)
+            .with_events(events),
         );
         if config.lifecycle_interval_secs > 0 {
             let (api, shutdown) = (api.clone(), shutdown.clone());

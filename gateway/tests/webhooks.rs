@@ -17,9 +17,7 @@ use axum::{Json, Router};
 use common::{next_message, text_of, TestServer};
 use courier_gateway::config::HookFailure;
 use courier_protocol::ErrorCode;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const SECRET: &str = "webhook secret for the tests";
 
@@ -27,27 +25,6 @@ const SECRET: &str = "webhook secret for the tests";
 struct Seen {
     requests: AtomicU64,
     bad_signatures: AtomicU64,
-}
-
-/// Whether `header` (`t=<ms>,v1=<hex>`) signs `body` under `SECRET`, recently.
-fn signed(header: &str, body: &[u8]) -> bool {
-    let Some((t, v1)) = header
-        .split_once(',')
-        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
-    else {
-        return false;
-    };
-    let Ok(t_ms) = t.parse::<u64>() else {
-        return false;
-    };
-    let now = courier_storage::now_ms();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    let Ok(given) = hex::decode(v1) else {
-        return false;
-    };
-    now.abs_diff(t_ms) < 60_000 && mac.verify_slice(&given).is_ok()
 }
 
 /// A receiver that judges by the text: "forbidden" is rejected, "darn" rewritten,
@@ -63,7 +40,7 @@ async fn receiver(seen: Arc<Seen>) -> String {
                     .get("courier-signature")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                if !signed(signature, &body) {
+                if !common::webhook_signed(SECRET, signature, &body) {
                     seen.bad_signatures.fetch_add(1, Ordering::SeqCst);
                     return StatusCode::UNAUTHORIZED.into_response();
                 }

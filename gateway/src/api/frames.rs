@@ -255,6 +255,9 @@ impl Service for Api {
     }
 
     fn user_online(&self, user: u64) -> Option<BoxFuture<'static, ()>> {
+        if let Some(events) = &self.events {
+            events.presence(user, true);
+        }
         match &self.cluster {
             Some(cluster) => cluster.local_online(user),
             None => {
@@ -265,6 +268,9 @@ impl Service for Api {
     }
 
     fn user_offline(&self, user: u64) {
+        if let Some(events) = &self.events {
+            events.presence(user, false);
+        }
         match &self.cluster {
             Some(cluster) => cluster.local_offline(user),
             None => self.presence.offline(user),

@@ -28,6 +28,7 @@ pub mod conversations;
 pub mod convert;
 pub mod devices;
 pub mod dto;
+pub mod events;
 pub mod frames;
 pub mod groups;
 pub mod http;
@@ -83,6 +84,8 @@ pub struct Api {
     pub app_tokens: Option<app_tokens::AppTokens>,
     /// The application's before-send hook, when configured.
     pub before_send: Option<webhooks::BeforeSendHook>,
+    /// The outbox of asynchronous webhook events, when configured.
+    pub events: Option<Arc<events::EventOutbox>>,
 }
 
 /// A fresh client message id for server-written log events.
@@ -126,7 +129,14 @@ impl Api {
             cluster: None,
             app_tokens: None,
             before_send,
+            events: None,
         }
+    }
+
+    /// Queues webhook events in `outbox`.
+    pub(crate) fn with_events(mut self, outbox: Option<Arc<events::EventOutbox>>) -> Self {
+        self.events = outbox;
+        self
     }
 
     /// Accepts the application's own tokens, checked by `verifier`.

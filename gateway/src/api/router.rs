@@ -24,6 +24,8 @@ pub struct Router {
     /// Runs the member cache's loads on a miss: the router is called on the embedded
     /// store's own threads, or on PostgreSQL's committer tasks.
     runtime: tokio::runtime::Handle,
+    /// Webhook events of what was committed, when configured.
+    events: Option<Arc<crate::api::events::EventOutbox>>,
 }
 
 impl Router {
@@ -34,7 +36,14 @@ impl Router {
             registry,
             members,
             runtime: tokio::runtime::Handle::current(),
+            events: None,
         }
+    }
+
+    /// Also queues webhook events of what is committed in `outbox`.
+    pub fn with_events(mut self, outbox: Option<Arc<crate::api::events::EventOutbox>>) -> Self {
+        self.events = outbox;
+        self
     }
 
     fn members_at(&self, group: u64, seq: u64) -> Result<Arc<[u64]>, StorageError> {
@@ -54,6 +63,9 @@ impl Router {
 
 impl CommitListener for Router {
     fn committed(&self, messages: &[StoredMessage], membership: Option<&MembershipChange>) {
+        if let Some(events) = &self.events {
+            events.committed(messages);
+        }
         // The batch holds only the change's own events: they and everything after
         // them go to the members as of the change (or later, as `members_at` sorts
         // out), never to an older list.

@@ -77,6 +77,31 @@ pub fn sign(secret: &[u8], t_ms: u64, body: &[u8]) -> String {
     format!("t={t_ms},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// POSTs a JSON `body` to `url`, signed under `secret`; a 2xx answer, or why not.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &[u8],
+    body: Vec<u8>,
+) -> Result<reqwest::Response, String> {
+    let signature = sign(secret, courier_storage::now_ms(), &body);
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| match e.is_timeout() {
+            true => "timed out".to_owned(),
+            false => format!("unreachable: {e}"),
+        })?;
+    match response.status().is_success() {
+        true => Ok(response),
+        false => Err(format!("answered {}", response.status())),
+    }
+}
+
 impl BeforeSendHook {
     /// The hook `config` describes; `None` when no URL is set.
     pub fn from_config(config: &Config) -> Option<Self> {
@@ -127,22 +152,7 @@ impl BeforeSendHook {
     }
 
     async fn ask(&self, payload: Vec<u8>) -> Result<Answer, String> {
-        let signature = sign(&self.secret, courier_storage::now_ms(), &payload);
-        let response = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, signature)
-            .body(payload)
-            .send()
-            .await
-            .map_err(|e| match e.is_timeout() {
-                true => "timed out".to_owned(),
-                false => format!("unreachable: {e}"),
-            })?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
+        let response = post_signed(&self.client, &self.url, &self.secret, payload).await?;
         let bytes = response.bytes().await.map_err(|e| e.to_string())?;
         if bytes.len() > MAX_ANSWER_BYTES {
             return Err("answered too much".into());

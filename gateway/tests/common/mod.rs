@@ -79,6 +79,26 @@ impl TestServer {
     }
 }
 
+/// Whether a `Courier-Signature` header (`t=<ms>,v1=<hex>`) signs `body` under
+/// `secret`, computed here independently of the server's code.
+pub fn webhook_signed(secret: &str, header: &str, body: &[u8]) -> bool {
+    use hmac::{Hmac, Mac};
+    let Some((t, v1)) = header
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+    else {
+        return false;
+    };
+    let Ok(t_ms) = t.parse::<u64>() else {
+        return false;
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let recent = courier_storage::now_ms().abs_diff(t_ms) < 60_000;
+    recent && hex::decode(v1).is_ok_and(|given| mac.verify_slice(&given).is_ok())
+}
+
 /// A message's text (empty for other bodies).
 pub fn text_of(m: &pb::Message) -> String {
     m.body
