@@ -157,6 +157,26 @@ test("a group of three: created in the page, everyone sees everyone's messages w
   }
 });
 
+test("history pages: the newest 30 first, earlier ones on request, the view kept in order", async () => {
+  const gw = await Gateway.start();
+  try {
+    const [alice, bob] = await people(browser, gw.http.base, "alice", "bob");
+    await chatWith(alice, "bob");
+    const all = Array.from({ length: 45 }, (_, i) => `h${i}`);
+    for (const t of all) await say(alice, t);
+    await waitForTexts(alice, all);
+    await openByName(bob, "alice");
+    await waitForTexts(bob, all.slice(15));
+    assert.deepEqual(await texts(bob), all.slice(15), "the newest page only");
+    await bob.click("#load-earlier");
+    await waitForTexts(bob, all);
+    assert.deepEqual(await texts(bob), all);
+    await bob.locator("#load-earlier").waitFor({ state: "hidden" });
+  } finally {
+    await gw.stop();
+  }
+});
+
 test("an image message: uploaded from one page, shown in the other", async () => {
   const gw = await Gateway.start();
   try {
