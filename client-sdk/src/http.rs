@@ -63,6 +63,9 @@ pub struct HistoryMessage {
     /// The body as JSON (`{"type": "text", ...}`).
     #[serde(default)]
     pub body: Value,
+    /// Set when the message was recalled (or erased): `{"by_user", "at_ms"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalled: Option<Value>,
 }
 
 /// A page of history.

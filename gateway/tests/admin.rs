@@ -397,3 +397,84 @@ async fn the_sdk_speaks_the_admin_api() {
     assert!(admin.admin_logout(hal).await.unwrap() >= 1);
     assert_eq!(kicked(&mut events2).await, ErrorCode::LoggedOut);
 }
+
+#[tokio::test]
+async fn erasing_a_user_tombstones_its_messages_and_removes_its_relations_and_devices() {
+    let t = TestServer::start().await;
+    let ann = t.user("ann").await;
+    let bob = t.user("bob").await;
+    let cid = t.user("cid").await;
+    let (a, mut ann_events) = t.connect(&ann, "ann-phone").await;
+    let (b, mut bob_events) = t.connect(&bob, "bob-phone").await;
+    let direct = a.direct_with(bob.user_id).unwrap();
+    for text in ["ann 1", "ann 2"] {
+        a.send_text(&direct, text).await.unwrap();
+    }
+    b.send_text(&direct, "bob 1").await.unwrap();
+    let group = t
+        .http_as(&ann)
+        .create_group(&courier_sdk::NewGroup {
+            name: "club".into(),
+            members: vec![bob.user_id, cid.user_id],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let g = courier_sdk::ConversationId::Group(group.group_id);
+    a.send_text(&g, "ann in the club").await.unwrap();
+    // Relations: friends with bob, following cid, followed by cid, blocking nobody.
+    t.http_as(&ann).request_friend(bob.user_id).await.unwrap();
+    t.http_as(&bob).accept_friend(ann.user_id).await.unwrap();
+    t.http_as(&ann).set_follow(cid.user_id, true).await.unwrap();
+    t.http_as(&cid).set_follow(ann.user_id, true).await.unwrap();
+    while next_message(&mut bob_events).await.seq < 2 {}
+
+    let erased = admin(
+        &t,
+        "POST",
+        &format!("/v1/admin/users/{}/erase", ann.user_id),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(erased["messages"], 3, "{erased}");
+    assert_eq!(erased["relations"], 3, "{erased}");
+    assert_eq!(erased["devices"], 1, "{erased}");
+    assert_eq!(kicked(&mut ann_events).await, ErrorCode::LoggedOut);
+
+    // Bob sees tombstones where ann's words were, his own untouched, in both places.
+    let history = t.http_as(&bob).history_all(&direct, 0).await.unwrap();
+    let by_ann: Vec<_> = history.iter().filter(|m| m.from == ann.user_id).collect();
+    assert_eq!(by_ann.len(), 2);
+    assert!(
+        by_ann
+            .iter()
+            .all(|m| m.recalled.is_some() && m.text.is_none()),
+        "{by_ann:?}"
+    );
+    assert!(history.iter().any(|m| m.text.as_deref() == Some("bob 1")));
+    let club = t.http_as(&bob).history_all(&g, 0).await.unwrap();
+    assert!(club
+        .iter()
+        .filter(|m| m.from == ann.user_id && m.body["type"] != "system")
+        .all(|m| m.recalled.is_some()));
+    // Relations and devices are gone; a second erase finds nothing more to do.
+    assert!(!t.http_as(&bob).relation(ann.user_id).await.unwrap().friend);
+    assert!(
+        !t.http_as(&cid)
+            .relation(ann.user_id)
+            .await
+            .unwrap()
+            .following
+    );
+    let again = admin(
+        &t,
+        "POST",
+        &format!("/v1/admin/users/{}/erase", ann.user_id),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (again["messages"].as_u64(), again["relations"].as_u64()),
+        (Some(0), Some(0))
+    );
+}

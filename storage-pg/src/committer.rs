@@ -326,7 +326,8 @@ async fn commit(
             }));
             continue;
         }
-        if let ConversationId::Group(g) = req.conversation {
+        // Sender 0 is the server itself (notices, erasures): it writes to any group.
+        if let (ConversationId::Group(g), true) = (req.conversation, req.sender != 0) {
             if !members.contains(&(id(g), id(req.sender))) {
                 outcomes.push(Outcome::Refused(StorageError::NotParticipant));
                 continue;

@@ -537,8 +537,9 @@ impl Writer {
             return Outcome::Stored(stored);
         }
         // Membership is decided here, in log order: nobody removed before this
-        // message (or not yet added) writes to the group.
-        if let ConversationId::Group(g) = req.conversation {
+        // message (or not yet added) writes to the group. Sender 0 is the server
+        // itself (notices, erasures), which writes to any group.
+        if let (ConversationId::Group(g), true) = (req.conversation, req.sender != 0) {
             match self.is_member(g, req.sender) {
                 Ok(true) => {}
                 Ok(false) => return Outcome::Failed(StorageError::NotParticipant),

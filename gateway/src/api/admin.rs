@@ -120,6 +120,19 @@ pub struct NotifyRefusal {
     pub error: ErrorBody,
 }
 
+/// What erasing a user did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Erased {
+    /// Messages of the user's replaced by tombstones (each with a recall event).
+    pub messages: u64,
+    /// Conversations looked through.
+    pub conversations: u64,
+    /// Relations removed (friendships, requests, follows both ways, blocks).
+    pub relations: u64,
+    /// Devices removed.
+    pub devices: u64,
+}
+
 /// Who is online.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Online {
@@ -316,6 +329,133 @@ impl Api {
             }
         }
         Ok(Notified { sent, refused })
+    }
+
+    /// Erases `user`'s data on request: its sessions end and its tokens and devices
+    /// go; every message it sent becomes a tombstone (the content erased, a recall
+    /// event by the system in its conversation, as a recall does); every relation
+    /// it has goes. The account stays (its name taken; ban it to keep it out).
+    /// Retrying after a failure finishes the job.
+    pub async fn erase_user(&self, user: u64) -> Result<Erased, ApiError> {
+        self.require_user(user).await?;
+        self.store.revoke_user_tokens(user, None).await?;
+        self.registry.close_user(user, ErrorCode::LoggedOut);
+        let mut devices = 0;
+        for d in self.store.devices(user).await? {
+            if self
+                .store
+                .remove_device(user, &d.device_id)
+                .await?
+                .is_some()
+            {
+                devices += 1;
+            }
+        }
+        let conversations = self.store.conversations(user).await?;
+        let mut messages = 0;
+        for entry in &conversations {
+            messages += self.erase_messages(user, &entry.conversation).await?;
+        }
+        let relations = self.erase_relations(user).await?;
+        Ok(Erased {
+            messages,
+            conversations: conversations.len() as u64,
+            relations,
+            devices,
+        })
+    }
+
+    /// Tombstones every message `user` sent in `c`; how many.
+    async fn erase_messages(&self, user: u64, c: &ConversationId) -> Result<u64, ApiError> {
+        use courier_storage::HistoryRange;
+        let mut cursor = 0;
+        let mut pending = Vec::new();
+        loop {
+            let page = self
+                .store
+                .history(c, HistoryRange::After(cursor), 500)
+                .await?;
+            for m in &page.messages {
+                cursor = m.seq;
+                if m.sender != user || m.recalled.is_some() {
+                    continue;
+                }
+                let body = pb::MessageBody::decode(m.body.clone()).unwrap_or_default();
+                if matches!(body.content, Some(pb::message_body::Content::System(_))) {
+                    continue;
+                }
+                let event = pb::MessageBody {
+                    content: Some(pb::message_body::Content::System(pb::SystemEvent {
+                        event: Some(pb::system_event::Event::MessageRecalled(
+                            pb::MessageRecalled {
+                                seq: m.seq,
+                                by_user: 0,
+                            },
+                        )),
+                    })),
+                };
+                pending.push(
+                    self.submit_append(AppendRequest {
+                        conversation: *c,
+                        sender: 0,
+                        sender_device: ADMIN_DEVICE.into(),
+                        // The same id on a retry: stored once.
+                        client_msg_id: format!("erase-{user}-{}", m.seq),
+                        body: event.encode_to_vec().into(),
+                        reply_to_seq: m.seq,
+                        recalls: m.seq,
+                    })
+                    .await?,
+                );
+            }
+            if !page.has_more || page.messages.is_empty() {
+                break;
+            }
+        }
+        let erased = pending.len() as u64;
+        for appended in pending {
+            appended.await?;
+        }
+        Ok(erased)
+    }
+
+    /// Removes every relation `user` has, both ways; how many.
+    async fn erase_relations(&self, user: u64) -> Result<u64, ApiError> {
+        use courier_storage::{RelationChange, RelationSet};
+        let mut removed = 0;
+        for (set, change) in [
+            (RelationSet::Friends, RelationChange::Unfriend),
+            (RelationSet::RequestsReceived, RelationChange::Decline),
+            (RelationSet::RequestsSent, RelationChange::Cancel),
+            (RelationSet::Following, RelationChange::Follow(false)),
+            (RelationSet::Followers, RelationChange::Follow(false)),
+            (RelationSet::Blocking, RelationChange::Block(false)),
+        ] {
+            let mut after = 0;
+            loop {
+                let peers = self.store.relations(user, after, 500, set).await?;
+                if peers.is_empty() {
+                    break;
+                }
+                for (peer, _) in peers {
+                    after = peer;
+                    // A follower's follow is the follower's to undo.
+                    let (by, toward) = match set {
+                        RelationSet::Followers => (peer, user),
+                        _ => (user, peer),
+                    };
+                    match self.store.change_relation(by, toward, change).await? {
+                        Ok(_) => removed += 1,
+                        Err(refusal) => {
+                            return Err(ApiError::internal(format!(
+                                "erasing relation {by} -> {toward}: {refusal:?}"
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Connected devices: all, and per asked user.

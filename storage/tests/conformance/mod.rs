@@ -394,6 +394,9 @@ pub async fn groups_change_with_their_events(store: &dyn Storage, tag: &str) {
         matches!(after, Err(StorageError::NotParticipant)),
         "{after:?}"
     );
+    // The server itself (sender 0) writes notices into any group.
+    let notice = store.append(send(c, 0, "notice-1", "maintenance")).await;
+    assert!(notice.is_ok(), "{notice:?}");
     let owner_out = store
         .change_group(
             info.id,

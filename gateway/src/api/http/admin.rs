@@ -111,6 +111,22 @@ async fn set_ban(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Erase a user's data on request: sessions, tokens and devices gone, every message
+/// it sent replaced by a tombstone (with a recall event by the system), every
+/// relation removed. The account stays (ban it to keep it out).
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/erase", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = u64, Path)),
+    responses((status = 200, body = Erased), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn erase(
+    State(api): State<Arc<Api>>,
+    on: OnOperator,
+    headers: HeaderMap,
+    Path(user): Path<u64>,
+) -> ApiResult<Erased> {
+    operator(&api, on, &headers)?;
+    Ok(Json(api.erase_user(user).await?))
+}
+
 /// Remove one device of a user: its session ends, the tokens it used are revoked.
 #[utoipa::path(delete, path = "/v1/admin/users/{user_id}/devices/{device_id}", tag = "admin",
     security(("bearer" = [])), params(("user_id" = u64, Path), ("device_id" = String, Path)),

@@ -196,6 +196,7 @@ fn admin_routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(admin::mint_token))
         .routes(routes!(admin::force_logout))
         .routes(routes!(admin::ban, admin::unban))
+        .routes(routes!(admin::erase))
         .routes(routes!(admin::remove_device))
         .routes(routes!(admin::send))
         .routes(routes!(admin::notify))
