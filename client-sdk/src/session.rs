@@ -552,9 +552,6 @@ impl Driver {
                         if self.offer(&conv, seq, held).await && self.fill(&client, &conv).await.is_err() {
                             return End::Lost;
                         }
-                        if self.events.is_closed() {
-                            return End::Ended(None); // the app dropped its events
-                        }
                     }
                     Some(Event::ReadReceipt(r)) => { let _ = self.events.send(SessionEvent::ReadReceipt(r)).await; }
                     Some(Event::Presence(p)) => { let _ = self.events.send(SessionEvent::Presence(p)).await; }
@@ -620,6 +617,9 @@ impl Driver {
     /// Holds `item` at `seq` and hands over everything contiguous from the cursor.
     /// Returns true when a gap remains (something before `seq` is missing).
     async fn offer(&mut self, conv: &str, seq: u64, item: Held) -> bool {
+        if self.events.is_closed() {
+            return false; // the app stopped listening: nothing is handed over or seen
+        }
         let backfill = self.options.backfill_limit;
         let cursor = *self
             .cursors
@@ -641,8 +641,8 @@ impl Driver {
             self.buffers.remove(conv);
         }
         // The cursor moves past what the app was given, never past what it was not:
-        // once the app has dropped its events, nothing more counts as seen (the
-        // driver then ends), so a session started again resumes from here.
+        // once the app has dropped its events, nothing more counts as seen (it may
+        // still send), so a session started again resumes from here.
         let mut handed = cursor;
         for (seq, held) in ready {
             if let Held::Message(m) = held {
@@ -667,6 +667,9 @@ impl Driver {
                     SdkError::Unexpected(e.to_string())
                 })?;
         loop {
+            if self.events.is_closed() {
+                return Ok(());
+            }
             let cursor = self.cursors.get(conv).copied().unwrap_or(0);
             let page = client
                 .pull_history(&c, Direction::Forward, cursor, self.options.page_size)

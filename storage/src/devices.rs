@@ -56,11 +56,6 @@ pub fn remember_token(tokens: &mut Vec<TokenHash>, token: &TokenHash) -> Option<
     evicted
 }
 
-/// The striped lock of a user's device records (read, changed, written back).
-fn device_lock(user: u64) -> u64 {
-    user.rotate_left(29) ^ 0x510e_527f_ade6_82d1
-}
-
 fn key(user: u64, device_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + device_id.len());
     k.extend_from_slice(&user.to_be_bytes());
@@ -136,8 +131,9 @@ impl Store {
     }
 
     /// Records a login from `device_id` (binding it if new) with `token`, durably
-    /// (through the user's shard's commit log). Call from a blocking thread.
-    pub fn bind_device(
+    /// (through the user's shard's commit log). Awaits the commit without holding a
+    /// thread: a burst of logins does not grow the blocking pool.
+    pub async fn bind_device(
         &self,
         user: u64,
         device_id: &str,
@@ -145,8 +141,24 @@ impl Store {
         now_ms: u64,
         token: Option<&TokenHash>,
     ) -> Result<Bound> {
-        let _guard = self.lock_for(device_lock(user));
-        let tree = &self.shard(self.inner.map.user(user)).userdevice_device;
+        let _guard = self.device_lock(user).lock().await;
+        let (shard, op, bound) = self.plan_binding(user, device_id, platform, now_ms, token)?;
+        self.run_ops::<()>(shard, OpsRequest::decided(vec![op]))
+            .await?;
+        Ok(bound)
+    }
+
+    /// The record a binding writes (read, changed), and what it answers.
+    fn plan_binding(
+        &self,
+        user: u64,
+        device_id: &str,
+        platform: i32,
+        now_ms: u64,
+        token: Option<&TokenHash>,
+    ) -> Result<(usize, Op, Bound)> {
+        let shard = self.inner.map.user(user);
+        let tree = &self.shard(shard).userdevice_device;
         let k = key(user, device_id);
         let (first_seen_ms, mut tokens) = match tree.get(&k)? {
             Some(v) => {
@@ -163,21 +175,19 @@ impl Store {
             last_seen_ms: now_ms,
             tokens,
         };
-        let shard = self.inner.map.user(user);
         let op = Op::Put {
             shard: shard as u16,
             tree: Tree::Device,
             key: k,
             value: encode(&device),
         };
-        self.run_ops_blocking::<()>(shard, OpsRequest::decided(vec![op]))?;
-        Ok(Bound { device, evicted })
+        Ok((shard, op, Bound { device, evicted }))
     }
 
     /// Removes a binding, durably; returns it (with the tokens it used), if it
     /// existed. Call from a blocking thread.
     pub fn unbind_device(&self, user: u64, device_id: &str) -> Result<Option<Device>> {
-        let _guard = self.lock_for(device_lock(user));
+        let _guard = self.device_lock(user).blocking_lock();
         let index = self.inner.map.user(user);
         let k = key(user, device_id);
         let Some(old) = self.shard(index).userdevice_device.get(&k)? else {
@@ -198,13 +208,24 @@ mod tests {
     use super::*;
     use crate::StoreConfig;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn bind_list_unbind() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
-        s.bind_device(1, "phone", 1, 10, Some(&[1; 32])).unwrap();
-        s.bind_device(1, "laptop", 4, 20, None).unwrap();
-        let again = s.bind_device(1, "phone", 1, 30, Some(&[1; 32])).unwrap();
+        let rt = runtime();
+        rt.block_on(s.bind_device(1, "phone", 1, 10, Some(&[1; 32])))
+            .unwrap();
+        rt.block_on(s.bind_device(1, "laptop", 4, 20, None))
+            .unwrap();
+        let again = rt
+            .block_on(s.bind_device(1, "phone", 1, 30, Some(&[1; 32])))
+            .unwrap();
         assert_eq!(
             (again.device.first_seen_ms, again.device.last_seen_ms),
             (10, 30)
@@ -228,11 +249,16 @@ mod tests {
     fn a_device_keeps_its_newest_tokens_and_gives_up_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
+        let rt = runtime();
         for t in 0..MAX_DEVICE_TOKENS as u8 {
-            let bound = s.bind_device(1, "phone", 1, 10, Some(&[t; 32])).unwrap();
+            let bound = rt
+                .block_on(s.bind_device(1, "phone", 1, 10, Some(&[t; 32])))
+                .unwrap();
             assert_eq!(bound.evicted, None);
         }
-        let bound = s.bind_device(1, "phone", 1, 11, Some(&[99; 32])).unwrap();
+        let bound = rt
+            .block_on(s.bind_device(1, "phone", 1, 11, Some(&[99; 32])))
+            .unwrap();
         assert_eq!(bound.evicted, Some([0; 32]));
         assert_eq!(bound.device.tokens.len(), MAX_DEVICE_TOKENS);
         assert_eq!(bound.device.tokens.last(), Some(&[99; 32]));

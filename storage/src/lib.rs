@@ -220,6 +220,9 @@ struct Inner {
     writers: Mutex<Vec<JoinHandle<()>>>,
     /// Striped locks serialising changes to one friend pair or one group.
     locks: Box<[Mutex<()>]>,
+    /// Striped locks of users' device records: held while a binding is read,
+    /// changed and committed, which an async caller awaits without a thread.
+    device_locks: Box<[tokio::sync::Mutex<()>]>,
     stats: Arc<CommitStats>,
     /// A password hash to verify against when a login names no account.
     dummy_hash: credentials::DummyHash,
@@ -479,6 +482,9 @@ impl Store {
                 queues,
                 writers: Mutex::new(writers),
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                device_locks: (0..LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
                 stats,
                 dummy_hash: credentials::DummyHash::default(),
                 checkpointer: Mutex::new(checkpointer),
@@ -598,6 +604,11 @@ impl Store {
 
     fn shard(&self, index: usize) -> &ShardDb {
         &self.inner.shards[index]
+    }
+
+    /// The stripe of `user`'s device records.
+    fn device_lock(&self, user: u64) -> &tokio::sync::Mutex<()> {
+        &self.inner.device_locks[stripe_of(user)]
     }
 
     fn lock_for(&self, key: u64) -> std::sync::MutexGuard<'_, ()> {

@@ -240,9 +240,7 @@ impl Devices for Store {
         now_ms: u64,
         token: Option<&TokenHash>,
     ) -> Result<Bound> {
-        let (device_id, token) = (device_id.to_owned(), token.copied());
-        self.off_worker(move |s| s.bind_device(user, &device_id, platform, now_ms, token.as_ref()))
-            .await
+        Store::bind_device(self, user, device_id, platform, now_ms, token).await
     }
 
     async fn unbind_device(&self, user: u64, device_id: &str) -> Result<Option<Device>> {

@@ -579,10 +579,10 @@ fn a_crash_keeps_every_acknowledged_operation_whole() {
         Ok(courier_storage::RequestOutcome::Pending)
     );
     store.accept_friend(4, 1).unwrap().unwrap();
-    store
-        .bind_device(4, "phone", 1, 10, Some(&[7; 32]))
+    rt.block_on(store.bind_device(4, "phone", 1, 10, Some(&[7; 32])))
         .unwrap();
-    store.bind_device(4, "old", 1, 11, None).unwrap();
+    rt.block_on(store.bind_device(4, "old", 1, 11, None))
+        .unwrap();
     store.unbind_device(4, "old").unwrap().unwrap();
 
     let (_copy, store) = crash_and_reopen(dir.path(), store);
