@@ -1,7 +1,7 @@
 //! What the application's own backend does through the admin API (`/v1/admin`,
 //! with the admin token or on the operator listener): import users, mint tokens,
 //! send as a user or as the system, notify many users at once, end a user's or a
-//! device's sessions, and see who is online.
+//! device's sessions, ban and unban, erase a user's data, and see who is online.
 
 use courier_protocol::pb;
 use courier_protocol::wire::SendView;
