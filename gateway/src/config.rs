@@ -671,32 +671,30 @@ impl Config {
                 "jwt_hs256_secret must be at least 32 bytes",
             ));
         }
-        for url in [&self.webhook_before_send_url, &self.webhook_events_url] {
-            if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+        let hooks = [
+            (
+                &self.webhook_before_send_url,
+                self.webhook_before_send_timeout_ms,
+                10..=30_000,
+            ),
+            (
+                &self.webhook_events_url,
+                self.webhook_events_timeout_ms,
+                100..=60_000,
+            ),
+        ];
+        for (url, timeout_ms, allowed) in hooks.into_iter().filter(|h| !h.0.is_empty()) {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
                 return Err(ConfigError::Invalid("webhook URLs must be http(s) URLs"));
             }
-        }
-        if !self.webhook_events_url.is_empty() {
             if self.webhook_secret.len() < 16 {
                 return Err(ConfigError::Invalid(
                     "webhooks need a webhook_secret of at least 16 bytes",
                 ));
             }
-            if !(100..=60_000).contains(&self.webhook_events_timeout_ms) {
+            if !allowed.contains(&timeout_ms) {
                 return Err(ConfigError::Invalid(
-                    "webhook_events_timeout_ms must be 100..=60000",
-                ));
-            }
-        }
-        if !self.webhook_before_send_url.is_empty() {
-            if self.webhook_secret.len() < 16 {
-                return Err(ConfigError::Invalid(
-                    "webhooks need a webhook_secret of at least 16 bytes",
-                ));
-            }
-            if !(10..=30_000).contains(&self.webhook_before_send_timeout_ms) {
-                return Err(ConfigError::Invalid(
-                    "webhook_before_send_timeout_ms must be 10..=30000",
+                    "webhook timeouts must be 10..=30000 ms (before send), 100..=60000 ms (events)",
                 ));
             }
         }

@@ -10,12 +10,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{error_code, hello_frame, kicked, next_message, users, RawConn, TestServer, WAIT};
+use common::{
+    error_code, hello_frame, http_code, kicked, next_message, users, RawConn, TestServer, WAIT,
+};
 use courier_gateway::config::{GroupAddPolicy, Switch};
 use courier_gateway::Config;
 use courier_protocol::pb::{self, frame::Kind};
 use courier_protocol::{encode_frame, PROTOCOL_VERSION};
-use courier_sdk::{ConversationId, ErrorCode, Event, NewGroup, SdkError};
+use courier_sdk::{ConversationId, ErrorCode, Event, NewGroup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,13 +33,6 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         tweak(c);
     })
     .await
-}
-
-fn http_code(e: &SdkError) -> (u16, Option<ErrorCode>) {
-    match e {
-        SdkError::Http { status, .. } => (*status, e.code()),
-        other => panic!("not an HTTP error: {other:?}"),
-    }
 }
 
 /// Waits until `check` holds, polling (for server-side state that has no signal).

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{kicked, next_text, TestServer};
+use common::{http_code, kicked, next_text, TestServer};
 use courier_protocol::ErrorCode;
 use courier_sdk::{Client, ClientOptions, HttpClient, SdkError};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -71,17 +71,10 @@ async fn server(public_keys: &str) -> TestServer {
     .await
 }
 
-fn refusal(e: &SdkError) -> (u16, Option<ErrorCode>) {
-    match e {
-        SdkError::Http { status, .. } => (*status, e.code()),
-        other => panic!("not an HTTP error: {other:?}"),
-    }
-}
-
 /// `token` opens neither an HTTP call nor a session; the HTTP answer says `why`.
 async fn refused(t: &TestServer, token: &str, why: &str) {
     let e = t.http.clone().with_token(token).me().await.unwrap_err();
-    assert_eq!(refusal(&e), (401, Some(ErrorCode::BadToken)), "{why}");
+    assert_eq!(http_code(&e), (401, Some(ErrorCode::BadToken)), "{why}");
     let SdkError::Http { message, .. } = &e else {
         unreachable!()
     };
@@ -131,13 +124,13 @@ async fn an_hs256_token_opens_a_session_as_a_user_created_on_first_use() {
 
     // No password opens it, and no registration takes its name.
     let e = t.http.login("app-user-7", "password123").await.unwrap_err();
-    assert_eq!(refusal(&e), (401, Some(ErrorCode::BadCredentials)));
+    assert_eq!(http_code(&e), (401, Some(ErrorCode::BadCredentials)));
     let e = t
         .http
         .register("app-user-7", "password123")
         .await
         .unwrap_err();
-    assert_eq!(refusal(&e).1, Some(ErrorCode::AlreadyExists));
+    assert_eq!(http_code(&e).1, Some(ErrorCode::AlreadyExists));
 
     // A token that names a password account is refused: no takeover.
     refused(&t, &hs256(&claims("bob"), SECRET), "a password account").await;
@@ -156,7 +149,7 @@ async fn an_hs256_token_opens_a_session_as_a_user_created_on_first_use() {
         .unwrap();
     assert_eq!(banned.status().as_u16(), 204);
     let e = as_app_user.me().await.unwrap_err();
-    assert_eq!(refusal(&e), (403, Some(ErrorCode::Banned)));
+    assert_eq!(http_code(&e), (403, Some(ErrorCode::Banned)));
 }
 
 #[tokio::test]
@@ -296,9 +289,9 @@ async fn password_accounts_can_be_switched_off() {
     })
     .await;
     let e = t.http.register("lena", "password123").await.unwrap_err();
-    assert_eq!(refusal(&e), (403, Some(ErrorCode::Forbidden)));
+    assert_eq!(http_code(&e), (403, Some(ErrorCode::Forbidden)));
     let e = t.http.login("lena", "password123").await.unwrap_err();
-    assert_eq!(refusal(&e), (403, Some(ErrorCode::Forbidden)));
+    assert_eq!(http_code(&e), (403, Some(ErrorCode::Forbidden)));
     let token = hs256(&json!({"sub": "lena", "exp": now() + 600}), SECRET);
     assert_eq!(
         t.http.clone().with_token(&token).me().await.unwrap().name,

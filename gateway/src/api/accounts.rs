@@ -117,8 +117,14 @@ impl Api {
         self.limits.login_attempt(&name, from)?;
         let result = self.passwords.run(self.store.login(&name, &password)).await;
         self.note_password_check(&name, from, &result);
-        let session = result?;
         // Checked after the password, so that only the account's holder learns it.
+        self.unless_banned_revoke(result?).await
+    }
+
+    /// `session`, unless its user is banned: then its token is revoked. Checked
+    /// after the token exists, so a ban made meanwhile (which revokes what exists,
+    /// then is seen here) leaves no token behind.
+    pub(crate) async fn unless_banned_revoke(&self, session: Session) -> Result<Session, ApiError> {
         if self.store.is_banned(session.user_id).await? {
             self.store
                 .revoke_token_hash(&courier_storage::token_hash(&session.token))
@@ -174,12 +180,12 @@ impl Api {
                     .await;
             }
         }
-        let info = self
-            .store
+        // A ban revokes every Courier token of the user, and no login or minted
+        // token outlives it (both check after issuing): no ban check needed here.
+        self.store
             .token_info(token)
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "unknown or expired token"))?;
-        self.unless_banned(info).await
+            .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "unknown or expired token"))
     }
 
     async fn unless_banned(&self, info: TokenInfo) -> Result<TokenInfo, ApiError> {

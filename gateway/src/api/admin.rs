@@ -203,10 +203,8 @@ impl Api {
     /// A new token for `user`, as a login would give it (none for a banned user).
     pub async fn mint_token(&self, user: u64) -> Result<LoginInfo, ApiError> {
         let name = self.require_user(user).await?;
-        if self.store.is_banned(user).await? {
-            return Err(ApiError::new(ErrorCode::Banned, "this account is banned"));
-        }
         let session = self.store.issue_token(user).await?;
+        let session = self.unless_banned_revoke(session).await?;
         Ok(LoginInfo {
             token: session.token,
             user_id: user,
@@ -369,8 +367,9 @@ impl Api {
     async fn erase_messages(&self, user: u64, c: &ConversationId) -> Result<u64, ApiError> {
         use courier_storage::HistoryRange;
         let mut cursor = 0;
-        let mut pending = Vec::new();
+        let mut erased = 0;
         loop {
+            let mut pending = Vec::new();
             let page = self
                 .store
                 .history(c, HistoryRange::After(cursor), 500)
@@ -408,13 +407,14 @@ impl Api {
                     .await?,
                 );
             }
+            // A page's tombstones are committed together before the next is read.
+            erased += pending.len() as u64;
+            for appended in pending {
+                appended.await?;
+            }
             if !page.has_more || page.messages.is_empty() {
                 break;
             }
-        }
-        let erased = pending.len() as u64;
-        for appended in pending {
-            appended.await?;
         }
         Ok(erased)
     }

@@ -141,6 +141,9 @@ impl EventOutbox {
     /// `group_changed` for the system events of groups. Called on the store's commit
     /// path: a write to the page cache, never a wait for the receiver.
     pub fn committed(&self, messages: &[StoredMessage]) {
+        if !self.wanted.after_send && !self.wanted.group_changed {
+            return;
+        }
         let mut events = Vec::new();
         for m in messages {
             let body = pb::MessageBody::decode(m.body.clone()).unwrap_or_default();

@@ -99,6 +99,14 @@ pub fn webhook_signed(secret: &str, header: &str, body: &[u8]) -> bool {
     recent && hex::decode(v1).is_ok_and(|given| mac.verify_slice(&given).is_ok())
 }
 
+/// An HTTP error's status and code; panics on any other error.
+pub fn http_code(e: &courier_sdk::SdkError) -> (u16, Option<courier_protocol::ErrorCode>) {
+    match e {
+        courier_sdk::SdkError::Http { status, .. } => (*status, e.code()),
+        other => panic!("not an HTTP error: {other:?}"),
+    }
+}
+
 /// A message's text (empty for other bodies).
 pub fn text_of(m: &pb::Message) -> String {
     m.body

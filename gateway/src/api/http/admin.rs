@@ -6,18 +6,16 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::{Extension, Json};
+use axum::http::StatusCode;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{json_body, operator, query, ApiResult, Operator};
+use super::{json_body, query, ApiResult, OperatorAccess};
 use crate::api::admin::*;
 use crate::api::dto::{ErrorBody, LoginInfo};
 use crate::api::Api;
 use crate::error::ApiError;
-
-type OnOperator = Option<Extension<Operator>>;
 
 /// Create users (or find those that exist): password accounts, or accounts the
 /// application vouches for (no password).
@@ -26,11 +24,9 @@ type OnOperator = Option<Extension<Operator>>;
     responses((status = 200, body = ImportedUsers), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn import_users(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     body: Result<Json<ImportUsers>, JsonRejection>,
 ) -> ApiResult<ImportedUsers> {
-    operator(&api, on, &headers)?;
     Ok(Json(api.import_users(json_body(body)?.users).await?))
 }
 
@@ -40,11 +36,9 @@ pub async fn import_users(
     responses((status = 200, body = LoginInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn mint_token(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     Path(user): Path<u64>,
 ) -> ApiResult<LoginInfo> {
-    operator(&api, on, &headers)?;
     Ok(Json(api.mint_token(user).await?))
 }
 
@@ -62,11 +56,9 @@ pub struct Revoked {
     responses((status = 200, body = Revoked), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn force_logout(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     Path(user): Path<u64>,
 ) -> ApiResult<Revoked> {
-    operator(&api, on, &headers)?;
     api.require_user(user).await?;
     let revoked = api.logout_everywhere(user).await? as u64;
     Ok(Json(Revoked { revoked }))
@@ -79,11 +71,11 @@ pub async fn force_logout(
     responses((status = 204, description = "banned"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn ban(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     Path(user): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    set_ban(&api, on, &headers, user, true).await
+    api.set_banned(user, true).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Lift a user's ban.
@@ -92,22 +84,10 @@ pub async fn ban(
     responses((status = 204, description = "ban lifted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn unban(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     Path(user): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    set_ban(&api, on, &headers, user, false).await
-}
-
-async fn set_ban(
-    api: &Api,
-    on: OnOperator,
-    headers: &HeaderMap,
-    user: u64,
-    banned: bool,
-) -> Result<StatusCode, ApiError> {
-    operator(api, on, headers)?;
-    api.set_banned(user, banned).await?;
+    api.set_banned(user, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -119,11 +99,9 @@ async fn set_ban(
     responses((status = 200, body = Erased), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn erase(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     Path(user): Path<u64>,
 ) -> ApiResult<Erased> {
-    operator(&api, on, &headers)?;
     Ok(Json(api.erase_user(user).await?))
 }
 
@@ -133,11 +111,9 @@ pub async fn erase(
     responses((status = 204, description = "removed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove_device(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     Path((user, device)): Path<(u64, String)>,
 ) -> Result<StatusCode, ApiError> {
-    operator(&api, on, &headers)?;
     api.remove_device(user, &device).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -148,11 +124,9 @@ pub async fn remove_device(
     responses((status = 200, body = AdminSent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn send(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     body: Result<Json<AdminSend>, JsonRejection>,
 ) -> ApiResult<AdminSent> {
-    operator(&api, on, &headers)?;
     Ok(Json(api.admin_send(json_body(body)?).await?))
 }
 
@@ -162,11 +136,9 @@ pub async fn send(
     responses((status = 200, body = Notified), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn notify(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     body: Result<Json<Notify>, JsonRejection>,
 ) -> ApiResult<Notified> {
-    operator(&api, on, &headers)?;
     Ok(Json(api.notify(json_body(body)?).await?))
 }
 
@@ -185,11 +157,9 @@ pub struct OnlineQuery {
     responses((status = 200, body = Online), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn online(
     State(api): State<Arc<Api>>,
-    on: OnOperator,
-    headers: HeaderMap,
+    _: OperatorAccess,
     q: Result<Query<OnlineQuery>, QueryRejection>,
 ) -> ApiResult<Online> {
-    operator(&api, on, &headers)?;
     let users = query(q)?
         .users
         .split(',')

@@ -939,15 +939,18 @@ impl Operator {
     }
 }
 
-/// Lets operator requests through: from the operator listener, or with the admin token.
-fn operator(
-    api: &Api,
-    on_operator_listener: Option<Extension<Operator>>,
-    headers: &axum::http::HeaderMap,
-) -> Result<(), ApiError> {
-    match on_operator_listener {
-        Some(_) => Ok(()),
-        None => Operator::check(api, headers),
+/// An operator's request: one on the operator listener, or one with the admin token.
+/// Handlers that take it are operator-only.
+pub struct OperatorAccess;
+
+impl FromRequestParts<Arc<Api>> for OperatorAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        if parts.extensions.get::<Operator>().is_none() {
+            Operator::check(api, &parts.headers)?;
+        }
+        Ok(OperatorAccess)
     }
 }
 
@@ -955,12 +958,7 @@ fn operator(
 /// listener).
 #[utoipa::path(get, path = "/v1/stats", tag = "server", security(("bearer" = [])),
     responses((status = 200, body = Stats), (status = 403, body = ErrorBody)))]
-async fn stats(
-    State(api): State<Arc<Api>>,
-    on_operator_listener: Option<Extension<Operator>>,
-    headers: axum::http::HeaderMap,
-) -> ApiResult<Stats> {
-    operator(&api, on_operator_listener, &headers)?;
+async fn stats(State(api): State<Arc<Api>>, _: OperatorAccess) -> ApiResult<Stats> {
     Ok(Json(Stats {
         online_devices: api.registry.online_devices(),
         presence: api.presence.counters.snapshot(),
@@ -975,10 +973,8 @@ async fn stats(
         (status = 403, body = ErrorBody)))]
 async fn metrics(
     State(api): State<Arc<Api>>,
-    on_operator_listener: Option<Extension<Operator>>,
-    headers: axum::http::HeaderMap,
+    _: OperatorAccess,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    operator(&api, on_operator_listener, &headers)?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
