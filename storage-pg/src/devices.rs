@@ -3,14 +3,38 @@
 //! tokens in the same transaction.
 
 use async_trait::async_trait;
-use courier_storage::{remember_token, Bound, Device, Devices, Result, StorageError, TokenHash};
+use courier_storage::{
+    remember_token, Bound, Device, Devices, PushProvider, PushToken, Result, StorageError,
+    TokenHash,
+};
 
 use crate::error::pg;
 use crate::PgStore;
 
+fn push_from_row(row: &tokio_postgres::Row) -> Result<Option<PushToken>> {
+    let corrupt = || StorageError::Corrupt("device push token");
+    let provider = match row.get::<_, Option<i16>>(5) {
+        None => return Ok(None),
+        Some(1) => PushProvider::Apns,
+        Some(2) => PushProvider::Fcm,
+        Some(_) => return Err(corrupt()),
+    };
+    let credential: Vec<u8> = row.get(9);
+    Ok(Some(PushToken {
+        provider,
+        token: row.get(6),
+        app_id: row.get(7),
+        sandbox: row.get(8),
+        credential: credential.try_into().map_err(|_| corrupt())?,
+        credential_expires_ms: row.get::<_, i64>(10) as u64,
+        registered_ms: row.get::<_, i64>(11) as u64,
+    }))
+}
+
 fn device_from_row(row: &tokio_postgres::Row) -> Result<Device> {
     let tokens: Vec<Vec<u8>> = row.get(4);
     Ok(Device {
+        push: push_from_row(row)?,
         device_id: row.get(0),
         platform: row.get(1),
         first_seen_ms: row.get::<_, i64>(2) as u64,
@@ -25,7 +49,8 @@ fn device_from_row(row: &tokio_postgres::Row) -> Result<Device> {
     })
 }
 
-const DEVICE: &str = "device_id, platform, first_seen_ms, last_seen_ms, tokens";
+const DEVICE: &str = "device_id, platform, first_seen_ms, last_seen_ms, tokens, push_provider,
+    push_token, push_app, push_sandbox, push_credential, push_expires_ms, push_registered_ms";
 
 #[async_trait]
 impl Devices for PgStore {
@@ -127,5 +152,46 @@ impl Devices for PgStore {
             .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok(Some(device))
+    }
+
+    async fn set_push_token(
+        &self,
+        user: u64,
+        device_id: &str,
+        push: Option<PushToken>,
+        replacing: Option<&str>,
+    ) -> Result<bool> {
+        let provider = push.as_ref().map(|p| p.provider as i16);
+        let token = push.as_ref().map(|p| p.token.as_str());
+        let app = push.as_ref().map(|p| p.app_id.as_str());
+        let sandbox = push.as_ref().map(|p| p.sandbox);
+        let credential = push.as_ref().map(|p| &p.credential[..]);
+        let expires = push.as_ref().map(|p| p.credential_expires_ms as i64);
+        let registered = push.as_ref().map(|p| p.registered_ms as i64);
+        let changed = self
+            .reader()
+            .await?
+            .execute(
+                "UPDATE devices SET push_provider = $3, push_token = $4, push_app = $5,
+                    push_sandbox = $6, push_credential = $7, push_expires_ms = $8,
+                    push_registered_ms = $9
+                 WHERE user_id = $1 AND device_id = $2
+                   AND ($10::text IS NULL OR push_token = $10)",
+                &[
+                    &(user as i64),
+                    &device_id,
+                    &provider,
+                    &token,
+                    &app,
+                    &sandbox,
+                    &credential,
+                    &expires,
+                    &registered,
+                    &replacing,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(changed == 1)
     }
 }

@@ -181,6 +181,20 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ALTER TABLE accounts ADD COLUMN banned_ms bigint;
     ",
     ),
+    (
+        8,
+        r"
+    -- A device's push registration (APNs or FCM), and the credential it was made with.
+    ALTER TABLE devices
+        ADD COLUMN push_provider smallint,
+        ADD COLUMN push_token text,
+        ADD COLUMN push_app text,
+        ADD COLUMN push_sandbox boolean,
+        ADD COLUMN push_credential bytea,
+        ADD COLUMN push_expires_ms bigint,
+        ADD COLUMN push_registered_ms bigint;
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

@@ -19,9 +19,9 @@ use crate::error::Result;
 use crate::{
     Account, AppendRequest, AppendTicket, Appended, BlobRecord, BlobUpdate, Bound, CommitStats,
     ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo, HistoryPage,
-    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, Relation, RelationChange,
-    RelationRefusal, RelationSet, RequestOutcome, Session, StoredMessage, TokenHash, TokenInfo,
-    UserConversation,
+    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken, Relation,
+    RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, StoredMessage,
+    TokenHash, TokenInfo, UserConversation,
 };
 
 /// Conversation logs: appends in seq order, history, single messages.
@@ -211,6 +211,17 @@ pub trait Devices: Send + Sync {
     /// Removes a device and revokes every token it was used with (a lost phone);
     /// returns it if it existed.
     async fn remove_device(&self, user: u64, device_id: &str) -> Result<Option<Device>>;
+
+    /// Sets (`Some`) or clears (`None`) a bound device's push registration, durably;
+    /// with `replacing`, only while its registration is that token. Returns whether
+    /// the device exists (and, with `replacing`, held that token).
+    async fn set_push_token(
+        &self,
+        user: u64,
+        device_id: &str,
+        push: Option<PushToken>,
+        replacing: Option<&str>,
+    ) -> Result<bool>;
 }
 
 /// Friendships, follows and blocks, applied by the rules of

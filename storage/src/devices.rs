@@ -15,6 +15,11 @@ use crate::Store;
 
 const DEVICE_V1: u8 = 1;
 const DEVICE_V2: u8 = 2;
+const DEVICE_V3: u8 = 3;
+/// Longest push token (APNs tokens are 64 hex digits, FCM tokens ~160 characters).
+pub const MAX_PUSH_TOKEN_BYTES: usize = 512;
+/// Longest application id (bundle id or Firebase project id).
+pub const MAX_PUSH_APP_ID_BYTES: usize = 128;
 /// Tokens a device record remembers; the oldest gives way (and is revoked by the
 /// caller) past it.
 pub const MAX_DEVICE_TOKENS: usize = 8;
@@ -32,6 +37,37 @@ pub struct Device {
     pub last_seen_ms: u64,
     /// Tokens it opened sessions with, oldest first.
     pub tokens: Vec<TokenHash>,
+    /// Where to push to it while it is offline, if it registered.
+    pub push: Option<PushToken>,
+}
+
+/// Which push service delivers to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PushProvider {
+    /// Apple Push Notification service.
+    Apns = 1,
+    /// Firebase Cloud Messaging.
+    Fcm = 2,
+}
+
+/// A device's registration with a push service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushToken {
+    /// The service.
+    pub provider: PushProvider,
+    /// The service's token for the app on this device.
+    pub token: String,
+    /// The app: its bundle id (APNs topic) or Firebase project id.
+    pub app_id: String,
+    /// APNs development environment (sandbox endpoint).
+    pub sandbox: bool,
+    /// The credential the registration was made with: pushes stop once it is revoked.
+    pub credential: TokenHash,
+    /// When that credential is an application token (JWT), its expiry (ms since the
+    /// epoch); 0 for Courier tokens, which the store itself revokes.
+    pub credential_expires_ms: u64,
+    /// When it was registered.
+    pub registered_ms: u64,
 }
 
 /// What recording a login from a device did.
@@ -64,8 +100,8 @@ fn key(user: u64, device_id: &str) -> Vec<u8> {
 }
 
 fn encode(d: &Device) -> Vec<u8> {
-    let mut out = Vec::with_capacity(22 + 32 * d.tokens.len());
-    out.put_u8(DEVICE_V2);
+    let mut out = Vec::with_capacity(23 + 32 * d.tokens.len());
+    out.put_u8(DEVICE_V3);
     out.put_i32(d.platform);
     out.put_u64(d.first_seen_ms);
     out.put_u64(d.last_seen_ms);
@@ -73,7 +109,61 @@ fn encode(d: &Device) -> Vec<u8> {
     for t in &d.tokens {
         out.put_slice(t);
     }
+    match &d.push {
+        None => out.put_u8(0),
+        Some(p) => {
+            out.put_u8(p.provider as u8);
+            out.put_u8(p.sandbox as u8);
+            out.put_u16(p.token.len() as u16);
+            out.put_slice(p.token.as_bytes());
+            out.put_u16(p.app_id.len() as u16);
+            out.put_slice(p.app_id.as_bytes());
+            out.put_slice(&p.credential);
+            out.put_u64(p.credential_expires_ms);
+            out.put_u64(p.registered_ms);
+        }
+    }
     out
+}
+
+fn decode_push(buf: &mut &[u8]) -> Result<Option<PushToken>> {
+    let corrupt = || StorageError::Corrupt("device push token");
+    let string = |buf: &mut &[u8]| -> Result<String> {
+        if buf.remaining() < 2 {
+            return Err(corrupt());
+        }
+        let n = buf.get_u16() as usize;
+        if buf.remaining() < n {
+            return Err(corrupt());
+        }
+        let s = String::from_utf8(buf[..n].to_vec()).map_err(|_| corrupt())?;
+        buf.advance(n);
+        Ok(s)
+    };
+    let provider = match buf.first() {
+        Some(0) if buf.len() == 1 => return Ok(None),
+        Some(1) if buf.len() > 1 => PushProvider::Apns,
+        Some(2) if buf.len() > 1 => PushProvider::Fcm,
+        _ => return Err(corrupt()),
+    };
+    buf.advance(1);
+    let sandbox = buf.get_u8() == 1;
+    let token = string(buf)?;
+    let app_id = string(buf)?;
+    if buf.remaining() != 32 + 16 {
+        return Err(corrupt());
+    }
+    let credential: TokenHash = buf[..32].try_into().map_err(|_| corrupt())?;
+    buf.advance(32);
+    Ok(Some(PushToken {
+        provider,
+        token,
+        app_id,
+        sandbox,
+        credential,
+        credential_expires_ms: buf.get_u64(),
+        registered_ms: buf.get_u64(),
+    }))
 }
 
 fn decode(device_id: String, v: &[u8]) -> Result<Device> {
@@ -83,23 +173,29 @@ fn decode(device_id: String, v: &[u8]) -> Result<Device> {
         0 => return Err(corrupt()),
         _ => buf.get_u8(),
     };
-    if buf.remaining() < 20 || !matches!(version, DEVICE_V1 | DEVICE_V2) {
+    if buf.remaining() < 20 || !matches!(version, DEVICE_V1 | DEVICE_V2 | DEVICE_V3) {
         return Err(corrupt());
     }
     let platform = buf.get_i32();
     let first_seen_ms = buf.get_u64();
     let last_seen_ms = buf.get_u64();
     let mut tokens = Vec::new();
-    if version == DEVICE_V2 {
+    let mut push = None;
+    if version >= DEVICE_V2 {
         if !buf.has_remaining() {
             return Err(corrupt());
         }
         let n = buf.get_u8() as usize;
-        if buf.remaining() != 32 * n {
+        let exact = version == DEVICE_V2;
+        if buf.remaining() < 32 * n || (exact && buf.remaining() != 32 * n) {
             return Err(corrupt());
         }
-        for chunk in buf.chunks_exact(32) {
+        for chunk in buf[..32 * n].chunks_exact(32) {
             tokens.push(chunk.try_into().map_err(|_| corrupt())?);
+        }
+        buf.advance(32 * n);
+        if version == DEVICE_V3 {
+            push = decode_push(&mut buf)?;
         }
     } else if buf.has_remaining() {
         return Err(corrupt());
@@ -110,6 +206,7 @@ fn decode(device_id: String, v: &[u8]) -> Result<Device> {
         first_seen_ms,
         last_seen_ms,
         tokens,
+        push,
     })
 }
 
@@ -160,12 +257,12 @@ impl Store {
         let shard = self.inner.map.user(user);
         let tree = &self.shard(shard).userdevice_device;
         let k = key(user, device_id);
-        let (first_seen_ms, mut tokens) = match tree.get(&k)? {
+        let (first_seen_ms, mut tokens, push) = match tree.get(&k)? {
             Some(v) => {
                 let old = decode(device_id.to_owned(), &v)?;
-                (old.first_seen_ms, old.tokens)
+                (old.first_seen_ms, old.tokens, old.push)
             }
-            None => (now_ms, Vec::new()),
+            None => (now_ms, Vec::new(), None),
         };
         let evicted = token.and_then(|t| remember_token(&mut tokens, t));
         let device = Device {
@@ -174,6 +271,7 @@ impl Store {
             first_seen_ms,
             last_seen_ms: now_ms,
             tokens,
+            push,
         };
         let op = Op::Put {
             shard: shard as u16,
@@ -182,6 +280,42 @@ impl Store {
             value: encode(&device),
         };
         Ok((shard, op, Bound { device, evicted }))
+    }
+
+    /// Sets (`Some`) or clears (`None`) the push registration of a bound device,
+    /// durably; with `replacing`, only while the device's registration is that token
+    /// (a token the service rejected is removed, a newer one stays). Returns whether
+    /// the device exists (and, with `replacing`, held that token).
+    pub async fn set_push_token(
+        &self,
+        user: u64,
+        device_id: &str,
+        push: Option<PushToken>,
+        replacing: Option<&str>,
+    ) -> Result<bool> {
+        let _guard = self.device_lock(user).lock().await;
+        let shard = self.inner.map.user(user);
+        let k = key(user, device_id);
+        let Some(v) = self.shard(shard).userdevice_device.get(&k)? else {
+            return Ok(false);
+        };
+        let mut device = decode(device_id.to_owned(), &v)?;
+        if replacing.is_some() && device.push.as_ref().map(|p| p.token.as_str()) != replacing {
+            return Ok(false);
+        }
+        if device.push == push {
+            return Ok(true);
+        }
+        device.push = push;
+        let op = Op::Put {
+            shard: shard as u16,
+            tree: Tree::Device,
+            key: k,
+            value: encode(&device),
+        };
+        self.run_ops::<()>(shard, OpsRequest::decided(vec![op]))
+            .await?;
+        Ok(true)
     }
 
     /// Removes a binding, durably; returns it (with the tokens it used), if it
@@ -262,6 +396,48 @@ mod tests {
         assert_eq!(bound.evicted, Some([0; 32]));
         assert_eq!(bound.device.tokens.len(), MAX_DEVICE_TOKENS);
         assert_eq!(bound.device.tokens.last(), Some(&[99; 32]));
+    }
+
+    #[test]
+    fn push_registrations_survive_logins_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
+        let rt = runtime();
+        let push = PushToken {
+            provider: PushProvider::Apns,
+            token: "ab".repeat(32),
+            app_id: "com.example.chat".into(),
+            sandbox: true,
+            credential: [7; 32],
+            credential_expires_ms: 0,
+            registered_ms: 5,
+        };
+        assert!(!rt
+            .block_on(s.set_push_token(1, "phone", Some(push.clone()), None))
+            .unwrap());
+        rt.block_on(s.bind_device(1, "phone", 1, 10, Some(&[1; 32])))
+            .unwrap();
+        assert!(rt
+            .block_on(s.set_push_token(1, "phone", Some(push.clone()), None))
+            .unwrap());
+        rt.block_on(s.bind_device(1, "phone", 1, 20, Some(&[2; 32])))
+            .unwrap();
+        assert_eq!(s.devices(1).unwrap()[0].push.as_ref(), Some(&push));
+        assert!(!rt
+            .block_on(s.set_push_token(1, "phone", None, Some("other")))
+            .unwrap());
+        assert!(rt
+            .block_on(s.set_push_token(1, "phone", None, Some(&push.token)))
+            .unwrap());
+        let d = s.devices(1).unwrap().remove(0);
+        assert_eq!((&d.push, d.tokens.len()), (&None, 2));
+        let with_push = Device {
+            push: Some(push),
+            ..d.clone()
+        };
+        let bytes = encode(&with_push);
+        assert_eq!(decode("phone".into(), &bytes).unwrap(), with_push);
+        assert!(decode("phone".into(), &bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

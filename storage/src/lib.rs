@@ -77,7 +77,10 @@ pub use backend::{
 };
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
-pub use devices::{remember_token, Bound, Device, MAX_DEVICE_TOKENS};
+pub use devices::{
+    remember_token, Bound, Device, PushProvider, PushToken, MAX_DEVICE_TOKENS,
+    MAX_PUSH_APP_ID_BYTES, MAX_PUSH_TOKEN_BYTES,
+};
 pub use error::{Result, StorageError};
 pub use group_changes::{
     creation_refused, validate_new_group, EventsFor, GroupChange, GroupChanged, GroupEvent,

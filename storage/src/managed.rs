@@ -30,9 +30,9 @@ use crate::error::{Result, StorageError};
 use crate::{
     Account, AppendRequest, AppendTicket, BlobRecord, BlobUpdate, Bound, CommitListener,
     CommitStats, ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo,
-    HistoryPage, HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, Relation,
-    RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, Store, StoreConfig,
-    StoredMessage, TokenHash, TokenInfo, UserConversation,
+    HistoryPage, HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken,
+    Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, Store,
+    StoreConfig, StoredMessage, TokenHash, TokenInfo, UserConversation,
 };
 
 /// Bytes the healer writes and syncs to decide that the disk takes writes again.
@@ -275,6 +275,13 @@ delegate!(Devices {
     ) -> Bound;
     fn unbind_device(&self, user: u64, device_id: &str) -> Option<Device>;
     fn remove_device(&self, user: u64, device_id: &str) -> Option<Device>;
+    fn set_push_token(
+        &self,
+        user: u64,
+        device_id: &str,
+        push: Option<PushToken>,
+        replacing: Option<&str>
+    ) -> bool;
 });
 
 delegate!(Relations {

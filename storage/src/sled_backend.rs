@@ -18,9 +18,9 @@ use crate::error::{Result, StorageError};
 use crate::{
     Account, AppendRequest, AppendTicket, BlobRecord, BlobUpdate, Bound, CommitStats,
     ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo, HistoryPage,
-    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, Relation, RelationChange,
-    RelationRefusal, RelationSet, RequestOutcome, Session, Store, StoredMessage, TokenHash,
-    TokenInfo, UserConversation,
+    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken, Relation,
+    RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, Store, StoredMessage,
+    TokenHash, TokenInfo, UserConversation,
 };
 
 impl Store {
@@ -259,6 +259,16 @@ impl Devices for Store {
             Ok(removed)
         })
         .await
+    }
+
+    async fn set_push_token(
+        &self,
+        user: u64,
+        device_id: &str,
+        push: Option<PushToken>,
+        replacing: Option<&str>,
+    ) -> Result<bool> {
+        Store::set_push_token(self, user, device_id, push, replacing).await
     }
 }
 

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use courier_protocol::ConversationId;
 use courier_storage::{
     AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EventsFor, GroupChange, GroupEvent,
-    HistoryRange, JoinPolicy, MembershipRefusal, RelationChange, RelationRefusal, RelationSet,
-    RequestOutcome, Role, Storage, StorageError,
+    HistoryRange, JoinPolicy, MembershipRefusal, PushProvider, PushToken, RelationChange,
+    RelationRefusal, RelationSet, RequestOutcome, Role, Storage, StorageError,
 };
 
 const PASSWORD: &str = "correct horse";
@@ -263,6 +263,47 @@ pub async fn devices_bind_and_remove(store: &dyn Storage, tag: &str) {
         .unwrap();
     let devices = store.devices(id).await.unwrap();
     assert_eq!(devices.len(), 2);
+    // Push registrations: kept across logins, replaced only while still current.
+    let push = PushToken {
+        provider: PushProvider::Fcm,
+        token: format!("{tag}-fcm-token"),
+        app_id: "example-project".into(),
+        sandbox: false,
+        credential: hash,
+        credential_expires_ms: 0,
+        registered_ms: 3_000,
+    };
+    assert!(!store
+        .set_push_token(id, "tablet", Some(push.clone()), None)
+        .await
+        .unwrap());
+    assert!(store
+        .set_push_token(id, "phone", Some(push.clone()), None)
+        .await
+        .unwrap());
+    store
+        .bind_device(id, "phone", 2, 4_000, None)
+        .await
+        .unwrap();
+    let phone = |devices: Vec<courier_storage::Device>| {
+        devices
+            .into_iter()
+            .find(|d| d.device_id == "phone")
+            .unwrap()
+    };
+    assert_eq!(
+        phone(store.devices(id).await.unwrap()).push,
+        Some(push.clone())
+    );
+    assert!(!store
+        .set_push_token(id, "phone", None, Some("another token"))
+        .await
+        .unwrap());
+    assert!(store
+        .set_push_token(id, "phone", None, Some(&push.token))
+        .await
+        .unwrap());
+    assert_eq!(phone(store.devices(id).await.unwrap()).push, None);
     let removed = store.remove_device(id, "laptop").await.unwrap().unwrap();
     assert!(removed.tokens.contains(&hash));
     assert!(store.token_info(&session.token).await.unwrap().is_none());
