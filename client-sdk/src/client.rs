@@ -24,6 +24,19 @@ use tokio_util::codec::FramedRead;
 
 use crate::error::{Result, SdkError};
 
+/// A device's push registration, for [`Client::set_push_token`].
+#[derive(Debug, Clone)]
+pub struct PushRegistration {
+    /// APNs or FCM.
+    pub provider: pb::PushProvider,
+    /// The service's token for the app on this device.
+    pub token: String,
+    /// The bundle id (APNs) or Firebase project id (FCM).
+    pub app_id: String,
+    /// APNs development environment.
+    pub sandbox: bool,
+}
+
 /// How a client connects.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -385,6 +398,25 @@ impl Client {
             lease_ms: lease.as_millis().min(u128::from(u32::MAX)) as u32,
         }))
         .await
+    }
+
+    /// Registers where to push to this device while it is offline (`provider`
+    /// APNs or FCM; `app_id` the bundle id or Firebase project id); `None`
+    /// unregisters. Answered once the registration is durable.
+    pub async fn set_push_token(&self, token: Option<PushRegistration>) -> Result<()> {
+        let frame = match token {
+            None => pb::SetPushToken::default(),
+            Some(t) => pb::SetPushToken {
+                provider: t.provider as i32,
+                token: t.token,
+                app_id: t.app_id,
+                sandbox: t.sandbox,
+            },
+        };
+        match self.request(Kind::SetPushToken(frame)).await? {
+            Kind::PushTokenSet(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Reports that the user read `conversation` up to `seq`.

@@ -518,6 +518,36 @@ impl HttpClient {
         self.call_empty(self.http.delete(url)).await
     }
 
+    /// Registers the push token of one of the user's devices: `provider` is `apns`
+    /// or `fcm`, `app_id` the bundle id (APNs) or Firebase project id (FCM). Pushes
+    /// reach the device while it is offline, until the token is removed or this
+    /// client's token is logged out.
+    pub async fn set_push_token(
+        &self,
+        device_id: &str,
+        provider: &str,
+        token: &str,
+        app_id: &str,
+        sandbox: bool,
+    ) -> Result<()> {
+        let url = self.url(&format!("/v1/devices/{device_id}/push"));
+        let body = serde_json::json!({
+            "provider": provider,
+            "token": token,
+            "app_id": app_id,
+            "sandbox": sandbox,
+        });
+        self.call::<Value>(self.http.put(url).json(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Removes the push token of one of the user's devices.
+    pub async fn remove_push_token(&self, device_id: &str) -> Result<()> {
+        let url = self.url(&format!("/v1/devices/{device_id}/push"));
+        self.call_empty(self.http.delete(url)).await
+    }
+
     /// Presence of `users` (JSON: `{users: [{user_id, online}]}`).
     pub async fn presence(&self, users: &[u64]) -> Result<Value> {
         let list: Vec<String> = users.iter().map(u64::to_string).collect();

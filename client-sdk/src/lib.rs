@@ -32,7 +32,9 @@ mod session;
 mod transport;
 mod types;
 
-pub use client::{new_client_msg_id, Client, ClientOptions, Event, Events, SendReceipt};
+pub use client::{
+    new_client_msg_id, Client, ClientOptions, Event, Events, PushRegistration, SendReceipt,
+};
 pub use courier_protocol::{pb, ConversationId, ErrorCode};
 pub use cursor::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use error::{Result, SdkError};

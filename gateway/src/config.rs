@@ -235,6 +235,8 @@ pub struct Config {
     pub postgres_url: String,
     /// Several gateways serving one deployment (off unless `nats_urls` is set).
     pub cluster: ClusterConfig,
+    /// Offline push through APNs and FCM (the `[push]` section).
+    pub push: PushConfig,
     /// Appends that may queue per store shard.
     pub store_queue_depth: usize,
     /// Most appends in one group commit.
@@ -371,6 +373,7 @@ impl Default for Config {
             storage_backend: StorageBackend::Sled,
             postgres_url: String::new(),
             cluster: ClusterConfig::default(),
+            push: PushConfig::default(),
             store_queue_depth: 4096,
             store_max_batch: 1024,
             store_cache_mib: 64,
@@ -379,6 +382,113 @@ impl Default for Config {
             password_iterations: 2,
             token_ttl_secs: 30 * 24 * 3600,
         }
+    }
+}
+
+/// The `[push]` section: offline push to devices that registered a token, through
+/// APNs (HTTP/2, token authentication with an ES256 key) and FCM (HTTP v1 with a
+/// service account). Environment variables name its keys `COURIER_PUSH_<KEY>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// The APNs signing key (`AuthKey_<key id>.p8`, PEM); empty = no APNs.
+    pub apns_key_path: String,
+    /// The key's id (10 characters, the JWT's `kid`).
+    pub apns_key_id: String,
+    /// The Apple developer team id (the JWT's `iss`).
+    pub apns_team_id: String,
+    /// Bundle ids devices may register (comma-separated); empty = any.
+    pub apns_topics: String,
+    /// The production APNs endpoint.
+    pub apns_endpoint: String,
+    /// The development (sandbox) APNs endpoint, for tokens registered with `sandbox`.
+    pub apns_sandbox_endpoint: String,
+    /// The Firebase service account (the JSON file Google issues); empty = no FCM.
+    pub fcm_service_account_path: String,
+    /// The FCM endpoint (`<endpoint>/v1/projects/<project>/messages:send`).
+    pub fcm_endpoint: String,
+    /// A PEM file of extra root certificates the push clients trust (a TLS-inspecting
+    /// proxy, or the test servers); empty = the public roots only.
+    pub ca_file: String,
+    /// How long a push waits for more messages of the same conversation, which it
+    /// then stands for (one push per burst), in ms.
+    pub coalesce_ms: u64,
+    /// How long an online device has to acknowledge a delivery before it is pushed
+    /// to anyway, in ms.
+    pub ack_window_ms: u64,
+    /// Show the message's text in the notification; off: "New message" only.
+    pub show_preview: bool,
+    /// How long one request to APNs or FCM may take, in ms.
+    pub timeout_ms: u64,
+    /// Requests to APNs and FCM in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            apns_key_path: String::new(),
+            apns_key_id: String::new(),
+            apns_team_id: String::new(),
+            apns_topics: String::new(),
+            apns_endpoint: "https://api.push.apple.com".into(),
+            apns_sandbox_endpoint: "https://api.sandbox.push.apple.com".into(),
+            fcm_service_account_path: String::new(),
+            fcm_endpoint: "https://fcm.googleapis.com".into(),
+            ca_file: String::new(),
+            coalesce_ms: 300,
+            ack_window_ms: 3_000,
+            show_preview: true,
+            timeout_ms: 10_000,
+            concurrency: 32,
+        }
+    }
+}
+
+impl PushConfig {
+    /// Whether APNs is configured.
+    pub fn apns_enabled(&self) -> bool {
+        !self.apns_key_path.is_empty()
+    }
+
+    /// Whether FCM is configured.
+    pub fn fcm_enabled(&self) -> bool {
+        !self.fcm_service_account_path.is_empty()
+    }
+
+    /// Whether any push service is configured.
+    pub fn enabled(&self) -> bool {
+        self.apns_enabled() || self.fcm_enabled()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.apns_enabled() && (self.apns_key_id.is_empty() || self.apns_team_id.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "push.apns_key_path needs push.apns_key_id and push.apns_team_id",
+            ));
+        }
+        let urls = [
+            &self.apns_endpoint,
+            &self.apns_sandbox_endpoint,
+            &self.fcm_endpoint,
+        ];
+        if urls
+            .iter()
+            .any(|u| !u.starts_with("https://") && !u.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid("push endpoints must be http(s) URLs"));
+        }
+        if self.coalesce_ms > 60_000 || self.ack_window_ms > 600_000 {
+            return Err(ConfigError::Invalid(
+                "push.coalesce_ms must be at most 60000 and push.ack_window_ms at most 600000",
+            ));
+        }
+        if !(100..=120_000).contains(&self.timeout_ms) || !(1..=1024).contains(&self.concurrency) {
+            return Err(ConfigError::Invalid(
+                "push.timeout_ms must be 100..=120000 and push.concurrency 1..=1024",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -656,6 +766,7 @@ impl Config {
     /// Checks ranges that would make the server misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.cluster.validate()?;
+        self.push.validate()?;
         if self.cluster.enabled() && self.storage_backend != StorageBackend::Postgres {
             return Err(ConfigError::Invalid(
                 "a cluster needs storage_backend = \"postgres\" (sled belongs to one process)",

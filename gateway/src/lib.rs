@@ -19,6 +19,7 @@ pub mod connection;
 pub mod error;
 pub mod media;
 pub mod metrics;
+pub mod outbox;
 pub mod server;
 
 pub use config::Config;

@@ -329,6 +329,9 @@ pub fn render(api: &Api) -> String {
     if let Some(events) = &api.events {
         render_events(&mut out, events);
     }
+    if let Some(push) = &api.push {
+        render_push(&mut out, push);
+    }
     let r = api.receipts.counters.snapshot();
     counter(
         &mut out,
@@ -388,6 +391,56 @@ fn render_events(out: &mut String, e: &crate::api::events::EventOutbox) {
         "courier_webhook_events_backlog_bytes",
         "Webhook events not yet acknowledged, in bytes.",
         e.backlog_bytes() as i64,
+    );
+}
+
+fn render_push(out: &mut String, p: &crate::api::push::Push) {
+    let c = &p.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "courier_push_queued_total",
+            "Stored messages queued for push decisions.",
+            &c.queued,
+        ),
+        (
+            "courier_push_sent_total",
+            "Pushes APNs or FCM accepted.",
+            &c.sent,
+        ),
+        (
+            "courier_push_withdrawn_total",
+            "Withdrawals (read elsewhere) APNs or FCM accepted.",
+            &c.withdrawn,
+        ),
+        (
+            "courier_push_suppressed_total",
+            "Device pushes not sent: acknowledged, read, muted, blocked or logged out.",
+            &c.suppressed,
+        ),
+        (
+            "courier_push_tokens_removed_total",
+            "Push tokens removed because the service reported them unregistered.",
+            &c.tokens_removed,
+        ),
+        (
+            "courier_push_failures_total",
+            "Pushes given up (refused, or failing after retries).",
+            &c.failures,
+        ),
+        (
+            "courier_push_retries_total",
+            "Push attempts retried.",
+            &c.retries,
+        ),
+    ] {
+        counter(out, name, help, get(value));
+    }
+    gauge(
+        out,
+        "courier_push_backlog_bytes",
+        "Push queue not yet decided, in bytes.",
+        p.backlog_bytes() as i64,
     );
 }
 

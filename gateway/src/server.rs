@@ -42,6 +42,9 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// Push could not start.
+    #[error(transparent)]
+    Push(#[from] crate::api::push::PushStartError),
     /// The webhook events' outbox could not be opened.
     #[error("webhook events outbox: {source}")]
     Webhooks {
@@ -115,8 +118,12 @@ impl Server {
         if let Some(outbox) = &events {
             tasks.spawn(outbox.clone().run(shutdown.clone()));
         }
-        let router =
-            Arc::new(Router::new(registry.clone(), members.clone()).with_events(events.clone()));
+        let push = crate::api::push::Push::open(&config)?.map(Arc::new);
+        let router = Arc::new(
+            Router::new(registry.clone(), members.clone())
+                .with_events(events.clone())
+                .with_push(push.clone()),
+        );
         let store: Arc<dyn Storage> = match config.storage_backend {
             StorageBackend::Sled => {
                 let store_config = config.store_config();
@@ -163,8 +170,12 @@ impl Server {
             )
             .with_cluster(cluster)
             .with_app_tokens(crate::api::app_tokens::AppTokens::from_config(&config)?)
-            .with_events(events),
+            .with_events(events)
+            .with_push(push.clone()),
         );
+        if let Some(push) = push {
+            tasks.spawn(push.run(api.clone(), shutdown.clone()));
+        }
         if config.lifecycle_interval_secs > 0 {
             let (api, shutdown) = (api.clone(), shutdown.clone());
             let every = std::time::Duration::from_secs(config.lifecycle_interval_secs);

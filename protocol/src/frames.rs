@@ -60,6 +60,8 @@ impl Frame {
                 Kind::PresenceSubscribe(_) => "PresenceSubscribe",
                 Kind::Kick(_) => "Kick",
                 Kind::Error(_) => "Error",
+                Kind::SetPushToken(_) => "SetPushToken",
+                Kind::PushTokenSet(_) => "PushTokenSet",
             },
         }
     }

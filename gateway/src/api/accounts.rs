@@ -203,6 +203,7 @@ impl Api {
         if banned {
             self.store.revoke_user_tokens(user, None).await?;
             self.registry.close_user(user, ErrorCode::Banned);
+            self.forget_push_tokens(user, None).await?;
         }
         Ok(())
     }
@@ -216,13 +217,14 @@ impl Api {
     pub async fn logout(&self, user: u64, token: TokenHash) -> Result<(), ApiError> {
         self.store.revoke_token_hash(&token).await?;
         self.end_sessions(user, &[token]);
-        Ok(())
+        self.forget_push_tokens(user, Some(&token)).await
     }
 
     /// Revokes every token of `user` and ends all its sessions.
     pub async fn logout_everywhere(&self, user: u64) -> Result<usize, ApiError> {
         let revoked = self.store.revoke_user_tokens(user, None).await?;
         self.registry.close_user(user, ErrorCode::LoggedOut);
+        self.forget_push_tokens(user, None).await?;
         Ok(revoked.len())
     }
 

@@ -163,6 +163,9 @@ impl Api {
             .push_to_user(user, &wire, from_device.map(|device| (user, device)));
         if read_seq > 0 {
             self.receipts.read(user, *c, read_seq);
+            if let Some(push) = &self.push {
+                push.read(user, c, read_seq, from_device);
+            }
         }
     }
 

@@ -86,6 +86,13 @@ impl Api {
                             .to_ascii_lowercase()
                     },
                 ),
+                push: d.push.as_ref().map(|p| {
+                    match p.provider {
+                        courier_storage::PushProvider::Apns => "apns",
+                        courier_storage::PushProvider::Fcm => "fcm",
+                    }
+                    .to_owned()
+                }),
                 device_id: d.device_id,
                 first_seen_ms: d.first_seen_ms,
                 last_seen_ms: d.last_seen_ms,

@@ -440,6 +440,8 @@ pub struct DeviceView {
     pub last_seen_ms: u64,
     /// Connected now.
     pub online: bool,
+    /// The push service it registered with (`apns` or `fcm`), if any.
+    pub push: Option<String>,
 }
 
 /// The caller's devices.

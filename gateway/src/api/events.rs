@@ -13,11 +13,7 @@
 //! just before a crash is delivered again): every event has a stable `id` to
 //! deduplicate by. When everything is delivered, the log starts over.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use courier_protocol::pb::message_body::Content;
@@ -30,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::webhooks::post_signed;
 use crate::config::Config;
+use crate::outbox::{Batch, RecordLog};
 
 /// How long an appended event may stay only in the page cache.
 pub const SYNC_EVERY: Duration = Duration::from_millis(50);
@@ -37,8 +34,6 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(50);
 const MAX_BATCH: usize = 100;
 /// Most bytes of events in one delivery.
 const MAX_BATCH_BYTES: usize = 512 * 1024;
-/// The log starts over once everything is delivered and it has grown past this.
-const RESTART_BYTES: u64 = 1 << 20;
 /// Longest wait between delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -55,16 +50,6 @@ pub struct EventCounters {
     pub batches: AtomicU64,
 }
 
-struct Log {
-    file: File,
-    /// Bytes appended so far.
-    len: u64,
-    /// Bytes delivered (and acknowledged) so far.
-    delivered: u64,
-    /// Appended since the last sync.
-    dirty: bool,
-}
-
 /// Which events the application wants.
 #[derive(Debug, Clone, Copy)]
 struct Wanted {
@@ -75,8 +60,7 @@ struct Wanted {
 
 /// The durable outbox of webhook events, and its delivery.
 pub struct EventOutbox {
-    log: Mutex<Log>,
-    offset_path: PathBuf,
+    log: RecordLog,
     wake: Notify,
     url: String,
     secret: Vec<u8>,
@@ -94,26 +78,10 @@ impl EventOutbox {
         if config.webhook_events_url.is_empty() {
             return Ok(None);
         }
-        let dir = config.data_dir.join("webhooks");
-        std::fs::create_dir_all(&dir)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(dir.join("events.log"))?;
-        let len = valid_length(&mut file)?;
-        file.set_len(len)?; // a torn last record was never acknowledged to anyone
-        let offset_path = dir.join("events.offset");
-        let delivered = read_offset(&offset_path)?.min(len);
+        let log = RecordLog::open(&config.data_dir.join("webhooks"), "events")?;
         let wanted = |name: &str| config.webhook_events.split(',').any(|e| e.trim() == name);
         Ok(Some(Self {
-            log: Mutex::new(Log {
-                file,
-                len,
-                delivered,
-                dirty: false,
-            }),
-            offset_path,
+            log,
             wake: Notify::new(),
             url: config.webhook_events_url.clone(),
             secret: config.webhook_secret.as_bytes().to_vec(),
@@ -133,8 +101,7 @@ impl EventOutbox {
 
     /// Events not yet acknowledged, in bytes.
     pub fn backlog_bytes(&self) -> u64 {
-        let log = self.log.lock().expect("outbox lock");
-        log.len - log.delivered
+        self.log.backlog_bytes()
     }
 
     /// Appends events for committed messages: `after_send` for what people sent,
@@ -193,42 +160,25 @@ impl EventOutbox {
         if events.is_empty() {
             return;
         }
-        let mut bytes = Vec::new();
-        for e in events {
-            let json = serde_json::to_vec(e).expect("JSON values serialize");
-            bytes.extend_from_slice(&(json.len() as u32).to_be_bytes());
-            bytes.extend_from_slice(&crc32fast::hash(&json).to_be_bytes());
-            bytes.extend_from_slice(&json);
-        }
-        let mut log = self.log.lock().expect("outbox lock");
-        match log.file.write_all(&bytes) {
+        let records: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).expect("JSON values serialize"))
+            .collect();
+        match self.log.append(&records) {
             Ok(()) => {
-                log.len += bytes.len() as u64;
-                log.dirty = true;
                 self.counters
                     .queued
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
             }
-            // The disk refused the record: cut it back off, so the log stays whole.
-            Err(e) => {
-                tracing::error!(error = %e, "webhook events could not be queued");
-                let len = log.len;
-                let _ = log.file.set_len(len);
-            }
+            Err(e) => tracing::error!(error = %e, "webhook events could not be queued"),
         }
-        drop(log);
         self.wake.notify_one();
     }
 
     /// Syncs what was appended (at shutdown, and every [`SYNC_EVERY`]).
     pub fn sync(&self) {
-        let mut log = self.log.lock().expect("outbox lock");
-        if log.dirty {
-            if let Err(e) = log.file.sync_data() {
-                tracing::error!(error = %e, "webhook events could not be synced");
-                return;
-            }
-            log.dirty = false;
+        if let Err(e) = self.log.sync() {
+            tracing::error!(error = %e, "webhook events could not be synced");
         }
     }
 
@@ -253,14 +203,14 @@ impl EventOutbox {
         };
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            let batch = match self.next_batch() {
+            let batch = match self.log.read_next(MAX_BATCH, MAX_BATCH_BYTES) {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, "webhook events could not be read");
                     Batch::default()
                 }
             };
-            if batch.events.is_empty() {
+            if batch.records.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = self.wake.notified() => {}
@@ -274,6 +224,7 @@ impl EventOutbox {
                     self.acknowledged(&batch);
                 }
                 Err(why) => {
+                    self.log.rewind();
                     self.counters.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(url = %self.url, %why, "webhook events not delivered; retrying");
                     let jitter = rand::random::<f64>() * 0.5 + 0.75;
@@ -290,52 +241,11 @@ impl EventOutbox {
         let _ = tokio::task::spawn_blocking(move || outbox.sync()).await;
     }
 
-    fn next_batch(&self) -> std::io::Result<Batch> {
-        let mut log = self.log.lock().expect("outbox lock");
-        let (start, end) = (log.delivered, log.len);
-        if start == end {
-            return Ok(Batch::default());
-        }
-        let want = (end - start).min(MAX_BATCH_BYTES as u64 + 8) as usize;
-        let mut buf = vec![0u8; want];
-        log.file.seek(SeekFrom::Start(start))?;
-        log.file.read_exact(&mut buf)?;
-        drop(log);
-        let mut events = Vec::new();
-        let mut at = 0usize;
-        while events.len() < MAX_BATCH && at + 8 <= buf.len() {
-            let len = u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-            if at + 8 + len > buf.len() {
-                if events.is_empty() {
-                    // One event larger than a batch's bytes: read it whole.
-                    return self.read_one(start, len);
-                }
-                break;
-            }
-            events.push(buf[at + 8..at + 8 + len].to_vec());
-            at += 8 + len;
-        }
-        Ok(Batch {
-            events,
-            end: start + at as u64,
-        })
-    }
-
-    fn read_one(&self, start: u64, len: usize) -> std::io::Result<Batch> {
-        let mut log = self.log.lock().expect("outbox lock");
-        let mut buf = vec![0u8; len];
-        log.file.seek(SeekFrom::Start(start + 8))?;
-        log.file.read_exact(&mut buf)?;
-        Ok(Batch {
-            events: vec![buf],
-            end: start + 8 + len as u64,
-        })
-    }
-
     async fn deliver(&self, batch: &Batch) -> Result<(), String> {
-        let mut body = Vec::with_capacity(batch.events.iter().map(Vec::len).sum::<usize>() + 32);
+        let mut body =
+            Vec::with_capacity(batch.records.iter().map(|r| r.1.len()).sum::<usize>() + 32);
         body.extend_from_slice(b"{\"events\":[");
-        for (i, e) in batch.events.iter().enumerate() {
+        for (i, (_, e)) in batch.records.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
@@ -348,99 +258,18 @@ impl EventOutbox {
     }
 
     fn acknowledged(&self, batch: &Batch) {
-        let mut log = self.log.lock().expect("outbox lock");
-        log.delivered = batch.end;
-        if log.delivered == log.len && log.len > RESTART_BYTES && log.file.set_len(0).is_ok() {
-            log.len = 0;
-            log.delivered = 0;
-        }
-        let delivered = log.delivered;
-        drop(log);
-        if let Err(e) = write_offset(&self.offset_path, delivered) {
-            tracing::error!(error = %e, "webhook event offset could not be saved");
+        if let Some(end) = batch.end() {
+            if let Err(e) = self
+                .log
+                .acknowledge(end)
+                .and_then(|()| self.log.restart_if_done())
+            {
+                tracing::error!(error = %e, "webhook event offset could not be saved");
+            }
         }
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters
             .delivered
-            .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-    }
-}
-
-#[derive(Default)]
-struct Batch {
-    events: Vec<Vec<u8>>,
-    /// The log offset just past the batch.
-    end: u64,
-}
-
-/// The length of the whole records at the start of `file`.
-fn valid_length(file: &mut File) -> std::io::Result<u64> {
-    let mut bytes = Vec::new();
-    file.seek(SeekFrom::Start(0))?;
-    file.read_to_end(&mut bytes)?;
-    let mut at = 0usize;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let Some(json) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(json) != crc {
-            break;
-        }
-        at += 8 + len;
-    }
-    Ok(at as u64)
-}
-
-fn read_offset(path: &Path) -> std::io::Result<u64> {
-    match std::fs::read(path) {
-        Ok(b) if b.len() == 8 => Ok(u64::from_be_bytes(b.try_into().expect("8 bytes"))),
-        Ok(_) => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes the offset atomically (a new file renamed over the old one).
-fn write_offset(path: &Path, offset: u64) -> std::io::Result<()> {
-    let temp = path.with_extension("offset.new");
-    let mut file = File::create(&temp)?;
-    file.write_all(&offset.to_be_bytes())?;
-    file.sync_data()?;
-    std::fs::rename(&temp, path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_torn_record_is_not_part_of_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.log");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        let json = br#"{"id":"a"}"#;
-        file.write_all(&(json.len() as u32).to_be_bytes()).unwrap();
-        file.write_all(&crc32fast::hash(json).to_be_bytes())
-            .unwrap();
-        file.write_all(json).unwrap();
-        let whole = 8 + json.len() as u64;
-        file.write_all(&[0, 0, 0, 9, 1, 2]).unwrap(); // a torn header
-        assert_eq!(valid_length(&mut file).unwrap(), whole);
-    }
-
-    #[test]
-    fn offsets_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.offset");
-        assert_eq!(read_offset(&path).unwrap(), 0);
-        write_offset(&path, 4242).unwrap();
-        assert_eq!(read_offset(&path).unwrap(), 4242);
+            .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
     }
 }

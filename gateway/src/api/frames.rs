@@ -69,14 +69,15 @@ impl Api {
             max_text_bytes: self.config.max_text_bytes as u32,
             user_name: name,
         };
+        let credential = SessionCredential {
+            hash: token.hash,
+            expires_ms: token.expires_ms,
+        };
         let ctx = SessionCtx {
             user_id: user,
             device_id: hello.device_id.as_str().into(),
             session_id,
-        };
-        let credential = SessionCredential {
-            hash: token.hash,
-            expires_ms: token.expires_ms,
+            credential,
         };
         Ok((ctx, credential, Frame::new(0, Kind::Welcome(welcome))))
     }
@@ -107,9 +108,30 @@ impl Api {
             }))),
             Kind::Send(send) => self.on_send(ctx, id, send.into()).await,
             Kind::DeliveryAck(ack) => match self.delivery_ack(ctx.user_id, &ack).await {
-                Ok(()) => Handled::Nothing,
+                Ok(()) => {
+                    if let (Some(push), Ok(c)) = (&self.push, ack.conversation.parse()) {
+                        push.delivered(ctx.user_id, &ctx.device_id, &c, ack.seq);
+                    }
+                    Handled::Nothing
+                }
                 Err(e) => Handled::Reply(e.to_frame(id)),
             },
+            Kind::SetPushToken(set) => reply(
+                async {
+                    let registration = crate::api::push::Registration::from_frame(&set)?;
+                    let registered = self
+                        .set_push_token(
+                            ctx.user_id,
+                            &ctx.device_id,
+                            &ctx.credential.hash,
+                            ctx.credential.expires_ms,
+                            registration,
+                        )
+                        .await?;
+                    Ok(Kind::PushTokenSet(pb::PushTokenSet { registered }))
+                }
+                .await,
+            ),
             Kind::PullHistory(pull) => reply(
                 self.pull_history(ctx.user_id, &pull)
                     .await

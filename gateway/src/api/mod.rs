@@ -13,6 +13,7 @@
 //! - `devices`: device bindings and the device cap.
 //! - `presence` / `receipts`: storm-proof presence and read receipts (actors).
 //! - `recall`: recalling messages.
+//! - `push`: offline push through APNs and FCM, decided per device.
 //! - `media`: upload, signed download, moderation routes, garbage collection.
 //! - `lifecycle`: retention, media GC and the cold tier, run periodically.
 //! - `dto`: the JSON shapes of the HTTP API.
@@ -39,6 +40,7 @@ pub mod media;
 pub mod members;
 pub mod messaging;
 pub mod presence;
+pub mod push;
 pub mod recall;
 pub mod receipts;
 pub mod relations;
@@ -86,6 +88,8 @@ pub struct Api {
     pub before_send: Option<webhooks::BeforeSendHook>,
     /// The outbox of asynchronous webhook events, when configured.
     pub events: Option<Arc<events::EventOutbox>>,
+    /// Offline push, when APNs or FCM is configured.
+    pub push: Option<Arc<push::Push>>,
 }
 
 /// A fresh client message id for server-written log events.
@@ -130,7 +134,14 @@ impl Api {
             app_tokens: None,
             before_send,
             events: None,
+            push: None,
         }
+    }
+
+    /// Pushes to offline devices through `push`.
+    pub(crate) fn with_push(mut self, push: Option<Arc<push::Push>>) -> Self {
+        self.push = push;
+        self
     }
 
     /// Queues webhook events in `outbox`.

@@ -26,6 +26,8 @@ pub struct Router {
     runtime: tokio::runtime::Handle,
     /// Webhook events of what was committed, when configured.
     events: Option<Arc<crate::api::events::EventOutbox>>,
+    /// Push decisions of what was committed, when configured.
+    push: Option<Arc<crate::api::push::Push>>,
 }
 
 impl Router {
@@ -37,7 +39,14 @@ impl Router {
             members,
             runtime: tokio::runtime::Handle::current(),
             events: None,
+            push: None,
         }
+    }
+
+    /// Also queues push decisions of what is committed in `push`.
+    pub fn with_push(mut self, push: Option<Arc<crate::api::push::Push>>) -> Self {
+        self.push = push;
+        self
     }
 
     /// Also queues webhook events of what is committed in `outbox`.
@@ -65,6 +74,9 @@ impl CommitListener for Router {
     fn committed(&self, messages: &[StoredMessage], membership: Option<&MembershipChange>) {
         if let Some(events) = &self.events {
             events.committed(messages);
+        }
+        if let Some(push) = &self.push {
+            push.committed(messages);
         }
         // The batch holds only the change's own events: they and everything after
         // them go to the members as of the change (or later, as `members_at` sorts

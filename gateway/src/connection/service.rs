@@ -29,6 +29,8 @@ pub struct SessionCtx {
     pub device_id: Arc<str>,
     /// This session's id.
     pub session_id: u64,
+    /// The token that opened it.
+    pub credential: SessionCredential,
 }
 
 /// The token that opened a session.

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod push_server;
 pub mod udp_proxy;
 
 use std::time::Duration;

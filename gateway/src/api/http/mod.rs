@@ -23,6 +23,7 @@ use utoipa_axum::routes;
 mod accounts;
 mod admin;
 mod app;
+mod push;
 
 use crate::api::dto::*;
 use crate::api::groups::parse_policy;
@@ -176,6 +177,7 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(recall))
         .routes(routes!(devices))
         .routes(routes!(remove_device))
+        .routes(routes!(push::set_push_token, push::remove_push_token))
         .routes(routes!(presence))
         .routes(routes!(stats))
         .routes(routes!(crate::api::media::upload))
@@ -209,6 +211,8 @@ pub struct Caller {
     pub user_id: u64,
     /// The hash of the bearer token it presented.
     pub credential: courier_storage::TokenHash,
+    /// When that token expires (ms since the epoch).
+    pub credential_expires_ms: u64,
 }
 
 impl FromRequestParts<Arc<Api>> for Caller {
@@ -237,6 +241,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
         Ok(Caller {
             user_id: token.user_id,
             credential: token.hash,
+            credential_expires_ms: token.expires_ms,
         })
     }
 }

@@ -1,0 +1,528 @@
+//! Offline push against a stand-in for APNs and FCM on loopback (HTTP/2 over TLS,
+//! checking what the real services check; see `common/push_server.rs`): one push
+//! per burst to an offline device, none to an online device that acknowledges,
+//! one to an online device that does not within the window, withdrawal when read
+//! elsewhere, nothing for muted conversations or blocked senders, unregistered
+//! tokens removed, nothing after a logout, and the queue surviving a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::push_server::{PushServer, Received, BUNDLE, PROJECT};
+use common::{http_code, TestServer, WAIT};
+use courier_gateway::{Config, Server};
+use courier_protocol::{pb, ConversationId, ErrorCode};
+use courier_sdk::{
+    Client, ClientOptions, Events, HttpClient, LoginInfo, NewGroup, PushRegistration,
+};
+use serde_json::Value;
+
+const COALESCE_MS: u64 = 500;
+const ACK_WINDOW_MS: u64 = 3_000;
+
+fn apns_token(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+fn fcm_token(name: &str) -> String {
+    format!("fcm-{name}:APA91b-test_token")
+}
+
+async fn start(push: &PushServer) -> TestServer {
+    TestServer::start_with(|c| {
+        push.configure(&mut c.push);
+        c.push.coalesce_ms = COALESCE_MS;
+        c.push.ack_window_ms = ACK_WINDOW_MS;
+    })
+    .await
+}
+
+async fn device(
+    server: &TestServer,
+    login: &LoginInfo,
+    id: &str,
+    auto_ack: bool,
+) -> (Client, Events) {
+    let options = ClientOptions {
+        device_id: id.to_owned(),
+        platform: pb::Platform::Ios,
+        auto_ack,
+        ..ClientOptions::default()
+    };
+    Client::connect(server.server.tcp_addr(), &login.token, options)
+        .await
+        .unwrap()
+}
+
+fn apns(token: &str) -> Option<PushRegistration> {
+    Some(PushRegistration {
+        provider: pb::PushProvider::Apns,
+        token: token.to_owned(),
+        app_id: BUNDLE.into(),
+        sandbox: false,
+    })
+}
+
+/// Binds `id` to `login`'s user with an APNs token, then leaves it offline.
+async fn offline_phone(server: &TestServer, login: &LoginInfo, id: &str, token: &str) {
+    let (client, _events) = device(server, login, id, true).await;
+    client.set_push_token(apns(token)).await.unwrap();
+    drop(client);
+    wait_offline(server, login.user_id, id).await;
+}
+
+async fn wait_offline(server: &TestServer, user: u64, id: &str) {
+    let deadline = Instant::now() + WAIT;
+    while server.server.api().registry.device_online(user, id) {
+        assert!(Instant::now() < deadline, "{id} still online");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `/metrics` has the line `line`.
+async fn wait_metric(server: &TestServer, line: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = server.admin().metrics().await.unwrap();
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no `{line}` in {metrics}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The conversation a push is about (a message or a withdrawal).
+fn conversation_of(r: &Received) -> String {
+    let p = &r.payload;
+    [
+        &p["courier"]["conversation"],
+        &p["courier"]["withdraw"],
+        &p["data"]["conversation"],
+    ]
+    .iter()
+    .find_map(|v| v.as_str())
+    .unwrap_or_default()
+    .to_owned()
+}
+
+fn about(received: &[Received], c: &ConversationId) -> Vec<Received> {
+    let c = c.to_string();
+    received
+        .iter()
+        .filter(|r| conversation_of(r) == c)
+        .cloned()
+        .collect()
+}
+
+/// Sends as `from` into `c` (through the admin API); returns the seq.
+async fn send(admin: &HttpClient, from: u64, c: &ConversationId, text: &str) -> u64 {
+    let sent = admin.admin_send(c, Some(from), text, None).await.unwrap();
+    sent["seq"].as_u64().unwrap()
+}
+
+fn direct(a: u64, b: u64) -> ConversationId {
+    ConversationId::direct(a, b).unwrap()
+}
+
+/// A barrier: `from` messages `target` and the push for it arrives at `token`;
+/// every decision queued before it has been made by then.
+async fn barrier(
+    push: &PushServer,
+    admin: &HttpClient,
+    from: u64,
+    target: u64,
+    token: &str,
+) -> ConversationId {
+    let c = direct(from, target);
+    let before = about(&push.received(token), &c).len();
+    send(admin, from, &c, "barrier").await;
+    let deadline = Instant::now() + WAIT;
+    while about(&push.received(token), &c).len() <= before {
+        assert!(Instant::now() < deadline, "no barrier push");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_gets_one_push_per_burst_with_the_unread_badge() {
+    let push = PushServer::start().await;
+    let server = start(&push).await;
+    let (alice, bob, carol) = (
+        server.user("alice").await,
+        server.user("bob").await,
+        server.user("carol").await,
+    );
+    let phone = apns_token(1);
+    offline_phone(&server, &bob, "phone", &phone).await;
+    let devices = server.http_as(&bob).devices().await.unwrap();
+    assert_eq!(devices["devices"][0]["push"], "apns");
+
+    let c = direct(alice.user_id, bob.user_id);
+    let admin = server.admin();
+    for i in 1..=5 {
+        send(&admin, alice.user_id, &c, &format!("hello {i}")).await;
+    }
+    let pushes = push.wait_for(&phone, 1, WAIT).await;
+    barrier(&push, &admin, carol.user_id, bob.user_id, &phone).await;
+    let burst = about(&push.received(&phone), &c);
+    assert_eq!(burst.len(), 1, "one push for the burst: {burst:?}");
+    let p = &pushes[0];
+    assert_eq!(
+        (p.kind.as_str(), p.collapse_id.as_str()),
+        ("alert", c.to_string().as_str())
+    );
+    let aps = &p.payload["aps"];
+    assert_eq!(aps["alert"]["title"], "alice");
+    assert_eq!(aps["alert"]["body"], "hello 5 (+4 more)");
+    assert_eq!(aps["badge"], 5);
+    assert_eq!(p.payload["courier"]["seq"], 5);
+    assert_eq!(p.payload["courier"]["count"], 5);
+    assert!(push.violations().is_empty(), "{:?}", push.violations());
+    // The stand-in saw the barrier's push before the gateway had its answer.
+    wait_metric(&server, "courier_push_sent_total 2").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_devices_are_pushed_only_when_they_do_not_acknowledge_in_time() {
+    let push = PushServer::start().await;
+    let server = start(&push).await;
+    let (alice, bob) = (server.user("alice").await, server.user("bob").await);
+    let (phone_token, tablet_token) = (apns_token(2), fcm_token("tablet"));
+    // The phone acknowledges what it receives; the tablet never does.
+    let (phone, mut phone_events) = device(&server, &bob, "phone", true).await;
+    phone.set_push_token(apns(&phone_token)).await.unwrap();
+    let (tablet, _tablet_events) = device(&server, &bob, "tablet", false).await;
+    tablet
+        .set_push_token(Some(PushRegistration {
+            provider: pb::PushProvider::Fcm,
+            token: tablet_token.clone(),
+            app_id: PROJECT.into(),
+            sandbox: false,
+        }))
+        .await
+        .unwrap();
+    let c = direct(alice.user_id, bob.user_id);
+    let sent_at = Instant::now();
+    send(&server.admin(), alice.user_id, &c, "are you there?").await;
+    common::next_message(&mut phone_events).await;
+    let pushes = push.wait_for(&tablet_token, 1, WAIT).await;
+    assert!(
+        pushes[0].at - sent_at >= Duration::from_millis(ACK_WINDOW_MS),
+        "the tablet was pushed before its window ended"
+    );
+    assert_eq!(pushes[0].kind, "message");
+    let data = &pushes[0].payload["data"];
+    assert_eq!(
+        (data["conversation"].as_str(), data["badge"].as_str()),
+        (Some(c.to_string().as_str()), Some("1"))
+    );
+    assert_eq!(
+        pushes[0].payload["android"]["notification"]["tag"],
+        c.to_string()
+    );
+    // Both devices were decided together: the phone, which acknowledged, got none.
+    assert!(push.received(&phone_token).is_empty());
+    assert_eq!(push.received(&tablet_token).len(), 1);
+    assert!(push.violations().is_empty(), "{:?}", push.violations());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_elsewhere_withdraws_the_push_or_cancels_it() {
+    let push = PushServer::start().await;
+    let server = start(&push).await;
+    let (alice, bob, carol) = (
+        server.user("alice").await,
+        server.user("bob").await,
+        server.user("carol").await,
+    );
+    let phone = apns_token(3);
+    offline_phone(&server, &bob, "phone", &phone).await;
+    let (laptop, mut laptop_events) = device(&server, &bob, "laptop", true).await;
+    let c = direct(alice.user_id, bob.user_id);
+    let admin = server.admin();
+    let seq = send(&admin, alice.user_id, &c, "lunch?").await;
+    push.wait_for(&phone, 1, WAIT).await;
+    common::next_message(&mut laptop_events).await;
+    laptop.report_read(&c, seq).await.unwrap();
+    let pushes = push.wait_for(&phone, 2, WAIT).await;
+    let withdraw = &pushes[1];
+    assert_eq!(withdraw.kind, "background");
+    assert_eq!(withdraw.collapse_id, c.to_string());
+    assert_eq!(withdraw.payload["courier"]["withdraw"], c.to_string());
+    assert_eq!(withdraw.payload["courier"]["read_seq"], seq);
+    assert_eq!(withdraw.payload["courier"]["badge"], 0);
+
+    // Read before the push is due: nothing is pushed at all.
+    let seq = send(&admin, alice.user_id, &c, "never mind").await;
+    laptop.report_read(&c, seq).await.unwrap();
+    barrier(&push, &admin, carol.user_id, bob.user_id, &phone).await;
+    assert_eq!(about(&push.received(&phone), &c).len(), 2);
+    assert!(push.violations().is_empty(), "{:?}", push.violations());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muted_conversations_and_blocked_senders_push_nothing() {
+    let push = PushServer::start().await;
+    let server = start(&push).await;
+    let (alice, bob, carol, dave) = (
+        server.user("alice").await,
+        server.user("bob").await,
+        server.user("dave").await,
+        server.user("carol").await,
+    );
+    let phone = apns_token(4);
+    offline_phone(&server, &bob, "phone", &phone).await;
+    let (admin, b) = (server.admin(), server.http_as(&bob));
+    let muted = direct(alice.user_id, bob.user_id);
+    send(&admin, alice.user_id, &muted, "first").await;
+    push.wait_for(&phone, 1, WAIT).await;
+    b.set_conversation_flags(&muted, Some(true), None)
+        .await
+        .unwrap();
+    send(&admin, alice.user_id, &muted, "muted now").await;
+
+    // A group: bob blocks carol; her messages there push nothing, alice's do.
+    let group = server
+        .http_as(&alice)
+        .create_group(&NewGroup {
+            name: "Climbing".into(),
+            join_policy: None,
+            history_visible: None,
+            members: vec![bob.user_id, carol.user_id],
+        })
+        .await
+        .unwrap();
+    let g = ConversationId::Group(group.group_id);
+    b.set_block(carol.user_id, true).await.unwrap();
+    send(&admin, carol.user_id, &g, "from carol").await;
+    send(&admin, alice.user_id, &g, "from alice").await;
+    let deadline = Instant::now() + WAIT;
+    while about(&push.received(&phone), &g).is_empty() {
+        assert!(Instant::now() < deadline, "no group push");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    barrier(&push, &admin, dave.user_id, bob.user_id, &phone).await;
+    assert_eq!(
+        about(&push.received(&phone), &muted).len(),
+        1,
+        "muted: no more"
+    );
+    let group_pushes = about(&push.received(&phone), &g);
+    assert_eq!(group_pushes.len(), 1, "{group_pushes:?}");
+    let alert = &group_pushes[0].payload["aps"]["alert"];
+    assert_eq!(alert["title"], "Climbing");
+    assert_eq!(alert["body"], "alice: from alice");
+    assert!(push.violations().is_empty(), "{:?}", push.violations());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_tokens_are_removed_and_logouts_end_pushes() {
+    let push = PushServer::start().await;
+    let server = start(&push).await;
+    let (alice, bob, carol) = (
+        server.user("alice").await,
+        server.user("bob").await,
+        server.user("carol").await,
+    );
+    let (phone, tablet) = (apns_token(5), fcm_token("tablet"));
+    offline_phone(&server, &bob, "phone", &phone).await;
+    let (client, _events) = device(&server, &bob, "tablet", true).await;
+    drop(client);
+    server
+        .http_as(&bob)
+        .set_push_token("tablet", "fcm", &tablet, PROJECT, false)
+        .await
+        .unwrap();
+    wait_offline(&server, bob.user_id, "tablet").await;
+    push.unregister(&phone);
+    push.unregister(&tablet);
+    let (c, admin) = (direct(alice.user_id, bob.user_id), server.admin());
+    send(&admin, alice.user_id, &c, "anyone?").await;
+    push.wait_for(&phone, 1, WAIT).await;
+    push.wait_for(&tablet, 1, WAIT).await;
+    let b = server.http_as(&bob);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let devices = b.devices().await.unwrap();
+        let list = devices["devices"].as_array().unwrap().clone();
+        if list.iter().all(|d| d["push"].is_null()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tokens not removed: {list:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let metrics = server.admin().metrics().await.unwrap();
+    assert!(
+        metrics.contains("courier_push_tokens_removed_total 2"),
+        "{metrics}"
+    );
+
+    // A new token, then a logout of the token that registered it: no more pushes.
+    let fresh = apns_token(6);
+    let login = server.http.login("bob", "password123").await.unwrap();
+    let (client, _events) = device(&server, &login, "phone", true).await;
+    client.set_push_token(apns(&fresh)).await.unwrap();
+    drop(client);
+    wait_offline(&server, bob.user_id, "phone").await;
+    send(&admin, alice.user_id, &c, "still there?").await;
+    push.wait_for(&fresh, 1, WAIT).await;
+    server.http_as(&login).logout().await.unwrap();
+    send(&admin, alice.user_id, &c, "after logout").await;
+    // The barrier needs a device that still gets pushes: a third one.
+    let third = apns_token(7);
+    offline_phone(&server, &bob, "ipad", &third).await;
+    barrier(&push, &admin, carol.user_id, bob.user_id, &third).await;
+    assert_eq!(push.received(&fresh).len(), 1, "nothing after the logout");
+    assert!(push.violations().is_empty(), "{:?}", push.violations());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_checked() {
+    let push = PushServer::start().await;
+    let server = start(&push).await;
+    let bob = server.user("bob").await;
+    let (client, _events) = device(&server, &bob, "phone", true).await;
+    let b = server.http_as(&bob);
+    let refused = [
+        ("apns", "not-hex", BUNDLE, 400),
+        ("apns", &apns_token(1), "com.other.app", 400),
+        ("fcm", "token", "another-project", 400),
+        ("gcm", "token", BUNDLE, 400),
+        ("apns", "", BUNDLE, 400),
+        ("apns", &"ab".repeat(300), BUNDLE, 400),
+    ];
+    for (provider, token, app, status) in refused {
+        let e = b
+            .set_push_token("phone", provider, token, app, false)
+            .await
+            .unwrap_err();
+        assert_eq!(http_code(&e).0, status, "{provider} {token} {app}");
+    }
+    let e = b
+        .set_push_token("no-such-device", "apns", &apns_token(1), BUNDLE, false)
+        .await
+        .unwrap_err();
+    assert_eq!(http_code(&e), (404, Some(ErrorCode::NotFound)));
+    // Over the binary protocol too; and unregistering.
+    let e = client
+        .set_push_token(Some(PushRegistration {
+            provider: pb::PushProvider::Unspecified,
+            token: "x".into(),
+            app_id: BUNDLE.into(),
+            sandbox: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument));
+    client.set_push_token(apns(&apns_token(1))).await.unwrap();
+    assert_eq!(b.devices().await.unwrap()["devices"][0]["push"], "apns");
+    client.set_push_token(None).await.unwrap();
+    assert!(b.devices().await.unwrap()["devices"][0]["push"].is_null());
+    b.remove_push_token("phone").await.unwrap();
+    server.stop().await;
+
+    // A server without push says so.
+    let plain = TestServer::start().await;
+    let bob = plain.user("bob").await;
+    let (_client, _events) = device(&plain, &bob, "phone", true).await;
+    let e = plain
+        .http_as(&bob)
+        .set_push_token("phone", "apns", &apns_token(1), BUNDLE, false)
+        .await
+        .unwrap_err();
+    assert_eq!(http_code(&e), (501, Some(ErrorCode::NotImplemented)));
+    plain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_pushes_survive_a_restart_and_are_sent_once() {
+    let push = PushServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |coalesce_ms: u64| {
+        let mut c = Config::for_tests(dir.path());
+        push.configure(&mut c.push);
+        c.push.coalesce_ms = coalesce_ms;
+        c
+    };
+    // The first server holds the push far longer than it lives.
+    let server = Server::start(config(60_000)).await.unwrap();
+    let http = HttpClient::new(format!("http://{}", server.http_addr()));
+    let mut ids = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        ids.push(http.register(name, "password123").await.unwrap().user_id);
+    }
+    let (alice, carol) = (ids[0], ids[2]);
+    let bob = http.login("bob", "password123").await.unwrap();
+    let admin = |server: &Server| {
+        HttpClient::new(format!("http://{}", server.http_addr()))
+            .with_token(&server.api().config.admin_token)
+    };
+    let phone = apns_token(8);
+    let options = ClientOptions {
+        device_id: "phone".into(),
+        ..ClientOptions::default()
+    };
+    let (client, _events) = Client::connect(server.tcp_addr(), &bob.token, options)
+        .await
+        .unwrap();
+    client.set_push_token(apns(&phone)).await.unwrap();
+    drop(client);
+    let c = direct(alice, bob.user_id);
+    send(&admin(&server), alice, &c, "queued").await;
+    server.shutdown().await;
+    assert!(push.received(&phone).is_empty());
+
+    // After a restart it goes out, once.
+    let server = Server::start(config(COALESCE_MS)).await.unwrap();
+    push.wait_for(&phone, 1, WAIT).await;
+    barrier(&push, &admin(&server), carol, bob.user_id, &phone).await;
+    server.shutdown().await;
+
+    // And not again after another restart.
+    let server = Server::start(config(COALESCE_MS)).await.unwrap();
+    barrier(&push, &admin(&server), carol, bob.user_id, &phone).await;
+    assert_eq!(about(&push.received(&phone), &c).len(), 1);
+    assert!(push.violations().is_empty(), "{:?}", push.violations());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_latency_from_store_to_the_apns_server() {
+    // No coalescing: each message is pushed as soon as it is stored.
+    let push = PushServer::start().await;
+    let server = TestServer::start_with(|c| {
+        push.configure(&mut c.push);
+        c.push.coalesce_ms = 0;
+    })
+    .await;
+    let (alice, bob) = (server.user("alice").await, server.user("bob").await);
+    let phone = apns_token(9);
+    offline_phone(&server, &bob, "phone", &phone).await;
+    let c = direct(alice.user_id, bob.user_id);
+    let admin = server.admin();
+    let mut latencies = Vec::new();
+    for i in 1..=50usize {
+        // From the send's start: the store's commit is part of what is measured.
+        let start = Instant::now();
+        send(&admin, alice.user_id, &c, &format!("ping {i}")).await;
+        let got = push.wait_for(&phone, i, WAIT).await;
+        latencies.push(got[i - 1].at - start);
+        // The next message only after this push: one push each.
+        let seq: Value = got[i - 1].payload["courier"]["seq"].clone();
+        assert_eq!(seq, i as u64);
+    }
+    latencies.sort();
+    eprintln!(
+        "push latency, send (stored) to the APNs stand-in, 50 pushes: p50 {:?}, p90 {:?}, max {:?}",
+        latencies[24], latencies[44], latencies[49]
+    );
+    server.stop().await;
+}
