@@ -162,6 +162,24 @@ enum Command {
     Devices,
     /// Unbind a device (its session ends).
     RemoveDevice { device_id: String },
+    /// Register DEVICE_ID's push token (APNs or FCM): pushes reach it while offline.
+    PushToken {
+        device_id: String,
+        /// `apns` or `fcm`.
+        #[arg(long)]
+        provider: String,
+        /// The service's token for the app on the device.
+        #[arg(long)]
+        token: String,
+        /// The bundle id (APNs) or the Firebase project id (FCM).
+        #[arg(long)]
+        app_id: String,
+        /// APNs development environment.
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Remove DEVICE_ID's push token.
+    RemovePushToken { device_id: String },
     /// Friends, follows and blocks.
     #[command(subcommand)]
     Friend(FriendCommand),
@@ -389,6 +407,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RemoveDevice { device_id } => {
             authed(&cli, http)?.remove_device(device_id).await?;
             print(&json!({"device_id": device_id, "removed": true}))
+        }
+        Command::PushToken {
+            device_id,
+            provider,
+            token,
+            app_id,
+            sandbox,
+        } => {
+            authed(&cli, http)?
+                .set_push_token(device_id, provider, token, app_id, *sandbox)
+                .await?;
+            print(&json!({"device_id": device_id, "push": provider}))
+        }
+        Command::RemovePushToken { device_id } => {
+            authed(&cli, http)?.remove_push_token(device_id).await?;
+            print(&json!({"device_id": device_id, "push": null}))
         }
         Command::Friend(cmd) => friend(authed(&cli, http)?, cmd).await,
         Command::Group(cmd) => group(authed(&cli, http)?, cmd).await,

@@ -10,6 +10,8 @@ import {
   MessageBodySchema,
   PresenceSubscribeSchema,
   PullHistorySchema,
+  PushProvider,
+  SetPushTokenSchema,
   ReadReportSchema,
   RecallSchema,
   SendSchema,
@@ -132,6 +134,25 @@ export class Client {
       case: "presenceSubscribe",
       value: create(PresenceSubscribeSchema, { userIds: users, leaseMs }),
     });
+  }
+
+  /** Registers where to push to this device while it is offline: `provider` APNs
+   * or FCM, `appId` the bundle id or Firebase project id; `null` unregisters.
+   * Resolves once the registration is durable; it lasts until this session's
+   * token is logged out. */
+  async setPushToken(
+    registration: { provider: PushProvider; token: string; appId: string; sandbox?: boolean } | null,
+  ): Promise<void> {
+    const value = registration
+      ? create(SetPushTokenSchema, {
+          provider: registration.provider,
+          token: registration.token,
+          appId: registration.appId,
+          sandbox: registration.sandbox ?? false,
+        })
+      : create(SetPushTokenSchema, {});
+    const answer = await this.connection.request({ case: "setPushToken", value });
+    if (answer.kind.case !== "pushTokenSet") throw unexpected(answer.kind.case);
   }
 
   close(): void {

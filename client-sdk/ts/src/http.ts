@@ -211,6 +211,24 @@ export class Http {
     await this.call("POST", "/v1/logout");
   }
 
+  /** Registers the push token of one of the user's devices (`apns` or `fcm`;
+   * `appId` the bundle id or Firebase project id). */
+  async setPushToken(
+    deviceId: string,
+    provider: "apns" | "fcm",
+    token: string,
+    appId: string,
+    sandbox = false,
+  ): Promise<void> {
+    const path = `/v1/devices/${encodeURIComponent(deviceId)}/push`;
+    await this.call("PUT", path, { provider, token, app_id: appId, sandbox });
+  }
+
+  /** Removes the push token of one of the user's devices. */
+  async removePushToken(deviceId: string): Promise<void> {
+    await this.call("DELETE", `/v1/devices/${encodeURIComponent(deviceId)}/push`);
+  }
+
   /** The signed-in user. */
   async me(): Promise<User> {
     return user(await this.call<RawUser>("GET", "/v1/me"));

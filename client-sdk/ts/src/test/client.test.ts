@@ -2,7 +2,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Client, CourierError, Direction, ErrorCode, directConversation, textBody } from "../index.js";
+import { Client, CourierError, Direction, ErrorCode, PushProvider, directConversation, textBody } from "../index.js";
 import { Gateway, nodeWebSocket } from "./gateway.js";
 import { collect, textOf } from "./messages.js";
 
@@ -57,6 +57,12 @@ test("errors come back with their stable codes", async () => {
       alice.client.sendText("g:999999", "to nowhere"),
       (e: unknown) => e instanceof CourierError && e.code !== ErrorCode.UNSPECIFIED,
     );
+    // Push registration is answered (this gateway has no push service configured).
+    await assert.rejects(
+      alice.client.setPushToken({ provider: PushProvider.FCM, token: "t", appId: "p" }),
+      (e: unknown) => e instanceof CourierError && e.code === ErrorCode.NOT_IMPLEMENTED,
+    );
+    await alice.client.setPushToken(null);
     alice.client.close();
   } finally {
     await gw.stop();
