@@ -526,3 +526,87 @@ async fn push_latency_from_store_to_the_apns_server() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_push_again_what_was_pushed() {
+    let push = PushServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |ack_window_ms: u64| {
+        let mut c = Config::for_tests(dir.path());
+        push.configure(&mut c.push);
+        c.push.coalesce_ms = 100;
+        c.push.ack_window_ms = ack_window_ms;
+        c
+    };
+    let admin = |server: &Server| {
+        HttpClient::new(format!("http://{}", server.http_addr()))
+            .with_token(&server.api().config.admin_token)
+    };
+    // Bob's tablet is online and never acknowledges: with a long window, the push
+    // decision for his message stays open, and so does the queue's offset below it.
+    let server = Server::start(config(60_000)).await.unwrap();
+    let http = HttpClient::new(format!("http://{}", server.http_addr()));
+    let mut ids = Vec::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        ids.push(http.register(name, "password123").await.unwrap().user_id);
+    }
+    let (alice, bob, carol, dave) = (ids[0], ids[1], ids[2], ids[3]);
+    let connect = |login: LoginInfo, id: &str, auto_ack: bool| {
+        let options = ClientOptions {
+            device_id: id.to_owned(),
+            auto_ack,
+            ..ClientOptions::default()
+        };
+        let addr = server.tcp_addr();
+        async move { Client::connect(addr, &login.token, options).await.unwrap() }
+    };
+    let (tablet, dave_phone) = (apns_token(10), apns_token(11));
+    let (bob_tablet, _bob_events) = connect(
+        http.login("bob", "password123").await.unwrap(),
+        "tablet",
+        false,
+    )
+    .await;
+    bob_tablet.set_push_token(apns(&tablet)).await.unwrap();
+    let (phone, _events) = connect(
+        http.login("dave", "password123").await.unwrap(),
+        "phone",
+        true,
+    )
+    .await;
+    phone.set_push_token(apns(&dave_phone)).await.unwrap();
+    drop(phone);
+    let deadline = Instant::now() + WAIT;
+    while server.api().registry.device_online(dave, "phone") {
+        assert!(Instant::now() < deadline, "phone still online");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    send(&admin(&server), alice, &direct(alice, bob), "for bob").await;
+    let to_dave = direct(carol, dave);
+    send(&admin(&server), carol, &to_dave, "for dave").await;
+    push.wait_for(&dave_phone, 1, WAIT).await;
+    // Its mark is in the queue once the gateway has the answer.
+    let deadline = Instant::now() + WAIT;
+    while !admin(&server)
+        .metrics()
+        .await
+        .unwrap()
+        .lines()
+        .any(|l| l == "courier_push_sent_total 1")
+    {
+        assert!(Instant::now() < deadline, "no answer counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(push.received(&tablet).is_empty());
+    drop(bob_tablet);
+    server.shutdown().await;
+
+    // After a restart both records are read again: bob's decision is made now (his
+    // tablet is offline), dave's push is not sent again.
+    let server = Server::start(config(500)).await.unwrap();
+    push.wait_for(&tablet, 1, WAIT).await;
+    barrier(&push, &admin(&server), alice, dave, &dave_phone).await;
+    assert_eq!(about(&push.received(&dave_phone), &to_dave).len(), 1);
+    assert!(push.violations().is_empty(), "{:?}", push.violations());
+    server.shutdown().await;
+}

@@ -43,7 +43,7 @@ use courier_storage::{PushProvider, PushToken, StoredMessage, TokenHash};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
-use tokio::time::Instant;
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,6 +54,8 @@ use crate::outbox::RecordLog;
 
 /// How long an appended record may stay only in the page cache.
 pub const SYNC_EVERY: Duration = Duration::from_millis(50);
+/// How long shutdown waits for pushes under way.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// Records the worker reads at once.
 const READ_BATCH: usize = 256;
 /// Attempts of one push while the service asks to retry.
@@ -217,8 +219,11 @@ pub struct Push {
     pub apns: Option<apns::Apns>,
     /// The FCM sender, when configured.
     pub fcm: Option<fcm::Fcm>,
-    slots: Arc<Semaphore>,
+    /// Requests to APNs and FCM in flight at once (`push.concurrency`).
+    slots: Semaphore,
     tasks: TaskTracker,
+    /// Cancelled at shutdown: decisions and requests under way end.
+    stop: CancellationToken,
     /// Recent delivery acknowledgements per device, striped by key.
     acks: Box<[Mutex<AckMap>]>,
     /// The API layer, once [`Push::run`] started.
@@ -338,9 +343,10 @@ impl Push {
             config: push.clone(),
             apns,
             fcm,
-            slots: Arc::new(Semaphore::new(push.concurrency)),
+            slots: Semaphore::new(push.concurrency),
             tasks: TaskTracker::new(),
             acks: (0..ACK_STRIPES).map(|_| Mutex::default()).collect(),
+            stop: CancellationToken::new(),
             api: std::sync::OnceLock::new(),
             counters: PushCounters::default(),
         }))
@@ -511,10 +517,15 @@ impl Push {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + Duration::from_secs(1))) => {}
+                _ = sleep_until(next.unwrap_or_else(|| Instant::now() + Duration::from_secs(1))) => {}
             }
         }
+        // Requests under way get a moment to finish (their marks then make the
+        // queue); decisions waiting out an ack window are cut short and left to the
+        // next start, which resumes from the acknowledged offset.
         self.tasks.close();
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, self.tasks.wait()).await;
+        self.stop.cancel();
         self.tasks.wait().await;
         let _ = syncer.await;
         let push = self.clone();
@@ -690,18 +701,16 @@ impl Push {
                     None => continue,
                 }
             };
-            let permit = self
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
+            // A decision may wait out an ack window: it holds no send slot meanwhile
+            // (those are taken per request, in `deliver`).
             let (push, api) = (self.clone(), api.clone());
             self.tasks.spawn(async move {
-                let _permit = permit;
                 push.decide(&api, key, &pending).await;
-                let mut state = push.lock();
-                push.resolve(&mut state, &pending.offsets);
+                // Cut short by shutdown: left undecided, for the next start.
+                if !push.stop.is_cancelled() {
+                    let mut state = push.lock();
+                    push.resolve(&mut state, &pending.offsets);
+                }
             });
         }
     }
@@ -742,11 +751,11 @@ impl Push {
         // Online devices get until the ack window's end to acknowledge.
         let window_end = p.first_at + Duration::from_millis(self.config.ack_window_ms);
         let online = |d: &str| api.registry.device_online(user, d);
-        if targets
+        let waiting = targets
             .iter()
-            .any(|(d, _)| online(d) && self.acked(&key, d) < p.last_seq)
-        {
-            tokio::time::sleep_until(window_end).await;
+            .any(|(d, _)| online(d) && self.acked(&key, d) < p.last_seq);
+        if waiting && self.or_stop(sleep_until(window_end)).await.is_none() {
+            return;
         }
         let Some(burst) = self.burst(api, user, &c, p).await else {
             suppressed(targets.len() as u64);
@@ -948,6 +957,14 @@ impl Push {
         }
     }
 
+    /// `f`'s output, or `None` once the service stops.
+    async fn or_stop<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        tokio::select! {
+            out = f => Some(out),
+            _ = self.stop.cancelled() => None,
+        }
+    }
+
     /// Sends `n`, retrying while the service asks to; removes a token it reports
     /// unregistered. Returns whether it was accepted.
     async fn deliver(
@@ -960,10 +977,19 @@ impl Push {
     ) -> bool {
         let mut backoff = Duration::from_millis(500);
         for attempt in 1..=ATTEMPTS {
+            let slot = self
+                .slots
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             let outcome = match (token.provider, &self.apns, &self.fcm) {
-                (PushProvider::Apns, Some(apns), _) => apns.send(token, n).await,
-                (PushProvider::Fcm, _, Some(fcm)) => fcm.send(token, n).await,
-                _ => Outcome::Failed("the service is not configured".into()),
+                (PushProvider::Apns, Some(apns), _) => self.or_stop(apns.send(token, n)).await,
+                (PushProvider::Fcm, _, Some(fcm)) => self.or_stop(fcm.send(token, n)).await,
+                _ => Some(Outcome::Failed("the service is not configured".into())),
+            };
+            drop(slot);
+            let Some(outcome) = outcome else {
+                return false;
             };
             match outcome {
                 Outcome::Sent => return true,
@@ -983,7 +1009,10 @@ impl Push {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(user, device, %why, "push failed; retrying");
                     let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                    tokio::time::sleep(after.unwrap_or(backoff.mul_f64(jitter))).await;
+                    let pause = tokio::time::sleep(after.unwrap_or(backoff.mul_f64(jitter)));
+                    if self.or_stop(pause).await.is_none() {
+                        return false;
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
                 Outcome::Retry(why, _) | Outcome::Failed(why) => {
