@@ -25,6 +25,9 @@ pub struct UserInfo {
     pub user_id: u64,
     /// User name.
     pub name: String,
+    /// The name shown for the user, if set.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 /// The answer to a login.
@@ -516,6 +519,13 @@ impl HttpClient {
     pub async fn remove_device(&self, device_id: &str) -> Result<()> {
         let url = self.url(&format!("/v1/devices/{device_id}"));
         self.call_empty(self.http.delete(url)).await
+    }
+
+    /// Sets (or with `None` clears) the user's display name; returns the account.
+    pub async fn set_display_name(&self, name: Option<&str>) -> Result<UserInfo> {
+        let body = json!({ "display_name": name });
+        self.call(self.http.patch(self.url("/v1/me")).json(&body))
+            .await
     }
 
     /// Registers the push token of one of the user's devices: `provider` is `apns`

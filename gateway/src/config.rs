@@ -185,6 +185,9 @@ pub struct Config {
     pub jwt_audience: String,
     /// Clock difference allowed when checking `exp` and `nbf`, in seconds.
     pub jwt_leeway_secs: u64,
+    /// The claim of application tokens that holds the user's display name (set on
+    /// first use and whenever it changes); empty = none.
+    pub jwt_name_claim: String,
     /// Key of the HMAC-SHA-256 signature on every webhook request.
     pub webhook_secret: String,
     /// URL asked about every message before it is stored (allow, reject, rewrite);
@@ -351,6 +354,7 @@ impl Default for Config {
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
             jwt_leeway_secs: 30,
+            jwt_name_claim: "name".into(),
             webhook_secret: String::new(),
             webhook_before_send_url: String::new(),
             webhook_before_send_timeout_ms: 1_000,

@@ -92,7 +92,32 @@ async fn an_hs256_token_opens_a_session_as_a_user_created_on_first_use() {
     let token = hs256(&claims("app-user-7"), SECRET);
     let as_app_user = t.http.clone().with_token(&token);
     let me = as_app_user.me().await.unwrap();
-    assert_eq!(me.name, "app-user-7");
+    assert_eq!(
+        (me.name.as_str(), me.display_name.as_deref()),
+        ("app-user-7", None)
+    );
+    // The display-name claim (`name`) sets the display name, and a new one changes it.
+    for shown in ["Seven", "Agent Seven"] {
+        let mut with_name = claims("app-user-7");
+        with_name["name"] = json!(shown);
+        let named = t.http.clone().with_token(hs256(&with_name, SECRET));
+        assert_eq!(
+            named.me().await.unwrap().display_name.as_deref(),
+            Some(shown)
+        );
+    }
+    // One the user sets itself holds until a token names another.
+    let me = as_app_user.set_display_name(Some("Se7en")).await.unwrap();
+    assert_eq!(me.display_name.as_deref(), Some("Se7en"));
+    let mut bad_name = claims("app-user-7");
+    bad_name["name"] = json!("line\nbreak");
+    let ignored = t.http.clone().with_token(hs256(&bad_name, SECRET));
+    assert_eq!(
+        ignored.me().await.unwrap().display_name.as_deref(),
+        Some("Se7en")
+    );
+    let e = as_app_user.set_display_name(Some("")).await.unwrap_err();
+    assert_eq!(http_code(&e).0, 400);
     // The same subject is the same user, whatever token names it.
     let again = hs256(&claims("app-user-7"), SECRET);
     assert_eq!(

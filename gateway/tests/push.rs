@@ -161,6 +161,12 @@ async fn an_offline_device_gets_one_push_per_burst_with_the_unread_badge() {
     assert_eq!(devices["devices"][0]["push"], "apns");
 
     let c = direct(alice.user_id, bob.user_id);
+    // Pushes show the sender's display name when it has one.
+    server
+        .http_as(&alice)
+        .set_display_name(Some("Alice L."))
+        .await
+        .unwrap();
     let admin = server.admin();
     for i in 1..=5 {
         send(&admin, alice.user_id, &c, &format!("hello {i}")).await;
@@ -175,7 +181,7 @@ async fn an_offline_device_gets_one_push_per_burst_with_the_unread_badge() {
         ("alert", c.to_string().as_str())
     );
     let aps = &p.payload["aps"];
-    assert_eq!(aps["alert"]["title"], "alice");
+    assert_eq!(aps["alert"]["title"], "Alice L.");
     assert_eq!(aps["alert"]["body"], "hello 5 (+4 more)");
     assert_eq!(aps["badge"], 5);
     assert_eq!(p.payload["courier"]["seq"], 5);

@@ -216,6 +216,38 @@ impl Accounts for PgStore {
         }
     }
 
+    async fn set_display_name(&self, user: u64, name: Option<&str>) -> Result<()> {
+        if name.is_some_and(|n| !courier_storage::credentials::valid_display_name(n)) {
+            return Err(StorageError::InvalidArgument("display name"));
+        }
+        let changed = self
+            .reader()
+            .await?
+            .execute(
+                "UPDATE accounts SET display_name = $2 WHERE id = $1",
+                &[&(user as i64), &name],
+            )
+            .await
+            .map_err(pg)?;
+        match changed {
+            0 => Err(StorageError::InvalidArgument("no such user")),
+            _ => Ok(()),
+        }
+    }
+
+    async fn display_name(&self, user: u64) -> Result<Option<String>> {
+        let row = self
+            .reader()
+            .await?
+            .query_opt(
+                "SELECT display_name FROM accounts WHERE id = $1",
+                &[&(user as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+    }
+
     async fn is_banned(&self, user: u64) -> Result<bool> {
         let row = self
             .reader()

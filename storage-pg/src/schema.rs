@@ -195,6 +195,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
         ADD COLUMN push_registered_ms bigint;
     ",
     ),
+    (
+        9,
+        r"
+    -- The name shown for the user (its own, or from the application's token).
+    ALTER TABLE accounts ADD COLUMN display_name text;
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

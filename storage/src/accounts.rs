@@ -176,6 +176,37 @@ impl Store {
         Ok(())
     }
 
+    /// Sets (or with `None` clears) `user`'s display name, durably.
+    pub fn set_display_name(&self, user: u64, name: Option<&str>) -> Result<()> {
+        let shard = self.shard(self.inner.map.user(user));
+        if !shard.userid_account.contains_key(user.to_be_bytes())? {
+            return Err(StorageError::InvalidArgument("no such user"));
+        }
+        match name {
+            Some(n) if !crate::credentials::valid_display_name(n) => {
+                return Err(StorageError::InvalidArgument("display name"))
+            }
+            Some(n) => shard
+                .userid_displayname
+                .insert(user.to_be_bytes(), n.as_bytes())?,
+            None => shard.userid_displayname.remove(user.to_be_bytes())?,
+        };
+        shard.db.flush()?;
+        Ok(())
+    }
+
+    /// `user`'s display name, if set.
+    pub fn display_name(&self, user: u64) -> Result<Option<String>> {
+        let shard = self.shard(self.inner.map.user(user));
+        shard
+            .userid_displayname
+            .get(user.to_be_bytes())?
+            .map(|v| {
+                String::from_utf8(v.to_vec()).map_err(|_| StorageError::Corrupt("display name"))
+            })
+            .transpose()
+    }
+
     /// Whether `user` is banned.
     pub fn is_banned(&self, user: u64) -> Result<bool> {
         let shard = self.shard(self.inner.map.user(user));

@@ -158,6 +158,13 @@ pub trait Accounts: Send + Sync {
 
     /// Whether `user` is banned.
     async fn is_banned(&self, user: u64) -> Result<bool>;
+
+    /// Sets (or with `None` clears) `user`'s display name (see
+    /// [`crate::credentials::valid_display_name`]); durable once it returns.
+    async fn set_display_name(&self, user: u64, name: Option<&str>) -> Result<()>;
+
+    /// `user`'s display name, if set.
+    async fn display_name(&self, user: u64) -> Result<Option<String>>;
 }
 
 /// Login tokens (stored by hash only).

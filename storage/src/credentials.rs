@@ -16,6 +16,17 @@ use crate::tokens::{token_hash, TokenHash};
 
 /// Longest user name, in bytes.
 pub const MAX_NAME_BYTES: usize = 32;
+
+/// Longest display name, in bytes.
+pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
+
+/// Whether `name` may be shown as a display name: 1..=64 bytes of UTF-8, no
+/// control characters, not only spaces.
+pub fn valid_display_name(name: &str) -> bool {
+    !name.trim().is_empty()
+        && name.len() <= MAX_DISPLAY_NAME_BYTES
+        && !name.chars().any(char::is_control)
+}
 /// Shortest password, in bytes.
 pub const MIN_PASSWORD_BYTES: usize = 8;
 /// Longest password, in bytes.

@@ -252,6 +252,8 @@ delegate!(Accounts {
     fn external_account(&self, name: &str) -> Account;
     fn set_banned(&self, user: u64, banned: bool) -> ();
     fn is_banned(&self, user: u64) -> bool;
+    fn set_display_name(&self, user: u64, name: Option<&str>) -> ();
+    fn display_name(&self, user: u64) -> Option<String>;
 });
 
 delegate!(Tokens {

@@ -20,6 +20,8 @@ pub(crate) struct ShardDb {
     pub userid_account: sled::Tree,
     /// Banned users (by id): when the ban began.
     pub userid_banned: sled::Tree,
+    /// Display names (by user id).
+    pub userid_displayname: sled::Tree,
     pub tokenhash_session: sled::Tree,
     pub usertoken_expiry: sled::Tree,
     pub usergroup_invite: sled::Tree,
@@ -65,6 +67,7 @@ impl ShardDb {
             username_userid: db.open_tree("username_userid")?,
             userid_account: db.open_tree("userid_account")?,
             userid_banned: db.open_tree("userid_banned")?,
+            userid_displayname: db.open_tree("userid_displayname")?,
             tokenhash_session: db.open_tree("tokenhash_session")?,
             usertoken_expiry: db.open_tree("usertoken_expiry")?,
             usergroup_invite: db.open_tree("usergroup_invite")?,

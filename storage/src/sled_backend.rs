@@ -189,6 +189,16 @@ impl Accounts for Store {
     async fn is_banned(&self, user: u64) -> Result<bool> {
         Store::is_banned(self, user)
     }
+
+    async fn set_display_name(&self, user: u64, name: Option<&str>) -> Result<()> {
+        let name = name.map(str::to_owned);
+        self.off_worker(move |s| s.set_display_name(user, name.as_deref()))
+            .await
+    }
+
+    async fn display_name(&self, user: u64) -> Result<Option<String>> {
+        Store::display_name(self, user)
+    }
 }
 
 #[async_trait]

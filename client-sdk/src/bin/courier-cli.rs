@@ -79,6 +79,8 @@ enum Command {
     Login { name: String, password: String },
     /// Who the token belongs to.
     Whoami,
+    /// Set the name shown for you (none: clear it).
+    DisplayName { name: Option<String> },
     /// Revoke the token (its sessions end); with --all, every token of the user.
     Logout {
         /// Log out everywhere: every token, every session.
@@ -163,14 +165,14 @@ enum Command {
     /// Unbind a device (its session ends).
     RemoveDevice { device_id: String },
     /// Register DEVICE_ID's push token (APNs or FCM): pushes reach it while offline.
-    PushToken {
+    PushRegister {
         device_id: String,
         /// `apns` or `fcm`.
         #[arg(long)]
         provider: String,
         /// The service's token for the app on the device.
         #[arg(long)]
-        token: String,
+        device_token: String,
         /// The bundle id (APNs) or the Firebase project id (FCM).
         #[arg(long)]
         app_id: String,
@@ -179,7 +181,7 @@ enum Command {
         sandbox: bool,
     },
     /// Remove DEVICE_ID's push token.
-    RemovePushToken { device_id: String },
+    PushUnregister { device_id: String },
     /// Friends, follows and blocks.
     #[command(subcommand)]
     Friend(FriendCommand),
@@ -408,19 +410,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             authed(&cli, http)?.remove_device(device_id).await?;
             print(&json!({"device_id": device_id, "removed": true}))
         }
-        Command::PushToken {
+        Command::DisplayName { name } => {
+            let me = authed(&cli, http)?
+                .set_display_name(name.as_deref())
+                .await?;
+            print(&serde_json::to_value(me)?)
+        }
+        Command::PushRegister {
             device_id,
             provider,
-            token,
+            device_token,
             app_id,
             sandbox,
         } => {
             authed(&cli, http)?
-                .set_push_token(device_id, provider, token, app_id, *sandbox)
+                .set_push_token(device_id, provider, device_token, app_id, *sandbox)
                 .await?;
             print(&json!({"device_id": device_id, "push": provider}))
         }
-        Command::RemovePushToken { device_id } => {
+        Command::PushUnregister { device_id } => {
             authed(&cli, http)?.remove_push_token(device_id).await?;
             print(&json!({"device_id": device_id, "push": null}))
         }

@@ -171,6 +171,11 @@ impl Api {
                     }
                     account => account?,
                 };
+                if let Some(shown) = &claims.display_name {
+                    if self.store.display_name(account.id).await?.as_ref() != Some(shown) {
+                        self.store.set_display_name(account.id, Some(shown)).await?;
+                    }
+                }
                 return self
                     .unless_banned(TokenInfo {
                         hash: courier_storage::token_hash(token),
@@ -206,6 +211,22 @@ impl Api {
             self.forget_push_tokens(user, None).await?;
         }
         Ok(())
+    }
+
+    /// Sets (or with `None` clears) `user`'s display name.
+    pub async fn set_display_name(&self, user: u64, name: Option<&str>) -> Result<(), ApiError> {
+        if name.is_some_and(|n| !courier_storage::credentials::valid_display_name(n)) {
+            return Err(ApiError::invalid(
+                "a display name is 1 to 64 bytes without control characters",
+            ));
+        }
+        self.require_user(user).await?;
+        Ok(self.store.set_display_name(user, name).await?)
+    }
+
+    /// `user`'s display name, if set.
+    pub async fn display_name(&self, user: u64) -> Result<Option<String>, ApiError> {
+        Ok(self.store.display_name(user).await?)
     }
 
     /// The user a bearer token belongs to.

@@ -58,6 +58,8 @@ struct Key {
 struct Claims {
     sub: Option<String>,
     exp: Option<u64>,
+    #[serde(flatten)]
+    other: std::collections::HashMap<String, serde_json::Value>,
 }
 
 /// A verified application token: whom it names and until when.
@@ -67,6 +69,8 @@ pub struct AppClaims {
     pub name: String,
     /// When the token expires, ms since the Unix epoch.
     pub expires_ms: u64,
+    /// The display name from the `jwt_name_claim` claim, when it holds a valid one.
+    pub display_name: Option<String>,
 }
 
 /// The configured keys and claim rules.
@@ -75,6 +79,7 @@ pub struct AppTokens {
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: u64,
+    name_claim: String,
 }
 
 impl AppTokens {
@@ -100,6 +105,7 @@ impl AppTokens {
             issuer: nonempty(&config.jwt_issuer),
             audience: nonempty(&config.jwt_audience),
             leeway_secs: config.jwt_leeway_secs,
+            name_claim: config.jwt_name_claim.clone(),
         }))
     }
 
@@ -156,9 +162,17 @@ impl AppTokens {
                             "its subject is not a user name (1 to 32 of a-z, 0-9, '_', '-', '.')",
                         ));
                     }
+                    let display_name = data
+                        .claims
+                        .other
+                        .get(&self.name_claim)
+                        .and_then(serde_json::Value::as_str)
+                        .filter(|n| courier_storage::credentials::valid_display_name(n))
+                        .map(str::to_owned);
                     return Ok(AppClaims {
                         name,
                         expires_ms: exp.saturating_mul(1000),
+                        display_name,
                     });
                 }
                 Err(e) if *e.kind() == ErrorKind::InvalidSignature => continue,

@@ -48,6 +48,17 @@ pub struct UserInfo {
     pub user_id: u64,
     /// User name.
     pub name: String,
+    /// The name shown for the user, if set (by the user, or by the application's
+    /// token).
+    pub display_name: Option<String>,
+}
+
+/// A change to the caller's account.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpdateMe {
+    /// The name shown for the caller (1 to 64 bytes, no control characters); `null`
+    /// clears it.
+    pub display_name: Option<String>,
 }
 
 /// The answer to a login.

@@ -170,6 +170,29 @@ pub async fn accounts_and_tokens(store: &dyn Storage, tag: &str) {
         account.id
     );
     assert_eq!(store.account(account.id).await.unwrap().unwrap().name, name);
+    // Display names: set, replaced, cleared; bad ones and unknown users refused.
+    assert_eq!(store.display_name(account.id).await.unwrap(), None);
+    store
+        .set_display_name(account.id, Some("Ada Lovelace"))
+        .await
+        .unwrap();
+    store
+        .set_display_name(account.id, Some("Ada 🚀"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.display_name(account.id).await.unwrap().as_deref(),
+        Some("Ada 🚀")
+    );
+    for bad in ["", "   ", "line\nbreak", &"x".repeat(65)] {
+        assert!(store.set_display_name(account.id, Some(bad)).await.is_err());
+    }
+    assert!(store
+        .set_display_name(u64::MAX >> 1, Some("ghost"))
+        .await
+        .is_err());
+    store.set_display_name(account.id, None).await.unwrap();
+    assert_eq!(store.display_name(account.id).await.unwrap(), None);
     assert!(matches!(
         store.login(&name, "wrong password").await,
         Err(StorageError::BadCredentials)

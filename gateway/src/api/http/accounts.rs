@@ -29,6 +29,7 @@ pub async fn register(
         Json(UserInfo {
             user_id: account.id,
             name: account.name,
+            display_name: None,
         }),
     ))
 }
@@ -107,7 +108,23 @@ pub async fn me(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<UserIn
     Ok(Json(UserInfo {
         user_id: caller.user_id,
         name,
+        display_name: api.display_name(caller.user_id).await?,
     }))
+}
+
+/// Change the caller's account: its display name.
+#[utoipa::path(patch, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
+    request_body = UpdateMe,
+    responses((status = 200, body = UserInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn update_me(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    body: Result<Json<UpdateMe>, JsonRejection>,
+) -> ApiResult<UserInfo> {
+    let body = json_body(body)?;
+    api.set_display_name(caller.user_id, body.display_name.as_deref())
+        .await?;
+    me(State(api), caller).await
 }
 
 /// Look a user up by name.
@@ -120,5 +137,9 @@ pub async fn user_by_name(
     Path(name): Path<String>,
 ) -> ApiResult<UserInfo> {
     let (user_id, name) = api.find_user(&name).await?;
-    Ok(Json(UserInfo { user_id, name }))
+    Ok(Json(UserInfo {
+        user_id,
+        name,
+        display_name: api.display_name(user_id).await?,
+    }))
 }

@@ -144,7 +144,7 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(accounts::logout))
         .routes(routes!(accounts::logout_everywhere))
         .routes(routes!(accounts::change_password))
-        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::me, accounts::update_me))
         .routes(routes!(accounts::user_by_name))
         .routes(routes!(relation))
         .routes(routes!(friends))

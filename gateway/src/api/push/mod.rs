@@ -929,7 +929,10 @@ impl Push {
     async fn text(&self, api: &Arc<Api>, c: &ConversationId, p: &Burst) -> (String, String) {
         let sender = match p.sender {
             0 => None,
-            id => api.store.account(id).await.ok().flatten().map(|a| a.name),
+            id => match api.store.display_name(id).await.ok().flatten() {
+                Some(shown) => Some(shown),
+                None => api.store.account(id).await.ok().flatten().map(|a| a.name),
+            },
         };
         let body = match (self.config.show_preview, p.count) {
             (true, 1) => p.preview.clone(),
