@@ -196,6 +196,26 @@ impl RecordLog {
     }
 }
 
+/// Runs `sync` on a blocking thread every `every` until `shutdown` (the owner syncs
+/// once more after it).
+pub fn spawn_syncer(
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    sync: impl Fn() + Clone + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    let _ = tokio::task::spawn_blocking(sync.clone()).await;
+                }
+            }
+        }
+    })
+}
+
 /// The length of the whole records at the start of `file`.
 fn valid_length(file: &mut File) -> std::io::Result<u64> {
     let mut bytes = Vec::new();

@@ -69,28 +69,33 @@ async fn offline_phone(server: &TestServer, login: &LoginInfo, id: &str, token: 
     let (client, _events) = device(server, login, id, true).await;
     client.set_push_token(apns(token)).await.unwrap();
     drop(client);
-    wait_offline(server, login.user_id, id).await;
+    wait_offline(&server.server, login.user_id, id).await;
 }
 
-async fn wait_offline(server: &TestServer, user: u64, id: &str) {
+/// Polls `check` until it holds; panics with `what` after [`WAIT`]. (What is
+/// awaited happens in the stand-in or behind the gateway's API, with no signal to
+/// the test.)
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = Instant::now() + WAIT;
-    while server.server.api().registry.device_online(user, id) {
-        assert!(Instant::now() < deadline, "{id} still online");
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-/// Waits until `/metrics` has the line `line`.
-async fn wait_metric(server: &TestServer, line: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let metrics = server.admin().metrics().await.unwrap();
-        if metrics.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no `{line}` in {metrics}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_offline(server: &Server, user: u64, id: &str) {
+    let offline = || async { !server.api().registry.device_online(user, id) };
+    until(&format!("{id} still online"), offline).await;
+}
+
+/// Waits until `/metrics` at `admin` has the line `line`.
+async fn wait_metric(admin: &HttpClient, line: &str) {
+    let has = || async { admin.metrics().await.unwrap().lines().any(|l| l == line) };
+    until(&format!("no `{line}` in the metrics"), has).await;
 }
 
 /// The conversation a push is about (a message or a withdrawal).
@@ -138,23 +143,26 @@ async fn barrier(
     let c = direct(from, target);
     let before = about(&push.received(token), &c).len();
     send(admin, from, &c, "barrier").await;
-    let deadline = Instant::now() + WAIT;
-    while about(&push.received(token), &c).len() <= before {
-        assert!(Instant::now() < deadline, "no barrier push");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let arrived = || async { about(&push.received(token), &c).len() > before };
+    until("no barrier push", arrived).await;
     c
+}
+
+/// A server pushing to the stand-in, with users alice, bob and carol.
+async fn start_with_three(push: &PushServer) -> (TestServer, [LoginInfo; 3]) {
+    let server = start(push).await;
+    let users = [
+        server.user("alice").await,
+        server.user("bob").await,
+        server.user("carol").await,
+    ];
+    (server, users)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_device_gets_one_push_per_burst_with_the_unread_badge() {
     let push = PushServer::start().await;
-    let server = start(&push).await;
-    let (alice, bob, carol) = (
-        server.user("alice").await,
-        server.user("bob").await,
-        server.user("carol").await,
-    );
+    let (server, [alice, bob, carol]) = start_with_three(&push).await;
     let phone = apns_token(1);
     offline_phone(&server, &bob, "phone", &phone).await;
     let devices = server.http_as(&bob).devices().await.unwrap();
@@ -188,7 +196,7 @@ async fn an_offline_device_gets_one_push_per_burst_with_the_unread_badge() {
     assert_eq!(p.payload["courier"]["count"], 5);
     assert!(push.violations().is_empty(), "{:?}", push.violations());
     // The stand-in saw the barrier's push before the gateway had its answer.
-    wait_metric(&server, "courier_push_sent_total 2").await;
+    wait_metric(&server.admin(), "courier_push_sent_total 2").await;
     server.stop().await;
 }
 
@@ -240,12 +248,7 @@ async fn online_devices_are_pushed_only_when_they_do_not_acknowledge_in_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_elsewhere_withdraws_the_push_or_cancels_it() {
     let push = PushServer::start().await;
-    let server = start(&push).await;
-    let (alice, bob, carol) = (
-        server.user("alice").await,
-        server.user("bob").await,
-        server.user("carol").await,
-    );
+    let (server, [alice, bob, carol]) = start_with_three(&push).await;
     let phone = apns_token(3);
     offline_phone(&server, &bob, "phone", &phone).await;
     let (laptop, mut laptop_events) = device(&server, &bob, "laptop", true).await;
@@ -308,11 +311,8 @@ async fn muted_conversations_and_blocked_senders_push_nothing() {
     b.set_block(carol.user_id, true).await.unwrap();
     send(&admin, carol.user_id, &g, "from carol").await;
     send(&admin, alice.user_id, &g, "from alice").await;
-    let deadline = Instant::now() + WAIT;
-    while about(&push.received(&phone), &g).is_empty() {
-        assert!(Instant::now() < deadline, "no group push");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let pushed = || async { !about(&push.received(&phone), &g).is_empty() };
+    until("no group push", pushed).await;
     barrier(&push, &admin, dave.user_id, bob.user_id, &phone).await;
     assert_eq!(
         about(&push.received(&phone), &muted).len(),
@@ -331,12 +331,7 @@ async fn muted_conversations_and_blocked_senders_push_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unregistered_tokens_are_removed_and_logouts_end_pushes() {
     let push = PushServer::start().await;
-    let server = start(&push).await;
-    let (alice, bob, carol) = (
-        server.user("alice").await,
-        server.user("bob").await,
-        server.user("carol").await,
-    );
+    let (server, [alice, bob, carol]) = start_with_three(&push).await;
     let (phone, tablet) = (apns_token(5), fcm_token("tablet"));
     offline_phone(&server, &bob, "phone", &phone).await;
     let (client, _events) = device(&server, &bob, "tablet", true).await;
@@ -346,7 +341,7 @@ async fn unregistered_tokens_are_removed_and_logouts_end_pushes() {
         .set_push_token("tablet", "fcm", &tablet, PROJECT, false)
         .await
         .unwrap();
-    wait_offline(&server, bob.user_id, "tablet").await;
+    wait_offline(&server.server, bob.user_id, "tablet").await;
     push.unregister(&phone);
     push.unregister(&tablet);
     let (c, admin) = (direct(alice.user_id, bob.user_id), server.admin());
@@ -354,21 +349,13 @@ async fn unregistered_tokens_are_removed_and_logouts_end_pushes() {
     push.wait_for(&phone, 1, WAIT).await;
     push.wait_for(&tablet, 1, WAIT).await;
     let b = server.http_as(&bob);
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let removed = || async {
         let devices = b.devices().await.unwrap();
         let list = devices["devices"].as_array().unwrap().clone();
-        if list.iter().all(|d| d["push"].is_null()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "tokens not removed: {list:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let metrics = server.admin().metrics().await.unwrap();
-    assert!(
-        metrics.contains("courier_push_tokens_removed_total 2"),
-        "{metrics}"
-    );
+        list.iter().all(|d| d["push"].is_null())
+    };
+    until("tokens not removed", removed).await;
+    wait_metric(&server.admin(), "courier_push_tokens_removed_total 2").await;
 
     // A new token, then a logout of the token that registered it: no more pushes.
     let fresh = apns_token(6);
@@ -376,7 +363,7 @@ async fn unregistered_tokens_are_removed_and_logouts_end_pushes() {
     let (client, _events) = device(&server, &login, "phone", true).await;
     client.set_push_token(apns(&fresh)).await.unwrap();
     drop(client);
-    wait_offline(&server, bob.user_id, "phone").await;
+    wait_offline(&server.server, bob.user_id, "phone").await;
     send(&admin, alice.user_id, &c, "still there?").await;
     push.wait_for(&fresh, 1, WAIT).await;
     server.http_as(&login).logout().await.unwrap();
@@ -582,27 +569,13 @@ async fn a_restart_does_not_push_again_what_was_pushed() {
     .await;
     phone.set_push_token(apns(&dave_phone)).await.unwrap();
     drop(phone);
-    let deadline = Instant::now() + WAIT;
-    while server.api().registry.device_online(dave, "phone") {
-        assert!(Instant::now() < deadline, "phone still online");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_offline(&server, dave, "phone").await;
     send(&admin(&server), alice, &direct(alice, bob), "for bob").await;
     let to_dave = direct(carol, dave);
     send(&admin(&server), carol, &to_dave, "for dave").await;
     push.wait_for(&dave_phone, 1, WAIT).await;
     // Its mark is in the queue once the gateway has the answer.
-    let deadline = Instant::now() + WAIT;
-    while !admin(&server)
-        .metrics()
-        .await
-        .unwrap()
-        .lines()
-        .any(|l| l == "courier_push_sent_total 1")
-    {
-        assert!(Instant::now() < deadline, "no answer counted");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_metric(&admin(&server), "courier_push_sent_total 1").await;
     assert!(push.received(&tablet).is_empty());
     drop(bob_tablet);
     server.shutdown().await;

@@ -185,22 +185,9 @@ impl EventOutbox {
     /// Delivers until `shutdown`: batches from the acknowledged offset, retried with
     /// backoff while the receiver fails.
     pub async fn run(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
-        let syncer = {
-            let outbox = self.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(SYNC_EVERY);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tick.tick() => {
-                            let outbox = outbox.clone();
-                            let _ = tokio::task::spawn_blocking(move || outbox.sync()).await;
-                        }
-                    }
-                }
-            })
-        };
+        let outbox = self.clone();
+        let syncer =
+            crate::outbox::spawn_syncer(SYNC_EVERY, shutdown.clone(), move || outbox.sync());
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
             let batch = match self.log.read_next(MAX_BATCH, MAX_BATCH_BYTES) {

@@ -488,22 +488,8 @@ impl Push {
     pub async fn run(self: Arc<Self>, api: Arc<Api>, shutdown: CancellationToken) {
         let _ = self.api.set(Arc::downgrade(&api));
         self.load_marks();
-        let syncer = {
-            let push = self.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(SYNC_EVERY);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tick.tick() => {
-                            let push = push.clone();
-                            let _ = tokio::task::spawn_blocking(move || push.sync()).await;
-                        }
-                    }
-                }
-            })
-        };
+        let push = self.clone();
+        let syncer = crate::outbox::spawn_syncer(SYNC_EVERY, shutdown.clone(), move || push.sync());
         let mut pruned = Instant::now();
         loop {
             if pruned.elapsed() > Duration::from_secs(1) {
