@@ -18,7 +18,9 @@ use courier_sdk::{
 };
 use serde_json::Value;
 
-const COALESCE_MS: u64 = 500;
+// Long enough that a test's burst of sends (and a read right after a send) falls
+// inside one window even on a loaded machine.
+const COALESCE_MS: u64 = 1_500;
 const ACK_WINDOW_MS: u64 = 3_000;
 
 fn apns_token(n: u8) -> String {
@@ -131,21 +133,31 @@ fn direct(a: u64, b: u64) -> ConversationId {
     ConversationId::direct(a, b).unwrap()
 }
 
-/// A barrier: `from` messages `target` and the push for it arrives at `token`;
-/// every decision queued before it has been made by then.
+/// A barrier: `from` messages `target`, the push for it arrives at `token`, and
+/// then no decision is pending or under way: every one queued before it is made.
 async fn barrier(
     push: &PushServer,
-    admin: &HttpClient,
+    server: &Server,
     from: u64,
     target: u64,
     token: &str,
 ) -> ConversationId {
     let c = direct(from, target);
     let before = about(&push.received(token), &c).len();
-    send(admin, from, &c, "barrier").await;
+    send(&admin_of(server), from, &c, "barrier").await;
     let arrived = || async { about(&push.received(token), &c).len() > before };
     until("no barrier push", arrived).await;
+    let pusher = server.api().push.clone().unwrap();
+    until("push decisions still under way", || async {
+        pusher.settled()
+    })
+    .await;
     c
+}
+
+fn admin_of(server: &Server) -> HttpClient {
+    HttpClient::new(format!("http://{}", server.http_addr()))
+        .with_token(&server.api().config.admin_token)
 }
 
 /// A server pushing to the stand-in, with users alice, bob and carol.
@@ -180,7 +192,7 @@ async fn an_offline_device_gets_one_push_per_burst_with_the_unread_badge() {
         send(&admin, alice.user_id, &c, &format!("hello {i}")).await;
     }
     let pushes = push.wait_for(&phone, 1, WAIT).await;
-    barrier(&push, &admin, carol.user_id, bob.user_id, &phone).await;
+    barrier(&push, &server.server, carol.user_id, bob.user_id, &phone).await;
     let burst = about(&push.received(&phone), &c);
     assert_eq!(burst.len(), 1, "one push for the burst: {burst:?}");
     let p = &pushes[0];
@@ -269,7 +281,7 @@ async fn a_read_elsewhere_withdraws_the_push_or_cancels_it() {
     // Read before the push is due: nothing is pushed at all.
     let seq = send(&admin, alice.user_id, &c, "never mind").await;
     laptop.report_read(&c, seq).await.unwrap();
-    barrier(&push, &admin, carol.user_id, bob.user_id, &phone).await;
+    barrier(&push, &server.server, carol.user_id, bob.user_id, &phone).await;
     assert_eq!(about(&push.received(&phone), &c).len(), 2);
     assert!(push.violations().is_empty(), "{:?}", push.violations());
     server.stop().await;
@@ -313,7 +325,7 @@ async fn muted_conversations_and_blocked_senders_push_nothing() {
     send(&admin, alice.user_id, &g, "from alice").await;
     let pushed = || async { !about(&push.received(&phone), &g).is_empty() };
     until("no group push", pushed).await;
-    barrier(&push, &admin, dave.user_id, bob.user_id, &phone).await;
+    barrier(&push, &server.server, dave.user_id, bob.user_id, &phone).await;
     assert_eq!(
         about(&push.received(&phone), &muted).len(),
         1,
@@ -371,7 +383,7 @@ async fn unregistered_tokens_are_removed_and_logouts_end_pushes() {
     // The barrier needs a device that still gets pushes: a third one.
     let third = apns_token(7);
     offline_phone(&server, &bob, "ipad", &third).await;
-    barrier(&push, &admin, carol.user_id, bob.user_id, &third).await;
+    barrier(&push, &server.server, carol.user_id, bob.user_id, &third).await;
     assert_eq!(push.received(&fresh).len(), 1, "nothing after the logout");
     assert!(push.violations().is_empty(), "{:?}", push.violations());
     server.stop().await;
@@ -454,10 +466,6 @@ async fn queued_pushes_survive_a_restart_and_are_sent_once() {
     }
     let (alice, carol) = (ids[0], ids[2]);
     let bob = http.login("bob", "password123").await.unwrap();
-    let admin = |server: &Server| {
-        HttpClient::new(format!("http://{}", server.http_addr()))
-            .with_token(&server.api().config.admin_token)
-    };
     let phone = apns_token(8);
     let options = ClientOptions {
         device_id: "phone".into(),
@@ -469,19 +477,19 @@ async fn queued_pushes_survive_a_restart_and_are_sent_once() {
     client.set_push_token(apns(&phone)).await.unwrap();
     drop(client);
     let c = direct(alice, bob.user_id);
-    send(&admin(&server), alice, &c, "queued").await;
+    send(&admin_of(&server), alice, &c, "queued").await;
     server.shutdown().await;
     assert!(push.received(&phone).is_empty());
 
     // After a restart it goes out, once.
     let server = Server::start(config(COALESCE_MS)).await.unwrap();
     push.wait_for(&phone, 1, WAIT).await;
-    barrier(&push, &admin(&server), carol, bob.user_id, &phone).await;
+    barrier(&push, &server, carol, bob.user_id, &phone).await;
     server.shutdown().await;
 
     // And not again after another restart.
     let server = Server::start(config(COALESCE_MS)).await.unwrap();
-    barrier(&push, &admin(&server), carol, bob.user_id, &phone).await;
+    barrier(&push, &server, carol, bob.user_id, &phone).await;
     assert_eq!(about(&push.received(&phone), &c).len(), 1);
     assert!(push.violations().is_empty(), "{:?}", push.violations());
     server.shutdown().await;
@@ -531,10 +539,6 @@ async fn a_restart_does_not_push_again_what_was_pushed() {
         c.push.ack_window_ms = ack_window_ms;
         c
     };
-    let admin = |server: &Server| {
-        HttpClient::new(format!("http://{}", server.http_addr()))
-            .with_token(&server.api().config.admin_token)
-    };
     // Bob's tablet is online and never acknowledges: with a long window, the push
     // decision for his message stays open, and so does the queue's offset below it.
     let server = Server::start(config(60_000)).await.unwrap();
@@ -570,12 +574,12 @@ async fn a_restart_does_not_push_again_what_was_pushed() {
     phone.set_push_token(apns(&dave_phone)).await.unwrap();
     drop(phone);
     wait_offline(&server, dave, "phone").await;
-    send(&admin(&server), alice, &direct(alice, bob), "for bob").await;
+    send(&admin_of(&server), alice, &direct(alice, bob), "for bob").await;
     let to_dave = direct(carol, dave);
-    send(&admin(&server), carol, &to_dave, "for dave").await;
+    send(&admin_of(&server), carol, &to_dave, "for dave").await;
     push.wait_for(&dave_phone, 1, WAIT).await;
     // Its mark is in the queue once the gateway has the answer.
-    wait_metric(&admin(&server), "courier_push_sent_total 1").await;
+    wait_metric(&admin_of(&server), "courier_push_sent_total 1").await;
     assert!(push.received(&tablet).is_empty());
     drop(bob_tablet);
     server.shutdown().await;
@@ -584,7 +588,7 @@ async fn a_restart_does_not_push_again_what_was_pushed() {
     // tablet is offline), dave's push is not sent again.
     let server = Server::start(config(500)).await.unwrap();
     push.wait_for(&tablet, 1, WAIT).await;
-    barrier(&push, &admin(&server), alice, dave, &dave_phone).await;
+    barrier(&push, &server, alice, dave, &dave_phone).await;
     assert_eq!(about(&push.received(&dave_phone), &to_dave).len(), 1);
     assert!(push.violations().is_empty(), "{:?}", push.violations());
     server.shutdown().await;

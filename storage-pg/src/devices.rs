@@ -168,9 +168,8 @@ impl Devices for PgStore {
         let credential = push.as_ref().map(|p| &p.credential[..]);
         let expires = push.as_ref().map(|p| p.credential_expires_ms as i64);
         let registered = push.as_ref().map(|p| p.registered_ms as i64);
-        let changed = self
-            .reader()
-            .await?
+        let client = self.reader().await?;
+        let changed = client
             .execute(
                 "UPDATE devices SET push_provider = $3, push_token = $4, push_app = $5,
                     push_sandbox = $6, push_credential = $7, push_expires_ms = $8,
@@ -192,6 +191,22 @@ impl Devices for PgStore {
             )
             .await
             .map_err(pg)?;
+        // The one holder of a token: a device that held it before (another user's,
+        // after the phone changed hands without a logout) gives it up.
+        if changed == 1 && replacing.is_none() {
+            if let Some(token) = token {
+                client
+                    .execute(
+                        "UPDATE devices SET push_provider = NULL, push_token = NULL,
+                            push_app = NULL, push_sandbox = NULL, push_credential = NULL,
+                            push_expires_ms = NULL, push_registered_ms = NULL
+                         WHERE push_token = $1 AND NOT (user_id = $2 AND device_id = $3)",
+                        &[&token, &(user as i64), &device_id],
+                    )
+                    .await
+                    .map_err(pg)?;
+            }
+        }
         Ok(changed == 1)
     }
 }

@@ -193,6 +193,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
         ADD COLUMN push_credential bytea,
         ADD COLUMN push_expires_ms bigint,
         ADD COLUMN push_registered_ms bigint;
+    -- A token has one holder: registering it elsewhere takes it from the old one.
+    CREATE INDEX devices_push_token ON devices (push_token) WHERE push_token IS NOT NULL;
     ",
     ),
     (

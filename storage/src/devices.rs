@@ -293,6 +293,60 @@ impl Store {
         push: Option<PushToken>,
         replacing: Option<&str>,
     ) -> Result<bool> {
+        if let (Some(p), None) = (&push, replacing) {
+            if !self.device_exists(user, device_id)? {
+                return Ok(false);
+            }
+            self.claim_push_token(user, device_id, &p.token).await?;
+        }
+        self.write_push_token(user, device_id, push, replacing)
+            .await
+    }
+
+    fn device_exists(&self, user: u64, device_id: &str) -> Result<bool> {
+        let shard = self.shard(self.inner.map.user(user));
+        Ok(shard.userdevice_device.contains_key(key(user, device_id))?)
+    }
+
+    /// Makes `user`'s `device_id` the one holder of push token `token`: a device
+    /// that held it before (another user's, after the phone changed hands without a
+    /// logout) gives it up, so that nobody's pushes reach someone else's phone.
+    async fn claim_push_token(&self, user: u64, device_id: &str, token: &str) -> Result<()> {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let index = self.inner.map.token_hash(&hash);
+        if let Some(holder) = self.shard(index).pushtoken_device.get(hash)? {
+            if holder.len() < 8 {
+                return Err(StorageError::Corrupt("push token holder"));
+            }
+            let held_by = u64::from_be_bytes(holder[..8].try_into().expect("8 bytes"));
+            let held_on = String::from_utf8(holder[8..].to_vec())
+                .map_err(|_| StorageError::Corrupt("push token holder"))?;
+            if (held_by, held_on.as_str()) != (user, device_id) {
+                self.write_push_token(held_by, &held_on, None, Some(token))
+                    .await?;
+            }
+        }
+        let mut value = user.to_be_bytes().to_vec();
+        value.extend_from_slice(device_id.as_bytes());
+        let op = Op::Put {
+            shard: index as u16,
+            tree: Tree::PushToken,
+            key: hash.to_vec(),
+            value,
+        };
+        self.run_ops::<()>(index, OpsRequest::decided(vec![op]))
+            .await
+            .map(drop)
+    }
+
+    async fn write_push_token(
+        &self,
+        user: u64,
+        device_id: &str,
+        push: Option<PushToken>,
+        replacing: Option<&str>,
+    ) -> Result<bool> {
         let _guard = self.device_lock(user).lock().await;
         let shard = self.inner.map.user(user);
         let k = key(user, device_id);
@@ -438,6 +492,59 @@ mod tests {
         let bytes = encode(&with_push);
         assert_eq!(decode("phone".into(), &bytes).unwrap(), with_push);
         assert!(decode("phone".into(), &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_push_token_has_one_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(StoreConfig::for_tests(dir.path()), None).unwrap();
+        let rt = runtime();
+        let push = |credential: u8| PushToken {
+            provider: PushProvider::Fcm,
+            token: "shared-token".into(),
+            app_id: "project".into(),
+            sandbox: false,
+            credential: [credential; 32],
+            credential_expires_ms: 0,
+            registered_ms: 1,
+        };
+        for (user, device) in [(1, "phone"), (2, "phone"), (1, "tablet")] {
+            rt.block_on(s.bind_device(user, device, 2, 10, None))
+                .unwrap();
+        }
+        let holders = |s: &Store| {
+            let mut out = Vec::new();
+            for user in [1, 2] {
+                for d in s.devices(user).unwrap() {
+                    if d.push.is_some() {
+                        out.push((user, d.device_id));
+                    }
+                }
+            }
+            out
+        };
+        assert!(rt
+            .block_on(s.set_push_token(1, "phone", Some(push(1)), None))
+            .unwrap());
+        // The phone changes hands: user 2 registers the same token.
+        assert!(rt
+            .block_on(s.set_push_token(2, "phone", Some(push(2)), None))
+            .unwrap());
+        assert_eq!(holders(&s), vec![(2, "phone".to_owned())]);
+        assert!(rt
+            .block_on(s.set_push_token(1, "tablet", Some(push(1)), None))
+            .unwrap());
+        assert_eq!(holders(&s), vec![(1, "tablet".to_owned())]);
+        // Registering again where it is changes nothing.
+        assert!(rt
+            .block_on(s.set_push_token(1, "tablet", Some(push(1)), None))
+            .unwrap());
+        assert_eq!(holders(&s), vec![(1, "tablet".to_owned())]);
+        // An unknown device claims nothing.
+        assert!(!rt
+            .block_on(s.set_push_token(2, "laptop", Some(push(2)), None))
+            .unwrap());
+        assert_eq!(holders(&s), vec![(1, "tablet".to_owned())]);
     }
 
     #[test]

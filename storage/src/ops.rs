@@ -33,6 +33,7 @@ pub(crate) enum Tree {
     Member = 2,
     Relation = 3,
     Device = 4,
+    PushToken = 5,
 }
 
 impl Tree {
@@ -42,6 +43,7 @@ impl Tree {
             2 => Tree::Member,
             3 => Tree::Relation,
             4 => Tree::Device,
+            5 => Tree::PushToken,
             _ => return None,
         })
     }
@@ -52,6 +54,7 @@ impl Tree {
             Tree::Member => &shard.groupmember_member,
             Tree::Relation => &shard.userpeer_relation,
             Tree::Device => &shard.userdevice_device,
+            Tree::PushToken => &shard.pushtoken_device,
         }
     }
 }
@@ -450,7 +453,8 @@ mod tests {
             Just(Tree::Group),
             Just(Tree::Member),
             Just(Tree::Relation),
-            Just(Tree::Device)
+            Just(Tree::Device),
+            Just(Tree::PushToken)
         ];
         let bytes = || proptest::collection::vec(any::<u8>(), 0..40);
         let flag = proptest::option::of(any::<bool>());

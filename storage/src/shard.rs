@@ -29,6 +29,8 @@ pub(crate) struct ShardDb {
     pub groupid_group: sled::Tree,
     pub groupmember_member: sled::Tree,
     pub userdevice_device: sled::Tree,
+    /// Which device holds a push token (by the token's SHA-256): the one holder.
+    pub pushtoken_device: sled::Tree,
     pub sha_blob: sled::Tree,
     pub shauser_owner: sled::Tree,
 }
@@ -75,6 +77,7 @@ impl ShardDb {
             groupid_group: db.open_tree("groupid_group")?,
             groupmember_member: db.open_tree("groupmember_member")?,
             userdevice_device: db.open_tree("userdevice_device")?,
+            pushtoken_device: db.open_tree("pushtoken_device")?,
             sha_blob: db.open_tree("sha_blob")?,
             shauser_owner: db.open_tree("shauser_owner")?,
             db,

@@ -249,7 +249,7 @@ impl EventOutbox {
             if let Err(e) = self
                 .log
                 .acknowledge(end)
-                .and_then(|()| self.log.restart_if_done())
+                .and_then(|()| self.log.compact().map(drop))
             {
                 tracing::error!(error = %e, "webhook event offset could not be saved");
             }

@@ -327,6 +327,25 @@ pub async fn devices_bind_and_remove(store: &dyn Storage, tag: &str) {
         .await
         .unwrap());
     assert_eq!(phone(store.devices(id).await.unwrap()).push, None);
+    // A token has one holder: another user's device registering it takes it.
+    store
+        .set_push_token(id, "phone", Some(push.clone()), None)
+        .await
+        .unwrap();
+    let other = user(store, tag, "next-owner").await;
+    store
+        .bind_device(other, "phone", 2, 5_000, None)
+        .await
+        .unwrap();
+    assert!(store
+        .set_push_token(other, "phone", Some(push.clone()), None)
+        .await
+        .unwrap());
+    assert_eq!(phone(store.devices(id).await.unwrap()).push, None);
+    assert_eq!(
+        phone(store.devices(other).await.unwrap()).push,
+        Some(push.clone())
+    );
     let removed = store.remove_device(id, "laptop").await.unwrap().unwrap();
     assert!(removed.tokens.contains(&hash));
     assert!(store.token_info(&session.token).await.unwrap().is_none());

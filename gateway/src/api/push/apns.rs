@@ -82,10 +82,13 @@ impl Apns {
         self.topics.is_empty() || self.topics.iter().any(|t| t == topic)
     }
 
-    fn provider_token(&self, renew: bool) -> Result<String, String> {
+    /// The provider token to send with: the cached one while it is young enough,
+    /// unless it is `expired` (the one APNs just called expired; several requests
+    /// that failed with the same token renew it once).
+    fn provider_token(&self, expired: Option<&str>) -> Result<String, String> {
         let mut cached = self.token.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((token, at)) = cached.as_ref() {
-            if !renew && at.elapsed() < TOKEN_LIFETIME {
+            if expired != Some(token.as_str()) && at.elapsed() < TOKEN_LIFETIME {
                 return Ok(token.clone());
             }
         }
@@ -144,9 +147,9 @@ impl Apns {
             false => &self.endpoint,
         };
         let url = format!("{base}/3/device/{}", device.token);
-        let mut renew = false;
+        let mut expired: Option<String> = None;
         loop {
-            let token = match self.provider_token(renew) {
+            let token = match self.provider_token(expired.as_deref()) {
                 Ok(t) => t,
                 Err(e) => return Outcome::Failed(e),
             };
@@ -186,8 +189,8 @@ impl Apns {
                 (410, _) | (400, "BadDeviceToken") | (400, "DeviceTokenNotForTopic") => {
                     Outcome::Unregistered(reason)
                 }
-                (403, "ExpiredProviderToken") | (403, "InvalidProviderToken") if !renew => {
-                    renew = true;
+                (403, "ExpiredProviderToken") if expired.is_none() => {
+                    expired = Some(token);
                     continue;
                 }
                 (429, _) | (500, _) | (503, _) => {

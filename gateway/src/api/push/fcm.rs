@@ -124,10 +124,13 @@ impl Fcm {
             .await
             .map_err(|e| Outcome::Retry(format!("OAuth2 token endpoint: {e}"), None))?;
         let (Some(token), true) = (body["access_token"].as_str(), status.is_success()) else {
-            return Err(Outcome::Retry(
-                format!("OAuth2 token endpoint answered {status}: {body}"),
-                None,
-            ));
+            let why = format!("OAuth2 token endpoint answered {status}: {body}");
+            // A 4xx (`invalid_grant`: a revoked key, a wrong clock) will not pass by
+            // itself; a 5xx may.
+            return Err(match status.is_client_error() {
+                true => Outcome::Failed(why),
+                false => Outcome::Retry(why, None),
+            });
         };
         let lifetime = body["expires_in"]
             .as_u64()
@@ -173,6 +176,11 @@ impl Fcm {
                     "badge": badge,
                 },
                 "android": {"collapse_key": n.conversation, "priority": "NORMAL"},
+                // An iOS app behind FCM gets it as a background push.
+                "apns": {
+                    "headers": {"apns-push-type": "background", "apns-priority": "5"},
+                    "payload": {"aps": {"content-available": 1}},
+                },
             }),
         };
         let url = format!(
@@ -214,7 +222,9 @@ impl Fcm {
                 .unwrap_or_default()
                 .to_owned();
             return match (status, code.as_str()) {
-                (_, "UNREGISTERED") | (404, "NOT_FOUND") => Outcome::Unregistered(code),
+                (_, "UNREGISTERED") | (404, "NOT_FOUND") | (403, "SENDER_ID_MISMATCH") => {
+                    Outcome::Unregistered(code)
+                }
                 (401, _) if !renew => {
                     renew = true;
                     continue;

@@ -54,6 +54,8 @@ use crate::outbox::RecordLog;
 
 /// How long an appended record may stay only in the page cache.
 pub const SYNC_EVERY: Duration = Duration::from_millis(50);
+/// Decisions reading the store at once.
+const MAX_DECIDING: usize = 64;
 /// How long shutdown waits for pushes under way.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// Records the worker reads at once.
@@ -62,7 +64,8 @@ const READ_BATCH: usize = 256;
 const ATTEMPTS: u32 = 5;
 /// Longest preview of a text in a notification, in characters.
 const PREVIEW_CHARS: usize = 120;
-/// Shown notifications remembered for withdrawal (oldest forgotten past it).
+/// Conversations whose shown notifications are remembered for withdrawal (past
+/// it, one is forgotten for each new one).
 const MAX_SHOWN: usize = 100_000;
 
 /// What a push says.
@@ -221,6 +224,8 @@ pub struct Push {
     pub fcm: Option<fcm::Fcm>,
     /// Requests to APNs and FCM in flight at once (`push.concurrency`).
     slots: Semaphore,
+    /// Decisions reading the store at once (a big group's message makes many).
+    decisions: Semaphore,
     tasks: TaskTracker,
     /// Cancelled at shutdown: decisions and requests under way end.
     stop: CancellationToken,
@@ -344,6 +349,7 @@ impl Push {
             apns,
             fcm,
             slots: Semaphore::new(push.concurrency),
+            decisions: Semaphore::new(MAX_DECIDING),
             tasks: TaskTracker::new(),
             acks: (0..ACK_STRIPES).map(|_| Mutex::default()).collect(),
             stop: CancellationToken::new(),
@@ -354,6 +360,11 @@ impl Push {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether nothing is pending or being decided (for tests and operators).
+    pub fn settled(&self) -> bool {
+        self.lock().pending.is_empty() && self.tasks.is_empty()
     }
 
     /// Queue bytes not yet decided (`/metrics`).
@@ -525,18 +536,13 @@ impl Push {
             tracing::error!(error = %e, "push queue could not be synced");
             return;
         }
-        let mut state = self.lock();
-        let saved = self
+        let ack_to = self.lock().ack_to;
+        if let Err(e) = self
             .log
-            .acknowledge(state.ack_to)
-            .and_then(|()| self.log.restart_if_done());
-        match saved {
-            Ok(true) => {
-                state.read_end = 0;
-                state.ack_to = 0;
-            }
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "push queue offset could not be saved"),
+            .acknowledge(ack_to)
+            .and_then(|()| self.log.compact().map(drop))
+        {
+            tracing::error!(error = %e, "push queue offset could not be saved");
         }
     }
 
@@ -711,28 +717,48 @@ impl Push {
     }
 
     /// Decides, device by device, whether `p` is pushed to `user`, and sends.
-    async fn decide(self: &Arc<Self>, api: &Arc<Api>, key: Key, p: &Pending) {
-        let (user, c) = key;
-        let suppressed = |n: u64| {
-            self.counters.suppressed.fetch_add(n, Ordering::Relaxed);
-        };
+    /// The devices of `user` with a push registration (`None`: none, or unreadable).
+    async fn targets(&self, api: &Arc<Api>, user: u64) -> Option<Vec<(String, PushToken)>> {
         let devices = match api.store.devices(user).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(user, error = %e, "cannot read devices; no push");
-                return;
+                return None;
             }
         };
-        let mut targets: Vec<(String, PushToken)> = devices
+        let targets: Vec<(String, PushToken)> = devices
             .into_iter()
             .filter_map(|d| Some((d.device_id, d.push?)))
             .collect();
-        if targets.is_empty() {
-            return;
-        }
+        (!targets.is_empty()).then_some(targets)
+    }
+
+    /// Whether `device` of `user` still has the registration `token` with a live
+    /// credential (checked again before a retry).
+    async fn still_registered(
+        &self,
+        api: &Arc<Api>,
+        user: u64,
+        device: &str,
+        token: &PushToken,
+    ) -> bool {
+        let current = self.targets(api, user).await.unwrap_or_default();
+        let same = current.iter().any(|(d, t)| d == device && t == token);
+        same && self.credential_live(api, token).await
+    }
+
+    async fn decide(self: &Arc<Self>, api: &Arc<Api>, key: Key, p: &Pending) -> Option<()> {
+        let mut _slot = self.decisions.acquire().await.ok()?;
+        let (user, c) = key;
+        let suppressed = |n: u64| {
+            self.counters.suppressed.fetch_add(n, Ordering::Relaxed);
+        };
+        let Some(targets) = self.targets(api, user).await else {
+            return Some(());
+        };
         if self.burst(api, user, &c, p).await.is_none() {
             suppressed(targets.len() as u64);
-            return;
+            return Some(());
         }
         // Online devices get until the ack window's end to acknowledge.
         let window_end = p.first_at + Duration::from_millis(self.config.ack_window_ms);
@@ -740,12 +766,20 @@ impl Push {
         let waiting = targets
             .iter()
             .any(|(d, _)| online(d) && self.acked(&key, d) < p.last_seq);
-        if waiting && self.or_stop(sleep_until(window_end)).await.is_none() {
-            return;
-        }
+        let mut targets = match waiting {
+            false => targets,
+            true => {
+                // Not held meanwhile: a decision slot is for reading and sending.
+                drop(_slot);
+                self.or_stop(sleep_until(window_end)).await?;
+                _slot = self.decisions.acquire().await.ok()?;
+                // What changed meanwhile (a logout, a removed device) counts.
+                self.targets(api, user).await?
+            }
+        };
         let Some(burst) = self.burst(api, user, &c, p).await else {
             suppressed(targets.len() as u64);
-            return;
+            return Some(());
         };
         let before = targets.len();
         let sent_before = |d: &str| {
@@ -764,7 +798,7 @@ impl Push {
         }
         suppressed((before - kept.len()) as u64);
         if kept.is_empty() {
-            return;
+            return Some(());
         }
         let badge = self.badge(api, user).await;
         let (title, body) = self.text(api, &c, &burst).await;
@@ -797,11 +831,16 @@ impl Push {
                 tracing::error!(error = %e, "push mark could not be queued");
             }
             let mut state = self.lock();
-            if state.shown.len() < MAX_SHOWN || state.shown.contains_key(&key) {
-                let shown = state.shown.entry(key).or_default();
-                shown.retain(|(d, _)| *d != device);
-                shown.push((device, burst.last_seq));
+            if state.shown.len() >= MAX_SHOWN && !state.shown.contains_key(&key) {
+                // Bounded: some other conversation's notification can no longer be
+                // withdrawn (the app still clears it when it opens the conversation).
+                if let Some(evicted) = state.shown.keys().next().copied() {
+                    state.shown.remove(&evicted);
+                }
             }
+            let shown = state.shown.entry(key).or_default();
+            shown.retain(|(d, _)| *d != device);
+            shown.push((device, burst.last_seq));
         }
         // A read that came while the pushes were on their way found nothing shown
         // yet: withdraw what it covers now.
@@ -815,6 +854,7 @@ impl Push {
                 }
             }
         }
+        Some(())
     }
 
     /// The devices shown a push of `key` up to `seq` (not `except`), forgotten.
@@ -966,6 +1006,10 @@ impl Push {
     ) -> bool {
         let mut backoff = Duration::from_millis(500);
         for attempt in 1..=ATTEMPTS {
+            // A retry goes out only while the registration still stands.
+            if attempt > 1 && !self.still_registered(api, user, device, token).await {
+                return false;
+            }
             let slot = self
                 .slots
                 .acquire()
@@ -1094,6 +1138,13 @@ impl Api {
                 // A Courier token is revoked by the store (logout); an application
                 // token is not, so the registration keeps its expiry.
                 let courier_token = self.store.token_info_by_hash(credential).await?.is_some();
+                if !courier_token && self.app_tokens.is_none() {
+                    // Not an application token: a Courier token revoked just now.
+                    return Err(ApiError::new(
+                        ErrorCode::LoggedOut,
+                        "this token was revoked",
+                    ));
+                }
                 Some(PushToken {
                     provider: r.provider,
                     token: r.token,
@@ -1185,7 +1236,9 @@ impl Api {
         }
         for d in self.store.devices(user).await? {
             let Some(p) = d.push else { continue };
-            if credential.is_none_or(|c| *c == p.credential) {
+            // Made with that credential, or on a device that used it (registered
+            // for it from another session).
+            if credential.is_none_or(|c| *c == p.credential || d.tokens.contains(c)) {
                 self.store
                     .set_push_token(user, &d.device_id, None, Some(&p.token))
                     .await?;
