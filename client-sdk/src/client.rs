@@ -85,6 +85,9 @@ pub enum Event {
     ReadReceipt(pb::ReadReceipt),
     /// Friends came online or went offline.
     Presence(pb::PresenceBatch),
+    /// Someone is typing in a conversation (or stopped); it ends by itself after
+    /// `expires_ms` without a renewal.
+    Typing(pb::TypingNotice),
     /// The server ended the session.
     Kicked {
         /// Why.
@@ -400,6 +403,17 @@ impl Client {
         .await
     }
 
+    /// Tells the conversation's other participants this user is typing (`active`)
+    /// or stopped. Repeat it every few seconds while typing goes on; the server
+    /// forwards at most one per `typing_interval_ms`.
+    pub async fn typing(&self, conversation: &ConversationId, active: bool) -> Result<()> {
+        self.post(Kind::Typing(pb::Typing {
+            conversation: conversation.to_string(),
+            active,
+        }))
+        .await
+    }
+
     /// Registers where to push to this device while it is offline (`provider`
     /// APNs or FCM; `app_id` the bundle id or Firebase project id); `None`
     /// unregisters. Answered once the registration is durable.
@@ -599,6 +613,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             },
             Some(Kind::ReadReceipt(r)) => Some(Event::ReadReceipt(r)),
             Some(Kind::PresenceBatch(p)) => Some(Event::Presence(p)),
+            Some(Kind::TypingNotice(t)) => Some(Event::Typing(t)),
             Some(Kind::Kick(k)) => Some(Event::Kicked {
                 code: code_of(k.code),
                 reason: k.reason,

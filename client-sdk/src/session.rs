@@ -163,6 +163,8 @@ pub enum SessionEvent {
     ReadReceipt(pb::ReadReceipt),
     /// Presence changes.
     Presence(pb::PresenceBatch),
+    /// Someone is typing in a conversation (or stopped).
+    Typing(pb::TypingNotice),
     /// Connected (again) and synced.
     Connected,
     /// The connection was lost; reconnecting.
@@ -198,7 +200,8 @@ struct SendCmd {
 }
 
 enum Cmd {
-    Send(SendCmd),
+    Send(Box<SendCmd>),
+    Typing(ConversationId, bool),
 }
 
 impl Session {
@@ -269,6 +272,15 @@ impl Session {
         self.user_id
     }
 
+    /// Tells the conversation this user is typing (or stopped), while connected
+    /// (dropped when offline: typing is ephemeral).
+    pub async fn typing(&self, conversation: &ConversationId, active: bool) -> Result<()> {
+        self.cmd
+            .send(Cmd::Typing(*conversation, active))
+            .await
+            .map_err(|_| SdkError::Closed(None))
+    }
+
     /// Sends a text; resolves once the server has stored it, however many reconnects
     /// that takes.
     pub async fn send_text(
@@ -306,12 +318,12 @@ impl Session {
         client_msg_id: String,
     ) -> Result<impl std::future::Future<Output = Result<SendReceipt>> + Send + 'static> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Cmd::Send(SendCmd {
+        let cmd = Cmd::Send(Box::new(SendCmd {
             conversation: *conversation,
             body,
             client_msg_id,
             reply,
-        });
+        }));
         self.cmd
             .send(cmd)
             .await
@@ -439,8 +451,10 @@ impl Driver {
                 _ = &mut sleep => return true,
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(Cmd::Send(s)) => {
-                        self.enqueue(s);
+                        self.enqueue(*s);
                     }
+                    // Offline: typing is ephemeral, nothing to keep.
+                    Some(Cmd::Typing(..)) => {}
                     None => return false,
                 },
                 // Disconnected: every send in the outbox goes again on reconnect.
@@ -555,14 +569,16 @@ impl Driver {
                     }
                     Some(Event::ReadReceipt(r)) => { let _ = self.events.send(SessionEvent::ReadReceipt(r)).await; }
                     Some(Event::Presence(p)) => { let _ = self.events.send(SessionEvent::Presence(p)).await; }
+                    Some(Event::Typing(t)) => { let _ = self.events.send(SessionEvent::Typing(t)).await; }
                     Some(Event::Kicked { code, .. }) if fatal(Some(code)) => return End::Ended(Some(code)),
                     Some(Event::Kicked { .. }) | Some(Event::Closed) | None => return End::Lost,
                 },
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(Cmd::Send(s)) => {
-                        let order = self.enqueue(s);
+                        let order = self.enqueue(*s);
                         self.transmit(&client, order).await;
                     }
+                    Some(Cmd::Typing(c, active)) => { let _ = client.typing(&c, active).await; }
                     None => return End::Ended(None),
                 },
                 Some(order) = self.retry_rx.recv() => self.transmit(&client, order).await,

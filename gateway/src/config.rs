@@ -238,6 +238,11 @@ pub struct Config {
     pub postgres_url: String,
     /// Several gateways serving one deployment (off unless `nats_urls` is set).
     pub cluster: ClusterConfig,
+    /// Typing notices go only to conversations of at most this many members (0 = none).
+    pub typing_max_members: usize,
+    /// While a user keeps typing, one notice per conversation per this many ms goes
+    /// out; receivers clear it after twice this without a renewal.
+    pub typing_interval_ms: u64,
     /// Offline push through APNs and FCM (the `[push]` section).
     pub push: PushConfig,
     /// Appends that may queue per store shard.
@@ -377,6 +382,8 @@ impl Default for Config {
             storage_backend: StorageBackend::Sled,
             postgres_url: String::new(),
             cluster: ClusterConfig::default(),
+            typing_max_members: 100,
+            typing_interval_ms: 3_000,
             push: PushConfig::default(),
             store_queue_depth: 4096,
             store_max_batch: 1024,
@@ -812,6 +819,11 @@ impl Config {
                     "webhook timeouts must be 10..=30000 ms (before send), 100..=60000 ms (events)",
                 ));
             }
+        }
+        if !(100..=60_000).contains(&self.typing_interval_ms) {
+            return Err(ConfigError::Invalid(
+                "typing_interval_ms must be 100..=60000",
+            ));
         }
         if self.jwt_leeway_secs > 600 {
             return Err(ConfigError::Invalid("jwt_leeway_secs must be at most 600"));

@@ -332,6 +332,18 @@ pub fn render(api: &Api) -> String {
     if let Some(push) = &api.push {
         render_push(&mut out, push);
     }
+    counter(
+        &mut out,
+        "courier_typing_notices_total",
+        "Typing notices sent (each to every recipient's online devices).",
+        api.typing.notices.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "courier_typing_throttled_total",
+        "Typing frames dropped by the per-sender throttle.",
+        api.typing.throttled.load(Ordering::Relaxed),
+    );
     let r = api.receipts.counters.snapshot();
     counter(
         &mut out,

@@ -62,6 +62,8 @@ impl Frame {
                 Kind::Error(_) => "Error",
                 Kind::SetPushToken(_) => "SetPushToken",
                 Kind::PushTokenSet(_) => "PushTokenSet",
+                Kind::Typing(_) => "Typing",
+                Kind::TypingNotice(_) => "TypingNotice",
             },
         }
     }

@@ -535,6 +535,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Event::ReadReceipt(r) => print(&json!({
                         "event": "read", "conversation": r.conversation, "reader": r.reader, "seq": r.seq,
                     }))?,
+                    Event::Typing(t) => print(&json!({
+                        "event": "typing", "conversation": t.conversation, "user_id": t.user_id,
+                        "active": t.active, "expires_ms": t.expires_ms,
+                    }))?,
                     other => print(&json!({"event": "other", "debug": format!("{other:?}")}))?,
                 }
             }

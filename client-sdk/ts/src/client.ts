@@ -12,6 +12,7 @@ import {
   PullHistorySchema,
   PushProvider,
   SetPushTokenSchema,
+  TypingSchema,
   ReadReportSchema,
   RecallSchema,
   SendSchema,
@@ -23,6 +24,7 @@ import {
   type ReadReceipt,
   type RecallAck,
   type SendAck,
+  type TypingNotice,
 } from "./gen/courier_pb.js";
 import { Connection, CourierError, type ConnectOptions } from "./connection.js";
 import { ErrorCode } from "./gen/courier_pb.js";
@@ -60,6 +62,9 @@ export class Client {
   onReadReceipt: (r: ReadReceipt) => void = () => {};
   /** Watched users came online or went offline (friends, and users subscribed to). */
   onPresence: (changes: PresenceChange[]) => void = () => {};
+  /** Someone is typing in a conversation (or stopped); clear it after `expiresMs`
+   * without a renewal. */
+  onTyping: (t: TypingNotice) => void = () => {};
 
   private constructor(readonly connection: Connection) {
     connection.onFrame = (frame) => {
@@ -72,6 +77,9 @@ export class Client {
           break;
         case "presenceBatch":
           this.onPresence(frame.kind.value.changes);
+          break;
+        case "typingNotice":
+          this.onTyping(frame.kind.value);
           break;
       }
     };
@@ -134,6 +142,12 @@ export class Client {
       case: "presenceSubscribe",
       value: create(PresenceSubscribeSchema, { userIds: users, leaseMs }),
     });
+  }
+
+  /** Tells the conversation's other participants this user is typing (or, with
+   * `false`, stopped). Repeat it every few seconds while typing goes on. */
+  typing(conversation: string, active: boolean): void {
+    this.connection.tell({ case: "typing", value: create(TypingSchema, { conversation, active }) });
   }
 
   /** Registers where to push to this device while it is offline: `provider` APNs

@@ -14,6 +14,7 @@ import {
   type HistoryPage,
   type MessageBody,
   type PresenceChange,
+  type TypingNotice,
   type ReadReceipt,
   type RecallAck,
   type SendAck,
@@ -75,6 +76,8 @@ export class Session {
   onReadReceipt: (r: ReadReceipt) => void = () => {};
   /** Watched users came online or went offline. */
   onPresence: (changes: PresenceChange[]) => void = () => {};
+  /** Someone is typing in a conversation (or stopped). */
+  onTyping: (t: TypingNotice) => void = () => {};
   /** Online, offline (reconnecting), or ended for good (with why). */
   onState: (state: SessionState, why?: CourierError) => void = () => {};
 
@@ -158,6 +161,11 @@ export class Session {
     this.client?.subscribePresence(users, leaseMs);
   }
 
+  /** Tells the conversation this user is typing (or stopped), when online. */
+  typing(conversation: string, active: boolean): void {
+    this.client?.typing(conversation, active);
+  }
+
   /** Marks `conversation` read up to `seq`, when online (read cursors only move forward). */
   reportRead(conversation: string, seq: bigint): void {
     this.client?.reportRead(conversation, seq);
@@ -181,6 +189,7 @@ export class Session {
     client.onMessage = (m) => void this.enqueue(() => this.offerOrFill(m)).catch(() => {});
     client.onReadReceipt = (r) => this.onReadReceipt(r);
     client.onPresence = (changes) => this.onPresence(changes);
+    client.onTyping = (t) => this.onTyping(t);
     client.connection.onClose = (why) => this.lost(client, why);
     try {
       await this.enqueue(() => this.resync(client));

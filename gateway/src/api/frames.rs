@@ -116,6 +116,10 @@ impl Api {
                 }
                 Err(e) => Handled::Reply(e.to_frame(id)),
             },
+            Kind::Typing(typing) => match self.typing(ctx.user_id, &ctx.device_id, &typing).await {
+                Ok(()) => Handled::Nothing,
+                Err(e) => Handled::Reply(e.to_frame(id)),
+            },
             Kind::SetPushToken(set) => reply(
                 async {
                     let registration = crate::api::push::Registration::from_frame(&set)?;

@@ -13,6 +13,7 @@
 //! - `devices`: device bindings and the device cap.
 //! - `presence` / `receipts`: storm-proof presence and read receipts (actors).
 //! - `recall`: recalling messages.
+//! - `typing`: typing indicators (ephemeral, throttled).
 //! - `push`: offline push through APNs and FCM, decided per device.
 //! - `media`: upload, signed download, moderation routes, garbage collection.
 //! - `lifecycle`: retention, media GC and the cold tier, run periodically.
@@ -45,6 +46,7 @@ pub mod recall;
 pub mod receipts;
 pub mod relations;
 pub mod router;
+pub mod typing;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -90,6 +92,8 @@ pub struct Api {
     pub events: Option<Arc<events::EventOutbox>>,
     /// Offline push, when APNs or FCM is configured.
     pub push: Option<Arc<push::Push>>,
+    /// The typing indicators' throttle.
+    pub typing: typing::TypingGate,
 }
 
 /// A fresh client message id for server-written log events.
@@ -113,6 +117,8 @@ impl Api {
         media: crate::media::Media,
     ) -> Self {
         let before_send = webhooks::BeforeSendHook::from_config(&config);
+        let typing =
+            typing::TypingGate::new(std::time::Duration::from_millis(config.typing_interval_ms));
         Self {
             metrics: Arc::default(),
             connections: crate::connection::limits::ConnectionBudget::for_process(
@@ -135,6 +141,7 @@ impl Api {
             before_send,
             events: None,
             push: None,
+            typing,
         }
     }
 

@@ -2,7 +2,16 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Client, CourierError, Direction, ErrorCode, PushProvider, directConversation, textBody } from "../index.js";
+import {
+  Client,
+  CourierError,
+  Direction,
+  ErrorCode,
+  PushProvider,
+  directConversation,
+  textBody,
+  type TypingNotice,
+} from "../index.js";
 import { Gateway, nodeWebSocket } from "./gateway.js";
 import { collect, textOf } from "./messages.js";
 
@@ -38,6 +47,13 @@ test("two users chat both ways in seq order and page through history", async () 
     const again = await alice.client.send(c, textBody("once"), "same-id-1");
     assert.equal(again.seq, first.seq);
     assert.equal(again.duplicate, true);
+
+    // Typing reaches the peer, never stored.
+    const typing = new Promise<TypingNotice>((resolve) => (bob.client.onTyping = resolve));
+    alice.client.typing(c, true);
+    const notice = await typing;
+    assert.deepEqual([notice.conversation, notice.userId, notice.active], [c, alice.client.userId, true]);
+    assert.ok(notice.expiresMs > 0);
     alice.client.close();
     bob.client.close();
   } finally {
