@@ -107,15 +107,12 @@ impl Api {
                 server_time_ms: courier_storage::now_ms(),
             }))),
             Kind::Send(send) => self.on_send(ctx, id, send.into()).await,
-            Kind::DeliveryAck(ack) => match self.delivery_ack(ctx.user_id, &ack).await {
-                Ok(()) => {
-                    if let (Some(push), Ok(c)) = (&self.push, ack.conversation.parse()) {
-                        push.delivered(ctx.user_id, &ctx.device_id, &c, ack.seq);
-                    }
-                    Handled::Nothing
+            Kind::DeliveryAck(ack) => {
+                match self.delivery_ack(ctx.user_id, &ctx.device_id, &ack).await {
+                    Ok(()) => Handled::Nothing,
+                    Err(e) => Handled::Reply(e.to_frame(id)),
                 }
-                Err(e) => Handled::Reply(e.to_frame(id)),
-            },
+            }
             Kind::Typing(typing) => match self.typing(ctx.user_id, &ctx.device_id, &typing).await {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),

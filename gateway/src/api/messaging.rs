@@ -363,9 +363,18 @@ impl Api {
     }
 
     /// Records a cumulative delivery acknowledgement from one of `user`'s devices.
-    pub async fn delivery_ack(&self, user: u64, ack: &pb::DeliveryAck) -> Result<(), ApiError> {
+    /// The device's acknowledgement also settles its pending push decisions.
+    pub async fn delivery_ack(
+        &self,
+        user: u64,
+        device: &std::sync::Arc<str>,
+        ack: &pb::DeliveryAck,
+    ) -> Result<(), ApiError> {
         let c = self.parse_conversation(&ack.conversation)?;
         self.authorize(user, &c).await?;
+        if let Some(push) = &self.push {
+            push.delivered(user, device, &c, ack.seq);
+        }
         match self.store.note_delivered(user, &c, ack.seq).await {
             // A conversation that has no messages yet is not in the user's index.
             Err(courier_storage::StorageError::NotParticipant) => Ok(()),

@@ -91,10 +91,6 @@ impl Api {
                 let peer = c
                     .peer_of(user)
                     .ok_or_else(|| ApiError::forbidden("not a participant of this conversation"))?;
-                let relation = self.store.relation(user, peer).await?;
-                if relation.blocking || relation.blocked_by {
-                    return Ok(());
-                }
                 vec![user, peer]
             }
             ConversationId::Group(g) => {
@@ -115,6 +111,13 @@ impl Api {
         if !announce {
             self.typing.throttled.fetch_add(1, Ordering::Relaxed);
             return Ok(());
+        }
+        // The block check reads the store: only for what passed the throttle.
+        if let Some(peer) = c.peer_of(user) {
+            let relation = self.store.relation(user, peer).await?;
+            if relation.blocking || relation.blocked_by {
+                return Ok(());
+            }
         }
         let notice = Frame::new(
             0,

@@ -756,30 +756,32 @@ impl Push {
         let Some(targets) = self.targets(api, user).await else {
             return Some(());
         };
-        if self.burst(api, user, &c, p).await.is_none() {
+        let Some(burst) = self.burst(api, user, &c, p).await else {
             suppressed(targets.len() as u64);
             return Some(());
-        }
+        };
         // Online devices get until the ack window's end to acknowledge.
         let window_end = p.first_at + Duration::from_millis(self.config.ack_window_ms);
         let online = |d: &str| api.registry.device_online(user, d);
         let waiting = targets
             .iter()
             .any(|(d, _)| online(d) && self.acked(&key, d) < p.last_seq);
-        let mut targets = match waiting {
-            false => targets,
+        let (mut targets, burst) = match waiting {
+            false => (targets, burst),
             true => {
                 // Not held meanwhile: a decision slot is for reading and sending.
                 drop(_slot);
                 self.or_stop(sleep_until(window_end)).await?;
                 _slot = self.decisions.acquire().await.ok()?;
-                // What changed meanwhile (a logout, a removed device) counts.
-                self.targets(api, user).await?
+                // What changed meanwhile (a logout, a removed device, a read, a mute)
+                // counts.
+                let targets = self.targets(api, user).await?;
+                let Some(burst) = self.burst(api, user, &c, p).await else {
+                    suppressed(targets.len() as u64);
+                    return Some(());
+                };
+                (targets, burst)
             }
-        };
-        let Some(burst) = self.burst(api, user, &c, p).await else {
-            suppressed(targets.len() as u64);
-            return Some(());
         };
         let before = targets.len();
         let sent_before = |d: &str| {
