@@ -20,8 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use courier_protocol::ConversationId;
 use courier_storage::{
-    AppendRequest, Appended, CommitListener, Recall, RecallRefusal, Result, StorageError,
-    StoredMessage,
+    AppendRequest, Appended, CommitListener, EditOf, EditRefusal, Edited, Recall, RecallRefusal,
+    Result, StorageError, StoredMessage,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
@@ -286,11 +286,14 @@ async fn commit(
         }
     }
 
-    // Recall targets: they exist (within retention) and are not recalled yet.
+    // Recall and edit targets: they exist (within retention) and are not recalled yet.
     let (rc, rs): (Vec<String>, Vec<i64>) = batch
         .iter()
-        .filter(|(r, _)| r.recalls != 0)
-        .map(|(r, _)| (r.conversation.to_string(), id(r.recalls)))
+        .filter_map(|(r, _)| match (r.recalls, r.edits) {
+            (0, None) => None,
+            (0, Some(e)) => Some((r.conversation.to_string(), id(e.target))),
+            (target, _) => Some((r.conversation.to_string(), id(target))),
+        })
         .unzip();
     let mut recallable: HashMap<(String, i64), bool> = HashMap::new();
     if !rc.is_empty() {
@@ -312,6 +315,7 @@ async fn commit(
     let mut messages: Vec<StoredMessage> = Vec::new();
     let mut in_batch: HashMap<(String, i64, String), Appended> = HashMap::new();
     let mut recalls: Vec<(String, i64, i64)> = Vec::new();
+    let mut edits: Vec<(String, EditOf, i64, i64)> = Vec::new();
     for (req, _) in batch {
         let conv = req.conversation.to_string();
         let key = (conv.clone(), id(req.sender), req.client_msg_id.clone());
@@ -349,6 +353,19 @@ async fn commit(
             recalls.push((conv.clone(), id(req.recalls), id(req.sender)));
         }
         let seq = next_seq.get_mut(&conv).expect("locked above");
+        if let (0, Some(edit)) = (req.recalls, req.edits) {
+            let refusal = match recallable.get(&(conv.clone(), id(edit.target))) {
+                _ if id(edit.target) < floor[&conv] => Some(EditRefusal::NoMessage),
+                Some(true) => None,
+                Some(false) => Some(EditRefusal::Recalled),
+                None => Some(EditRefusal::NoMessage),
+            };
+            if let Some(refusal) = refusal {
+                outcomes.push(Outcome::Refused(StorageError::Edit(refusal)));
+                continue;
+            }
+            edits.push((conv.clone(), edit, *seq, id(req.sender)));
+        }
         let appended = Appended {
             seq: *seq as u64,
             server_time_ms: now,
@@ -366,6 +383,7 @@ async fn commit(
             reply_to_seq: req.reply_to_seq,
             body: req.body.clone(),
             recalled: None,
+            edited: None,
         });
         outcomes.push(Outcome::Fresh(appended));
     }
@@ -386,6 +404,40 @@ async fn commit(
         .await
         .map_err(pg)?;
     }
+    // Edits before recalls: a recall later in the batch erases the edit events too.
+    for (conv, edit, event_seq, by) in &edits {
+        let target = id(edit.target);
+        tx.execute(
+            "UPDATE messages SET edited_by = $3, edited_at_ms = $4, edit_count = edit_count + 1,
+                 edit_seq = $5
+             WHERE conv = $1 AND seq = $2",
+            &[conv, &target, by, &(now as i64), event_seq],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "UPDATE messages SET edit_of = $3 WHERE conv = $1 AND seq = $2",
+            &[conv, event_seq, &target],
+        )
+        .await
+        .map_err(pg)?;
+        if !edit.keep_versions {
+            // The earlier versions go: the original body and the earlier events.
+            tx.execute(
+                "UPDATE messages SET body = '\\x'::bytea WHERE conv = $1 AND seq = $2",
+                &[conv, &target],
+            )
+            .await
+            .map_err(pg)?;
+            tx.execute(
+                "UPDATE messages SET body = '\\x'::bytea, recalled_by = $3, recalled_at_ms = $4
+                 WHERE conv = $1 AND edit_of = $2 AND seq < $5 AND recalled_by IS NULL",
+                &[conv, &target, by, &(now as i64), event_seq],
+            )
+            .await
+            .map_err(pg)?;
+        }
+    }
     if !recalls.is_empty() {
         let (c, s, by): (Vec<String>, Vec<i64>, Vec<i64>) =
             recalls
@@ -399,7 +451,8 @@ async fn commit(
         tx.execute(
             "UPDATE messages m SET body = '\\x'::bytea, recalled_by = v.by, recalled_at_ms = $4
              FROM unnest($1::text[], $2::int8[], $3::int8[]) AS v(conv, seq, by)
-             WHERE m.conv = v.conv AND m.seq = v.seq",
+             WHERE m.conv = v.conv AND (m.seq = v.seq
+                 OR (m.edit_of = v.seq AND m.recalled_by IS NULL))",
             &[&c, &s, &by, &(now as i64)],
         )
         .await
@@ -496,6 +549,22 @@ pub(crate) async fn index_for_users(
 pub(crate) fn message_from_row(c: ConversationId, row: &tokio_postgres::Row) -> StoredMessage {
     let recalled_by: Option<i64> = row.get(7);
     let recalled_at: Option<i64> = row.get(8);
+    let edited_by: Option<i64> = row.get(9);
+    let edit_seq: Option<i64> = row.get(12);
+    let edited = match (recalled_by, edited_by, edit_seq) {
+        (None, Some(by), Some(event_seq)) => Some(Edited {
+            by_user: by as u64,
+            at_ms: row.get::<_, Option<i64>>(10).unwrap_or(0) as u64,
+            count: row.get::<_, i32>(11) as u32,
+            event_seq: event_seq as u64,
+            // Retention may have taken the event but not the message.
+            event_body: row
+                .get::<_, Option<Vec<u8>>>(13)
+                .map(Bytes::from)
+                .unwrap_or_default(),
+        }),
+        _ => None,
+    };
     StoredMessage {
         conversation: c,
         seq: row.get::<_, i64>(0) as u64,
@@ -509,5 +578,6 @@ pub(crate) fn message_from_row(c: ConversationId, row: &tokio_postgres::Row) -> 
             by_user: by as u64,
             at_ms: recalled_at.unwrap_or(0) as u64,
         }),
+        edited,
     }
 }

@@ -224,9 +224,12 @@ impl PgStore {
             .reader()
             .await?
             .query(
-                "SELECT seq, sender, sender_device, client_msg_id, server_time_ms, reply_to_seq,
-                        body, recalled_by, recalled_at_ms
-                 FROM messages WHERE conv = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
+                "SELECT m.seq, m.sender, m.sender_device, m.client_msg_id, m.server_time_ms,
+                        m.reply_to_seq, m.body, m.recalled_by, m.recalled_at_ms,
+                        m.edited_by, m.edited_at_ms, m.edit_count, m.edit_seq, e.body
+                 FROM messages m
+                 LEFT JOIN messages e ON e.conv = m.conv AND e.seq = m.edit_seq
+                 WHERE m.conv = $1 AND m.seq BETWEEN $2 AND $3 ORDER BY m.seq",
                 &[&c.to_string(), &(from as i64), &(to as i64)],
             )
             .await

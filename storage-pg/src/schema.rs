@@ -204,6 +204,20 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ALTER TABLE accounts ADD COLUMN display_name text;
     ",
     ),
+    (
+        10,
+        r"
+    -- Edits: an edit event names the message it edits (edit_of); the edited message
+    -- names its latest edit event (edit_seq) and says who, when and how often.
+    ALTER TABLE messages
+        ADD COLUMN edit_of bigint,
+        ADD COLUMN edit_seq bigint,
+        ADD COLUMN edited_by bigint,
+        ADD COLUMN edited_at_ms bigint,
+        ADD COLUMN edit_count integer NOT NULL DEFAULT 0;
+    CREATE INDEX messages_edit_of ON messages (conv, edit_of) WHERE edit_of IS NOT NULL;
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

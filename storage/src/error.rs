@@ -57,6 +57,9 @@ pub enum StorageError {
     /// A recall event named a message that cannot be recalled.
     #[error("recall refused: {0:?}")]
     Recall(crate::RecallRefusal),
+    /// An edit event named a message that cannot be edited.
+    #[error("edit refused: {0:?}")]
+    Edit(crate::EditRefusal),
     /// A group change was refused.
     #[error("membership change refused: {0:?}")]
     Membership(crate::MembershipRefusal),

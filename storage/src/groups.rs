@@ -425,6 +425,7 @@ mod tests {
                 body: bytes::Bytes::from_static(b"hi"),
                 reply_to_seq: 0,
                 recalls: 0,
+                edits: None,
             }))
         };
         assert_eq!(send(2, "m1").unwrap().seq, 2);

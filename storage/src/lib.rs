@@ -92,8 +92,8 @@ pub use groups::{
 pub use invitations::{Invitation, MAX_PENDING_INVITATIONS};
 pub use managed::ManagedStore;
 pub use media::{BlobRecord, BlobStatus, BlobUpdate};
-pub use recall::RecallRefusal;
-pub use record::{ConversationState, Recall, StoredMessage};
+pub use recall::{EditRefusal, RecallRefusal};
+pub use record::{ConversationState, Edited, Recall, StoredMessage};
 pub use relation_rules::{
     befriend, Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome,
 };
@@ -162,6 +162,19 @@ pub struct AppendRequest {
     /// Non-zero: this message is the recall event of message `recalls`, whose
     /// content is erased in the same commit (both or neither, after any crash).
     pub recalls: u64,
+    /// Set: this message is an edit event of an earlier message, which reads with
+    /// this event's body as its latest edit from this commit on.
+    pub edits: Option<EditOf>,
+}
+
+/// The message an edit event edits, and what happens to its earlier versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EditOf {
+    /// The edited message's seq.
+    pub target: u64,
+    /// False: the earlier versions (the original body and earlier edit events) are
+    /// erased in the same commit, as a recall erases a message.
+    pub keep_versions: bool,
 }
 
 impl AppendRequest {

@@ -34,6 +34,26 @@ pub struct StoredMessage {
     pub body: Bytes,
     /// Set once the message is recalled; the body is then empty.
     pub recalled: Option<Recall>,
+    /// Set when the message was edited (and not recalled since): who edited it last,
+    /// when, how often, and the latest edit event. `body` is then the original (or
+    /// nothing, once a policy that keeps no versions has erased it).
+    pub edited: Option<Edited>,
+}
+
+/// The latest edit of a message, as a read finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edited {
+    /// Who edited it (its sender).
+    pub by_user: u64,
+    /// When the latest edit was stored (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// How many edits it has had.
+    pub count: u32,
+    /// The seq of the latest edit event in the same conversation.
+    pub event_seq: u64,
+    /// That event's stored body (opaque to storage: the caller's encoding of the
+    /// edit, which carries the new content).
+    pub event_body: Bytes,
 }
 
 /// Who recalled a message, and when.
@@ -121,6 +141,7 @@ impl StoredMessage {
             reply_to_seq,
             body: Bytes::copy_from_slice(buf),
             recalled,
+            edited: None,
         })
     }
 }
@@ -227,6 +248,7 @@ mod tests {
                 conversation, seq: 9, sender, sender_device: device, client_msg_id: cmid,
                 server_time_ms: time, reply_to_seq: reply, body: Bytes::from(body),
                 recalled: recalled.map(|(by_user, at_ms)| Recall { by_user, at_ms }),
+                edited: None,
             };
             let decoded = StoredMessage::decode_value(conversation, 9, &m.encode_value()).unwrap();
             prop_assert_eq!(decoded, m);

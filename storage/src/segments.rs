@@ -41,7 +41,7 @@ use courier_protocol::ConversationId;
 use crate::commitlog::{self, Segment, HEADER};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CONV_LEN};
-use crate::record::{Recall, StoredMessage};
+use crate::record::{Edited, Recall, StoredMessage};
 
 /// A conversation id as a key part.
 pub(crate) type ConvKey = [u8; CONV_LEN];
@@ -82,6 +82,8 @@ const SEALED: u8 = b'S';
 const HAS_SENT: u8 = b'h';
 const RECALLED: u8 = b'x';
 const ERASE: u8 = b'X';
+const EDITED: u8 = b'e';
+const EDIT_EVENT: u8 = b'y';
 
 /// `'R' conv first_seq`: a run of a sealed segment.
 fn run_key(c: &ConvKey, first_seq: u64) -> [u8; 1 + CONV_LEN + 8] {
@@ -112,6 +114,88 @@ pub(crate) fn recalled_key(c: &ConversationId, seq: u64) -> [u8; 1 + CONV_LEN + 
 /// `'X' conv seq`: message `seq` of `c` awaits its physical erasure.
 pub(crate) fn erase_key(c: &ConversationId, seq: u64) -> [u8; 1 + CONV_LEN + 8] {
     conv_u64_key(ERASE, c, seq)
+}
+
+/// `'e' conv seq`: message `seq` of `c` was edited ([`EditMark`]).
+pub(crate) fn edited_key(c: &ConversationId, seq: u64) -> [u8; 1 + CONV_LEN + 8] {
+    conv_u64_key(EDITED, c, seq)
+}
+
+/// `'y' conv seq event_seq`: message `event_seq` of `c` is an edit event of `seq`.
+pub(crate) fn edit_event_key(c: &ConversationId, seq: u64, event_seq: u64) -> Vec<u8> {
+    let mut k = conv_u64_key(EDIT_EVENT, c, seq).to_vec();
+    k.extend_from_slice(&event_seq.to_be_bytes());
+    k
+}
+
+/// The edit events of message `seq` of `c`, oldest first.
+pub(crate) fn edit_events(log: &sled::Tree, c: &ConversationId, seq: u64) -> Result<Vec<u64>> {
+    let prefix = conv_u64_key(EDIT_EVENT, c, seq);
+    log.scan_prefix(prefix)
+        .keys()
+        .map(|k| {
+            let k = k?;
+            k.get(prefix.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or(StorageError::Corrupt("edit event key"))
+        })
+        .collect()
+}
+
+/// What the `'e'` mark of an edited message says: who edited it last, when, how
+/// often, and where the latest edit event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EditMark {
+    pub by_user: u64,
+    pub at_ms: u64,
+    pub count: u32,
+    pub event_seq: u64,
+}
+
+impl EditMark {
+    pub fn encode(&self) -> [u8; 28] {
+        let mut out = [0u8; 28];
+        out[..8].copy_from_slice(&self.by_user.to_be_bytes());
+        out[8..16].copy_from_slice(&self.at_ms.to_be_bytes());
+        out[16..20].copy_from_slice(&self.count.to_be_bytes());
+        out[20..].copy_from_slice(&self.event_seq.to_be_bytes());
+        out
+    }
+
+    pub fn decode(v: &[u8]) -> Option<Self> {
+        Some(Self {
+            by_user: u64::from_be_bytes(v.get(..8)?.try_into().ok()?),
+            at_ms: u64::from_be_bytes(v.get(8..16)?.try_into().ok()?),
+            count: u32::from_be_bytes(v.get(16..20)?.try_into().ok()?),
+            event_seq: u64::from_be_bytes(v.get(20..28)?.try_into().ok()?),
+        })
+    }
+
+    /// The mark of message `seq` of `c`, if it was edited.
+    pub fn read(log: &sled::Tree, c: &ConversationId, seq: u64) -> Result<Option<Self>> {
+        log.get(edited_key(c, seq))?
+            .map(|v| Self::decode(&v).ok_or(StorageError::Corrupt("edit mark")))
+            .transpose()
+    }
+}
+
+fn edit_marks(
+    log: &sled::Tree,
+    c: &ConversationId,
+    from: u64,
+    to: u64,
+) -> Result<HashMap<u64, EditMark>> {
+    let mut out = HashMap::new();
+    for entry in log.range(edited_key(c, from)..=edited_key(c, to)) {
+        let (k, v) = entry?;
+        let seq = key_u64(&k).ok_or(StorageError::Corrupt("edit key"))?;
+        out.insert(
+            seq,
+            EditMark::decode(&v).ok_or(StorageError::Corrupt("edit mark"))?,
+        );
+    }
+    Ok(out)
 }
 
 fn conv_u64_key(prefix: u8, c: &ConversationId, n: u64) -> [u8; 1 + CONV_LEN + 8] {
@@ -732,7 +816,7 @@ impl Segments {
     }
 
     /// Messages `from..=to` of `c` (those stored: retention may have taken some),
-    /// oldest first, recalled ones erased.
+    /// oldest first, recalled ones erased, edited ones with their latest edit.
     pub fn read_range(
         &self,
         log: &sled::Tree,
@@ -745,6 +829,7 @@ impl Segments {
         }
         let places = self.locate(log, c, from, to)?;
         let recalled = recalls(log, c, from, to)?;
+        let edited = edit_marks(log, c, from, to)?;
         let records = self.read_records(&places)?;
         let mut out = Vec::with_capacity(places.len());
         for (p, (payload, whole)) in places.iter().zip(records) {
@@ -752,17 +837,53 @@ impl Segments {
             if message.conversation != *c || message.seq != p.seq {
                 return Err(StorageError::Corrupt("an index points at another message"));
             }
-            match recalled.get(&p.seq) {
-                Some(r) => {
+            match (recalled.get(&p.seq), edited.get(&p.seq)) {
+                (Some(r), _) => {
                     message.body = bytes::Bytes::new();
                     message.recalled = Some(*r);
                 }
-                None if !whole => return Err(StorageError::Corrupt("message record checksum")),
-                None => {}
+                (None, Some(mark)) => {
+                    // The original may have been erased (versions not kept): its
+                    // checksum is forgiven as a recalled one's is.
+                    if !whole {
+                        message.body = bytes::Bytes::new();
+                    }
+                    message.edited = Some(self.edited(log, c, *mark)?);
+                }
+                (None, None) if !whole => {
+                    return Err(StorageError::Corrupt("message record checksum"))
+                }
+                (None, None) => {}
             }
             out.push(message);
         }
         Ok(out)
+    }
+
+    /// What a read shows of an edit: the mark, with the latest edit event's body.
+    fn edited(&self, log: &sled::Tree, c: &ConversationId, mark: EditMark) -> Result<Edited> {
+        let event_body = match self.locate(log, c, mark.event_seq, mark.event_seq)?.pop() {
+            Some(p) => {
+                let (payload, whole) = self
+                    .read_records(std::slice::from_ref(&p))?
+                    .pop()
+                    .ok_or(StorageError::Corrupt("edit event"))?;
+                if !whole {
+                    return Err(StorageError::Corrupt("edit event checksum"));
+                }
+                crate::writer::message_in(&payload, loc_sub(p.loc))?.body
+            }
+            // Retention took the event but not the message: the edit is still
+            // marked, its content gone with the event.
+            None => bytes::Bytes::new(),
+        };
+        Ok(Edited {
+            by_user: mark.by_user,
+            at_ms: mark.at_ms,
+            count: mark.count,
+            event_seq: mark.event_seq,
+            event_body,
+        })
     }
 
     /// The records `places` point at (in the same order), with whether each one's
@@ -970,11 +1091,14 @@ impl Segments {
                 batch.remove(k);
             }
         }
-        for k in log
-            .range(recalled_key(c, 0)..recalled_key(c, keep_from))
-            .keys()
-        {
-            batch.remove(k?);
+        for range in [
+            recalled_key(c, 0)..recalled_key(c, keep_from),
+            edited_key(c, 0)..edited_key(c, keep_from),
+            conv_u64_key(EDIT_EVENT, c, 0)..conv_u64_key(EDIT_EVENT, c, keep_from),
+        ] {
+            for k in log.range(range).keys() {
+                batch.remove(k?);
+            }
         }
         log.apply_batch(batch)?;
         Ok(())

@@ -28,11 +28,11 @@ use crate::commitlog::{CommitLog, Recovered, HEADER};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::ops::{decode_ops, encode_ops, Op};
-use crate::recall::RecallRefusal;
+use crate::recall::{EditRefusal, RecallRefusal};
 use crate::record::{ConversationState, Recall, StoredMessage};
-use crate::segments::{self, IdemWindow, Segments};
+use crate::segments::{self, EditMark, IdemWindow, Segments};
 use crate::shard::{ShardDb, ShardMap};
-use crate::{now_ms, AppendRequest, Appended, CommitListener, MembershipChange};
+use crate::{now_ms, AppendRequest, Appended, CommitListener, EditOf, MembershipChange};
 
 pub(crate) enum Command {
     Append(AppendRequest, oneshot::Sender<Result<Appended>>),
@@ -311,6 +311,8 @@ struct BatchBuilder {
     /// Commit-log records, in order.
     records: Vec<Vec<u8>>,
     recalled_here: Vec<(ConversationId, u64)>,
+    /// Messages edited by this batch: the latest mark, the batch's edit events.
+    edits_here: HashMap<(ConversationId, u64), (Option<EditMark>, Vec<u64>)>,
     /// The new messages, in order.
     committed: Vec<StoredMessage>,
     /// Ops to apply after the log write, in order.
@@ -546,36 +548,69 @@ impl Writer {
                 Err(e) => return Outcome::Failed(e),
             }
         }
-        // A recall event erases its target in the same commit.
-        let tombstone = match req.recalls {
-            0 => None,
-            target => match self.tombstone(&req, target, now, &b.recalled_here) {
-                Ok(t) => Some(t),
-                Err(e) => return Outcome::Failed(e),
-            },
+        let link = Link::of(&req);
+        // A recall event erases its target (and the target's edit events) in the
+        // same commit; an edit event marks its target edited in the same commit.
+        let staged = match link {
+            Link::None => Ok(None),
+            Link::Recalls(target) => self
+                .tombstone(&req, target, now, &b.recalled_here)
+                .and_then(|t| Ok(Some((self.edits_of(&req.conversation, t, b)?, None)))),
+            Link::Edits(e) => self
+                .edit_base(&req.conversation, e.target, b)
+                .map(|(events, mark)| Some((events, mark))),
+        };
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failed(e),
         };
         let seq = match self.next_seq(&req.conversation) {
             Ok(seq) => seq,
             Err(e) => return Outcome::Failed(e),
         };
-        if let Some(target) = tombstone {
-            b.recalled_here.push((req.conversation, target));
-            let recall = Recall {
-                by_user: req.sender,
-                at_ms: now,
-            };
-            b.log_writes.push((
-                segments::recalled_key(&req.conversation, target)
-                    .as_ref()
-                    .into(),
-                segments::encode_recall(&recall).as_ref().into(),
-            ));
-            b.log_writes.push((
-                segments::erase_key(&req.conversation, target)
-                    .as_ref()
-                    .into(),
-                sled::IVec::default(),
-            ));
+        let c = req.conversation;
+        match (link, staged) {
+            (Link::Recalls(target), Some((mut seqs, _))) => {
+                b.recalled_here.push((c, target));
+                let recall = Recall {
+                    by_user: req.sender,
+                    at_ms: now,
+                };
+                seqs.push(target);
+                if let Err(e) = recall_writes(&self.shard().log, &c, &seqs, recall, &mut b.log_writes) {
+                    return Outcome::Failed(e);
+                }
+            }
+            (Link::Edits(edit), Some((earlier, previous))) => {
+                let event = StoredMessage {
+                    conversation: c,
+                    seq,
+                    sender: req.sender,
+                    sender_device: String::new(),
+                    client_msg_id: String::new(),
+                    server_time_ms: now,
+                    reply_to_seq: edit.target,
+                    body: Bytes::new(),
+                    recalled: None,
+                    edited: None,
+                };
+                let mark = match edit_writes(
+                    &self.shard().log,
+                    &c,
+                    edit,
+                    previous,
+                    &earlier,
+                    &event,
+                    &mut b.log_writes,
+                ) {
+                    Ok(mark) => mark,
+                    Err(e) => return Outcome::Failed(e),
+                };
+                let entry = b.edits_here.entry((c, edit.target)).or_default();
+                entry.0 = Some(mark);
+                entry.1.push(seq);
+            }
+            _ => {}
         }
         if seq == 1 && !req.conversation.is_group() {
             b.new_direct.push(req.conversation);
@@ -590,6 +625,7 @@ impl Writer {
             reply_to_seq: req.reply_to_seq,
             body: req.body,
             recalled: None,
+            edited: None,
         };
         let (value, activity) = self.stage_message(&message, idem_key, b);
         b.placed.push((
@@ -603,13 +639,8 @@ impl Writer {
                 &message.client_msg_id,
             ),
         ));
-        b.records.push(encode_record(
-            &message.conversation,
-            seq,
-            activity,
-            req.recalls,
-            &value,
-        ));
+        b.records
+            .push(encode_record(&message.conversation, seq, activity, link, &value));
         let appended = Appended {
             seq,
             server_time_ms: now,
@@ -696,6 +727,7 @@ impl Writer {
                     reply_to_seq: 0,
                     body: event.body,
                     recalled: None,
+                    edited: None,
                 };
                 let idem_key = keys::idem(&c, message.sender, &message.client_msg_id);
                 let (value, activity) = self.stage_message(&message, idem_key, b);
@@ -797,6 +829,43 @@ impl Writer {
             return Err(StorageError::Recall(RecallRefusal::AlreadyRecalled));
         }
         Ok(target)
+    }
+
+    /// The edit events of message `target` of `c`, stored and in this batch.
+    fn edits_of(&self, c: &ConversationId, target: u64, b: &BatchBuilder) -> Result<Vec<u64>> {
+        let mut events = segments::edit_events(&self.shard().log, c, target)?;
+        if let Some((_, here)) = b.edits_here.get(&(*c, target)) {
+            events.extend_from_slice(here);
+        }
+        Ok(events)
+    }
+
+    /// Checks that message `target` of `c` may be edited; returns its edit events
+    /// so far and its latest edit mark.
+    fn edit_base(
+        &self,
+        c: &ConversationId,
+        target: u64,
+        b: &BatchBuilder,
+    ) -> Result<(Vec<u64>, Option<EditMark>)> {
+        let last = self.peek_seq(c)? - 1;
+        let floor = crate::retention::first_retained(&self.shard().log, c)?;
+        if target == 0 || target > last || target < floor {
+            return Err(StorageError::Edit(EditRefusal::NoMessage));
+        }
+        if b.recalled_here.contains(&(*c, target))
+            || self
+                .shard()
+                .log
+                .contains_key(segments::recalled_key(c, target))?
+        {
+            return Err(StorageError::Edit(EditRefusal::Recalled));
+        }
+        let mark = match b.edits_here.get(&(*c, target)) {
+            Some((Some(mark), _)) => Some(*mark),
+            _ => EditMark::read(&self.shard().log, c, target)?,
+        };
+        Ok((self.edits_of(c, target, b)?, mark))
     }
 
     /// The stored append `req` repeats, if the idempotency window holds it (each
@@ -928,46 +997,136 @@ fn register_direct(
     Ok(())
 }
 
+/// The index writes that mark messages `seqs` of `c` recalled by `recall` and queue
+/// their erasure on disk (those marked already are left as they are).
+fn recall_writes(
+    log: &sled::Tree,
+    c: &ConversationId,
+    seqs: &[u64],
+    recall: Recall,
+    out: &mut Vec<(sled::IVec, sled::IVec)>,
+) -> Result<()> {
+    for &seq in seqs {
+        let mark = segments::recalled_key(c, seq);
+        if log.contains_key(mark)? {
+            continue;
+        }
+        out.push((mark.as_ref().into(), segments::encode_recall(&recall).as_ref().into()));
+        out.push((segments::erase_key(c, seq).as_ref().into(), sled::IVec::default()));
+    }
+    Ok(())
+}
+
+/// The index writes of edit event `event` (its sender, time and seq) of message
+/// `edit.target`, whose latest mark was `previous` and earlier edit events
+/// `earlier`: the new mark, the event's place in the target's list and, when the
+/// versions are not kept, the erasure of the earlier ones. Returns the new mark.
+fn edit_writes(
+    log: &sled::Tree,
+    c: &ConversationId,
+    edit: EditOf,
+    previous: Option<EditMark>,
+    earlier: &[u64],
+    event: &StoredMessage,
+    out: &mut Vec<(sled::IVec, sled::IVec)>,
+) -> Result<EditMark> {
+    let mark = EditMark {
+        by_user: event.sender,
+        at_ms: event.server_time_ms,
+        count: previous.map_or(0, |m| m.count).saturating_add(1),
+        event_seq: event.seq,
+    };
+    out.push((
+        segments::edited_key(c, edit.target).as_ref().into(),
+        mark.encode().as_ref().into(),
+    ));
+    out.push((
+        segments::edit_event_key(c, edit.target, event.seq).into(),
+        sled::IVec::default(),
+    ));
+    if !edit.keep_versions {
+        let superseded = Recall {
+            by_user: event.sender,
+            at_ms: event.server_time_ms,
+        };
+        recall_writes(log, c, earlier, superseded, out)?;
+        // The original's body goes too; the mark says it was edited, so a read
+        // neither shows nor misses it.
+        out.push((
+            segments::erase_key(c, edit.target).as_ref().into(),
+            sled::IVec::default(),
+        ));
+    }
+    Ok(mark)
+}
+
 /// The kind byte of a message record in the commit log.
 const RECORD_MESSAGE: u8 = 1;
 /// The kind byte of a recall event's record: a message that erases another.
 const RECORD_RECALL: u8 = 2;
+/// The kind byte of an edit event's record: a message that marks another edited.
+const RECORD_EDIT: u8 = 4;
+
+/// What a message record says about another message of its conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    None,
+    /// A recall event: the seq it recalls.
+    Recalls(u64),
+    /// An edit event.
+    Edits(EditOf),
+}
+
+impl Link {
+    fn of(req: &AppendRequest) -> Self {
+        match (req.recalls, req.edits) {
+            (0, None) => Link::None,
+            (0, Some(e)) => Link::Edits(e),
+            (target, _) => Link::Recalls(target),
+        }
+    }
+
+    fn head_len(kind: u8) -> Option<usize> {
+        let head = 1 + keys::CONV_LEN + 16;
+        match kind {
+            RECORD_MESSAGE => Some(head),
+            RECORD_RECALL => Some(head + 8),
+            RECORD_EDIT => Some(head + 9),
+            _ => None,
+        }
+    }
+}
 
 /// A message as a commit-log record: kind, conversation, seq, activity count, (for a
-/// recall event, the recalled seq), then the stored value.
-fn encode_record(
-    c: &ConversationId,
-    seq: u64,
-    activity: u64,
-    recalls: u64,
-    value: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + keys::CONV_LEN + 24 + value.len());
-    out.push(if recalls == 0 {
-        RECORD_MESSAGE
-    } else {
-        RECORD_RECALL
+/// recall event, the recalled seq; for an edit event, the edited seq and whether
+/// earlier versions are kept), then the stored value.
+fn encode_record(c: &ConversationId, seq: u64, activity: u64, link: Link, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + keys::CONV_LEN + 25 + value.len());
+    out.push(match link {
+        Link::None => RECORD_MESSAGE,
+        Link::Recalls(_) => RECORD_RECALL,
+        Link::Edits(_) => RECORD_EDIT,
     });
     out.extend_from_slice(&keys::conv(c));
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&activity.to_be_bytes());
-    if recalls != 0 {
-        out.extend_from_slice(&recalls.to_be_bytes());
+    match link {
+        Link::None => {}
+        Link::Recalls(target) => out.extend_from_slice(&target.to_be_bytes()),
+        Link::Edits(e) => {
+            out.extend_from_slice(&e.target.to_be_bytes());
+            out.push(u8::from(e.keep_versions));
+        }
     }
     out.extend_from_slice(value);
     out
 }
 
-/// A decoded record: the message, its activity count, the seq it recalls (or 0).
-fn decode_record(payload: &[u8]) -> Result<(StoredMessage, u64, u64)> {
+/// A decoded record: the message, its activity count, what it says of another.
+fn decode_record(payload: &[u8]) -> Result<(StoredMessage, u64, Link)> {
     let corrupt = || StorageError::Corrupt("commit log record");
     let kind = *payload.first().ok_or_else(corrupt)?;
-    let head = 1 + keys::CONV_LEN + 16;
-    let head = match kind {
-        RECORD_MESSAGE => head,
-        RECORD_RECALL => head + 8,
-        _ => return Err(corrupt()),
-    };
+    let head = Link::head_len(kind).ok_or_else(corrupt)?;
     if payload.len() < head {
         return Err(corrupt());
     }
@@ -975,12 +1134,20 @@ fn decode_record(payload: &[u8]) -> Result<(StoredMessage, u64, u64)> {
     let at = 1 + keys::CONV_LEN;
     let seq = decode_u64(&payload[at..at + 8]).ok_or_else(corrupt)?;
     let activity = decode_u64(&payload[at + 8..at + 16]).ok_or_else(corrupt)?;
-    let recalls = match kind {
-        RECORD_RECALL => decode_u64(&payload[at + 16..at + 24]).ok_or_else(corrupt)?,
-        _ => 0,
+    let link = match kind {
+        RECORD_RECALL => Link::Recalls(decode_u64(&payload[at + 16..at + 24]).ok_or_else(corrupt)?),
+        RECORD_EDIT => Link::Edits(EditOf {
+            target: decode_u64(&payload[at + 16..at + 24]).ok_or_else(corrupt)?,
+            keep_versions: match payload[at + 24] {
+                0 => false,
+                1 => true,
+                _ => return Err(corrupt()),
+            },
+        }),
+        _ => Link::None,
     };
     let message = StoredMessage::decode_value(c, seq, &payload[head..])?;
-    Ok((message, activity, recalls))
+    Ok((message, activity, link))
 }
 
 /// The messages a commit-log record stores, each with its place in the record (0
@@ -1010,11 +1177,10 @@ pub(crate) fn message_in(payload: &[u8], sub: u16) -> Result<StoredMessage> {
 
 /// Where the body of a message record's payload begins (it runs to the end).
 pub(crate) fn body_start(payload: &[u8]) -> Result<usize> {
-    let head = match payload.first() {
-        Some(&RECORD_MESSAGE) => 1 + keys::CONV_LEN + 16,
-        Some(&RECORD_RECALL) => 1 + keys::CONV_LEN + 24,
-        _ => return Err(StorageError::Corrupt("not a message record")),
-    };
+    let head = payload
+        .first()
+        .and_then(|&kind| Link::head_len(kind))
+        .ok_or(StorageError::Corrupt("not a message record"))?;
     let value = payload
         .get(head..)
         .ok_or(StorageError::Corrupt("commit log record"))?;
@@ -1054,16 +1220,16 @@ fn encode_ops_record(
 
 /// A decoded commit-log record.
 enum Record {
-    /// A message, its activity count, the seq it recalls (or 0).
-    Message(StoredMessage, u64, u64),
+    /// A message, its activity count, what it says of another.
+    Message(StoredMessage, u64, Link),
     /// An operation: its messages with their activity counts, then its ops.
     Ops(Vec<(StoredMessage, u64)>, Vec<Op>),
 }
 
 fn decode_any_record(payload: &[u8]) -> Result<Record> {
     if payload.first() != Some(&RECORD_OPS) {
-        let (message, activity, recalls) = decode_record(payload)?;
-        return Ok(Record::Message(message, activity, recalls));
+        let (message, activity, link) = decode_record(payload)?;
+        return Ok(Record::Message(message, activity, link));
     }
     let corrupt = || StorageError::Corrupt("commit log ops record");
     let mut buf = &payload[1..];
@@ -1110,8 +1276,8 @@ pub(crate) fn replay(
     let mut deferred = Vec::new();
     for record in recovered {
         match decode_any_record(&record.payload)? {
-            Record::Message(message, activity, recalls) => {
-                replay_message(shards, map, index, &message, activity, recalls)?
+            Record::Message(message, activity, link) => {
+                replay_message(shards, map, index, &message, activity, link)?
             }
             Record::Ops(messages, ops) => {
                 // As the writer did: the ops, then the messages (whose senders'
@@ -1124,7 +1290,7 @@ pub(crate) fn replay(
                     }
                 }
                 for (message, activity) in &messages {
-                    replay_message(shards, map, index, message, *activity, 0)?;
+                    replay_message(shards, map, index, message, *activity, Link::None)?;
                 }
             }
         }
@@ -1138,24 +1304,48 @@ fn replay_message(
     index: usize,
     message: &StoredMessage,
     activity: u64,
-    recalls: u64,
+    link: Link,
 ) -> Result<()> {
     let shard = &shards[index];
     let c = message.conversation;
     let seq = message.seq;
-    if recalls != 0 {
+    let floor = || crate::retention::first_retained(&shard.log, &c);
+    let mut writes = Vec::new();
+    match link {
+        Link::None => {}
         // The marks the event stands for, exactly as the writer made them (unless
         // retention has taken the message since).
-        let mark = segments::recalled_key(&c, recalls);
-        let floor = crate::retention::first_retained(&shard.log, &c)?;
-        if recalls >= floor && !shard.log.contains_key(mark)? {
-            let recall = Recall {
-                by_user: message.sender,
-                at_ms: message.server_time_ms,
-            };
-            shard.log.insert(mark, &segments::encode_recall(&recall))?;
-            shard.log.insert(segments::erase_key(&c, recalls), &[])?;
+        Link::Recalls(target) => {
+            if target >= floor()? && !shard.log.contains_key(segments::recalled_key(&c, target))? {
+                let recall = Recall {
+                    by_user: message.sender,
+                    at_ms: message.server_time_ms,
+                };
+                let mut seqs = segments::edit_events(&shard.log, &c, target)?;
+                seqs.push(target);
+                recall_writes(&shard.log, &c, &seqs, recall, &mut writes)?;
+            }
         }
+        Link::Edits(edit) => {
+            let previous = EditMark::read(&shard.log, &c, edit.target)?;
+            let applied = previous.is_some_and(|m| m.event_seq >= seq);
+            if edit.target >= floor()? && !applied {
+                let mut earlier = segments::edit_events(&shard.log, &c, edit.target)?;
+                earlier.retain(|&e| e < seq);
+                edit_writes(
+                    &shard.log,
+                    &c,
+                    edit,
+                    previous,
+                    &earlier,
+                    message,
+                    &mut writes,
+                )?;
+            }
+        }
+    }
+    for (k, v) in writes {
+        shard.log.insert(k, v)?;
     }
     if seq == 1 && !c.is_group() {
         register_direct(shards, map, &[c], message.server_time_ms)?;

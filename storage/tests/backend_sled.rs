@@ -28,6 +28,7 @@ macro_rules! conformance {
 conformance!(
     appends_are_ordered_gap_free_and_idempotent,
     a_recall_erases_and_stores_its_event,
+    edits_mark_their_target_and_go_with_a_recall,
     cursors_and_flags,
     accounts_and_tokens,
     devices_bind_and_remove,
@@ -47,6 +48,7 @@ async fn all_checks_share_one_store() {
     tokio::join!(
         conformance::appends_are_ordered_gap_free_and_idempotent(s, "c1"),
         conformance::a_recall_erases_and_stores_its_event(s, "c2"),
+        conformance::edits_mark_their_target_and_go_with_a_recall(s, "c11"),
         conformance::cursors_and_flags(s, "c3"),
         conformance::accounts_and_tokens(s, "c4"),
         conformance::devices_bind_and_remove(s, "c5"),

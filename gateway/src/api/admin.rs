@@ -243,6 +243,7 @@ impl Api {
                         body: body.encode_to_vec().into(),
                         reply_to_seq: 0,
                         recalls: 0,
+                        edits: None,
                     })
                     .await?
                     .await?;
@@ -403,6 +404,7 @@ impl Api {
                         body: event.encode_to_vec().into(),
                         reply_to_seq: m.seq,
                         recalls: m.seq,
+                        edits: None,
                     })
                     .await?,
                 );

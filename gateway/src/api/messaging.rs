@@ -205,6 +205,7 @@ impl Api {
                 body: encoded_body,
                 reply_to_seq: send.reply_to_seq,
                 recalls: 0,
+                edits: None,
             })
             .await?;
         let store = self.store.clone();

@@ -89,6 +89,7 @@ impl Api {
                 body: body.encode_to_vec().into(),
                 reply_to_seq: seq,
                 recalls: seq,
+                edits: None,
             })
             .await?
             .await?;

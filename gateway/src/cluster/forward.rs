@@ -156,6 +156,7 @@ impl Cluster {
             body: req.body.clone(),
             reply_to_seq: req.reply_to_seq,
             recalls: req.recalls,
+            edits: None,
         };
         self.pending
             .waiting
@@ -279,6 +280,7 @@ async fn appends(
             body: f.body,
             reply_to_seq: f.reply_to_seq,
             recalls: f.recalls,
+            edits: None,
         };
         let client = cluster.client.clone();
         match store.submit(req).await {

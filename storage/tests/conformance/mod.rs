@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use courier_protocol::ConversationId;
 use courier_storage::{
-    AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EventsFor, GroupChange, GroupEvent,
+    AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EditOf, EditRefusal, EventsFor, GroupChange, GroupEvent,
     HistoryRange, JoinPolicy, MembershipRefusal, PushProvider, PushToken, RelationChange,
     RelationRefusal, RelationSet, RequestOutcome, Role, Storage, StorageError,
 };
@@ -32,6 +32,7 @@ fn send(c: ConversationId, sender: u64, id: &str, text: &str) -> AppendRequest {
         body: Bytes::copy_from_slice(text.as_bytes()),
         reply_to_seq: 0,
         recalls: 0,
+        edits: None,
     }
 }
 
@@ -105,6 +106,7 @@ pub async fn a_recall_erases_and_stores_its_event(store: &dyn Storage, tag: &str
     let recall = store
         .append(AppendRequest {
             recalls: 1,
+            edits: None,
             reply_to_seq: 1,
             ..send(c, a, "recall-1", "recalled")
         })
@@ -117,10 +119,82 @@ pub async fn a_recall_erases_and_stores_its_event(store: &dyn Storage, tag: &str
     let twice = store
         .append(AppendRequest {
             recalls: 1,
+            edits: None,
             ..send(c, a, "recall-1-again", "recalled")
         })
         .await;
     assert!(matches!(twice, Err(StorageError::Recall(_))), "{twice:?}");
+}
+
+/// An edit event marks its target edited (the latest event's body beside it); a
+/// policy that keeps no versions erases the earlier ones; a recall of an edited
+/// message erases its edit events with it; a recalled message cannot be edited.
+pub async fn edits_mark_their_target_and_go_with_a_recall(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    let edit = |id: &str, target: u64, keep: bool, text: &'static str| AppendRequest {
+        edits: Some(EditOf {
+            target,
+            keep_versions: keep,
+        }),
+        reply_to_seq: target,
+        ..send(c, a, id, text)
+    };
+    store.append(send(c, a, "m1", "helo")).await.unwrap();
+    store.append(send(c, b, "m2", "hi")).await.unwrap();
+    assert_eq!(store.append(edit("e1", 1, true, "hello")).await.unwrap().seq, 3);
+    let edited = store.message(&c, 1).await.unwrap().unwrap();
+    let mark = edited.edited.clone().expect("edited");
+    assert_eq!((mark.by_user, mark.count, mark.event_seq), (a, 1, 3));
+    assert_eq!(mark.event_body.as_ref(), b"hello");
+    assert_eq!(edited.body.as_ref(), b"helo", "versions kept: the original stays");
+    assert!(store.message(&c, 2).await.unwrap().unwrap().edited.is_none());
+
+    // Versions not kept: the first edit event is erased (and the original's body,
+    // on disk once the embedded store's checkpoint has passed it).
+    assert_eq!(store.append(edit("e2", 1, false, "hello!")).await.unwrap().seq, 4);
+    let page = store
+        .history(&c, HistoryRange::Latest, 10)
+        .await
+        .unwrap()
+        .messages;
+    let first = &page[0];
+    let mark = first.edited.clone().expect("edited");
+    assert_eq!((mark.count, mark.event_seq), (2, 4));
+    assert_eq!(mark.event_body.as_ref(), b"hello!");
+    assert!(page[2].recalled.is_some() && page[2].body.is_empty());
+    assert!(page[3].recalled.is_none());
+
+    // A recall takes every version along; then no edit is taken.
+    store
+        .append(AppendRequest {
+            recalls: 1,
+            reply_to_seq: 1,
+            ..send(c, a, "r1", "recalled")
+        })
+        .await
+        .unwrap();
+    let page = store
+        .history(&c, HistoryRange::Latest, 10)
+        .await
+        .unwrap()
+        .messages;
+    for seq in [1, 3, 4] {
+        let m = &page[seq as usize - 1];
+        assert!(m.recalled.is_some() && m.body.is_empty(), "seq {seq}: {m:?}");
+        assert!(m.edited.is_none(), "seq {seq}");
+    }
+    assert!(page[1].recalled.is_none());
+    let refused = store.append(edit("e3", 1, true, "again")).await;
+    assert!(
+        matches!(refused, Err(StorageError::Edit(EditRefusal::Recalled))),
+        "{refused:?}"
+    );
+    let missing = store.append(edit("e4", 99, true, "nothing")).await;
+    assert!(
+        matches!(missing, Err(StorageError::Edit(EditRefusal::NoMessage))),
+        "{missing:?}"
+    );
 }
 
 /// Read cursors move forward only; the index lists the conversation with its

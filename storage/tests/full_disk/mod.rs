@@ -29,5 +29,6 @@ pub fn request(c: ConversationId, id: &str, size: usize) -> AppendRequest {
         body: Bytes::from(vec![b'x'; size]),
         reply_to_seq: 0,
         recalls: 0,
+        edits: None,
     }
 }

@@ -229,6 +229,7 @@ impl<B: Backend> Harness<B> {
                     body: Bytes::from_static(b"text"),
                     reply_to_seq: 0,
                     recalls: 0,
+                    edits: None,
                 }));
                 let m = &mut self.model;
                 let participant = !c.is_group() || m.members.contains_key(&sender);
@@ -353,6 +354,7 @@ impl<B: Backend> Harness<B> {
                     body: Bytes::from_static(b"recall"),
                     reply_to_seq: seq,
                     recalls: seq,
+                    edits: None,
                 }));
                 let m = &mut self.model;
                 if c.is_group() && !m.members.contains_key(&target.sender) {
