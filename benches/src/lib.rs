@@ -28,6 +28,7 @@ pub fn deliver_frame(text_len: usize) -> Frame {
                 body: Some(pb::MessageBody::text(text(text_len))),
                 reply_to_seq: 0,
                 recalled: None,
+                edited: None,
             }),
         }),
     )

@@ -393,6 +393,31 @@ impl Client {
         }
     }
 
+    /// Replaces the text of one's own text message `seq` of `conversation` (within
+    /// the server's edit window). Every participant's devices receive the edit event
+    /// (a `MessageEdited` system event); history then shows the new text with an
+    /// `edited` mark. Returns the acknowledgement (with the edit event's seq).
+    pub async fn edit(
+        &self,
+        conversation: &ConversationId,
+        seq: u64,
+        text: impl Into<String>,
+        mentions: Vec<u64>,
+    ) -> Result<pb::EditAck> {
+        let kind = Kind::Edit(pb::Edit {
+            conversation: conversation.to_string(),
+            seq,
+            text: Some(pb::Text {
+                text: text.into(),
+                mentions,
+            }),
+        });
+        match self.request(kind).await? {
+            Kind::EditAck(ack) => Ok(ack),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Watches `users`' presence for `lease` (for users who are pull-only). The
     /// current state and later changes arrive as [`Event::Presence`].
     pub async fn subscribe_presence(&self, users: Vec<u64>, lease: Duration) -> Result<()> {

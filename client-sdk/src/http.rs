@@ -69,6 +69,10 @@ pub struct HistoryMessage {
     /// Set when the message was recalled (or erased): `{"by_user", "at_ms"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recalled: Option<Value>,
+    /// Set when the message was edited (`text` and `body` are then the latest):
+    /// `{"by_user", "at_ms", "count", "event_seq"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<Value>,
 }
 
 /// A page of history.
@@ -505,6 +509,22 @@ impl HttpClient {
     pub async fn recall(&self, c: &ConversationId, seq: u64) -> Result<u64> {
         let url = self.url(&format!("/v1/conversations/{c}/messages/{seq}/recall"));
         let v: Value = self.call(self.http.post(url)).await?;
+        v["event_seq"]
+            .as_u64()
+            .ok_or_else(|| SdkError::Unexpected("no event_seq in the answer".into()))
+    }
+
+    /// Replaces the text of one's own text message `seq`; returns the seq of the
+    /// edit event.
+    pub async fn edit(&self, c: &ConversationId, seq: u64, text: &str) -> Result<u64> {
+        let url = self.url(&format!("/v1/conversations/{c}/messages/{seq}"));
+        let v: Value = self
+            .call(
+                self.http
+                    .patch(url)
+                    .json(&serde_json::json!({ "text": text })),
+            )
+            .await?;
         v["event_seq"]
             .as_u64()
             .ok_or_else(|| SdkError::Unexpected("no event_seq in the answer".into()))

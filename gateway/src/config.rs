@@ -86,6 +86,13 @@ pub struct Config {
     pub device_limit_policy: DeviceLimitPolicy,
     /// How long a sender may recall its message, in ms.
     pub recall_window_ms: u64,
+    /// How long a sender may edit its text message, in ms (0 = edits are off).
+    pub edit_window_ms: u64,
+    /// How many times one message may be edited.
+    pub edit_max_count: u32,
+    /// Keep earlier versions of an edited message (the original and the earlier edit
+    /// events) in the log; false erases them with each edit, as a recall would.
+    pub edit_keep_versions: bool,
     /// A user whose last device left and who returns within this time announces
     /// nothing, in ms.
     pub presence_grace_ms: u64,
@@ -297,6 +304,9 @@ impl Default for Config {
             max_devices_per_user: 5,
             device_limit_policy: DeviceLimitPolicy::KickOldest,
             recall_window_ms: 120_000,
+            edit_window_ms: 86_400_000,
+            edit_max_count: 100,
+            edit_keep_versions: true,
             presence_grace_ms: 3_000,
             presence_window_ms: 250,
             presence_push_max_friends: 1_000,
@@ -819,6 +829,9 @@ impl Config {
                     "webhook timeouts must be 10..=30000 ms (before send), 100..=60000 ms (events)",
                 ));
             }
+        }
+        if !(1..=1_000).contains(&self.edit_max_count) {
+            return Err(ConfigError::Invalid("edit_max_count must be 1..=1000"));
         }
         if !(100..=60_000).contains(&self.typing_interval_ms) {
             return Err(ConfigError::Invalid(

@@ -138,6 +138,7 @@ impl From<StorageError> for ApiError {
                 Self::new(ErrorCode::GoingAway, "server is shutting down")
             }
             StorageError::Recall(refusal) => refusal.into(),
+            StorageError::Edit(refusal) => refusal.into(),
             // The disk or the device failed a write: nothing was stored, and a retry
             // may well succeed once space is back.
             e if e.is_unavailable() => {

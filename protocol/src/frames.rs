@@ -64,6 +64,8 @@ impl Frame {
                 Kind::PushTokenSet(_) => "PushTokenSet",
                 Kind::Typing(_) => "Typing",
                 Kind::TypingNotice(_) => "TypingNotice",
+                Kind::Edit(_) => "Edit",
+                Kind::EditAck(_) => "EditAck",
             },
         }
     }

@@ -678,6 +678,7 @@ mod tests {
                         by_user: 0,
                         at_ms: 12,
                     }),
+                    edited: None,
                 }),
             }),
         ));

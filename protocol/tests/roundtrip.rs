@@ -128,6 +128,12 @@ fn message() -> impl Strategy<Value = pb::Message> {
                         by_user: sender,
                         at_ms: server_time_ms,
                     }),
+                    edited: (!recalled && seq % 2 == 1).then_some(pb::Edited {
+                        by_user: sender,
+                        at_ms: server_time_ms,
+                        count: 1 + (seq % 7) as u32,
+                        event_seq: seq.wrapping_add(1),
+                    }),
                 }
             },
         )
@@ -456,7 +462,12 @@ mod wire {
         #[test]
         fn deliver_is_what_prost_writes(m in message()) {
             let body = m.body.as_ref().map(|b| b.encode_to_vec()).unwrap_or_default();
-            let m = pb::Message { body: (!body.is_empty()).then(|| m.body.clone().unwrap()), ..m };
+            // A live delivery is of a message just stored: never edited yet.
+            let m = pb::Message {
+                body: (!body.is_empty()).then(|| m.body.clone().unwrap()),
+                edited: None,
+                ..m
+            };
             let conversation: ConversationId = m.conversation.parse().unwrap();
             let head = DeliverHead {
                 conversation,

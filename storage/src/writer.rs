@@ -577,7 +577,9 @@ impl Writer {
                     at_ms: now,
                 };
                 seqs.push(target);
-                if let Err(e) = recall_writes(&self.shard().log, &c, &seqs, recall, &mut b.log_writes) {
+                if let Err(e) =
+                    recall_writes(&self.shard().log, &c, &seqs, recall, &mut b.log_writes)
+                {
                     return Outcome::Failed(e);
                 }
             }
@@ -639,8 +641,13 @@ impl Writer {
                 &message.client_msg_id,
             ),
         ));
-        b.records
-            .push(encode_record(&message.conversation, seq, activity, link, &value));
+        b.records.push(encode_record(
+            &message.conversation,
+            seq,
+            activity,
+            link,
+            &value,
+        ));
         let appended = Appended {
             seq,
             server_time_ms: now,
@@ -1011,8 +1018,14 @@ fn recall_writes(
         if log.contains_key(mark)? {
             continue;
         }
-        out.push((mark.as_ref().into(), segments::encode_recall(&recall).as_ref().into()));
-        out.push((segments::erase_key(c, seq).as_ref().into(), sled::IVec::default()));
+        out.push((
+            mark.as_ref().into(),
+            segments::encode_recall(&recall).as_ref().into(),
+        ));
+        out.push((
+            segments::erase_key(c, seq).as_ref().into(),
+            sled::IVec::default(),
+        ));
     }
     Ok(())
 }

@@ -499,6 +499,72 @@ fn a_recall_and_its_event_survive_a_crash_together() {
     store.shutdown().unwrap();
 }
 
+/// Edits are one commit with their events too: after a crash the replay of the
+/// event records marks the message edited (with the latest event, counted once
+/// however often a record is applied), erases the versions a later edit dropped,
+/// and a recall in the log after them erases every version.
+#[test]
+fn edits_survive_a_crash_with_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(crash_config(dir.path()), None).unwrap();
+    let rt = runtime();
+    let c = ConversationId::direct(1, 2).unwrap();
+    let edit = |id: &str, keep: bool, text: &'static str| AppendRequest {
+        edits: Some(courier_storage::EditOf {
+            target: 1,
+            keep_versions: keep,
+        }),
+        reply_to_seq: 1,
+        ..request(c, 1, id, text)
+    };
+    rt.block_on(async {
+        store.append(request(c, 1, "a", "helo")).await.unwrap();
+        store.append(request(c, 2, "b", "hi")).await.unwrap();
+        store.append(edit("e1", true, "hello")).await.unwrap();
+        // The first edit in the indexes on disk; the second only in the log.
+        store.flush().unwrap();
+        store.append(edit("e2", false, "hello!")).await.unwrap();
+    });
+    let (_copy, store) = crash_and_reopen(dir.path(), store);
+    let page = store
+        .history(&c, HistoryRange::Latest, 10)
+        .unwrap()
+        .messages;
+    let mark = page[0].edited.clone().expect("edited after the replay");
+    assert_eq!((mark.count, mark.event_seq), (2, 4));
+    assert_eq!(mark.event_body.as_ref(), b"hello!");
+    assert!(
+        page[2].recalled.is_some(),
+        "the dropped version: {:?}",
+        page[2]
+    );
+    assert!(page[3].recalled.is_none());
+    rt.block_on(async {
+        store.flush().unwrap();
+        store
+            .append(AppendRequest {
+                recalls: 1,
+                reply_to_seq: 1,
+                ..request(c, 1, "r", "recalled")
+            })
+            .await
+            .unwrap();
+    });
+    let (_copy2, store) = crash_and_reopen(_copy.path(), store);
+    let page = store
+        .history(&c, HistoryRange::Latest, 10)
+        .unwrap()
+        .messages;
+    for seq in [1usize, 3, 4] {
+        let m = &page[seq - 1];
+        assert!(
+            m.recalled.is_some() && m.body.is_empty() && m.edited.is_none(),
+            "{m:?}"
+        );
+    }
+    store.shutdown().unwrap();
+}
+
 fn event(sender: u64, id: &str) -> EventsFor {
     let id = id.to_owned();
     Box::new(move |_| {

@@ -156,6 +156,12 @@ enum Command {
     },
     /// Recall message SEQ of a conversation (sender within the time limit, group admins).
     Recall { conversation: String, seq: u64 },
+    /// Edit the text of one's own message SEQ of a conversation.
+    Edit {
+        conversation: String,
+        seq: u64,
+        text: String,
+    },
     /// Who has read message SEQ of a conversation.
     Reads { conversation: String, seq: u64 },
     /// Presence of users, by name.
@@ -391,6 +397,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Recall { conversation, seq } => {
             let c: ConversationId = conversation.parse()?;
             let event_seq = authed(&cli, http)?.recall(&c, *seq).await?;
+            print(&json!({"conversation": conversation, "seq": seq, "event_seq": event_seq}))
+        }
+        Command::Edit {
+            conversation,
+            seq,
+            text,
+        } => {
+            let c: ConversationId = conversation.parse()?;
+            let event_seq = authed(&cli, http)?.edit(&c, *seq, text).await?;
             print(&json!({"conversation": conversation, "seq": seq, "event_seq": event_seq}))
         }
         Command::Reads { conversation, seq } => {

@@ -5,6 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import {
   DeliveryAckSchema,
   Direction,
+  EditSchema,
   MediaKind,
   MediaSchema,
   MessageBodySchema,
@@ -17,6 +18,7 @@ import {
   RecallSchema,
   SendSchema,
   TextSchema,
+  type EditAck,
   type HistoryPage,
   type Message,
   type MessageBody,
@@ -127,6 +129,16 @@ export class Client {
   async recall(conversation: string, seq: bigint): Promise<RecallAck> {
     const answer = await this.connection.request({ case: "recall", value: create(RecallSchema, { conversation, seq }) });
     if (answer.kind.case !== "recallAck") throw unexpected(answer.kind.case);
+    return answer.kind.value;
+  }
+
+  /** Replaces the text of one's own text message `seq` (within the server's edit
+   * window). Everyone gets the edit event (a `messageEdited` system event with its own
+   * seq); history then shows the new text with an `edited` mark. */
+  async edit(conversation: string, seq: bigint, text: string, mentions: bigint[] = []): Promise<EditAck> {
+    const value = create(EditSchema, { conversation, seq, text: create(TextSchema, { text, mentions }) });
+    const answer = await this.connection.request({ case: "edit", value });
+    if (answer.kind.case !== "editAck") throw unexpected(answer.kind.case);
     return answer.kind.value;
   }
 

@@ -90,6 +90,7 @@ interface RawMessage {
   text?: string;
   body: { type: string };
   recalled?: unknown;
+  edited?: unknown;
 }
 
 interface RawMedia {

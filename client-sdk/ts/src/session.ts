@@ -16,6 +16,7 @@ import {
   type PresenceChange,
   type TypingNotice,
   type ReadReceipt,
+  type EditAck,
   type RecallAck,
   type SendAck,
 } from "./gen/courier_pb.js";
@@ -141,6 +142,11 @@ export class Session {
 
   sendText(conversation: string, text: string): Promise<SendAck> {
     return this.send(conversation, textBody(text));
+  }
+
+  /** Edits one's own text message (see `Client.edit`); needs a connection now. */
+  edit(conversation: string, seq: bigint, text: string, mentions: bigint[] = []): Promise<EditAck> {
+    return this.online().edit(conversation, seq, text, mentions);
   }
 
   /** Recalls a message (see `Client.recall`); needs a connection now. */

@@ -176,15 +176,7 @@ impl Api {
         c: &ConversationId,
         seq: u64,
     ) -> Result<ReadsView, ApiError> {
-        let floor = self.authorize(user, c).await?;
-        let message = self
-            .store
-            .message(c, seq)
-            .await?
-            .filter(|_| seq > floor)
-            .ok_or_else(|| {
-                ApiError::new(courier_protocol::ErrorCode::NotFound, "no such message")
-            })?;
+        let message = self.visible_message(user, c, seq).await?;
         let (participants, list_readers): (Vec<u64>, bool) = match *c {
             ConversationId::Direct { low, high } => {
                 // Across a block, the peer's reading is not shown.

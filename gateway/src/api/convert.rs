@@ -6,7 +6,7 @@ use courier_storage::StoredMessage;
 use prost::Message as _;
 use serde_json::{json, Value};
 
-use crate::api::dto::{MessageView, RecalledView};
+use crate::api::dto::{EditedView, MessageView, RecalledView};
 
 /// The protobuf form of a stored message. A body that fails to decode (it was
 /// validated on the way in, so only disk corruption does this) is left empty.
@@ -18,12 +18,38 @@ pub fn to_pb(m: &StoredMessage) -> pb::Message {
         sender_device: m.sender_device.clone(),
         client_msg_id: m.client_msg_id.clone(),
         server_time_ms: m.server_time_ms,
-        body: decode_body(&m.body),
+        body: shown_body(m),
         reply_to_seq: m.reply_to_seq,
         recalled: m.recalled.map(|r| pb::Recalled {
             by_user: r.by_user,
             at_ms: r.at_ms,
         }),
+        edited: m.edited.as_ref().map(|e| pb::Edited {
+            by_user: e.by_user,
+            at_ms: e.at_ms,
+            count: e.count,
+            event_seq: e.event_seq,
+        }),
+    }
+}
+
+/// The body a message shows: its latest edit's when it was edited, else its own.
+pub fn shown_body(m: &StoredMessage) -> Option<pb::MessageBody> {
+    match &m.edited {
+        Some(e) => edited_body(&e.event_body),
+        None => decode_body(&m.body),
+    }
+}
+
+/// The new body an edit event (a `MessageEdited` system event) carries.
+pub fn edited_body(event_body: &Bytes) -> Option<pb::MessageBody> {
+    match decode_body(event_body)?.content? {
+        Content::System(pb::SystemEvent {
+            event: Some(pb::system_event::Event::MessageEdited(e)),
+        }) => e.text.map(|t| pb::MessageBody {
+            content: Some(Content::Text(t)),
+        }),
+        _ => None,
     }
 }
 
@@ -36,7 +62,7 @@ fn decode_body(bytes: &Bytes) -> Option<pb::MessageBody> {
 
 /// The HTTP API's view of a stored message.
 pub fn to_view(m: &StoredMessage) -> MessageView {
-    let body = decode_body(&m.body);
+    let body = shown_body(m);
     MessageView {
         conversation: m.conversation.to_string(),
         seq: m.seq,
@@ -50,6 +76,12 @@ pub fn to_view(m: &StoredMessage) -> MessageView {
         recalled: m.recalled.map(|r| RecalledView {
             by_user: r.by_user,
             at_ms: r.at_ms,
+        }),
+        edited: m.edited.as_ref().map(|e| EditedView {
+            by_user: e.by_user,
+            at_ms: e.at_ms,
+            count: e.count,
+            event_seq: e.event_seq,
         }),
     }
 }
@@ -90,6 +122,11 @@ fn system_json(s: &pb::SystemEvent) -> Value {
     use pb::system_event::Event;
     match &s.event {
         None => json!({"type": "system", "event": "unknown"}),
+        Some(Event::MessageEdited(e)) => json!({
+            "type": "system", "event": "message_edited", "seq": e.seq, "by_user": e.by_user,
+            "text": e.text.as_ref().map(|t| &t.text),
+            "mentions": e.text.as_ref().map(|t| &t.mentions),
+        }),
         Some(Event::MemberJoined(e)) => {
             json!({"type": "system", "event": "member_joined", "user_id": e.user_id, "by_user": e.by_user})
         }

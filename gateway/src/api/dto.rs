@@ -131,6 +131,9 @@ pub struct MessageView {
     /// Set when the message was recalled (its body is then empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recalled: Option<RecalledView>,
+    /// Set when the message was edited (`body` and `text` are then the latest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited: Option<EditedView>,
 }
 
 /// A page of history, ascending seq.
@@ -411,6 +414,42 @@ pub struct RecalledView {
     pub by_user: u64,
     /// When, ms since the epoch.
     pub at_ms: u64,
+}
+
+/// Who edited a message last, when, and how often.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EditedView {
+    /// The user who edited it (its sender).
+    pub by_user: u64,
+    /// When the latest edit was stored, ms since the epoch.
+    pub at_ms: u64,
+    /// How many times it was edited.
+    pub count: u32,
+    /// The seq of the latest edit event in the log.
+    pub event_seq: u64,
+}
+
+/// An edit of a text message.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EditBody {
+    /// The new text.
+    pub text: String,
+    /// User ids mentioned in the new text.
+    #[serde(default)]
+    pub mentions: Vec<u64>,
+}
+
+/// The outcome of an edit.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EditView {
+    /// Conversation id.
+    pub conversation: String,
+    /// The edited message.
+    pub seq: u64,
+    /// The seq of the edit event in the log.
+    pub event_seq: u64,
+    /// When the edit was stored, ms since the epoch.
+    pub edited_at_ms: u64,
 }
 
 /// The outcome of a recall.

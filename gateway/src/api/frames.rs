@@ -173,6 +173,24 @@ impl Api {
                     })
                 }))
             }
+            Kind::Edit(edit) => {
+                let api = self.clone();
+                let ctx = ctx.clone();
+                Handled::Later(Box::pin(async move {
+                    let done = match api.parse_conversation(&edit.conversation) {
+                        Ok(c) => {
+                            let text = edit.text.unwrap_or_default();
+                            api.edit(ctx.user_id, &ctx.device_id, &c, edit.seq, text)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Some(match done {
+                        Ok(ack) => Frame::new(id, Kind::EditAck(ack)),
+                        Err(e) => e.to_frame(id),
+                    })
+                }))
+            }
             Kind::PresenceSubscribe(sub) => match self.presence_subscribe(ctx.user_id, sub).await {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),

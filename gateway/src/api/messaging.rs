@@ -52,9 +52,29 @@ impl Api {
         }
     }
 
+    /// Message `seq` of `c` as `user` may see it (a group member sees nothing from
+    /// before its join): `NOT_FOUND` when there is none.
+    pub async fn visible_message(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        seq: u64,
+    ) -> Result<StoredMessage, ApiError> {
+        let floor = self.authorize(user, c).await?;
+        self.store
+            .message(c, seq)
+            .await?
+            .filter(|_| seq > floor)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such message"))
+    }
+
     /// The send-path check: membership from the in-memory member cache, blocks for
     /// direct conversations.
-    async fn authorize_send(&self, user: u64, c: &ConversationId) -> Result<(), ApiError> {
+    pub(crate) async fn authorize_send(
+        &self,
+        user: u64,
+        c: &ConversationId,
+    ) -> Result<(), ApiError> {
         match *c {
             ConversationId::Direct { .. } => {
                 let peer = c
@@ -229,7 +249,7 @@ impl Api {
 
     /// The body to store after the application's before-send hook has seen it: the
     /// same, or its text rewritten (mentions kept); or the hook's refusal.
-    async fn ask_before_send(
+    pub(crate) async fn ask_before_send(
         &self,
         hook: &crate::api::webhooks::BeforeSendHook,
         conversation: &str,
@@ -278,7 +298,7 @@ impl Api {
 
     /// Of the users a message from `user` in `c` mentions, those it may reach:
     /// participants of `c` between whom and the sender no block stands.
-    async fn reachable_mentions(
+    pub(crate) async fn reachable_mentions(
         &self,
         user: u64,
         c: &ConversationId,

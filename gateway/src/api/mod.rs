@@ -30,6 +30,7 @@ pub mod conversations;
 pub mod convert;
 pub mod devices;
 pub mod dto;
+pub mod edit;
 pub mod events;
 pub mod frames;
 pub mod groups;

@@ -32,13 +32,7 @@ impl Api {
         c: &ConversationId,
         seq: u64,
     ) -> Result<pb::RecallAck, ApiError> {
-        let floor = self.authorize(user, c).await?;
-        let message = self
-            .store
-            .message(c, seq)
-            .await?
-            .filter(|_| seq > floor)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such message"))?;
+        let message = self.visible_message(user, c, seq).await?;
         if message.recalled.is_some() {
             return Err(RecallRefusal::AlreadyRecalled.into());
         }

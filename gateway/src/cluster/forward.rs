@@ -156,7 +156,8 @@ impl Cluster {
             body: req.body.clone(),
             reply_to_seq: req.reply_to_seq,
             recalls: req.recalls,
-            edits: None,
+            edits: req.edits.map_or(0, |e| e.target),
+            edit_keeps_versions: req.edits.is_some_and(|e| e.keep_versions),
         };
         self.pending
             .waiting
@@ -280,7 +281,10 @@ async fn appends(
             body: f.body,
             reply_to_seq: f.reply_to_seq,
             recalls: f.recalls,
-            edits: None,
+            edits: (f.edits != 0).then_some(courier_storage::EditOf {
+                target: f.edits,
+                keep_versions: f.edit_keeps_versions,
+            }),
         };
         let client = cluster.client.clone();
         match store.submit(req).await {

@@ -8,9 +8,9 @@
 use bytes::Bytes;
 use courier_protocol::ConversationId;
 use courier_storage::{
-    AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EditOf, EditRefusal, EventsFor, GroupChange, GroupEvent,
-    HistoryRange, JoinPolicy, MembershipRefusal, PushProvider, PushToken, RelationChange,
-    RelationRefusal, RelationSet, RequestOutcome, Role, Storage, StorageError,
+    AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EditOf, EditRefusal, EventsFor, GroupChange,
+    GroupEvent, HistoryRange, JoinPolicy, MembershipRefusal, PushProvider, PushToken,
+    RelationChange, RelationRefusal, RelationSet, RequestOutcome, Role, Storage, StorageError,
 };
 
 const PASSWORD: &str = "correct horse";
@@ -142,17 +142,41 @@ pub async fn edits_mark_their_target_and_go_with_a_recall(store: &dyn Storage, t
     };
     store.append(send(c, a, "m1", "helo")).await.unwrap();
     store.append(send(c, b, "m2", "hi")).await.unwrap();
-    assert_eq!(store.append(edit("e1", 1, true, "hello")).await.unwrap().seq, 3);
+    assert_eq!(
+        store
+            .append(edit("e1", 1, true, "hello"))
+            .await
+            .unwrap()
+            .seq,
+        3
+    );
     let edited = store.message(&c, 1).await.unwrap().unwrap();
     let mark = edited.edited.clone().expect("edited");
     assert_eq!((mark.by_user, mark.count, mark.event_seq), (a, 1, 3));
     assert_eq!(mark.event_body.as_ref(), b"hello");
-    assert_eq!(edited.body.as_ref(), b"helo", "versions kept: the original stays");
-    assert!(store.message(&c, 2).await.unwrap().unwrap().edited.is_none());
+    assert_eq!(
+        edited.body.as_ref(),
+        b"helo",
+        "versions kept: the original stays"
+    );
+    assert!(store
+        .message(&c, 2)
+        .await
+        .unwrap()
+        .unwrap()
+        .edited
+        .is_none());
 
     // Versions not kept: the first edit event is erased (and the original's body,
     // on disk once the embedded store's checkpoint has passed it).
-    assert_eq!(store.append(edit("e2", 1, false, "hello!")).await.unwrap().seq, 4);
+    assert_eq!(
+        store
+            .append(edit("e2", 1, false, "hello!"))
+            .await
+            .unwrap()
+            .seq,
+        4
+    );
     let page = store
         .history(&c, HistoryRange::Latest, 10)
         .await
@@ -181,7 +205,10 @@ pub async fn edits_mark_their_target_and_go_with_a_recall(store: &dyn Storage, t
         .messages;
     for seq in [1, 3, 4] {
         let m = &page[seq as usize - 1];
-        assert!(m.recalled.is_some() && m.body.is_empty(), "seq {seq}: {m:?}");
+        assert!(
+            m.recalled.is_some() && m.body.is_empty(),
+            "seq {seq}: {m:?}"
+        );
         assert!(m.edited.is_none(), "seq {seq}");
     }
     assert!(page[1].recalled.is_none());

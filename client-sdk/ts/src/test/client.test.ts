@@ -48,6 +48,16 @@ test("two users chat both ways in seq order and page through history", async () 
     assert.equal(again.seq, first.seq);
     assert.equal(again.duplicate, true);
 
+    // An edit reaches the peer as an event; history shows the new text, marked.
+    const editEvent = collect(bob.client, 1, (m) => m.body?.content.case === "system");
+    const edit = await alice.client.edit(c, first.seq, "once, edited");
+    const [event] = await editEvent;
+    assert.equal(event.seq, edit.eventSeq);
+    assert.equal(event.body?.content.case, "system");
+    const edited = await bob.client.history(c, Direction.FORWARD, first.seq - 1n, 1);
+    assert.equal(textOf(edited.messages[0]), "once, edited");
+    assert.equal(edited.messages[0].edited?.count, 1);
+
     // Typing reaches the peer, never stored.
     const typing = new Promise<TypingNotice>((resolve) => (bob.client.onTyping = resolve));
     alice.client.typing(c, true);

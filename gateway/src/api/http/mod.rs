@@ -175,6 +175,7 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(mark_read))
         .routes(routes!(reads))
         .routes(routes!(recall))
+        .routes(routes!(edit))
         .routes(routes!(devices))
         .routes(routes!(remove_device))
         .routes(routes!(push::set_push_token, push::remove_push_token))
@@ -854,6 +855,35 @@ async fn recall(
         conversation: ack.conversation,
         seq: ack.seq,
         event_seq: ack.event_seq,
+    }))
+}
+
+/// Edit the text of one's own text message (within `edit_window_ms`; nobody else
+/// may). The edit is an event in the log; history shows the latest text with an
+/// `edited` mark.
+#[utoipa::path(patch, path = "/v1/conversations/{id}/messages/{seq}", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id"), ("seq" = u64, Path)),
+    request_body = EditBody,
+    responses((status = 200, body = EditView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+async fn edit(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((id, seq)): Path<(String, u64)>,
+    Json(body): Json<EditBody>,
+) -> ApiResult<EditView> {
+    let c = conversation(&api, &id)?;
+    let text = courier_protocol::pb::Text {
+        text: body.text,
+        mentions: body.mentions,
+    };
+    let ack = api.edit(caller.user_id, "", &c, seq, text).await?;
+    Ok(Json(EditView {
+        conversation: ack.conversation,
+        seq: ack.seq,
+        event_seq: ack.event_seq,
+        edited_at_ms: ack.edited_at_ms,
     }))
 }
 
