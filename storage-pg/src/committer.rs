@@ -37,6 +37,8 @@ pub(crate) enum Command {
     Append(Pending),
     /// A group change: committed alone, after the appends queued before it.
     Group(crate::groups::GroupRequest),
+    /// Reaction changes with their event: committed alone, like a group change.
+    Reactions(crate::reactions::ReactionRequest),
     /// Commit what came before, then stop.
     Shutdown,
 }
@@ -81,6 +83,21 @@ impl Committer {
                             Ok(c) => {
                                 crate::groups::apply(c, &self.prepared, req, self.listener.as_ref())
                                     .await
+                            }
+                            Err(e) => drop(req.reply.send(Err(e))),
+                        }
+                    }
+                    Command::Reactions(req) => {
+                        self.commit_batch(&mut client, &mut batch).await;
+                        match self.client(&mut client).await {
+                            Ok(c) => {
+                                crate::reactions::apply(
+                                    c,
+                                    &self.prepared,
+                                    req,
+                                    self.listener.as_ref(),
+                                )
+                                .await
                             }
                             Err(e) => drop(req.reply.send(Err(e))),
                         }

@@ -30,6 +30,7 @@ mod devices;
 mod error;
 mod groups;
 mod media;
+mod reactions;
 mod relations;
 mod schema;
 
@@ -378,6 +379,12 @@ impl Retention for PgStore {
             )
             .await
             .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM reactions WHERE conv = $1 AND seq < $2",
+            &[&id, &keep_from],
+        )
+        .await
+        .map_err(pg)?;
         tx.execute(
             "UPDATE conversations SET first_retained = $2 WHERE id = $1",
             &[&id, &keep_from],

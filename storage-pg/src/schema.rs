@@ -218,6 +218,20 @@ const MIGRATIONS: &[(i32, &str)] = &[
     CREATE INDEX messages_edit_of ON messages (conv, edit_of) WHERE edit_of IS NOT NULL;
     ",
     ),
+    (
+        11,
+        r"
+    -- Reactions: one row per user, message and emoji.
+    CREATE TABLE reactions (
+        conv text NOT NULL,
+        seq bigint NOT NULL,
+        emoji text NOT NULL,
+        user_id bigint NOT NULL,
+        at_ms bigint NOT NULL,
+        PRIMARY KEY (conv, seq, emoji, user_id)
+    );
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

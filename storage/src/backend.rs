@@ -19,9 +19,9 @@ use crate::error::Result;
 use crate::{
     Account, AppendRequest, AppendTicket, Appended, BlobRecord, BlobUpdate, Bound, CommitStats,
     ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo, HistoryPage,
-    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken, Relation,
-    RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, StoredMessage,
-    TokenHash, TokenInfo, UserConversation,
+    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken, Reacted,
+    ReactionChange, ReactionCount, ReactionEventFn, Relation, RelationChange, RelationRefusal,
+    RelationSet, RequestOutcome, Session, StoredMessage, TokenHash, TokenInfo, UserConversation,
 };
 
 /// Conversation logs: appends in seq order, history, single messages.
@@ -332,6 +332,41 @@ pub trait MediaRecords: Send + Sync {
     async fn delete_blob(&self, sha256: &str) -> Result<()>;
 }
 
+/// Reactions to messages (see `reactions`).
+#[async_trait]
+pub trait Reactions: Send + Sync {
+    /// Applies `changes` to `c`'s reactions and stores the event `event` builds
+    /// from those that took effect, in one commit, in order with the
+    /// conversation's messages (no event when none took effect).
+    async fn react(
+        &self,
+        c: &ConversationId,
+        changes: Vec<ReactionChange>,
+        event: ReactionEventFn,
+    ) -> Result<Reacted>;
+
+    /// The reactions of `c`'s messages `from..=to`, counted per message and emoji
+    /// (ascending), each saying whether `viewer` is among them.
+    async fn reaction_counts(
+        &self,
+        c: &ConversationId,
+        from: u64,
+        to: u64,
+        viewer: u64,
+    ) -> Result<Vec<ReactionCount>>;
+
+    /// Who reacted to message `seq` with `emoji`: user ids above `after`,
+    /// ascending, at most `limit`, each with when (ms).
+    async fn reactors(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        emoji: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>>;
+}
+
 /// The backend's own state, for health checks, metrics and shutdown.
 #[async_trait]
 pub trait Operations: Send + Sync {
@@ -360,6 +395,7 @@ pub trait Storage:
     + Relations
     + Groups
     + MediaRecords
+    + Reactions
     + Operations
     + 'static
 {
@@ -375,6 +411,7 @@ impl<T> Storage for T where
         + Relations
         + Groups
         + MediaRecords
+        + Reactions
         + Operations
         + 'static
 {

@@ -47,6 +47,7 @@ mod keys;
 mod managed;
 mod media;
 mod ops;
+mod reactions;
 mod recall;
 mod record;
 mod relation_rules;
@@ -72,8 +73,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use accounts::{Account, Session};
 pub use backend::{
-    Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Relations,
-    Retention, Storage, Tokens,
+    Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Reactions,
+    Relations, Retention, Storage, Tokens,
 };
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};
@@ -92,6 +93,10 @@ pub use groups::{
 pub use invitations::{Invitation, MAX_PENDING_INVITATIONS};
 pub use managed::ManagedStore;
 pub use media::{BlobRecord, BlobStatus, BlobUpdate};
+pub use reactions::{
+    validate_emoji, Reacted, ReactionChange, ReactionCount, ReactionEventFn, ReactionTotal,
+    MAX_EMOJI_BYTES,
+};
 pub use recall::{EditRefusal, RecallRefusal};
 pub use record::{ConversationState, Edited, Recall, StoredMessage};
 pub use relation_rules::{

@@ -23,16 +23,17 @@ use async_trait::async_trait;
 use courier_protocol::ConversationId;
 
 use crate::backend::{
-    Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Relations,
-    Retention, Tokens,
+    Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Reactions,
+    Relations, Retention, Tokens,
 };
 use crate::error::{Result, StorageError};
 use crate::{
     Account, AppendRequest, AppendTicket, BlobRecord, BlobUpdate, Bound, CommitListener,
     CommitStats, ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo,
     HistoryPage, HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken,
-    Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, Store,
-    StoreConfig, StoredMessage, TokenHash, TokenInfo, UserConversation,
+    Reacted, ReactionChange, ReactionCount, ReactionEventFn, Relation, RelationChange,
+    RelationRefusal, RelationSet, RequestOutcome, Session, Store, StoreConfig, StoredMessage,
+    TokenHash, TokenInfo, UserConversation,
 };
 
 /// Bytes the healer writes and syncs to decide that the disk takes writes again.
@@ -321,6 +322,30 @@ delegate!(Groups {
     fn invite(&self, user: u64, group: u64, inviter: u64, now_ms: u64) -> bool;
     fn invitations(&self, user: u64) -> Vec<Invitation>;
     fn take_invitation(&self, user: u64, group: u64) -> Option<Invitation>;
+});
+
+delegate!(Reactions {
+    fn react(
+        &self,
+        c: &ConversationId,
+        changes: Vec<ReactionChange>,
+        event: ReactionEventFn
+    ) -> Reacted;
+    fn reaction_counts(
+        &self,
+        c: &ConversationId,
+        from: u64,
+        to: u64,
+        viewer: u64
+    ) -> Vec<ReactionCount>;
+    fn reactors(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        emoji: &str,
+        after: u64,
+        limit: usize
+    ) -> Vec<(u64, u64)>;
 });
 
 delegate!(MediaRecords {

@@ -34,6 +34,8 @@ pub(crate) enum Tree {
     Relation = 3,
     Device = 4,
     PushToken = 5,
+    /// The conversation log's index tree (reactions live there).
+    Log = 6,
 }
 
 impl Tree {
@@ -44,6 +46,7 @@ impl Tree {
             3 => Tree::Relation,
             4 => Tree::Device,
             5 => Tree::PushToken,
+            6 => Tree::Log,
             _ => return None,
         })
     }
@@ -55,6 +58,7 @@ impl Tree {
             Tree::Relation => &shard.userpeer_relation,
             Tree::Device => &shard.userdevice_device,
             Tree::PushToken => &shard.pushtoken_device,
+            Tree::Log => &shard.log,
         }
     }
 }

@@ -78,6 +78,7 @@ impl Store {
             .log
             .insert(retained_key(c), &keep_from.to_be_bytes())?;
         crate::segments::Segments::drop_runs_below(&shard.log, c, keep_from)?;
+        crate::reactions::drop_below(&shard.log, c, keep_from)?;
         shard.db.flush()?;
         Ok(pruned as usize)
     }

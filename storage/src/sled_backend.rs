@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use courier_protocol::ConversationId;
 
 use crate::backend::{
-    Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Relations,
-    Retention, Tokens,
+    Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Reactions,
+    Relations, Retention, Tokens,
 };
 use crate::error::{Result, StorageError};
 use crate::{
@@ -431,5 +431,38 @@ impl Operations for Store {
 
     async fn shutdown(&self) -> Result<()> {
         self.off_worker(|s| s.shutdown()).await
+    }
+}
+
+#[async_trait]
+impl Reactions for Store {
+    async fn react(
+        &self,
+        c: &ConversationId,
+        changes: Vec<crate::ReactionChange>,
+        event: crate::ReactionEventFn,
+    ) -> Result<crate::Reacted> {
+        Store::react(self, c, changes, event).await
+    }
+
+    async fn reaction_counts(
+        &self,
+        c: &ConversationId,
+        from: u64,
+        to: u64,
+        viewer: u64,
+    ) -> Result<Vec<crate::ReactionCount>> {
+        Store::reaction_counts(self, c, from, to, viewer)
+    }
+
+    async fn reactors(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        emoji: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>> {
+        Store::reactors(self, c, seq, emoji, after, limit)
     }
 }

@@ -10,7 +10,8 @@ use courier_protocol::ConversationId;
 use courier_storage::{
     AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EditOf, EditRefusal, EventsFor, GroupChange,
     GroupEvent, HistoryRange, JoinPolicy, MembershipRefusal, PushProvider, PushToken,
-    RelationChange, RelationRefusal, RelationSet, RequestOutcome, Role, Storage, StorageError,
+    ReactionChange, ReactionEventFn, RelationChange, RelationRefusal, RelationSet, RequestOutcome,
+    Role, Storage, StorageError,
 };
 
 const PASSWORD: &str = "correct horse";
@@ -221,6 +222,86 @@ pub async fn edits_mark_their_target_and_go_with_a_recall(store: &dyn Storage, t
     assert!(
         matches!(missing, Err(StorageError::Edit(EditRefusal::NoMessage))),
         "{missing:?}"
+    );
+}
+
+/// Reactions: a batch's effective changes are stored with one event carrying the
+/// new totals; no-ops change nothing and store no event; counts and "who" pages
+/// read them back, with the viewer's own marked.
+pub async fn reactions_are_counted_with_their_event(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    store.append(send(c, a, "m1", "hello")).await.unwrap();
+    let change = |user: u64, emoji: &str, added: bool| ReactionChange {
+        seq: 1,
+        user,
+        emoji: emoji.into(),
+        added,
+    };
+    let describe = || -> ReactionEventFn {
+        Box::new(|changes, totals| {
+            let text = format!(
+                "{} changes; {}",
+                changes.len(),
+                totals
+                    .iter()
+                    .map(|t| format!("{}={}", t.emoji, t.count))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            Bytes::from(text)
+        })
+    };
+    let reacted = store
+        .react(
+            &c,
+            vec![
+                change(a, "👍", true),
+                change(b, "👍", true),
+                change(b, "🎉", true),
+                // Twice in a batch: once.
+                change(a, "👍", true),
+            ],
+            describe(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reacted.effective.len(), 3);
+    let event = reacted.event.expect("an event");
+    assert_eq!(event.seq, 2);
+    let stored = store.message(&c, 2).await.unwrap().unwrap();
+    assert_eq!(stored.body.as_ref(), "3 changes; 🎉=1,👍=2".as_bytes());
+    // Removing one, adding one already there: one change, the new total.
+    let reacted = store
+        .react(
+            &c,
+            vec![change(b, "👍", false), change(a, "👍", true)],
+            describe(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reacted.effective, [change(b, "👍", false)]);
+    let stored = store.message(&c, 3).await.unwrap().unwrap();
+    assert_eq!(stored.body.as_ref(), "1 changes; 👍=1".as_bytes());
+    // Nothing to do: no event, no seq.
+    let none = store
+        .react(&c, vec![change(b, "👍", false)], describe())
+        .await
+        .unwrap();
+    assert!(none.effective.is_empty() && none.event.is_none());
+    assert_eq!(store.last_seq(&c).await.unwrap(), 3);
+    let counts = store.reaction_counts(&c, 1, 3, b).await.unwrap();
+    let seen: Vec<(u64, &str, u64, bool)> = counts
+        .iter()
+        .map(|r| (r.seq, r.emoji.as_str(), r.count, r.mine))
+        .collect();
+    assert_eq!(seen, [(1, "🎉", 1, true), (1, "👍", 1, false)]);
+    assert_eq!(store.reactors(&c, 1, "👍", 0, 10).await.unwrap()[0].0, a);
+    assert!(store.reactors(&c, 1, "👍", a, 10).await.unwrap().is_empty());
+    let bad = store.react(&c, vec![change(a, "", true)], describe()).await;
+    assert!(
+        matches!(bad, Err(StorageError::InvalidArgument(_))),
+        "{bad:?}"
     );
 }
 
