@@ -29,6 +29,7 @@ pub fn deliver_frame(text_len: usize) -> Frame {
                 reply_to_seq: 0,
                 recalled: None,
                 edited: None,
+                reactions: Vec::new(),
             }),
         }),
     )

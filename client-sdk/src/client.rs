@@ -418,6 +418,29 @@ impl Client {
         }
     }
 
+    /// Reacts to message `seq` of `conversation` with `emoji` (or, `remove`, takes
+    /// the reaction back). Participants receive a `ReactionsChanged` system event
+    /// (in big groups, one per window for many changes); history shows the counts.
+    /// Answers once that event is durable.
+    pub async fn react(
+        &self,
+        conversation: &ConversationId,
+        seq: u64,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<pb::ReactAck> {
+        let kind = Kind::React(pb::React {
+            conversation: conversation.to_string(),
+            seq,
+            emoji: emoji.to_owned(),
+            remove,
+        });
+        match self.request(kind).await? {
+            Kind::ReactAck(ack) => Ok(ack),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Watches `users`' presence for `lease` (for users who are pull-only). The
     /// current state and later changes arrive as [`Event::Presence`].
     pub async fn subscribe_presence(&self, users: Vec<u64>, lease: Duration) -> Result<()> {

@@ -73,6 +73,9 @@ pub struct HistoryMessage {
     /// `{"by_user", "at_ms", "count", "event_seq"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited: Option<Value>,
+    /// Reactions, counted per emoji: `[{"emoji", "count", "mine"}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Value>,
 }
 
 /// A page of history.
@@ -530,6 +533,48 @@ impl HttpClient {
             .ok_or_else(|| SdkError::Unexpected("no event_seq in the answer".into()))
     }
 
+    /// Reacts to message `seq` with `emoji` (`add` false: takes it back); returns
+    /// `{conversation, seq, emoji, changed, event_seq}`.
+    pub async fn react(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        emoji: &str,
+        add: bool,
+    ) -> Result<Value> {
+        let url = self.url(&format!(
+            "/v1/conversations/{c}/messages/{seq}/reactions/{}",
+            percent_encode(emoji)
+        ));
+        let req = if add {
+            self.http.put(url)
+        } else {
+            self.http.delete(url)
+        };
+        self.call(req).await
+    }
+
+    /// Who reacted to message `seq` with `emoji`: `{users: [{user_id, at_ms}],
+    /// next_after}`, user ids above `after`.
+    pub async fn reactors(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        emoji: &str,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Value> {
+        let url = self.url(&format!("/v1/conversations/{c}/messages/{seq}/reactions"));
+        let mut query = vec![("emoji", emoji.to_owned())];
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        self.call(self.http.get(url).query(&query)).await
+    }
+
     /// The caller's bound devices (JSON: `{devices: [{device_id, platform, online, ...}]}`).
     pub async fn devices(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/v1/devices"))).await
@@ -793,4 +838,16 @@ impl HttpClient {
             message: body["message"].as_str().unwrap_or("").to_owned(),
         })
     }
+}
+
+/// `s` as one percent-encoded path segment.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -90,6 +90,13 @@ pub struct Config {
     pub edit_window_ms: u64,
     /// How many times one message may be edited.
     pub edit_max_count: u32,
+    /// Groups of more members than this coalesce reaction changes: those of one
+    /// `reaction_window_ms` share one event (smaller conversations get one each).
+    pub reaction_coalesce_members: u64,
+    /// How long a big group's reaction changes are gathered into one event, in ms.
+    pub reaction_window_ms: u64,
+    /// Most different reactions one message may carry.
+    pub reaction_max_kinds: usize,
     /// Keep earlier versions of an edited message (the original and the earlier edit
     /// events) in the log; false erases them with each edit, as a recall would.
     pub edit_keep_versions: bool,
@@ -307,6 +314,9 @@ impl Default for Config {
             edit_window_ms: 86_400_000,
             edit_max_count: 100,
             edit_keep_versions: true,
+            reaction_coalesce_members: 100,
+            reaction_window_ms: 500,
+            reaction_max_kinds: 20,
             presence_grace_ms: 3_000,
             presence_window_ms: 250,
             presence_push_max_friends: 1_000,
@@ -829,6 +839,14 @@ impl Config {
                     "webhook timeouts must be 10..=30000 ms (before send), 100..=60000 ms (events)",
                 ));
             }
+        }
+        if self.reaction_window_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "reaction_window_ms must be at most 60000",
+            ));
+        }
+        if !(1..=100).contains(&self.reaction_max_kinds) {
+            return Err(ConfigError::Invalid("reaction_max_kinds must be 1..=100"));
         }
         if !(1..=1_000).contains(&self.edit_max_count) {
             return Err(ConfigError::Invalid("edit_max_count must be 1..=1000"));

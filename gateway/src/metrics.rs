@@ -340,6 +340,18 @@ pub fn render(api: &Api) -> String {
     );
     counter(
         &mut out,
+        "courier_reaction_changes_total",
+        "Reaction changes asked for (added or taken back).",
+        api.reactions.changes.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "courier_reaction_events_total",
+        "ReactionsChanged events stored (one per change, or per window in big groups).",
+        api.reactions.events.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
         "courier_typing_throttled_total",
         "Typing frames dropped by the per-sender throttle.",
         api.typing.throttled.load(Ordering::Relaxed),

@@ -66,6 +66,8 @@ impl Frame {
                 Kind::TypingNotice(_) => "TypingNotice",
                 Kind::Edit(_) => "Edit",
                 Kind::EditAck(_) => "EditAck",
+                Kind::React(_) => "React",
+                Kind::ReactAck(_) => "ReactAck",
             },
         }
     }

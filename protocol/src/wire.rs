@@ -679,6 +679,7 @@ mod tests {
                         at_ms: 12,
                     }),
                     edited: None,
+                    reactions: Vec::new(),
                 }),
             }),
         ));

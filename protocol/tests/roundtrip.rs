@@ -134,6 +134,15 @@ fn message() -> impl Strategy<Value = pb::Message> {
                         count: 1 + (seq % 7) as u32,
                         event_seq: seq.wrapping_add(1),
                     }),
+                    reactions: if seq % 3 == 0 {
+                        vec![pb::ReactionCount {
+                            emoji: "👍".into(),
+                            count: seq % 1000,
+                            mine: recalled,
+                        }]
+                    } else {
+                        Vec::new()
+                    },
                 }
             },
         )
@@ -466,6 +475,7 @@ mod wire {
             let m = pb::Message {
                 body: (!body.is_empty()).then(|| m.body.clone().unwrap()),
                 edited: None,
+                reactions: Vec::new(),
                 ..m
             };
             let conversation: ConversationId = m.conversation.parse().unwrap();

@@ -162,6 +162,24 @@ enum Command {
         seq: u64,
         text: String,
     },
+    /// React to message SEQ of a conversation with EMOJI (or take it back).
+    React {
+        conversation: String,
+        seq: u64,
+        emoji: String,
+        /// Take the reaction back.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Who reacted to message SEQ of a conversation with EMOJI.
+    Reactions {
+        conversation: String,
+        seq: u64,
+        emoji: String,
+        /// Users with ids above this (the previous page's `next_after`).
+        #[arg(long)]
+        after: Option<u64>,
+    },
     /// Who has read message SEQ of a conversation.
     Reads { conversation: String, seq: u64 },
     /// Presence of users, by name.
@@ -407,6 +425,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c: ConversationId = conversation.parse()?;
             let event_seq = authed(&cli, http)?.edit(&c, *seq, text).await?;
             print(&json!({"conversation": conversation, "seq": seq, "event_seq": event_seq}))
+        }
+        Command::React {
+            conversation,
+            seq,
+            emoji,
+            remove,
+        } => {
+            let c: ConversationId = conversation.parse()?;
+            print(&authed(&cli, http)?.react(&c, *seq, emoji, !remove).await?)
+        }
+        Command::Reactions {
+            conversation,
+            seq,
+            emoji,
+            after,
+        } => {
+            let c: ConversationId = conversation.parse()?;
+            print(
+                &authed(&cli, http)?
+                    .reactors(&c, *seq, emoji, *after, None)
+                    .await?,
+            )
         }
         Command::Reads { conversation, seq } => {
             let c: ConversationId = conversation.parse()?;

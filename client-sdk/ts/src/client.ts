@@ -6,6 +6,7 @@ import {
   DeliveryAckSchema,
   Direction,
   EditSchema,
+  ReactSchema,
   MediaKind,
   MediaSchema,
   MessageBodySchema,
@@ -19,6 +20,7 @@ import {
   SendSchema,
   TextSchema,
   type EditAck,
+  type ReactAck,
   type HistoryPage,
   type Message,
   type MessageBody,
@@ -139,6 +141,16 @@ export class Client {
     const value = create(EditSchema, { conversation, seq, text: create(TextSchema, { text, mentions }) });
     const answer = await this.connection.request({ case: "edit", value });
     if (answer.kind.case !== "editAck") throw unexpected(answer.kind.case);
+    return answer.kind.value;
+  }
+
+  /** Reacts to message `seq` with `emoji` (or takes the reaction back, `remove`).
+   * Participants get a `reactionsChanged` system event (one per window for many changes
+   * in big groups); history shows the counts per emoji. */
+  async react(conversation: string, seq: bigint, emoji: string, remove = false): Promise<ReactAck> {
+    const value = create(ReactSchema, { conversation, seq, emoji, remove });
+    const answer = await this.connection.request({ case: "react", value });
+    if (answer.kind.case !== "reactAck") throw unexpected(answer.kind.case);
     return answer.kind.value;
   }
 

@@ -17,6 +17,7 @@ import {
   type TypingNotice,
   type ReadReceipt,
   type EditAck,
+  type ReactAck,
   type RecallAck,
   type SendAck,
 } from "./gen/courier_pb.js";
@@ -147,6 +148,11 @@ export class Session {
   /** Edits one's own text message (see `Client.edit`); needs a connection now. */
   edit(conversation: string, seq: bigint, text: string, mentions: bigint[] = []): Promise<EditAck> {
     return this.online().edit(conversation, seq, text, mentions);
+  }
+
+  /** Reacts to a message (see `Client.react`); needs a connection now. */
+  react(conversation: string, seq: bigint, emoji: string, remove = false): Promise<ReactAck> {
+    return this.online().react(conversation, seq, emoji, remove);
   }
 
   /** Recalls a message (see `Client.recall`); needs a connection now. */

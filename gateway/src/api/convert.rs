@@ -6,7 +6,7 @@ use courier_storage::StoredMessage;
 use prost::Message as _;
 use serde_json::{json, Value};
 
-use crate::api::dto::{EditedView, MessageView, RecalledView};
+use crate::api::dto::{EditedView, MessageView, ReactionView, RecalledView};
 
 /// The protobuf form of a stored message. A body that fails to decode (it was
 /// validated on the way in, so only disk corruption does this) is left empty.
@@ -30,7 +30,32 @@ pub fn to_pb(m: &StoredMessage) -> pb::Message {
             count: e.count,
             event_seq: e.event_seq,
         }),
+        reactions: Vec::new(),
     }
+}
+
+/// `counts` (one message's reactions) as the protocol shows them.
+pub fn reactions_pb(counts: &[courier_storage::ReactionCount]) -> Vec<pb::ReactionCount> {
+    counts
+        .iter()
+        .map(|r| pb::ReactionCount {
+            emoji: r.emoji.clone(),
+            count: r.count,
+            mine: r.mine,
+        })
+        .collect()
+}
+
+/// `counts` (one message's reactions) as the HTTP API shows them.
+pub fn reactions_view(counts: &[courier_storage::ReactionCount]) -> Vec<ReactionView> {
+    counts
+        .iter()
+        .map(|r| ReactionView {
+            emoji: r.emoji.clone(),
+            count: r.count,
+            mine: r.mine,
+        })
+        .collect()
 }
 
 /// The body a message shows: its latest edit's when it was edited, else its own.
@@ -83,6 +108,7 @@ pub fn to_view(m: &StoredMessage) -> MessageView {
             count: e.count,
             event_seq: e.event_seq,
         }),
+        reactions: Vec::new(),
     }
 }
 
@@ -122,6 +148,16 @@ fn system_json(s: &pb::SystemEvent) -> Value {
     use pb::system_event::Event;
     match &s.event {
         None => json!({"type": "system", "event": "unknown"}),
+        Some(Event::ReactionsChanged(e)) => json!({
+            "type": "system", "event": "reactions_changed",
+            "changes": e.changes.iter().map(|c| json!({
+                "seq": c.seq, "emoji": c.emoji, "user_id": c.user_id, "added": c.added,
+            })).collect::<Vec<_>>(),
+            "totals": e.totals.iter().map(|t| json!({
+                "seq": t.seq, "emoji": t.emoji, "count": t.count,
+            })).collect::<Vec<_>>(),
+            "changes_left_out": e.changes_left_out,
+        }),
         Some(Event::MessageEdited(e)) => json!({
             "type": "system", "event": "message_edited", "seq": e.seq, "by_user": e.by_user,
             "text": e.text.as_ref().map(|t| &t.text),

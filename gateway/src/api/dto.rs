@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// An error answer: `{code, name, message}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -134,6 +134,65 @@ pub struct MessageView {
     /// Set when the message was edited (`body` and `text` are then the latest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edited: Option<EditedView>,
+    /// Reactions, counted per emoji.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionView>,
+}
+
+/// How many users reacted to a message with one emoji.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReactionView {
+    /// The reaction.
+    pub emoji: String,
+    /// How many users reacted so.
+    pub count: u64,
+    /// The caller is among them.
+    pub mine: bool,
+}
+
+/// The outcome of a reaction change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReactView {
+    /// Conversation id.
+    pub conversation: String,
+    /// The message.
+    pub seq: u64,
+    /// The reaction.
+    pub emoji: String,
+    /// Whether anything changed (false: already there, or not there to remove).
+    pub changed: bool,
+    /// The seq of the event carrying the change (0 when nothing changed).
+    pub event_seq: u64,
+}
+
+/// One user who reacted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReactorView {
+    /// The user.
+    pub user_id: u64,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// A page of the users who reacted to a message with one emoji.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReactorPage {
+    /// Ascending user id.
+    pub users: Vec<ReactorView>,
+    /// Pass as `after` for the next page; absent at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// Paging of who reacted.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReactorQuery {
+    /// The reaction.
+    pub emoji: String,
+    /// Users with ids above this.
+    pub after: Option<u64>,
+    /// Page size (1..=500, default 100).
+    pub limit: Option<usize>,
 }
 
 /// A page of history, ascending seq.

@@ -191,6 +191,23 @@ impl Api {
                     })
                 }))
             }
+            Kind::React(react) => {
+                let api = self.clone();
+                let ctx = ctx.clone();
+                Handled::Later(Box::pin(async move {
+                    let done = match api.parse_conversation(&react.conversation) {
+                        Ok(c) => {
+                            api.react(ctx.user_id, &c, react.seq, &react.emoji, !react.remove)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Some(match done {
+                        Ok(ack) => Frame::new(id, Kind::ReactAck(ack)),
+                        Err(e) => e.to_frame(id),
+                    })
+                }))
+            }
             Kind::PresenceSubscribe(sub) => match self.presence_subscribe(ctx.user_id, sub).await {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),
@@ -258,9 +275,19 @@ impl Api {
             (_, before) => HistoryRange::Before(before),
         };
         let page = self.history(user, &c, range, pull.limit as usize).await?;
+        let mut reactions = self
+            .reactions_of(user, &c, page.messages.iter().map(|m| m.seq))
+            .await?;
         let mut out = pb::HistoryPage {
             conversation: pull.conversation.clone(),
-            messages: page.messages.iter().map(convert::to_pb).collect(),
+            messages: page
+                .messages
+                .iter()
+                .map(|m| pb::Message {
+                    reactions: convert::reactions_pb(&reactions.remove(&m.seq).unwrap_or_default()),
+                    ..convert::to_pb(m)
+                })
+                .collect(),
             has_more: page.has_more,
             retained_from_seq: self.retention_floor(&c).await? + 1,
         };

@@ -453,8 +453,20 @@ impl Api {
                         .await?
                 }
                 false => None,
-            }
-            .map(|m: StoredMessage| convert::to_pb(&m));
+            };
+            let last_message = match last_message {
+                Some(m) => {
+                    let counts = self
+                        .store
+                        .reaction_counts(&m.conversation, m.seq, m.seq, user)
+                        .await?;
+                    Some(pb::Message {
+                        reactions: convert::reactions_pb(&counts),
+                        ..convert::to_pb(&m)
+                    })
+                }
+                None => None,
+            };
             let state = pb::ConversationState {
                 conversation: entry.conversation.to_string(),
                 last_seq: entry.last_seq,

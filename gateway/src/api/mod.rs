@@ -13,6 +13,8 @@
 //! - `devices`: device bindings and the device cap.
 //! - `presence` / `receipts`: storm-proof presence and read receipts (actors).
 //! - `recall`: recalling messages.
+//! - `edit`: editing one's text messages.
+//! - `reactions`: reactions, gathered per window in big groups.
 //! - `typing`: typing indicators (ephemeral, throttled).
 //! - `push`: offline push through APNs and FCM, decided per device.
 //! - `media`: upload, signed download, moderation routes, garbage collection.
@@ -43,6 +45,7 @@ pub mod members;
 pub mod messaging;
 pub mod presence;
 pub mod push;
+pub mod reactions;
 pub mod recall;
 pub mod receipts;
 pub mod relations;
@@ -95,6 +98,8 @@ pub struct Api {
     pub push: Option<Arc<push::Push>>,
     /// The typing indicators' throttle.
     pub typing: typing::TypingGate,
+    /// Reactions gathered per conversation in big groups, and their counters.
+    pub reactions: Arc<reactions::ReactionGate>,
 }
 
 /// A fresh client message id for server-written log events.
@@ -120,6 +125,9 @@ impl Api {
         let before_send = webhooks::BeforeSendHook::from_config(&config);
         let typing =
             typing::TypingGate::new(std::time::Duration::from_millis(config.typing_interval_ms));
+        let reactions = reactions::ReactionGate::new(std::time::Duration::from_millis(
+            config.reaction_window_ms,
+        ));
         Self {
             metrics: Arc::default(),
             connections: crate::connection::limits::ConnectionBudget::for_process(
@@ -143,6 +151,7 @@ impl Api {
             events: None,
             push: None,
             typing,
+            reactions,
         }
     }
 

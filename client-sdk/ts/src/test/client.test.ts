@@ -58,6 +58,15 @@ test("two users chat both ways in seq order and page through history", async () 
     assert.equal(textOf(edited.messages[0]), "once, edited");
     assert.equal(edited.messages[0].edited?.count, 1);
 
+    // A reaction: an event to the peer, counts in history, the reader's own marked.
+    const reactionEvent = collect(alice.client, 1, (m) => m.body?.content.case === "system");
+    const reacted = await bob.client.react(c, first.seq, "👍");
+    assert.equal(reacted.changed, true);
+    assert.equal((await reactionEvent)[0].seq, reacted.eventSeq);
+    const withReactions = await alice.client.history(c, Direction.FORWARD, first.seq - 1n, 1);
+    const counts = withReactions.messages[0].reactions.map((r) => [r.emoji, r.count, r.mine]);
+    assert.deepEqual(counts, [["👍", 1n, false]]);
+
     // Typing reaches the peer, never stored.
     const typing = new Promise<TypingNotice>((resolve) => (bob.client.onTyping = resolve));
     alice.client.typing(c, true);

@@ -176,6 +176,8 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(reads))
         .routes(routes!(recall))
         .routes(routes!(edit))
+        .routes(routes!(add_reaction, remove_reaction))
+        .routes(routes!(reactors))
         .routes(routes!(devices))
         .routes(routes!(remove_device))
         .routes(routes!(push::set_push_token, push::remove_push_token))
@@ -797,9 +799,19 @@ async fn history(
     let page = api
         .history(caller.user_id, &c, range, q.limit.unwrap_or(0))
         .await?;
+    let mut reactions = api
+        .reactions_of(caller.user_id, &c, page.messages.iter().map(|m| m.seq))
+        .await?;
     Ok(Json(HistoryPage {
         conversation: c.to_string(),
-        messages: page.messages.iter().map(convert::to_view).collect(),
+        messages: page
+            .messages
+            .iter()
+            .map(|m| MessageView {
+                reactions: convert::reactions_view(&reactions.remove(&m.seq).unwrap_or_default()),
+                ..convert::to_view(m)
+            })
+            .collect(),
         has_more: page.has_more,
         retained_from_seq: api.retention_floor(&c).await? + 1,
     }))
@@ -884,6 +896,93 @@ async fn edit(
         seq: ack.seq,
         event_seq: ack.event_seq,
         edited_at_ms: ack.edited_at_ms,
+    }))
+}
+
+/// React to a message with an emoji (anyone who may see it). In big groups the
+/// answer waits for the window that gathers the group's reactions into one event.
+#[utoipa::path(put, path = "/v1/conversations/{id}/messages/{seq}/reactions/{emoji}",
+    tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id"), ("seq" = u64, Path),
+        ("emoji" = String, Path, description = "the reaction, percent-encoded")),
+    responses((status = 200, body = ReactView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+async fn add_reaction(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((id, seq, emoji)): Path<(String, u64, String)>,
+) -> ApiResult<ReactView> {
+    react(&api, &caller, &id, seq, &emoji, true).await
+}
+
+/// Take one's reaction back.
+#[utoipa::path(delete, path = "/v1/conversations/{id}/messages/{seq}/reactions/{emoji}",
+    tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id"), ("seq" = u64, Path),
+        ("emoji" = String, Path, description = "the reaction, percent-encoded")),
+    responses((status = 200, body = ReactView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+async fn remove_reaction(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((id, seq, emoji)): Path<(String, u64, String)>,
+) -> ApiResult<ReactView> {
+    react(&api, &caller, &id, seq, &emoji, false).await
+}
+
+async fn react(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    seq: u64,
+    emoji: &str,
+    add: bool,
+) -> ApiResult<ReactView> {
+    let c = conversation(api, id)?;
+    let ack = api.react(caller.user_id, &c, seq, emoji, add).await?;
+    Ok(Json(ReactView {
+        conversation: ack.conversation,
+        seq: ack.seq,
+        emoji: ack.emoji,
+        changed: ack.changed,
+        event_seq: ack.event_seq,
+    }))
+}
+
+/// Who reacted to a message with one emoji, by ascending user id.
+#[utoipa::path(get, path = "/v1/conversations/{id}/messages/{seq}/reactions",
+    tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id"), ("seq" = u64, Path), ReactorQuery),
+    responses((status = 200, body = ReactorPage), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn reactors(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((id, seq)): Path<(String, u64)>,
+    q: Result<Query<ReactorQuery>, QueryRejection>,
+) -> ApiResult<ReactorPage> {
+    let q = query(q)?;
+    let c = conversation(&api, &id)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let users = api
+        .reactors(
+            caller.user_id,
+            &c,
+            seq,
+            &q.emoji,
+            q.after.unwrap_or(0),
+            limit,
+        )
+        .await?;
+    let next_after = (users.len() == limit)
+        .then(|| users.last().map(|u| u.0))
+        .flatten();
+    Ok(Json(ReactorPage {
+        users: users
+            .into_iter()
+            .map(|(user_id, at_ms)| ReactorView { user_id, at_ms })
+            .collect(),
+        next_after,
     }))
 }
 
