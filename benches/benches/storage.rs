@@ -15,6 +15,7 @@ fn request(c: ConversationId, id: u64) -> AppendRequest {
         body: Bytes::from(courier_benches::text(120)),
         reply_to_seq: 0,
         recalls: 0,
+        mentions: Vec::new(),
         edits: None,
     }
 }

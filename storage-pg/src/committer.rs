@@ -400,6 +400,7 @@ async fn commit(
             reply_to_seq: req.reply_to_seq,
             body: req.body.clone(),
             recalled: None,
+            mentions: req.mentions.clone(),
             edited: None,
         });
         outcomes.push(Outcome::Fresh(appended));
@@ -491,12 +492,26 @@ pub(crate) async fn insert_messages(tx: &Tx<'_>, messages: &[StoredMessage]) -> 
     let time: Vec<i64> = messages.iter().map(|m| m.server_time_ms as i64).collect();
     let reply: Vec<i64> = messages.iter().map(|m| m.reply_to_seq as i64).collect();
     let body: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
+    // Arrays of arrays cannot be unnested: mentions travel as "1,2,3".
+    let mentions: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            m.mentions
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
     tx.execute(
         "INSERT INTO messages
-           (conv, seq, sender, sender_device, client_msg_id, server_time_ms, reply_to_seq, body)
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[],
-                              $6::int8[], $7::int8[], $8::bytea[])",
-        &[&conv, &seq, &sender, &device, &cmid, &time, &reply, &body],
+           (conv, seq, sender, sender_device, client_msg_id, server_time_ms, reply_to_seq, body,
+            mentions)
+         SELECT c, s, f, d, i, t, r, b,
+                CASE WHEN m = '' THEN NULL ELSE string_to_array(m, ',')::int8[] END
+         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[],
+                     $6::int8[], $7::int8[], $8::bytea[], $9::text[]) AS v(c, s, f, d, i, t, r, b, m)",
+        &[&conv, &seq, &sender, &device, &cmid, &time, &reply, &body, &mentions],
     )
     .await
     .map_err(pg)?;
@@ -595,6 +610,12 @@ pub(crate) fn message_from_row(c: ConversationId, row: &tokio_postgres::Row) -> 
             by_user: by as u64,
             at_ms: recalled_at.unwrap_or(0) as u64,
         }),
+        mentions: row
+            .get::<_, Option<Vec<i64>>>(14)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| u as u64)
+            .collect(),
         edited,
     }
 }

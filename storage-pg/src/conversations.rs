@@ -141,6 +141,25 @@ impl ConversationIndex for PgStore {
         self.move_cursor(Cursor::Delivered, user, c, seq).await
     }
 
+    async fn mention_count(&self, c: &ConversationId, user: u64, after: u64) -> Result<u64> {
+        let row = self
+            .reader()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM messages
+                 WHERE conv = $1 AND seq > $2 AND recalled_by IS NULL
+                   AND mentions && ARRAY[$3::int8, 0::int8]",
+                &[
+                    &c.to_string(),
+                    &(after.min(i64::MAX as u64) as i64),
+                    &(user as i64),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     async fn set_conversation_flags(
         &self,
         user: u64,

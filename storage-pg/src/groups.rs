@@ -280,6 +280,7 @@ async fn apply_in_tx(
             reply_to_seq: 0,
             body: e.body,
             recalled: None,
+            mentions: Vec::new(),
             edited: None,
         })
         .collect();

@@ -227,7 +227,8 @@ impl PgStore {
             .query(
                 "SELECT m.seq, m.sender, m.sender_device, m.client_msg_id, m.server_time_ms,
                         m.reply_to_seq, m.body, m.recalled_by, m.recalled_at_ms,
-                        m.edited_by, m.edited_at_ms, m.edit_count, m.edit_seq, e.body
+                        m.edited_by, m.edited_at_ms, m.edit_count, m.edit_seq, e.body,
+                        m.mentions
                  FROM messages m
                  LEFT JOIN messages e ON e.conv = m.conv AND e.seq = m.edit_seq
                  WHERE m.conv = $1 AND m.seq BETWEEN $2 AND $3 ORDER BY m.seq",

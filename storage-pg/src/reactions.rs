@@ -145,6 +145,7 @@ async fn apply_in_tx(
         reply_to_seq: 0,
         body: event(&effective, &totals),
         recalled: None,
+        mentions: Vec::new(),
         edited: None,
     };
     insert_messages(&tx, std::slice::from_ref(&message)).await?;

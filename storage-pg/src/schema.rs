@@ -232,6 +232,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
     );
     ",
     ),
+    (
+        12,
+        r"
+    -- Who a message mentions (0 = everyone), for the mention counts.
+    ALTER TABLE messages ADD COLUMN mentions bigint[];
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

@@ -17,6 +17,7 @@ fn send(c: ConversationId, sender: u64, id: &str) -> AppendRequest {
         body: Bytes::from_static(b"hello"),
         reply_to_seq: 0,
         recalls: 0,
+        mentions: Vec::new(),
         edits: None,
     }
 }

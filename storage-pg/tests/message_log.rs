@@ -25,6 +25,7 @@ fn request(c: ConversationId, sender: u64, id: &str, text: &str) -> AppendReques
         body: Bytes::copy_from_slice(text.as_bytes()),
         reply_to_seq: 0,
         recalls: 0,
+        mentions: Vec::new(),
         edits: None,
     }
 }

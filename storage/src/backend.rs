@@ -119,6 +119,10 @@ pub trait ConversationIndex: Send + Sync {
         muted: Option<bool>,
         pinned: Option<bool>,
     ) -> Result<ConversationState>;
+
+    /// How many of `c`'s messages above `after` mention `user` by name or everyone
+    /// (recalled ones not counted).
+    async fn mention_count(&self, c: &ConversationId, user: u64, after: u64) -> Result<u64>;
 }
 
 /// User accounts and passwords. Hashing is the backend's blocking work.

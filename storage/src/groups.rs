@@ -425,6 +425,7 @@ mod tests {
                 body: bytes::Bytes::from_static(b"hi"),
                 reply_to_seq: 0,
                 recalls: 0,
+                mentions: Vec::new(),
                 edits: None,
             }))
         };

@@ -98,7 +98,7 @@ pub use reactions::{
     MAX_EMOJI_BYTES,
 };
 pub use recall::{EditRefusal, RecallRefusal};
-pub use record::{ConversationState, Edited, Recall, StoredMessage};
+pub use record::{ConversationState, Edited, Recall, StoredMessage, MAX_MENTIONS, MENTION_ALL};
 pub use relation_rules::{
     befriend, Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome,
 };
@@ -167,6 +167,9 @@ pub struct AppendRequest {
     /// Non-zero: this message is the recall event of message `recalls`, whose
     /// content is erased in the same commit (both or neither, after any crash).
     pub recalls: u64,
+    /// The users the message mentions ([`MENTION_ALL`] for everyone), as the caller
+    /// decided them (at most [`MAX_MENTIONS`]).
+    pub mentions: Vec<u64>,
     /// Set: this message is an edit event of an earlier message, which reads with
     /// this event's body as its latest edit from this commit on.
     pub edits: Option<EditOf>,
@@ -193,6 +196,11 @@ impl AppendRequest {
         if self.sender_device.len() > MAX_DEVICE_ID_BYTES {
             return Err(StorageError::InvalidArgument(
                 "device id must be at most 128 bytes",
+            ));
+        }
+        if self.mentions.len() > MAX_MENTIONS {
+            return Err(StorageError::InvalidArgument(
+                "a message may mention at most 64 users",
             ));
         }
         Ok(())

@@ -236,6 +236,7 @@ delegate!(ConversationIndex {
         muted: Option<bool>,
         pinned: Option<bool>
     ) -> ConversationState;
+    fn mention_count(&self, c: &ConversationId, user: u64, after: u64) -> u64;
 });
 
 delegate!(Accounts {

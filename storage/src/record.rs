@@ -12,6 +12,7 @@ const MESSAGE_V1: u8 = 1;
 const STATE_V1: u8 = 1;
 const STATE_V2: u8 = 2;
 const FLAG_RECALLED: u8 = 1;
+const FLAG_MENTIONS: u8 = 2;
 
 /// One message as stored in a conversation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +35,20 @@ pub struct StoredMessage {
     pub body: Bytes,
     /// Set once the message is recalled; the body is then empty.
     pub recalled: Option<Recall>,
+    /// The users the message mentions ([`MENTION_ALL`] for everyone), as the
+    /// caller decided them; indexed so that a reader's mentions can be counted.
+    pub mentions: Vec<u64>,
     /// Set when the message was edited (and not recalled since): who edited it last,
     /// when, how often, and the latest edit event. `body` is then the original (or
     /// nothing, once a policy that keeps no versions has erased it).
     pub edited: Option<Edited>,
 }
+
+/// In [`StoredMessage::mentions`]: the message mentions everyone (`@all`).
+pub const MENTION_ALL: u64 = 0;
+
+/// Most mentions one message may carry.
+pub const MAX_MENTIONS: usize = 64;
 
 /// The latest edit of a message, as a read finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,13 +85,24 @@ impl StoredMessage {
         out.put_u64(self.sender);
         out.put_u64(self.server_time_ms);
         out.put_u64(self.reply_to_seq);
-        match self.recalled {
-            Some(r) => {
-                out.put_u8(FLAG_RECALLED);
-                out.put_u64(r.by_user);
-                out.put_u64(r.at_ms);
+        let mut flags = 0;
+        if self.recalled.is_some() {
+            flags |= FLAG_RECALLED;
+        }
+        if !self.mentions.is_empty() {
+            flags |= FLAG_MENTIONS;
+        }
+        out.put_u8(flags);
+        if let Some(r) = self.recalled {
+            out.put_u64(r.by_user);
+            out.put_u64(r.at_ms);
+        }
+        if !self.mentions.is_empty() {
+            // Callers cap mentions far below u16::MAX.
+            out.put_u16(self.mentions.len() as u16);
+            for &m in &self.mentions {
+                out.put_u64(m);
             }
-            None => out.put_u8(0),
         }
         put_str(&mut out, &self.client_msg_id);
         put_str(&mut out, &self.sender_device);
@@ -97,11 +118,8 @@ impl StoredMessage {
             return Err(corrupt());
         }
         buf.advance(24);
-        match buf.get_u8() {
-            0 => {}
-            FLAG_RECALLED if buf.remaining() >= 16 => buf.advance(16),
-            _ => return Err(corrupt()),
-        }
+        let flags = buf.get_u8();
+        read_flagged(&mut buf, flags).ok_or_else(corrupt)?;
         get_str(&mut buf).ok_or_else(corrupt)?;
         get_str(&mut buf).ok_or_else(corrupt)?;
         Ok(value.len() - buf.remaining())
@@ -121,14 +139,8 @@ impl StoredMessage {
         let sender = buf.get_u64();
         let server_time_ms = buf.get_u64();
         let reply_to_seq = buf.get_u64();
-        let recalled = match buf.get_u8() {
-            0 => None,
-            FLAG_RECALLED if buf.remaining() >= 16 => Some(Recall {
-                by_user: buf.get_u64(),
-                at_ms: buf.get_u64(),
-            }),
-            _ => return Err(corrupt()),
-        };
+        let flags = buf.get_u8();
+        let (recalled, mentions) = read_flagged(&mut buf, flags).ok_or_else(corrupt)?;
         let client_msg_id = get_str(&mut buf).ok_or_else(corrupt)?;
         let sender_device = get_str(&mut buf).ok_or_else(corrupt)?;
         Ok(Self {
@@ -141,9 +153,40 @@ impl StoredMessage {
             reply_to_seq,
             body: Bytes::copy_from_slice(buf),
             recalled,
+            mentions,
             edited: None,
         })
     }
+}
+
+/// The optional parts `flags` announce: the recall mark, the mentions.
+fn read_flagged(buf: &mut &[u8], flags: u8) -> Option<(Option<Recall>, Vec<u64>)> {
+    if flags & !(FLAG_RECALLED | FLAG_MENTIONS) != 0 {
+        return None;
+    }
+    let recalled = if flags & FLAG_RECALLED != 0 {
+        if buf.remaining() < 16 {
+            return None;
+        }
+        Some(Recall {
+            by_user: buf.get_u64(),
+            at_ms: buf.get_u64(),
+        })
+    } else {
+        None
+    };
+    let mut mentions = Vec::new();
+    if flags & FLAG_MENTIONS != 0 {
+        if buf.remaining() < 2 {
+            return None;
+        }
+        let n = usize::from(buf.get_u16());
+        if n > MAX_MENTIONS || buf.remaining() < 8 * n {
+            return None;
+        }
+        mentions.extend((0..n).map(|_| buf.get_u64()));
+    }
+    Some((recalled, mentions))
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -242,15 +285,20 @@ mod tests {
             cmid in "[a-z0-9-]{0,64}", device in ".{0,32}",
             body in proptest::collection::vec(any::<u8>(), 0..300),
             recalled in proptest::option::of((any::<u64>(), any::<u64>())),
+            mentions in proptest::collection::vec(any::<u64>(), 0..=MAX_MENTIONS),
         ) {
             let conversation = ConversationId::Group(3);
             let m = StoredMessage {
                 conversation, seq: 9, sender, sender_device: device, client_msg_id: cmid,
                 server_time_ms: time, reply_to_seq: reply, body: Bytes::from(body),
                 recalled: recalled.map(|(by_user, at_ms)| Recall { by_user, at_ms }),
+                mentions,
                 edited: None,
             };
-            let decoded = StoredMessage::decode_value(conversation, 9, &m.encode_value()).unwrap();
+            let value = m.encode_value();
+            let decoded = StoredMessage::decode_value(conversation, 9, &value).unwrap();
+            let body = StoredMessage::body_offset(&value).unwrap();
+            prop_assert_eq!(&value[body..], m.body.as_ref());
             prop_assert_eq!(decoded, m);
         }
 

@@ -84,6 +84,7 @@ const RECALLED: u8 = b'x';
 const ERASE: u8 = b'X';
 const EDITED: u8 = b'e';
 const EDIT_EVENT: u8 = b'y';
+const MENTIONS: u8 = b'm';
 
 /// `'R' conv first_seq`: a run of a sealed segment.
 fn run_key(c: &ConvKey, first_seq: u64) -> [u8; 1 + CONV_LEN + 8] {
@@ -141,6 +142,41 @@ pub(crate) fn edit_events(log: &sled::Tree, c: &ConversationId, seq: u64) -> Res
                 .ok_or(StorageError::Corrupt("edit event key"))
         })
         .collect()
+}
+
+/// `'m' conv seq` → the users message `seq` mentions: the index entry of a message
+/// that mentions anyone.
+pub(crate) fn mention_entry(m: &StoredMessage) -> Option<([u8; 1 + CONV_LEN + 8], Vec<u8>)> {
+    if m.mentions.is_empty() {
+        return None;
+    }
+    let ids = m.mentions.iter().flat_map(|u| u.to_be_bytes()).collect();
+    Some((conv_u64_key(MENTIONS, &m.conversation, m.seq), ids))
+}
+
+/// How many of `c`'s messages above `after` mention `user` (by name or all), not
+/// counting recalled ones.
+pub(crate) fn mention_count(
+    log: &sled::Tree,
+    c: &ConversationId,
+    user: u64,
+    after: u64,
+) -> Result<u64> {
+    let mut count = 0;
+    let start = conv_u64_key(MENTIONS, c, after.saturating_add(1));
+    let end = conv_u64_key(MENTIONS, c, u64::MAX);
+    for entry in log.range(start..=end) {
+        let (k, v) = entry?;
+        let names = v
+            .chunks_exact(8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .any(|u| u == user || u == crate::MENTION_ALL);
+        let seq = key_u64(&k).ok_or(StorageError::Corrupt("mention key"))?;
+        if names && !log.contains_key(recalled_key(c, seq))? {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 /// What the `'e'` mark of an edited message says: who edited it last, when, how
@@ -1094,6 +1130,7 @@ impl Segments {
         for range in [
             recalled_key(c, 0)..recalled_key(c, keep_from),
             edited_key(c, 0)..edited_key(c, keep_from),
+            conv_u64_key(MENTIONS, c, 0)..conv_u64_key(MENTIONS, c, keep_from),
             conv_u64_key(EDIT_EVENT, c, 0)..conv_u64_key(EDIT_EVENT, c, keep_from),
         ] {
             for k in log.range(range).keys() {

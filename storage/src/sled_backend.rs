@@ -138,6 +138,11 @@ impl ConversationIndex for Store {
     ) -> Result<ConversationState> {
         Store::set_conversation_flags(self, user, c, muted, pinned).await
     }
+
+    async fn mention_count(&self, c: &ConversationId, user: u64, after: u64) -> Result<u64> {
+        let log = &self.shard(self.inner.map.conversation(c)).log;
+        crate::segments::mention_count(log, c, user, after)
+    }
 }
 
 #[async_trait]

@@ -594,6 +594,7 @@ impl Writer {
                     reply_to_seq: edit.target,
                     body: Bytes::new(),
                     recalled: None,
+                    mentions: Vec::new(),
                     edited: None,
                 };
                 let mark = match edit_writes(
@@ -627,6 +628,7 @@ impl Writer {
             reply_to_seq: req.reply_to_seq,
             body: req.body,
             recalled: None,
+            mentions: req.mentions,
             edited: None,
         };
         let (value, activity) = self.stage_message(&message, idem_key, b);
@@ -674,6 +676,10 @@ impl Writer {
             },
         );
         let value = message.encode_value();
+        if let Some(mention) = segments::mention_entry(message) {
+            b.log_writes
+                .push((mention.0.as_ref().into(), mention.1.into()));
+        }
         let pair = (message.conversation, message.sender);
         if !self.sent_marks.contains(&pair) {
             // Written with every batch until it is known to be on the shard; a
@@ -734,6 +740,7 @@ impl Writer {
                     reply_to_seq: 0,
                     body: event.body,
                     recalled: None,
+                    mentions: Vec::new(),
                     edited: None,
                 };
                 let idem_key = keys::idem(&c, message.sender, &message.client_msg_id);
@@ -1362,6 +1369,9 @@ fn replay_message(
     }
     if seq == 1 && !c.is_group() {
         register_direct(shards, map, &[c], message.server_time_ms)?;
+    }
+    if let Some((k, v)) = segments::mention_entry(message) {
+        shard.log.insert(k, v)?;
     }
     shard
         .log

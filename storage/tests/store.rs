@@ -30,6 +30,7 @@ fn request(c: ConversationId, sender: u64, id: &str, text: &str) -> AppendReques
         body: Bytes::copy_from_slice(text.as_bytes()),
         reply_to_seq: 0,
         recalls: 0,
+        mentions: Vec::new(),
         edits: None,
     }
 }
@@ -392,6 +393,7 @@ fn a_crash_loses_nothing_acknowledged_and_replay_undoes_nothing() {
     // second conversation's history is cut below seq 20.
     let recall = AppendRequest {
         recalls: 3,
+        mentions: Vec::new(),
         edits: None,
         reply_to_seq: 3,
         ..request(convs[0], 1, "recall-3", "recalled")
@@ -481,6 +483,7 @@ fn a_recall_and_its_event_survive_a_crash_together() {
         let event = store
             .append(AppendRequest {
                 recalls: 1,
+                mentions: Vec::new(),
                 edits: None,
                 reply_to_seq: 1,
                 ..request(c, 1, "recall-a", "recalled")
@@ -544,6 +547,7 @@ fn edits_survive_a_crash_with_their_events() {
         store
             .append(AppendRequest {
                 recalls: 1,
+                mentions: Vec::new(),
                 reply_to_seq: 1,
                 ..request(c, 1, "r", "recalled")
             })

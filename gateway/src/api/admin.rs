@@ -243,6 +243,7 @@ impl Api {
                         body: body.encode_to_vec().into(),
                         reply_to_seq: 0,
                         recalls: 0,
+                        mentions: Vec::new(),
                         edits: None,
                     })
                     .await?
@@ -404,6 +405,7 @@ impl Api {
                         body: event.encode_to_vec().into(),
                         reply_to_seq: m.seq,
                         recalls: m.seq,
+                        mentions: Vec::new(),
                         edits: None,
                     })
                     .await?,

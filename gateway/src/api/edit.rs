@@ -114,6 +114,7 @@ impl Api {
                 body: event.into(),
                 reply_to_seq: seq,
                 recalls: 0,
+                mentions: Vec::new(),
                 edits: Some(EditOf {
                     target: seq,
                     keep_versions: self.config.edit_keep_versions,

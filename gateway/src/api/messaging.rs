@@ -225,6 +225,7 @@ impl Api {
                 body: encoded_body,
                 reply_to_seq: send.reply_to_seq,
                 recalls: 0,
+                mentions: Vec::new(),
                 edits: None,
             })
             .await?;

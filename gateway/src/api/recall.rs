@@ -83,6 +83,7 @@ impl Api {
                 body: body.encode_to_vec().into(),
                 reply_to_seq: seq,
                 recalls: seq,
+                mentions: Vec::new(),
                 edits: None,
             })
             .await?

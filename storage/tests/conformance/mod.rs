@@ -11,7 +11,7 @@ use courier_storage::{
     AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EditOf, EditRefusal, EventsFor, GroupChange,
     GroupEvent, HistoryRange, JoinPolicy, MembershipRefusal, PushProvider, PushToken,
     ReactionChange, ReactionEventFn, RelationChange, RelationRefusal, RelationSet, RequestOutcome,
-    Role, Storage, StorageError,
+    Role, Storage, StorageError, MENTION_ALL,
 };
 
 const PASSWORD: &str = "correct horse";
@@ -33,6 +33,7 @@ fn send(c: ConversationId, sender: u64, id: &str, text: &str) -> AppendRequest {
         body: Bytes::copy_from_slice(text.as_bytes()),
         reply_to_seq: 0,
         recalls: 0,
+        mentions: Vec::new(),
         edits: None,
     }
 }
@@ -107,6 +108,7 @@ pub async fn a_recall_erases_and_stores_its_event(store: &dyn Storage, tag: &str
     let recall = store
         .append(AppendRequest {
             recalls: 1,
+            mentions: Vec::new(),
             edits: None,
             reply_to_seq: 1,
             ..send(c, a, "recall-1", "recalled")
@@ -120,6 +122,7 @@ pub async fn a_recall_erases_and_stores_its_event(store: &dyn Storage, tag: &str
     let twice = store
         .append(AppendRequest {
             recalls: 1,
+            mentions: Vec::new(),
             edits: None,
             ..send(c, a, "recall-1-again", "recalled")
         })
@@ -194,6 +197,7 @@ pub async fn edits_mark_their_target_and_go_with_a_recall(store: &dyn Storage, t
     store
         .append(AppendRequest {
             recalls: 1,
+            mentions: Vec::new(),
             reply_to_seq: 1,
             ..send(c, a, "r1", "recalled")
         })
@@ -302,6 +306,50 @@ pub async fn reactions_are_counted_with_their_event(store: &dyn Storage, tag: &s
     assert!(
         matches!(bad, Err(StorageError::InvalidArgument(_))),
         "{bad:?}"
+    );
+}
+
+/// Mentions are stored with their message and counted per reader above a seq,
+/// by name or everyone, recalled messages not counted.
+pub async fn mentions_are_counted_per_reader(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    let mention = |id: &str, who: Vec<u64>| AppendRequest {
+        mentions: who,
+        ..send(c, a, id, "hey")
+    };
+    store.append(mention("m1", vec![b])).await.unwrap();
+    store
+        .append(mention("m2", vec![MENTION_ALL]))
+        .await
+        .unwrap();
+    store.append(mention("m3", vec![])).await.unwrap();
+    store.append(mention("m4", vec![a])).await.unwrap();
+    assert_eq!(store.message(&c, 1).await.unwrap().unwrap().mentions, [b]);
+    assert!(store
+        .message(&c, 3)
+        .await
+        .unwrap()
+        .unwrap()
+        .mentions
+        .is_empty());
+    assert_eq!(store.mention_count(&c, b, 0).await.unwrap(), 2);
+    assert_eq!(store.mention_count(&c, b, 1).await.unwrap(), 1);
+    assert_eq!(store.mention_count(&c, b, 2).await.unwrap(), 0);
+    assert_eq!(store.mention_count(&c, a, 0).await.unwrap(), 2);
+    store
+        .append(AppendRequest {
+            recalls: 2,
+            reply_to_seq: 2,
+            ..send(c, a, "r2", "recalled")
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.mention_count(&c, b, 0).await.unwrap(), 1);
+    let too_many = store.append(mention("m5", vec![b; 65])).await;
+    assert!(
+        matches!(too_many, Err(StorageError::InvalidArgument(_))),
+        "{too_many:?}"
     );
 }
 

@@ -29,6 +29,7 @@ pub fn request(c: ConversationId, id: &str, size: usize) -> AppendRequest {
         body: Bytes::from(vec![b'x'; size]),
         reply_to_seq: 0,
         recalls: 0,
+        mentions: Vec::new(),
         edits: None,
     }
 }

@@ -229,6 +229,7 @@ impl<B: Backend> Harness<B> {
                     body: Bytes::from_static(b"text"),
                     reply_to_seq: 0,
                     recalls: 0,
+                    mentions: Vec::new(),
                     edits: None,
                 }));
                 let m = &mut self.model;
@@ -354,6 +355,7 @@ impl<B: Backend> Harness<B> {
                     body: Bytes::from_static(b"recall"),
                     reply_to_seq: seq,
                     recalls: seq,
+                    mentions: Vec::new(),
                     edits: None,
                 }));
                 let m = &mut self.model;
