@@ -410,6 +410,7 @@ impl Client {
             text: Some(pb::Text {
                 text: text.into(),
                 mentions,
+                mention_all: false,
             }),
         });
         match self.request(kind).await? {

@@ -148,6 +148,9 @@ pub struct Conversation {
     pub read_seq: u64,
     /// Messages by others after the read cursor.
     pub unread: u64,
+    /// Unread messages that mention the caller (by name or `@all`).
+    #[serde(default)]
+    pub mentions: u64,
     /// Last activity, ms since the epoch.
     pub last_activity_ms: u64,
     /// The newest message.

@@ -97,6 +97,8 @@ pub struct Config {
     pub reaction_window_ms: u64,
     /// Most different reactions one message may carry.
     pub reaction_max_kinds: usize,
+    /// Every group member may mention everyone (`@all`), not only owner and admins.
+    pub mention_all_members: bool,
     /// Keep earlier versions of an edited message (the original and the earlier edit
     /// events) in the log; false erases them with each edit, as a recall would.
     pub edit_keep_versions: bool,
@@ -314,6 +316,7 @@ impl Default for Config {
             edit_window_ms: 86_400_000,
             edit_max_count: 100,
             edit_keep_versions: true,
+            mention_all_members: false,
             reaction_coalesce_members: 100,
             reaction_window_ms: 500,
             reaction_max_kinds: 20,

@@ -541,6 +541,7 @@ async fn every_path_of_a_blocked_user_is_refused() {
         content: Some(pb::message_body::Content::Text(pb::Text {
             text: "@alice look".into(),
             mentions: vec![alice.user_id, carol.user_id],
+            mention_all: false,
         })),
     };
     m.send(&g, body, "mention-1".into()).await.unwrap();

@@ -74,12 +74,24 @@ impl Frame {
 }
 
 impl pb::MessageBody {
+    /// A text body that mentions `users` (and, `all`, everyone: `@all`).
+    pub fn text_mentioning(text: impl Into<String>, users: Vec<u64>, all: bool) -> Self {
+        pb::MessageBody {
+            content: Some(pb::message_body::Content::Text(pb::Text {
+                text: text.into(),
+                mentions: users,
+                mention_all: all,
+            })),
+        }
+    }
+
     /// A plain text body.
     pub fn text(text: impl Into<String>) -> Self {
         pb::MessageBody {
             content: Some(pb::message_body::Content::Text(pb::Text {
                 text: text.into(),
                 mentions: Vec::new(),
+                mention_all: false,
             })),
         }
     }

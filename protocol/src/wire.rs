@@ -609,6 +609,7 @@ mod tests {
             content: Some(pb::message_body::Content::Text(pb::Text {
                 text: "hi @bob".into(),
                 mentions: vec![7, 1 << 40],
+                mention_all: false,
             })),
         };
         assert_eq!(plain_text_body(&body.encode_to_vec()), Some("hi @bob"));

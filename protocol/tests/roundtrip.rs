@@ -77,8 +77,14 @@ fn body() -> impl Strategy<Value = pb::MessageBody> {
     ]
     .prop_map(|event| Content::System(pb::SystemEvent { event: Some(event) }));
     prop_oneof![
-        (text(), proptest::collection::vec(any::<u64>(), 0..3))
-            .prop_map(|(text, mentions)| Content::Text(pb::Text { text, mentions })),
+        (text(), proptest::collection::vec(any::<u64>(), 0..3)).prop_map(|(text, mentions)| {
+            let mention_all = mentions.len() % 2 == 1;
+            Content::Text(pb::Text {
+                text,
+                mentions,
+                mention_all,
+            })
+        }),
         media,
         (text(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(r#type, data)| {
             Content::Custom(pb::Custom {
@@ -245,6 +251,7 @@ fn kind() -> impl Strategy<Value = Kind> {
                                 new_since_cursor: last_seq / 3,
                                 last_message,
                                 kind: 1,
+                                mentions: last_seq / 5,
                             }
                         )
                         .collect(),

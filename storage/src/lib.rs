@@ -200,7 +200,7 @@ impl AppendRequest {
         }
         if self.mentions.len() > MAX_MENTIONS {
             return Err(StorageError::InvalidArgument(
-                "a message may mention at most 64 users",
+                "a message may carry at most 100 mentions",
             ));
         }
         Ok(())

@@ -48,7 +48,7 @@ pub struct StoredMessage {
 pub const MENTION_ALL: u64 = 0;
 
 /// Most mentions one message may carry.
-pub const MAX_MENTIONS: usize = 64;
+pub const MAX_MENTIONS: usize = 100;
 
 /// The latest edit of a message, as a read finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

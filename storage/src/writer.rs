@@ -1174,7 +1174,7 @@ fn decode_record(payload: &[u8]) -> Result<(StoredMessage, u64, Link)> {
 /// for a message record, `k` for the `k`-th message of an operation's record).
 pub(crate) fn messages_in(payload: &[u8]) -> Result<Vec<(u16, StoredMessage)>> {
     Ok(match decode_any_record(payload)? {
-        Record::Message(m, _, _) => vec![(0, m)],
+        Record::Message(m, _, _) => vec![(0, *m)],
         Record::Ops(messages, _) => messages
             .into_iter()
             .enumerate()
@@ -1241,7 +1241,7 @@ fn encode_ops_record(
 /// A decoded commit-log record.
 enum Record {
     /// A message, its activity count, what it says of another.
-    Message(StoredMessage, u64, Link),
+    Message(Box<StoredMessage>, u64, Link),
     /// An operation: its messages with their activity counts, then its ops.
     Ops(Vec<(StoredMessage, u64)>, Vec<Op>),
 }
@@ -1249,7 +1249,7 @@ enum Record {
 fn decode_any_record(payload: &[u8]) -> Result<Record> {
     if payload.first() != Some(&RECORD_OPS) {
         let (message, activity, link) = decode_record(payload)?;
-        return Ok(Record::Message(message, activity, link));
+        return Ok(Record::Message(Box::new(message), activity, link));
     }
     let corrupt = || StorageError::Corrupt("commit log ops record");
     let mut buf = &payload[1..];

@@ -47,8 +47,9 @@ export function directConversation(a: bigint, b: bigint): string {
 }
 
 /** A text message body. */
-export function textBody(text: string): MessageBody {
-  return create(MessageBodySchema, { content: { case: "text", value: create(TextSchema, { text }) } });
+export function textBody(text: string, mentions: bigint[] = [], mentionAll = false): MessageBody {
+  const value = create(TextSchema, { text, mentions, mentionAll });
+  return create(MessageBodySchema, { content: { case: "text", value } });
 }
 
 /** An image message body: an upload named by its SHA-256 (the server fills in its

@@ -77,6 +77,8 @@ export interface ConversationSummary {
   lastSeq: bigint;
   readSeq: bigint;
   unread: number;
+  /** Unread messages that mention the caller (by name or `@all`). */
+  mentions: number;
   lastActivityMs: number;
   lastMessage?: MessagePreview;
   muted: boolean;
@@ -126,6 +128,7 @@ interface RawConversation {
   last_seq: number;
   read_seq: number;
   unread: number;
+  mentions?: number;
   last_activity_ms: number;
   last_message?: RawMessage;
   muted: boolean;
@@ -183,6 +186,7 @@ export class Http {
       lastSeq: BigInt(c.last_seq),
       readSeq: BigInt(c.read_seq),
       unread: c.unread,
+      mentions: c.mentions ?? 0,
       lastActivityMs: c.last_activity_ms,
       lastMessage: c.last_message && {
         seq: BigInt(c.last_message.seq),

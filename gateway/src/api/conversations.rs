@@ -82,6 +82,11 @@ impl Api {
                 ),
             };
             let activity = entry.last_activity;
+            let read = entry.state.read_seq.max(floor);
+            let mentions = match entry.last_seq > read {
+                true => self.store.mention_count(&c, user, read).await?,
+                false => 0,
+            };
             views.push((
                 activity,
                 ConversationView {
@@ -95,6 +100,7 @@ impl Api {
                     unread: entry
                         .last_seq
                         .saturating_sub(entry.state.read_seq.max(floor)),
+                    mentions,
                     last_activity_ms: last
                         .as_ref()
                         .map_or(entry.state.created_ms, |m| m.server_time_ms),

@@ -230,6 +230,8 @@ pub struct ConversationView {
     pub read_seq: u64,
     /// Messages by others after the read cursor.
     pub unread: u64,
+    /// Unread messages that mention the caller (by name or `@all`).
+    pub mentions: u64,
     /// When the last message was stored (or the caller joined), ms since the epoch.
     pub last_activity_ms: u64,
     /// The newest message.

@@ -145,9 +145,13 @@ impl Api {
         } else {
             self.reachable_mentions(user, c, &text.mentions).await?
         };
+        if text.mention_all {
+            self.check_mention_all(user, c).await?;
+        }
         let text = pb::Text {
             text: text.text,
             mentions,
+            mention_all: text.mention_all,
         };
         let Some(hook) = &self.before_send else {
             return Ok(text);

@@ -152,6 +152,7 @@ impl Api {
         let encoded_body = send
             .body_bytes()
             .ok_or_else(|| ApiError::invalid("a message needs a body"))?;
+        let mut mentions = Vec::new();
         let (encoded_body, media) = match plain_text(&encoded_body) {
             Some((text, false)) => {
                 self.validate_text(text)?;
@@ -172,9 +173,17 @@ impl Api {
                         };
                         (body.encode_to_vec().into(), Some(sha256))
                     }
-                    // Mentions reach people: only participants, never across a block.
-                    Some(Content::Text(t)) if !t.mentions.is_empty() => {
+                    // Mentions reach people: only participants, never across a block;
+                    // everyone only where the sender may.
+                    Some(Content::Text(t)) if !t.mentions.is_empty() || t.mention_all => {
+                        if t.mention_all {
+                            self.check_mention_all(user, &c).await?;
+                        }
                         let kept = self.reachable_mentions(user, &c, &t.mentions).await?;
+                        mentions = kept.clone();
+                        if t.mention_all {
+                            mentions.push(courier_storage::MENTION_ALL);
+                        }
                         if kept == t.mentions {
                             (encoded_body, None)
                         } else {
@@ -182,6 +191,7 @@ impl Api {
                                 content: Some(Content::Text(pb::Text {
                                     text: t.text.clone(),
                                     mentions: kept,
+                                    mention_all: t.mention_all,
                                 })),
                             };
                             (body.encode_to_vec().into(), None)
@@ -225,7 +235,7 @@ impl Api {
                 body: encoded_body,
                 reply_to_seq: send.reply_to_seq,
                 recalls: 0,
-                mentions: Vec::new(),
+                mentions,
                 edits: None,
             })
             .await?;
@@ -295,6 +305,29 @@ impl Api {
         }
         let ticket = self.store.submit(req).await?;
         Ok(Either::Right(async move { Ok(ticket.wait().await?) }))
+    }
+
+    /// Whether `user` may mention everyone in `c`: in groups, owner and admins (or
+    /// every member with `mention_all_members`).
+    pub(crate) async fn check_mention_all(
+        &self,
+        user: u64,
+        c: &ConversationId,
+    ) -> Result<(), ApiError> {
+        let ConversationId::Group(g) = *c else {
+            return Err(ApiError::invalid("@all is for groups"));
+        };
+        if self.config.mention_all_members {
+            return Ok(());
+        }
+        let role = self.store.member(g, user).await?.map(|m| m.role);
+        if role.is_some_and(|r| r >= courier_storage::Role::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "only the group's owner and admins may mention everyone",
+            ))
+        }
     }
 
     /// Of the users a message from `user` in `c` mentions, those it may reach:
@@ -468,7 +501,17 @@ impl Api {
                 }
                 None => None,
             };
+            let read = entry.state.read_seq.max(entry.state.joined_seq);
+            let mentions = match entry.last_seq > read {
+                true => {
+                    self.store
+                        .mention_count(&entry.conversation, user, read)
+                        .await?
+                }
+                false => 0,
+            };
             let state = pb::ConversationState {
+                mentions,
                 conversation: entry.conversation.to_string(),
                 last_seq: entry.last_seq,
                 read_seq: entry.state.read_seq,

@@ -156,7 +156,7 @@ impl Cluster {
             body: req.body.clone(),
             reply_to_seq: req.reply_to_seq,
             recalls: req.recalls,
-            mentions: Vec::new(),
+            mentions: req.mentions.clone(),
             edits: req.edits.map_or(0, |e| e.target),
             edit_keeps_versions: req.edits.is_some_and(|e| e.keep_versions),
         };
@@ -282,7 +282,7 @@ async fn appends(
             body: f.body,
             reply_to_seq: f.reply_to_seq,
             recalls: f.recalls,
-            mentions: Vec::new(),
+            mentions: f.mentions,
             edits: (f.edits != 0).then_some(courier_storage::EditOf {
                 target: f.edits,
                 keep_versions: f.edit_keeps_versions,

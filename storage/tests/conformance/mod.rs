@@ -346,7 +346,7 @@ pub async fn mentions_are_counted_per_reader(store: &dyn Storage, tag: &str) {
         .await
         .unwrap();
     assert_eq!(store.mention_count(&c, b, 0).await.unwrap(), 1);
-    let too_many = store.append(mention("m5", vec![b; 65])).await;
+    let too_many = store.append(mention("m5", vec![b; 101])).await;
     assert!(
         matches!(too_many, Err(StorageError::InvalidArgument(_))),
         "{too_many:?}"

@@ -889,6 +889,7 @@ async fn edit(
     let text = courier_protocol::pb::Text {
         text: body.text,
         mentions: body.mentions,
+        mention_all: false,
     };
     let ack = api.edit(caller.user_id, "", &c, seq, text).await?;
     Ok(Json(EditView {
