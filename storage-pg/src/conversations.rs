@@ -160,6 +160,85 @@ impl ConversationIndex for PgStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    async fn hide_messages(&self, user: u64, c: &ConversationId, seqs: &[u64]) -> Result<()> {
+        if seqs.len() > courier_storage::MAX_HIDE_AT_ONCE {
+            return Err(StorageError::InvalidArgument(
+                "at most 100 messages may be hidden at once",
+            ));
+        }
+        let seqs: Vec<i64> = seqs
+            .iter()
+            .map(|&s| s.min(i64::MAX as u64) as i64)
+            .collect();
+        self.reader()
+            .await?
+            .execute(
+                "INSERT INTO user_hidden (user_id, conv, seq)
+                 SELECT $1, $2, s FROM unnest($3::int8[]) AS s
+                 WHERE s > COALESCE(
+                     (SELECT seq FROM user_cleared WHERE user_id = $1 AND conv = $2), 0)
+                 ON CONFLICT DO NOTHING",
+                &[&(user as i64), &c.to_string(), &seqs],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn clear_history(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        let seq = seq.min(i64::MAX as u64) as i64;
+        // One statement: the cleared seq moves up and the marks under it go together.
+        let row = self
+            .reader()
+            .await?
+            .query_one(
+                "WITH cleared AS (
+                   INSERT INTO user_cleared (user_id, conv, seq) VALUES ($1, $2, $3)
+                   ON CONFLICT (user_id, conv) DO UPDATE
+                     SET seq = GREATEST(user_cleared.seq, EXCLUDED.seq)
+                   RETURNING seq),
+                 dropped AS (
+                   DELETE FROM user_hidden
+                   WHERE user_id = $1 AND conv = $2 AND seq <= (SELECT seq FROM cleared))
+                 SELECT seq FROM cleared",
+                &[&(user as i64), &c.to_string(), &seq],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn hidden_view(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        limit: usize,
+    ) -> Result<courier_storage::HiddenView> {
+        let client = self.reader().await?;
+        let (user, conv) = (user as i64, c.to_string());
+        let cleared: i64 = client
+            .query_opt(
+                "SELECT seq FROM user_cleared WHERE user_id = $1 AND conv = $2",
+                &[&user, &conv],
+            )
+            .await
+            .map_err(pg)?
+            .map_or(0, |r| r.get(0));
+        let rows = client
+            .query(
+                "SELECT seq FROM (SELECT seq FROM user_hidden
+                    WHERE user_id = $1 AND conv = $2 AND seq > $3
+                    ORDER BY seq DESC LIMIT $4) AS newest ORDER BY seq",
+                &[&user, &conv, &cleared, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(courier_storage::HiddenView {
+            cleared_seq: cleared as u64,
+            hidden: rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect(),
+        })
+    }
+
     async fn set_conversation_flags(
         &self,
         user: u64,

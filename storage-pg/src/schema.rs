@@ -239,6 +239,25 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ALTER TABLE messages ADD COLUMN mentions bigint[];
     ",
     ),
+    (
+        13,
+        r"
+    -- What one user removed from its own view: single messages, and everything up
+    -- to a seq.
+    CREATE TABLE user_hidden (
+        user_id bigint NOT NULL,
+        conv text NOT NULL,
+        seq bigint NOT NULL,
+        PRIMARY KEY (user_id, conv, seq)
+    );
+    CREATE TABLE user_cleared (
+        user_id bigint NOT NULL,
+        conv text NOT NULL,
+        seq bigint NOT NULL,
+        PRIMARY KEY (user_id, conv)
+    );
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

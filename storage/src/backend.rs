@@ -18,10 +18,11 @@ use courier_protocol::ConversationId;
 use crate::error::Result;
 use crate::{
     Account, AppendRequest, AppendTicket, Appended, BlobRecord, BlobUpdate, Bound, CommitStats,
-    ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo, HistoryPage,
-    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken, Reacted,
-    ReactionChange, ReactionCount, ReactionEventFn, Relation, RelationChange, RelationRefusal,
-    RelationSet, RequestOutcome, Session, StoredMessage, TokenHash, TokenInfo, UserConversation,
+    ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo, HiddenView,
+    HistoryPage, HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken,
+    Reacted, ReactionChange, ReactionCount, ReactionEventFn, Relation, RelationChange,
+    RelationRefusal, RelationSet, RequestOutcome, Session, StoredMessage, TokenHash, TokenInfo,
+    UserConversation,
 };
 
 /// Conversation logs: appends in seq order, history, single messages.
@@ -123,6 +124,18 @@ pub trait ConversationIndex: Send + Sync {
     /// How many of `c`'s messages above `after` mention `user` by name or everyone
     /// (recalled ones not counted).
     async fn mention_count(&self, c: &ConversationId, user: u64, after: u64) -> Result<u64>;
+
+    /// Hides messages `seqs` of `c` from `user` alone (at most
+    /// [`crate::MAX_HIDE_AT_ONCE`]); durable once it returns.
+    async fn hide_messages(&self, user: u64, c: &ConversationId, seqs: &[u64]) -> Result<()>;
+
+    /// Clears `c` for `user` alone through `seq`; returns the cleared seq in force
+    /// (it only moves up).
+    async fn clear_history(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64>;
+
+    /// What `user` cleared of `c`, and the newest `limit` messages above it that
+    /// it hid.
+    async fn hidden_view(&self, user: u64, c: &ConversationId, limit: usize) -> Result<HiddenView>;
 }
 
 /// User accounts and passwords. Hashing is the backend's blocking work.

@@ -42,6 +42,7 @@ mod error;
 mod group_changes;
 pub mod group_rules;
 mod groups;
+mod hidden;
 mod invitations;
 mod keys;
 mod managed;
@@ -90,6 +91,7 @@ pub use group_changes::{
 pub use groups::{
     validate_group_name, AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role,
 };
+pub use hidden::{HiddenView, MAX_HIDE_AT_ONCE};
 pub use invitations::{Invitation, MAX_PENDING_INVITATIONS};
 pub use managed::ManagedStore;
 pub use media::{BlobRecord, BlobStatus, BlobUpdate};

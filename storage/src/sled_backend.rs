@@ -143,6 +143,23 @@ impl ConversationIndex for Store {
         let log = &self.shard(self.inner.map.conversation(c)).log;
         crate::segments::mention_count(log, c, user, after)
     }
+
+    async fn hide_messages(&self, user: u64, c: &ConversationId, seqs: &[u64]) -> Result<()> {
+        Store::hide_messages(self, user, c, seqs).await
+    }
+
+    async fn clear_history(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
+        Store::clear_history(self, user, c, seq).await
+    }
+
+    async fn hidden_view(
+        &self,
+        user: u64,
+        c: &ConversationId,
+        limit: usize,
+    ) -> Result<crate::HiddenView> {
+        Store::hidden_view(self, user, c, limit)
+    }
 }
 
 #[async_trait]

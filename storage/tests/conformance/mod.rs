@@ -353,6 +353,45 @@ pub async fn mentions_are_counted_per_reader(store: &dyn Storage, tag: &str) {
     );
 }
 
+/// Hiding and clearing change one user's view only: hidden messages above the
+/// cleared seq are listed (the newest first up to a limit, ascending), the cleared
+/// seq only moves up and drops the marks under it.
+pub async fn hiding_and_clearing_are_per_user(store: &dyn Storage, tag: &str) {
+    let (a, b) = (user(store, tag, "a").await, user(store, tag, "b").await);
+    let c = ConversationId::direct(a, b).unwrap();
+    for i in 0..6 {
+        store
+            .append(send(c, a, &format!("m{i}"), "hi"))
+            .await
+            .unwrap();
+    }
+    store.hide_messages(a, &c, &[2, 4, 5]).await.unwrap();
+    store.hide_messages(a, &c, &[4]).await.unwrap();
+    let view = store.hidden_view(a, &c, 10).await.unwrap();
+    assert_eq!(
+        (view.cleared_seq, view.hidden.as_slice()),
+        (0, &[2, 4, 5][..])
+    );
+    assert_eq!(store.hidden_view(a, &c, 2).await.unwrap().hidden, [4, 5]);
+    assert_eq!(
+        store.hidden_view(b, &c, 10).await.unwrap(),
+        Default::default()
+    );
+    assert_eq!(store.clear_history(a, &c, 4).await.unwrap(), 4);
+    assert_eq!(store.clear_history(a, &c, 3).await.unwrap(), 4, "only up");
+    let view = store.hidden_view(a, &c, 10).await.unwrap();
+    assert_eq!((view.cleared_seq, view.hidden.as_slice()), (4, &[5][..]));
+    // Below the cleared seq, hiding is moot.
+    store.hide_messages(a, &c, &[1]).await.unwrap();
+    assert_eq!(store.hidden_view(a, &c, 10).await.unwrap().hidden, [5]);
+    let too_many: Vec<u64> = (1..=101).collect();
+    let refused = store.hide_messages(a, &c, &too_many).await;
+    assert!(
+        matches!(refused, Err(StorageError::InvalidArgument(_))),
+        "{refused:?}"
+    );
+}
+
 /// Read cursors move forward only; the index lists the conversation with its
 /// cursor; mute and pin are kept.
 pub async fn cursors_and_flags(store: &dyn Storage, tag: &str) {
