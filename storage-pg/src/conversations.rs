@@ -173,11 +173,16 @@ impl ConversationIndex for PgStore {
         self.reader()
             .await?
             .execute(
-                "INSERT INTO user_hidden (user_id, conv, seq)
-                 SELECT $1, $2, s FROM unnest($3::int8[]) AS s
-                 WHERE s > COALESCE(
-                     (SELECT seq FROM user_cleared WHERE user_id = $1 AND conv = $2), 0)
-                 ON CONFLICT DO NOTHING",
+                "WITH added AS (
+                   INSERT INTO user_hidden (user_id, conv, seq)
+                   SELECT $1, $2, s FROM unnest($3::int8[]) AS s
+                   WHERE s > COALESCE(
+                       (SELECT seq FROM user_cleared WHERE user_id = $1 AND conv = $2), 0)
+                   ON CONFLICT DO NOTHING
+                   RETURNING 1)
+                 INSERT INTO user_cleared (user_id, conv, seq, version)
+                 SELECT $1, $2, 0, nextval('view_versions') WHERE EXISTS (SELECT 1 FROM added)
+                 ON CONFLICT (user_id, conv) DO UPDATE SET version = EXCLUDED.version",
                 &[&(user as i64), &c.to_string(), &seqs],
             )
             .await
@@ -193,9 +198,12 @@ impl ConversationIndex for PgStore {
             .await?
             .query_one(
                 "WITH cleared AS (
-                   INSERT INTO user_cleared (user_id, conv, seq) VALUES ($1, $2, $3)
+                   INSERT INTO user_cleared (user_id, conv, seq, version)
+                   VALUES ($1, $2, $3, nextval('view_versions'))
                    ON CONFLICT (user_id, conv) DO UPDATE
-                     SET seq = GREATEST(user_cleared.seq, EXCLUDED.seq)
+                     SET seq = GREATEST(user_cleared.seq, EXCLUDED.seq),
+                         version = CASE WHEN EXCLUDED.seq > user_cleared.seq
+                                   THEN EXCLUDED.version ELSE user_cleared.version END
                    RETURNING seq),
                  dropped AS (
                    DELETE FROM user_hidden
@@ -216,14 +224,14 @@ impl ConversationIndex for PgStore {
     ) -> Result<courier_storage::HiddenView> {
         let client = self.reader().await?;
         let (user, conv) = (user as i64, c.to_string());
-        let cleared: i64 = client
+        let (cleared, version): (i64, i64) = client
             .query_opt(
-                "SELECT seq FROM user_cleared WHERE user_id = $1 AND conv = $2",
+                "SELECT seq, version FROM user_cleared WHERE user_id = $1 AND conv = $2",
                 &[&user, &conv],
             )
             .await
             .map_err(pg)?
-            .map_or(0, |r| r.get(0));
+            .map_or((0, 0), |r| (r.get(0), r.get(1)));
         let rows = client
             .query(
                 "SELECT seq FROM (SELECT seq FROM user_hidden
@@ -236,7 +244,38 @@ impl ConversationIndex for PgStore {
         Ok(courier_storage::HiddenView {
             cleared_seq: cleared as u64,
             hidden: rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect(),
+            version: version as u64,
         })
+    }
+
+    async fn views_changed_since(
+        &self,
+        user: u64,
+        after: u64,
+    ) -> Result<(u64, Vec<ConversationId>)> {
+        let rows = self
+            .reader()
+            .await?
+            .query(
+                "SELECT conv, version FROM user_cleared WHERE user_id = $1",
+                &[&(user as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        let mut latest = 0;
+        let mut changed = Vec::new();
+        for r in &rows {
+            let version = r.get::<_, i64>(1) as u64;
+            latest = latest.max(version);
+            if version > after {
+                let conv: String = r.get(0);
+                changed.push(
+                    conv.parse()
+                        .map_err(|_| StorageError::Corrupt("conversation id"))?,
+                );
+            }
+        }
+        Ok((latest, changed))
     }
 
     async fn set_conversation_flags(

@@ -250,12 +250,16 @@ const MIGRATIONS: &[(i32, &str)] = &[
         seq bigint NOT NULL,
         PRIMARY KEY (user_id, conv, seq)
     );
+    -- One row per user and conversation whose view changed: the cleared seq, and
+    -- the view version of the last change (so devices learn what changed).
     CREATE TABLE user_cleared (
         user_id bigint NOT NULL,
         conv text NOT NULL,
         seq bigint NOT NULL,
+        version bigint NOT NULL,
         PRIMARY KEY (user_id, conv)
     );
+    CREATE SEQUENCE view_versions;
     ",
     ),
 ];

@@ -136,6 +136,14 @@ pub trait ConversationIndex: Send + Sync {
     /// What `user` cleared of `c`, and the newest `limit` messages above it that
     /// it hid.
     async fn hidden_view(&self, user: u64, c: &ConversationId, limit: usize) -> Result<HiddenView>;
+
+    /// `user`'s latest view version, and the conversations whose view (hidden or
+    /// cleared) it changed after version `after`.
+    async fn views_changed_since(
+        &self,
+        user: u64,
+        after: u64,
+    ) -> Result<(u64, Vec<ConversationId>)>;
 }
 
 /// User accounts and passwords. Hashing is the backend's blocking work.

@@ -5,6 +5,11 @@
 //! seq` → (empty) for a hidden message, `'C' user conv` → the cleared seq), written
 //! through the user's log like the user's read cursors, so it is durable when
 //! acknowledged and whole after a crash.
+//!
+//! Every change takes the user's next *view version* (`'V' user` → the latest,
+//! `'W' user conv` → the conversation's), so a device that syncs with the version
+//! it last saw learns which conversations' views changed while it was away, even
+//! those without a new message.
 
 use courier_protocol::ConversationId;
 
@@ -19,6 +24,8 @@ pub const MAX_HIDE_AT_ONCE: usize = 100;
 
 const HIDDEN: u8 = b'H';
 const CLEARED: u8 = b'C';
+const VERSION: u8 = b'V';
+const CONV_VERSION: u8 = b'W';
 
 /// A user's view of one conversation: what it cleared and hid.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +35,8 @@ pub struct HiddenView {
     /// Single messages above `cleared_seq` the user hid, ascending (the newest
     /// ones, up to the limit asked for).
     pub hidden: Vec<u64>,
+    /// The user's view version of the last change to this conversation's view.
+    pub version: u64,
 }
 
 fn user_conv(prefix: u8, user: u64, c: &ConversationId) -> Vec<u8> {
@@ -44,15 +53,56 @@ fn hidden_key(user: u64, c: &ConversationId, seq: u64) -> Vec<u8> {
     k
 }
 
-fn cleared(log: &sled::Tree, user: u64, c: &ConversationId) -> Result<u64> {
-    Ok(match log.get(user_conv(CLEARED, user, c))? {
+fn read_u64(log: &sled::Tree, key: &[u8]) -> Result<u64> {
+    Ok(match log.get(key)? {
         Some(v) => u64::from_be_bytes(
             v.as_ref()
                 .try_into()
-                .map_err(|_| StorageError::Corrupt("cleared seq"))?,
+                .map_err(|_| StorageError::Corrupt("view value"))?,
         ),
         None => 0,
     })
+}
+
+fn cleared(log: &sled::Tree, user: u64, c: &ConversationId) -> Result<u64> {
+    read_u64(log, &user_conv(CLEARED, user, c))
+}
+
+fn version_key(user: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = VERSION;
+    k[1..].copy_from_slice(&user.to_be_bytes());
+    k
+}
+
+/// The latest view version of `user` (0: never changed).
+pub(crate) fn user_version(log: &sled::Tree, user: u64) -> Result<u64> {
+    read_u64(log, &version_key(user))
+}
+
+/// The conversations whose view `user` changed after version `after`.
+pub(crate) fn changed_since(
+    log: &sled::Tree,
+    user: u64,
+    after: u64,
+) -> Result<Vec<ConversationId>> {
+    let mut prefix = vec![CONV_VERSION];
+    prefix.extend_from_slice(&user.to_be_bytes());
+    let mut out = Vec::new();
+    for entry in log.scan_prefix(&prefix) {
+        let (k, v) = entry?;
+        let version = u64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| StorageError::Corrupt("view version"))?,
+        );
+        if version > after {
+            let c = keys::parse_conv(&k[prefix.len()..])
+                .ok_or(StorageError::Corrupt("view version key"))?;
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 fn seq_of(k: &[u8]) -> Result<u64> {
@@ -80,6 +130,7 @@ pub(crate) fn view(
     Ok(HiddenView {
         cleared_seq,
         hidden,
+        version: read_u64(log, &user_conv(CONV_VERSION, user, c))?,
     })
 }
 
@@ -107,6 +158,17 @@ impl Store {
     /// only moves up). Hidden marks at or below it are dropped.
     pub async fn clear_history(&self, user: u64, c: &ConversationId, seq: u64) -> Result<u64> {
         self.change_view(user, c, Change::Clear(seq)).await
+    }
+
+    /// The latest view version of `user`, and the conversations whose view it
+    /// changed after version `after`.
+    pub fn views_changed_since(&self, user: u64, after: u64) -> Result<(u64, Vec<ConversationId>)> {
+        let log = &self.shard(self.inner.map.user(user)).log;
+        let latest = user_version(log, user)?;
+        if latest <= after {
+            return Ok((latest, Vec::new()));
+        }
+        Ok((latest, changed_since(log, user, after)?))
     }
 
     /// `user`'s view of `c`: what it cleared and the newest `limit` it hid.
@@ -168,6 +230,11 @@ fn plan_view(
         }
         Change::Clear(_) => current,
     };
+    if !ops.is_empty() {
+        let version = (user_version(log, user)? + 1).to_be_bytes().to_vec();
+        ops.push(put(user_conv(CONV_VERSION, user, &c), version.clone()));
+        ops.push(put(version_key(user).to_vec(), version));
+    }
     Ok(Planned {
         ops,
         events: Vec::new(),

@@ -240,6 +240,7 @@ delegate!(ConversationIndex {
     fn hide_messages(&self, user: u64, c: &ConversationId, seqs: &[u64]) -> ();
     fn clear_history(&self, user: u64, c: &ConversationId, seq: u64) -> u64;
     fn hidden_view(&self, user: u64, c: &ConversationId, limit: usize) -> crate::HiddenView;
+    fn views_changed_since(&self, user: u64, after: u64) -> (u64, Vec<ConversationId>);
 });
 
 delegate!(Accounts {

@@ -160,6 +160,14 @@ impl ConversationIndex for Store {
     ) -> Result<crate::HiddenView> {
         Store::hidden_view(self, user, c, limit)
     }
+
+    async fn views_changed_since(
+        &self,
+        user: u64,
+        after: u64,
+    ) -> Result<(u64, Vec<ConversationId>)> {
+        Store::views_changed_since(self, user, after)
+    }
 }
 
 #[async_trait]

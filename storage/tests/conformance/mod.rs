@@ -377,7 +377,18 @@ pub async fn hiding_and_clearing_are_per_user(store: &dyn Storage, tag: &str) {
         store.hidden_view(b, &c, 10).await.unwrap(),
         Default::default()
     );
+    // Devices learn which conversations' views changed since the version they saw.
+    let (v1, changed) = store.views_changed_since(a, 0).await.unwrap();
+    assert!(v1 > 0 && changed == [c], "{v1} {changed:?}");
+    assert_eq!(view.version, v1);
+    assert_eq!(
+        store.views_changed_since(a, v1).await.unwrap(),
+        (v1, vec![])
+    );
+    assert_eq!(store.views_changed_since(b, 0).await.unwrap(), (0, vec![]));
     assert_eq!(store.clear_history(a, &c, 4).await.unwrap(), 4);
+    let (v2, changed) = store.views_changed_since(a, v1).await.unwrap();
+    assert!(v2 > v1 && changed == [c], "{v2} {changed:?}");
     assert_eq!(store.clear_history(a, &c, 3).await.unwrap(), 4, "only up");
     let view = store.hidden_view(a, &c, 10).await.unwrap();
     assert_eq!((view.cleared_seq, view.hidden.as_slice()), (4, &[5][..]));
