@@ -88,6 +88,9 @@ pub enum Event {
     /// Someone is typing in a conversation (or stopped); it ends by itself after
     /// `expires_ms` without a renewal.
     Typing(pb::TypingNotice),
+    /// This user's view of a conversation changed on another of its devices
+    /// (messages deleted for it, history cleared, the conversation deleted).
+    Hidden(pb::Hidden),
     /// The server ended the session.
     Kicked {
         /// Why.
@@ -130,6 +133,8 @@ struct Shared {
     next_request: AtomicU64,
     welcome: pb::Welcome,
     options: ClientOptions,
+    /// The newest view version a sync or a `Hidden` told of.
+    view_version: AtomicU64,
 }
 
 /// The stream of events of one connection.
@@ -253,6 +258,7 @@ impl Client {
             next_request: AtomicU64::new(2),
             welcome,
             options,
+            view_version: AtomicU64::new(0),
         });
         Ok((Client { shared }, Events { rx: event_rx }))
     }
@@ -365,9 +371,18 @@ impl Client {
             cursors,
             limit,
             page_token,
+            view_version: self
+                .shared
+                .view_version
+                .load(std::sync::atomic::Ordering::Relaxed),
         });
         match self.request(kind).await? {
-            Kind::SyncResponse(r) => Ok(r),
+            Kind::SyncResponse(r) => {
+                self.shared
+                    .view_version
+                    .fetch_max(r.view_version, std::sync::atomic::Ordering::Relaxed);
+                Ok(r)
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -440,6 +455,46 @@ impl Client {
             Kind::ReactAck(ack) => Ok(ack),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Changes this user's own view of `conversation` on all its devices, nobody
+    /// else's: deletes messages `seqs` for it (at most 100), clears its history
+    /// through `clear_through` (0: no), or (`delete_conversation`) deletes the
+    /// conversation from its list until the next message. The other devices get
+    /// [`Event::Hidden`]; history leaves the deleted messages out.
+    pub async fn hide(
+        &self,
+        conversation: &ConversationId,
+        seqs: Vec<u64>,
+        clear_through: u64,
+        delete_conversation: bool,
+    ) -> Result<pb::Hidden> {
+        let kind = Kind::Hide(pb::Hide {
+            conversation: conversation.to_string(),
+            seqs,
+            clear_through,
+            delete_conversation,
+        });
+        match self.request(kind).await? {
+            Kind::Hidden(hidden) => Ok(hidden),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The view version this client last learnt of (sent with every sync, so the
+    /// server lists the conversations whose view changed since; see
+    /// [`Self::set_view_version`]).
+    pub fn view_version(&self) -> u64 {
+        self.shared
+            .view_version
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the view version to sync from (one a previous session stored).
+    pub fn set_view_version(&self, version: u64) {
+        self.shared
+            .view_version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Watches `users`' presence for `lease` (for users who are pull-only). The
@@ -663,6 +718,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Some(Kind::ReadReceipt(r)) => Some(Event::ReadReceipt(r)),
             Some(Kind::PresenceBatch(p)) => Some(Event::Presence(p)),
             Some(Kind::TypingNotice(t)) => Some(Event::Typing(t)),
+            Some(Kind::Hidden(h)) if frame.request_id == 0 => Some(Event::Hidden(h)),
             Some(Kind::Kick(k)) => Some(Event::Kicked {
                 code: code_of(k.code),
                 reason: k.reason,

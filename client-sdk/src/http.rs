@@ -575,6 +575,26 @@ impl HttpClient {
         self.call(self.http.get(url).query(&query)).await
     }
 
+    /// Deletes messages `seqs` for the caller alone and/or clears its history
+    /// through `clear_through` (0: no); returns `{conversation, seqs, cleared_seq,
+    /// view_version}`.
+    pub async fn hide(
+        &self,
+        c: &ConversationId,
+        seqs: &[u64],
+        clear_through: u64,
+    ) -> Result<Value> {
+        let url = self.url(&format!("/v1/conversations/{c}/hide"));
+        let body = serde_json::json!({"seqs": seqs, "clear_through": clear_through});
+        self.call(self.http.post(url).json(&body)).await
+    }
+
+    /// Deletes the conversation from the caller's list (until the next message).
+    pub async fn delete_conversation(&self, c: &ConversationId) -> Result<Value> {
+        let url = self.url(&format!("/v1/conversations/{c}"));
+        self.call(self.http.delete(url)).await
+    }
+
     /// The caller's bound devices (JSON: `{devices: [{device_id, platform, online, ...}]}`).
     pub async fn devices(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/v1/devices"))).await

@@ -165,6 +165,9 @@ pub enum SessionEvent {
     Presence(pb::PresenceBatch),
     /// Someone is typing in a conversation (or stopped).
     Typing(pb::TypingNotice),
+    /// This user's view of a conversation changed on another device (messages
+    /// deleted for it, history cleared, the conversation deleted).
+    Hidden(pb::Hidden),
     /// Connected (again) and synced.
     Connected,
     /// The connection was lost; reconnecting.
@@ -570,6 +573,7 @@ impl Driver {
                     Some(Event::ReadReceipt(r)) => { let _ = self.events.send(SessionEvent::ReadReceipt(r)).await; }
                     Some(Event::Presence(p)) => { let _ = self.events.send(SessionEvent::Presence(p)).await; }
                     Some(Event::Typing(t)) => { let _ = self.events.send(SessionEvent::Typing(t)).await; }
+                    Some(Event::Hidden(h)) => { let _ = self.events.send(SessionEvent::Hidden(h)).await; }
                     Some(Event::Kicked { code, .. }) if fatal(Some(code)) => return End::Ended(Some(code)),
                     Some(Event::Kicked { .. }) | Some(Event::Closed) | None => return End::Lost,
                 },

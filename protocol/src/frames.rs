@@ -68,6 +68,8 @@ impl Frame {
                 Kind::EditAck(_) => "EditAck",
                 Kind::React(_) => "React",
                 Kind::ReactAck(_) => "ReactAck",
+                Kind::Hide(_) => "Hide",
+                Kind::Hidden(_) => "Hidden",
             },
         }
     }

@@ -180,6 +180,15 @@ enum Command {
         #[arg(long)]
         after: Option<u64>,
     },
+    /// Delete messages SEQ... of a conversation for oneself (all one's devices).
+    Hide {
+        conversation: String,
+        seqs: Vec<u64>,
+    },
+    /// Clear one's history of a conversation through SEQ.
+    Clear { conversation: String, seq: u64 },
+    /// Delete a conversation from one's list (until the next message).
+    DeleteConversation { conversation: String },
     /// Who has read message SEQ of a conversation.
     Reads { conversation: String, seq: u64 },
     /// Presence of users, by name.
@@ -448,6 +457,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?,
             )
         }
+        Command::Hide { conversation, seqs } => {
+            let c: ConversationId = conversation.parse()?;
+            print(&authed(&cli, http)?.hide(&c, seqs, 0).await?)
+        }
+        Command::Clear { conversation, seq } => {
+            let c: ConversationId = conversation.parse()?;
+            print(&authed(&cli, http)?.hide(&c, &[], *seq).await?)
+        }
+        Command::DeleteConversation { conversation } => {
+            let c: ConversationId = conversation.parse()?;
+            print(&authed(&cli, http)?.delete_conversation(&c).await?)
+        }
         Command::Reads { conversation, seq } => {
             let c: ConversationId = conversation.parse()?;
             print(&authed(&cli, http)?.reads(&c, *seq).await?)
@@ -589,6 +610,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Event::ReadReceipt(r) => print(&json!({
                         "event": "read", "conversation": r.conversation, "reader": r.reader, "seq": r.seq,
+                    }))?,
+                    Event::Hidden(h) => print(&json!({
+                        "event": "hidden", "conversation": h.conversation, "seqs": h.seqs,
+                        "cleared_seq": h.cleared_seq,
                     }))?,
                     Event::Typing(t) => print(&json!({
                         "event": "typing", "conversation": t.conversation, "user_id": t.user_id,

@@ -6,6 +6,7 @@ import {
   DeliveryAckSchema,
   Direction,
   EditSchema,
+  HideSchema,
   ReactSchema,
   MediaKind,
   MediaSchema,
@@ -20,6 +21,7 @@ import {
   SendSchema,
   TextSchema,
   type EditAck,
+  type Hidden,
   type ReactAck,
   type HistoryPage,
   type Message,
@@ -70,6 +72,9 @@ export class Client {
   /** Someone is typing in a conversation (or stopped); clear it after `expiresMs`
    * without a renewal. */
   onTyping: (t: TypingNotice) => void = () => {};
+  /** This user's view of a conversation changed on another of its devices: messages
+   * deleted for it (`seqs`), or its history cleared through `clearedSeq`. */
+  onHidden: (h: Hidden) => void = () => {};
 
   private constructor(readonly connection: Connection) {
     connection.onFrame = (frame) => {
@@ -85,6 +90,9 @@ export class Client {
           break;
         case "typingNotice":
           this.onTyping(frame.kind.value);
+          break;
+        case "hidden":
+          this.onHidden(frame.kind.value);
           break;
       }
     };
@@ -152,6 +160,19 @@ export class Client {
     const value = create(ReactSchema, { conversation, seq, emoji, remove });
     const answer = await this.connection.request({ case: "react", value });
     if (answer.kind.case !== "reactAck") throw unexpected(answer.kind.case);
+    return answer.kind.value;
+  }
+
+  /** Changes this user's own view of a conversation on all its devices, nobody else's:
+   * deletes messages `seqs` for it, clears its history through `clearThrough`, or
+   * deletes the conversation from its list (until the next message). */
+  async hide(
+    conversation: string,
+    change: { seqs?: bigint[]; clearThrough?: bigint; deleteConversation?: boolean },
+  ): Promise<Hidden> {
+    const value = create(HideSchema, { conversation, ...change });
+    const answer = await this.connection.request({ case: "hide", value });
+    if (answer.kind.case !== "hidden") throw unexpected(answer.kind.case);
     return answer.kind.value;
   }
 

@@ -10,6 +10,7 @@ import {
   Direction,
   ErrorCode,
   SyncRequestSchema,
+  HiddenSchema,
   type Message,
   type HistoryPage,
   type MessageBody,
@@ -17,6 +18,7 @@ import {
   type TypingNotice,
   type ReadReceipt,
   type EditAck,
+  type Hidden,
   type ReactAck,
   type RecallAck,
   type SendAck,
@@ -80,10 +82,15 @@ export class Session {
   onPresence: (changes: PresenceChange[]) => void = () => {};
   /** Someone is typing in a conversation (or stopped). */
   onTyping: (t: TypingNotice) => void = () => {};
+  /** This user's view of a conversation changed on another device (see `Client.hide`);
+   * after a reconnect, sync's changed views arrive here too. */
+  onHidden: (h: Hidden) => void = () => {};
   /** Online, offline (reconnecting), or ended for good (with why). */
   onState: (state: SessionState, why?: CourierError) => void = () => {};
 
   private client?: Client;
+  /** The newest view version a sync told of (see `SyncRequest.view_version`). */
+  private viewVersion = 0n;
   private readonly cursors = new Map<string, bigint>();
   /** Messages past a gap, by conversation and seq, until the gap is filled. */
   private readonly held = new Map<string, Map<bigint, Message | null>>();
@@ -155,6 +162,15 @@ export class Session {
     return this.online().react(conversation, seq, emoji, remove);
   }
 
+  /** Changes this user's own view of a conversation (see `Client.hide`); needs a
+   * connection now. */
+  hide(
+    conversation: string,
+    change: { seqs?: bigint[]; clearThrough?: bigint; deleteConversation?: boolean },
+  ): Promise<Hidden> {
+    return this.online().hide(conversation, change);
+  }
+
   /** Recalls a message (see `Client.recall`); needs a connection now. */
   recall(conversation: string, seq: bigint): Promise<RecallAck> {
     return this.online().recall(conversation, seq);
@@ -202,6 +218,7 @@ export class Session {
     client.onReadReceipt = (r) => this.onReadReceipt(r);
     client.onPresence = (changes) => this.onPresence(changes);
     client.onTyping = (t) => this.onTyping(t);
+    client.onHidden = (h) => this.onHidden(h);
     client.connection.onClose = (why) => this.lost(client, why);
     try {
       await this.enqueue(() => this.resync(client));
@@ -305,12 +322,18 @@ export class Session {
     do {
       const answer = await client.connection.request({
         case: "syncRequest",
-        value: create(SyncRequestSchema, { cursors, pageToken }),
+        value: create(SyncRequestSchema, { cursors, pageToken, viewVersion: this.viewVersion }),
       });
       if (answer.kind.case !== "syncResponse") throw new CourierError(ErrorCode.PROTOCOL_VIOLATION, "no SyncResponse");
       states.push(...answer.kind.value.conversations);
       pageToken = answer.kind.value.nextPageToken;
+      if (answer.kind.value.viewVersion > this.viewVersion) this.viewVersion = answer.kind.value.viewVersion;
     } while (pageToken);
+    for (const s of states) {
+      if (s.clearedSeq > 0n || s.hidden.length > 0) {
+        this.onHidden(create(HiddenSchema, { conversation: s.conversation, seqs: s.hidden, clearedSeq: s.clearedSeq }));
+      }
+    }
     for (const s of states) {
       if (!this.cursors.has(s.conversation)) this.cursors.set(s.conversation, this.firstCursor(s.lastSeq + 1n));
       if (s.lastSeq > this.cursor(s.conversation)) await this.fill(client, s.conversation);

@@ -58,9 +58,19 @@ impl Api {
         let limit = limit.clamp(1, MAX_LIST_PAGE);
         let after = cursor.map(decode_cursor).transpose()?;
         let mut views = Vec::new();
+        // What the user cleared: conversations cleared through their last message
+        // are deleted from its list (until the next message).
+        let mut cleared = std::collections::HashMap::new();
+        for c in self.store.views_changed_since(user, 0).await?.1 {
+            cleared.insert(c, self.store.hidden_view(user, &c, 0).await?.cleared_seq);
+        }
         for entry in self.store.conversations(user).await? {
             let c = entry.conversation;
-            let floor = entry.state.joined_seq;
+            let cleared_seq = cleared.get(&c).copied().unwrap_or(0);
+            if cleared_seq > 0 && entry.last_seq <= cleared_seq {
+                continue;
+            }
+            let floor = entry.state.joined_seq.max(cleared_seq);
             let last = match entry.last_seq > floor {
                 true => self.store.message(&c, entry.last_seq).await?,
                 false => None,

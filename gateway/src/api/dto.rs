@@ -139,6 +139,34 @@ pub struct MessageView {
     pub reactions: Vec<ReactionView>,
 }
 
+/// A change to the caller's own view of a conversation.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct HideBody {
+    /// Messages to delete for the caller alone (at most 100).
+    #[serde(default)]
+    pub seqs: Vec<u64>,
+    /// Clear the caller's history through this seq.
+    #[serde(default)]
+    pub clear_through: u64,
+    /// Clear through the newest message: the conversation leaves the caller's list
+    /// until the next message.
+    #[serde(default)]
+    pub delete_conversation: bool,
+}
+
+/// The caller's view of a conversation after a change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HiddenView {
+    /// Conversation id.
+    pub conversation: String,
+    /// The messages just deleted for the caller.
+    pub seqs: Vec<u64>,
+    /// Everything up to it is cleared for the caller.
+    pub cleared_seq: u64,
+    /// The caller's view version after the change (for sync).
+    pub view_version: u64,
+}
+
 /// How many users reacted to a message with one emoji.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReactionView {

@@ -208,6 +208,20 @@ impl Api {
                     })
                 }))
             }
+            Kind::Hide(hide) => {
+                let api = self.clone();
+                let ctx = ctx.clone();
+                Handled::Later(Box::pin(async move {
+                    let done = match api.parse_conversation(&hide.conversation) {
+                        Ok(c) => api.hide(ctx.user_id, &ctx.device_id, &c, &hide).await,
+                        Err(e) => Err(e),
+                    };
+                    Some(match done {
+                        Ok(hidden) => Frame::new(id, Kind::Hidden(hidden)),
+                        Err(e) => e.to_frame(id),
+                    })
+                }))
+            }
             Kind::PresenceSubscribe(sub) => match self.presence_subscribe(ctx.user_id, sub).await {
                 Ok(()) => Handled::Nothing,
                 Err(e) => Handled::Reply(e.to_frame(id)),

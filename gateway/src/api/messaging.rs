@@ -394,16 +394,40 @@ impl Api {
         range: HistoryRange,
         limit: usize,
     ) -> Result<HistoryPage, ApiError> {
+        let view = self.view_of(user, c).await?;
         let floor = self
             .authorize(user, c)
             .await?
-            .max(self.retention_floor(c).await?);
+            .max(self.retention_floor(c).await?)
+            .max(view.cleared_seq);
         let limit = if limit == 0 {
             self.config.history_default_page
         } else {
             limit.min(self.config.history_max_page)
         };
-        Ok(self.store.history_above(c, range, limit, floor).await?)
+        let mut range = range;
+        // What the user deleted for itself is gone from its pages; a page it hid
+        // whole gives way to the next (a few at most), so paging goes on.
+        for _ in 0..8 {
+            let mut page = self.store.history_above(c, range, limit, floor).await?;
+            let (Some(first), Some(last)) = (page.messages.first(), page.messages.last()) else {
+                return Ok(page);
+            };
+            let (first, last) = (first.seq, last.seq);
+            page.messages
+                .retain(|m| view.hidden.binary_search(&m.seq).is_err());
+            if !page.messages.is_empty() || !page.has_more {
+                return Ok(page);
+            }
+            range = match range {
+                HistoryRange::After(_) => HistoryRange::After(last),
+                HistoryRange::Before(_) | HistoryRange::Latest => HistoryRange::Before(first),
+            };
+        }
+        Ok(HistoryPage {
+            messages: Vec::new(),
+            has_more: true,
+        })
     }
 
     /// The highest seq of `c` that is past the retention depth (0 when everything
@@ -455,6 +479,13 @@ impl Api {
             0 => DEFAULT_SYNC_PAGE,
             n => (n as usize).min(MAX_SYNC_PAGE),
         };
+        // Conversations whose view this user changed on another device since the
+        // client's view version are listed even without new messages.
+        let (view_version, changed) = self
+            .store
+            .views_changed_since(user, req.view_version)
+            .await?;
+        let changed: std::collections::HashSet<ConversationId> = changed.into_iter().collect();
         let mut conversations = Vec::new();
         let mut next_page_token = String::new();
         let budget = self.config.max_frame_bytes.saturating_sub(64);
@@ -477,55 +508,15 @@ impl Api {
                 .copied()
                 .unwrap_or(0)
                 .max(entry.state.joined_seq);
-            if cursor >= entry.last_seq && !req.cursors.is_empty() {
+            let view_changed = changed.contains(&entry.conversation);
+            if cursor >= entry.last_seq && !req.cursors.is_empty() && !view_changed {
                 continue;
             }
-            let last_message = match entry.last_seq > entry.state.joined_seq {
-                true => {
-                    self.store
-                        .message(&entry.conversation, entry.last_seq)
-                        .await?
-                }
-                false => None,
+            let view = match view_changed {
+                true => self.view_of(user, &entry.conversation).await?,
+                false => Default::default(),
             };
-            let last_message = match last_message {
-                Some(m) => {
-                    let counts = self
-                        .store
-                        .reaction_counts(&m.conversation, m.seq, m.seq, user)
-                        .await?;
-                    Some(pb::Message {
-                        reactions: convert::reactions_pb(&counts),
-                        ..convert::to_pb(&m)
-                    })
-                }
-                None => None,
-            };
-            let read = entry.state.read_seq.max(entry.state.joined_seq);
-            let mentions = match entry.last_seq > read {
-                true => {
-                    self.store
-                        .mention_count(&entry.conversation, user, read)
-                        .await?
-                }
-                false => 0,
-            };
-            let state = pb::ConversationState {
-                mentions,
-                conversation: entry.conversation.to_string(),
-                last_seq: entry.last_seq,
-                read_seq: entry.state.read_seq,
-                unread: entry
-                    .last_seq
-                    .saturating_sub(entry.state.read_seq.max(entry.state.joined_seq)),
-                new_since_cursor: entry.last_seq.saturating_sub(cursor),
-                last_message,
-                kind: if entry.conversation.is_group() {
-                    pb::ConversationKind::Group as i32
-                } else {
-                    pb::ConversationKind::Direct as i32
-                },
-            };
+            let state = self.sync_state(user, &entry, cursor, view).await?;
             // The page must fit in one frame: past the budget, the next page starts
             // here (a state holds at most one message, which fits a frame alone).
             let size = state.encoded_len() + 8;
@@ -543,6 +534,57 @@ impl Api {
             conversations,
             next_page_token,
             server_time_ms: courier_storage::now_ms(),
+            view_version,
+        })
+    }
+
+    /// One conversation's entry in a sync answer for `user`, whose client holds it
+    /// up to `cursor`; `view` is the user's view of it when that changed (else the
+    /// default, which hides nothing).
+    async fn sync_state(
+        &self,
+        user: u64,
+        entry: &courier_storage::UserConversation,
+        cursor: u64,
+        view: courier_storage::HiddenView,
+    ) -> Result<pb::ConversationState, ApiError> {
+        let c = &entry.conversation;
+        let floor = entry.state.joined_seq.max(view.cleared_seq);
+        let shown = entry.last_seq > floor && view.hidden.binary_search(&entry.last_seq).is_err();
+        let last_message = match shown {
+            true => self.store.message(c, entry.last_seq).await?,
+            false => None,
+        };
+        let last_message = match last_message {
+            Some(m) => {
+                let counts = self.store.reaction_counts(c, m.seq, m.seq, user).await?;
+                Some(pb::Message {
+                    reactions: convert::reactions_pb(&counts),
+                    ..convert::to_pb(&m)
+                })
+            }
+            None => None,
+        };
+        let read = entry.state.read_seq.max(floor);
+        let mentions = match entry.last_seq > read {
+            true => self.store.mention_count(c, user, read).await?,
+            false => 0,
+        };
+        Ok(pb::ConversationState {
+            conversation: c.to_string(),
+            last_seq: entry.last_seq,
+            read_seq: entry.state.read_seq,
+            unread: entry.last_seq.saturating_sub(read),
+            new_since_cursor: entry.last_seq.saturating_sub(cursor),
+            last_message,
+            kind: if c.is_group() {
+                pb::ConversationKind::Group as i32
+            } else {
+                pb::ConversationKind::Direct as i32
+            },
+            mentions,
+            cleared_seq: view.cleared_seq,
+            hidden: view.hidden,
         })
     }
 }

@@ -15,6 +15,7 @@
 //! - `recall`: recalling messages.
 //! - `edit`: editing one's text messages.
 //! - `reactions`: reactions, gathered per window in big groups.
+//! - `hide`: delete for me, clear history, delete a conversation (per user).
 //! - `typing`: typing indicators (ephemeral, throttled).
 //! - `push`: offline push through APNs and FCM, decided per device.
 //! - `media`: upload, signed download, moderation routes, garbage collection.
@@ -36,6 +37,7 @@ pub mod edit;
 pub mod events;
 pub mod frames;
 pub mod groups;
+pub mod hide;
 pub mod http;
 pub mod hygiene;
 pub mod lifecycle;

@@ -67,6 +67,14 @@ test("two users chat both ways in seq order and page through history", async () 
     const counts = withReactions.messages[0].reactions.map((r) => [r.emoji, r.count, r.mine]);
     assert.deepEqual(counts, [["👍", 1n, false]]);
 
+    // Delete for me: gone from Alice's history, not from Bob's.
+    const hidden = await alice.client.hide(c, { seqs: [first.seq] });
+    assert.deepEqual(hidden.seqs, [first.seq]);
+    const mine = await alice.client.history(c, Direction.FORWARD, first.seq - 1n, 1);
+    assert.notEqual(mine.messages[0]?.seq, first.seq);
+    const theirs = await bob.client.history(c, Direction.FORWARD, first.seq - 1n, 1);
+    assert.equal(theirs.messages[0].seq, first.seq);
+
     // Typing reaches the peer, never stored.
     const typing = new Promise<TypingNotice>((resolve) => (bob.client.onTyping = resolve));
     alice.client.typing(c, true);

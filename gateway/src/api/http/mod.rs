@@ -177,6 +177,8 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(recall))
         .routes(routes!(edit))
         .routes(routes!(add_reaction, remove_reaction))
+        .routes(routes!(hide))
+        .routes(routes!(delete_conversation))
         .routes(routes!(reactors))
         .routes(routes!(devices))
         .routes(routes!(remove_device))
@@ -984,6 +986,58 @@ async fn reactors(
             .map(|(user_id, at_ms)| ReactorView { user_id, at_ms })
             .collect(),
         next_after,
+    }))
+}
+
+/// Delete messages for the caller alone, on all its devices, or clear its history
+/// through a seq; nobody else's view changes.
+#[utoipa::path(post, path = "/v1/conversations/{id}/hide", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id")),
+    request_body = HideBody,
+    responses((status = 200, body = HiddenView), (status = 403, body = ErrorBody),
+        (status = 400, body = ErrorBody)))]
+async fn hide(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<HideBody>,
+) -> ApiResult<HiddenView> {
+    hide_for(&api, &caller, &id, body).await
+}
+
+/// Delete the conversation from the caller's list (its history cleared through the
+/// newest message; the next message brings it back). Nobody else's view changes.
+#[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 200, body = HiddenView), (status = 403, body = ErrorBody)))]
+async fn delete_conversation(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<HiddenView> {
+    let body = HideBody {
+        delete_conversation: true,
+        ..HideBody::default()
+    };
+    hide_for(&api, &caller, &id, body).await
+}
+
+async fn hide_for(api: &Api, caller: &Caller, id: &str, body: HideBody) -> ApiResult<HiddenView> {
+    let c = conversation(api, id)?;
+    let hide = courier_protocol::pb::Hide {
+        conversation: c.to_string(),
+        seqs: body.seqs,
+        clear_through: body.clear_through,
+        delete_conversation: body.delete_conversation,
+    };
+    let hidden = api.hide(caller.user_id, "", &c, &hide).await?;
+    Ok(Json(HiddenView {
+        conversation: hidden.conversation,
+        seqs: hidden.seqs,
+        cleared_seq: hidden.cleared_seq,
+        view_version: hidden.view_version,
     }))
 }
 
