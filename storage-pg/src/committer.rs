@@ -14,7 +14,7 @@
 //! A conversation always goes to the same committer (by hash), so appends submitted
 //! one after another from one task get increasing seqs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -287,11 +287,18 @@ async fn commit(
             ConversationId::Direct { .. } => None,
         })
         .unzip();
-    let mut members: HashSet<(i64, i64)> = HashSet::new();
+    // Each sender's right to write: a member, muted until when (its own mute, or
+    // the group's for plain members), read under the conversation's lock, in order
+    // with the group's changes.
+    let mut members: HashMap<(i64, i64), i64> = HashMap::new();
     if !groups.is_empty() {
         for row in tx
             .query(
-                "SELECT m.group_id, m.user_id FROM group_members m
+                "SELECT m.group_id, m.user_id,
+                        CASE WHEN g.muted AND m.role < 2 THEN 9223372036854775807
+                             ELSE m.muted_until_ms END
+                 FROM group_members m
+                 JOIN groups g ON g.id = m.group_id
                  JOIN unnest($1::int8[], $2::int8[]) AS k(g, u)
                    ON m.group_id = k.g AND m.user_id = k.u",
                 &[&groups, &senders],
@@ -299,7 +306,7 @@ async fn commit(
             .await
             .map_err(pg)?
         {
-            members.insert((row.get(0), row.get(1)));
+            members.insert((row.get(0), row.get(1)), row.get(2));
         }
     }
 
@@ -349,9 +356,21 @@ async fn commit(
         }
         // Sender 0 is the server itself (notices, erasures): it writes to any group.
         if let (ConversationId::Group(g), true) = (req.conversation, req.sender != 0) {
-            if !members.contains(&(id(g), id(req.sender))) {
-                outcomes.push(Outcome::Refused(StorageError::NotParticipant));
-                continue;
+            match members.get(&(id(g), id(req.sender))) {
+                None => {
+                    outcomes.push(Outcome::Refused(StorageError::NotParticipant));
+                    continue;
+                }
+                Some(&until) if (now as i64) < until => {
+                    let until_ms = if until == i64::MAX {
+                        u64::MAX
+                    } else {
+                        until as u64
+                    };
+                    outcomes.push(Outcome::Refused(StorageError::Muted { until_ms }));
+                    continue;
+                }
+                Some(_) => {}
             }
         }
         if req.recalls != 0 {

@@ -35,8 +35,9 @@ pub(crate) struct GroupRequest {
     pub reply: oneshot::Sender<GroupReply>,
 }
 
-const MEMBER: &str = "user_id, role, joined_seq, joined_ms, since_seq";
-const GROUP: &str = "id, name, owner, join_policy, history_visible, member_count, created_ms";
+const MEMBER: &str = "user_id, role, joined_seq, joined_ms, since_seq, muted_until_ms";
+const GROUP: &str =
+    "id, name, owner, join_policy, history_visible, member_count, created_ms, muted";
 
 fn role_from(v: i16) -> Result<Role> {
     match v {
@@ -54,6 +55,7 @@ fn member_from_row(r: &tokio_postgres::Row) -> Result<Member> {
         joined_seq: r.get::<_, i64>(2) as u64,
         joined_ms: r.get::<_, i64>(3) as u64,
         since_seq: r.get::<_, i64>(4) as u64,
+        muted_until_ms: r.get::<_, i64>(5) as u64,
     })
 }
 
@@ -77,6 +79,7 @@ fn group_from_row(r: &tokio_postgres::Row) -> Result<GroupInfo> {
         history_visible: r.get(4),
         member_count: r.get::<_, i64>(5) as u64,
         created_ms: r.get::<_, i64>(6) as u64,
+        muted: r.get(7),
     })
 }
 
@@ -90,7 +93,8 @@ fn named_users(proposal: &Proposal, owner: Option<u64>) -> Vec<i64> {
             vec![*user]
         }
         Proposal::Change(GroupChange::Transfer { new_owner }) => vec![*new_owner],
-        Proposal::Change(GroupChange::Update { .. }) => Vec::new(),
+        Proposal::Change(GroupChange::MuteMember { user, .. }) => vec![*user],
+        Proposal::Change(GroupChange::Update { .. } | GroupChange::MuteAll { .. }) => Vec::new(),
     };
     users.extend(owner);
     users.into_iter().map(|u| u as i64).collect()
@@ -243,10 +247,10 @@ async fn apply_in_tx(
     let info = &decision.info;
     tx.execute(
         &format!(
-            "INSERT INTO groups ({GROUP}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO groups ({GROUP}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner,
                join_policy = EXCLUDED.join_policy, history_visible = EXCLUDED.history_visible,
-               member_count = EXCLUDED.member_count"
+               member_count = EXCLUDED.member_count, muted = EXCLUDED.muted"
         ),
         &[
             &gid,
@@ -256,6 +260,7 @@ async fn apply_in_tx(
             &info.history_visible,
             &(info.member_count as i64),
             &(info.created_ms as i64),
+            &info.muted,
         ],
     )
     .await
@@ -309,10 +314,10 @@ async fn apply_in_tx(
 async fn write_member(tx: &Tx<'_>, gid: i64, m: &Member) -> Result<()> {
     tx.execute(
         &format!(
-            "INSERT INTO group_members (group_id, {MEMBER}) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO group_members (group_id, {MEMBER}) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (group_id, user_id) DO UPDATE SET role = EXCLUDED.role,
                joined_seq = EXCLUDED.joined_seq, joined_ms = EXCLUDED.joined_ms,
-               since_seq = EXCLUDED.since_seq"
+               since_seq = EXCLUDED.since_seq, muted_until_ms = EXCLUDED.muted_until_ms"
         ),
         &[
             &gid,
@@ -321,6 +326,7 @@ async fn write_member(tx: &Tx<'_>, gid: i64, m: &Member) -> Result<()> {
             &(m.joined_seq as i64),
             &(m.joined_ms as i64),
             &(m.since_seq as i64),
+            &(m.muted_until_ms.min(i64::MAX as u64) as i64),
         ],
     )
     .await
@@ -436,6 +442,7 @@ impl Groups for PgStore {
             history_visible,
             member_count: 0,
             created_ms: 0,
+            muted: false,
         };
         let mut users = vec![owner];
         users.extend(members.iter().copied().filter(|&m| m != owner));

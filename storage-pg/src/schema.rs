@@ -262,6 +262,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
     CREATE SEQUENCE view_versions;
     ",
     ),
+    (
+        14,
+        r"
+    -- Moderation: a muted group (only owner and admins send), a muted member.
+    ALTER TABLE groups ADD COLUMN muted boolean NOT NULL DEFAULT false;
+    ALTER TABLE group_members ADD COLUMN muted_until_ms bigint NOT NULL DEFAULT 0;
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

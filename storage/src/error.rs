@@ -57,6 +57,13 @@ pub enum StorageError {
     /// A recall event named a message that cannot be recalled.
     #[error("recall refused: {0:?}")]
     Recall(crate::RecallRefusal),
+    /// The sender is muted in the group until `until_ms` (`u64::MAX`: until the
+    /// group is unmuted).
+    #[error("muted until {until_ms}")]
+    Muted {
+        /// Until when (ms since the Unix epoch).
+        until_ms: u64,
+    },
     /// An edit event named a message that cannot be edited.
     #[error("edit refused: {0:?}")]
     Edit(crate::EditRefusal),

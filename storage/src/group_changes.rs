@@ -66,6 +66,18 @@ pub enum GroupChange {
         /// Whether later members see earlier history.
         history_visible: Option<bool>,
     },
+    /// Mutes (or unmutes) the whole group: only the owner and admins may send.
+    MuteAll {
+        /// Muted or not.
+        muted: bool,
+    },
+    /// Mutes a member until a time (0 unmutes); never the owner.
+    MuteMember {
+        /// Who.
+        user: u64,
+        /// Until when (ms since the Unix epoch).
+        until_ms: u64,
+    },
 }
 
 impl GroupChange {
@@ -157,6 +169,7 @@ impl Store {
             history_visible,
             member_count: 0,
             created_ms: 0,
+            muted: false,
         };
         let mut users = vec![owner];
         users.extend(members.iter().copied().filter(|&m| m != owner));

@@ -62,6 +62,7 @@ pub fn decide(
         joined_seq,
         joined_ms: now,
         since_seq: next_seq,
+        muted_until_ms: 0,
     };
     let info = match proposal {
         Proposal::Create(mut info, users) => {
@@ -181,6 +182,31 @@ pub fn decide(
                         info.history_visible = h;
                     }
                 }
+                GroupChange::MuteAll { muted } => {
+                    info.muted = muted;
+                    // Senders' rights changed: what the writer knows of them goes.
+                    membership = Some(MembershipChange {
+                        group: id,
+                        added: Vec::new(),
+                        removed: Vec::new(),
+                    });
+                }
+                GroupChange::MuteMember { user, until_ms } => {
+                    let Some(mut m) = member(user)? else {
+                        return Ok(Err(MembershipRefusal::NotMember));
+                    };
+                    if info.owner == user {
+                        return Ok(Err(MembershipRefusal::IsOwner));
+                    }
+                    m.muted_until_ms = until_ms;
+                    updated.push(m);
+                    changed.member = Some(m);
+                    membership = Some(MembershipChange {
+                        group: id,
+                        added: Vec::new(),
+                        removed: Vec::new(),
+                    });
+                }
             }
             info
         }
@@ -212,6 +238,7 @@ mod tests {
             history_visible,
             member_count: count,
             created_ms: 1,
+            muted: false,
         }
     }
 
@@ -227,6 +254,7 @@ mod tests {
                         joined_seq: 0,
                         joined_ms: 1,
                         since_seq: 1,
+                        muted_until_ms: 0,
                     },
                 )
             })

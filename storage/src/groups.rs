@@ -17,8 +17,10 @@ use crate::error::{Result, StorageError};
 use crate::Store;
 
 const GROUP_V1: u8 = 1;
+const GROUP_V2: u8 = 2;
 const MEMBER_V1: u8 = 1;
 const MEMBER_V2: u8 = 2;
+const MEMBER_V3: u8 = 3;
 const MAX_GROUP_NAME_BYTES: usize = 128;
 
 /// Who may join a group without an invitation.
@@ -69,6 +71,8 @@ pub struct GroupInfo {
     pub member_count: u64,
     /// When it was created (ms since the Unix epoch).
     pub created_ms: u64,
+    /// Only the owner and admins may send (the whole group is muted).
+    pub muted: bool,
 }
 
 /// One member of a group.
@@ -84,6 +88,9 @@ pub struct Member {
     pub joined_ms: u64,
     /// The seq of the group event that added it: it receives messages from there on.
     pub since_seq: u64,
+    /// The member may not send before this time (ms since the Unix epoch; 0: not
+    /// muted).
+    pub muted_until_ms: u64,
 }
 
 /// The outcome of adding several members.
@@ -115,13 +122,14 @@ pub enum MembershipRefusal {
 impl GroupInfo {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(40 + self.name.len());
-        out.put_u8(GROUP_V1);
+        out.put_u8(GROUP_V2);
         out.put_u64(self.owner);
         out.put_u8(match self.join_policy {
             JoinPolicy::Open => 1,
             JoinPolicy::InviteOnly => 2,
         });
         out.put_u8(u8::from(self.history_visible));
+        out.put_u8(u8::from(self.muted));
         out.put_u64(self.member_count);
         out.put_u64(self.created_ms);
         out.put_slice(self.name.as_bytes());
@@ -131,7 +139,11 @@ impl GroupInfo {
     pub(crate) fn decode(id: u64, v: &[u8]) -> Result<Self> {
         let corrupt = || StorageError::Corrupt("group");
         let mut buf = v;
-        if buf.remaining() < 27 || buf.get_u8() != GROUP_V1 {
+        if buf.remaining() < 27 {
+            return Err(corrupt());
+        }
+        let version = buf.get_u8();
+        if version != GROUP_V1 && (version != GROUP_V2 || buf.remaining() < 27) {
             return Err(corrupt());
         }
         let owner = buf.get_u64();
@@ -141,6 +153,7 @@ impl GroupInfo {
             _ => return Err(corrupt()),
         };
         let history_visible = buf.get_u8() != 0;
+        let muted = version == GROUP_V2 && buf.get_u8() != 0;
         let member_count = buf.get_u64();
         let created_ms = buf.get_u64();
         let name = std::str::from_utf8(buf).map_err(|_| corrupt())?.to_owned();
@@ -152,19 +165,21 @@ impl GroupInfo {
             history_visible,
             member_count,
             created_ms,
+            muted,
         })
     }
 }
 
 impl Member {
-    pub(crate) fn encode(&self) -> [u8; 26] {
-        let mut out = [0u8; 26];
+    pub(crate) fn encode(&self) -> [u8; 34] {
+        let mut out = [0u8; 34];
         let mut buf = &mut out[..];
-        buf.put_u8(MEMBER_V2);
+        buf.put_u8(MEMBER_V3);
         buf.put_u8(self.role as u8);
         buf.put_u64(self.joined_seq);
         buf.put_u64(self.joined_ms);
         buf.put_u64(self.since_seq);
+        buf.put_u64(self.muted_until_ms);
         out
     }
 
@@ -173,6 +188,7 @@ impl Member {
         let version = match (buf.len(), buf.first()) {
             (18, Some(&MEMBER_V1)) => MEMBER_V1,
             (26, Some(&MEMBER_V2)) => MEMBER_V2,
+            (34, Some(&MEMBER_V3)) => MEMBER_V3,
             _ => return Err(StorageError::Corrupt("member")),
         };
         buf.advance(1);
@@ -182,7 +198,12 @@ impl Member {
             role,
             joined_seq: buf.get_u64(),
             joined_ms: buf.get_u64(),
-            since_seq: if version == MEMBER_V2 {
+            since_seq: if version >= MEMBER_V2 {
+                buf.get_u64()
+            } else {
+                0
+            },
+            muted_until_ms: if version == MEMBER_V3 {
                 buf.get_u64()
             } else {
                 0

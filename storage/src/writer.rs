@@ -243,7 +243,9 @@ pub(crate) struct Writer {
     /// The last group commit failed: the shard cannot write now.
     pub failing: bool,
     /// Group membership by (group, user) as of the last commit, for the send check.
-    pub member_cache: HashMap<(u64, u64), bool>,
+    /// Whether a user may write to a group: `None` not a member, else until when
+    /// it is muted (0: it is not).
+    pub member_cache: HashMap<(u64, u64), Option<u64>>,
 }
 
 enum Outcome {
@@ -541,10 +543,14 @@ impl Writer {
         // Membership is decided here, in log order: nobody removed before this
         // message (or not yet added) writes to the group. Sender 0 is the server
         // itself (notices, erasures), which writes to any group.
+        // So are mutes: from the mute's event on, a muted member's sends are refused.
         if let (ConversationId::Group(g), true) = (req.conversation, req.sender != 0) {
-            match self.is_member(g, req.sender) {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Failed(StorageError::NotParticipant),
+            match self.send_right(g, req.sender) {
+                Ok(Some(until_ms)) if now < until_ms => {
+                    return Outcome::Failed(StorageError::Muted { until_ms })
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Outcome::Failed(StorageError::NotParticipant),
                 Err(e) => return Outcome::Failed(e),
             }
         }
@@ -787,19 +793,39 @@ impl Writer {
     }
 
     /// Whether `user` is a member of group `group` as of the last commit.
-    fn is_member(&mut self, group: u64, user: u64) -> Result<bool> {
+    /// Whether `user` may write to `group`: `None` when it is not a member, else
+    /// until when it may not (its own mute, or the group's for plain members).
+    fn send_right(&mut self, group: u64, user: u64) -> Result<Option<u64>> {
         if let Some(&known) = self.member_cache.get(&(group, user)) {
             return Ok(known);
         }
-        let member = self
-            .shard()
+        let shard = self.shard();
+        let right = match shard
             .groupmember_member
-            .contains_key(crate::groups::member_key(group, user))?;
+            .get(crate::groups::member_key(group, user))?
+        {
+            None => None,
+            Some(v) => {
+                let member = crate::Member::decode(user, &v)?;
+                let group_muted = member.role < crate::Role::Admin
+                    && shard
+                        .groupid_group
+                        .get(group.to_be_bytes())?
+                        .map(|v| crate::GroupInfo::decode(group, &v))
+                        .transpose()?
+                        .is_some_and(|g| g.muted);
+                Some(if group_muted {
+                    u64::MAX
+                } else {
+                    member.muted_until_ms
+                })
+            }
+        };
         if self.member_cache.len() >= self.seq_cache_entries {
             self.member_cache.clear();
         }
-        self.member_cache.insert((group, user), member);
-        Ok(member)
+        self.member_cache.insert((group, user), right);
+        Ok(right)
     }
 
     /// What a user sends it has read: its read cursor moves up to its own message, so

@@ -682,6 +682,103 @@ pub async fn relations_follow_the_rules(store: &dyn Storage, tag: &str) {
 
 /// Groups: creation with its events, additions, roles, removal; a removed member
 /// can no longer write; invitations.
+/// Mutes are group changes with their events, and sends are checked against them
+/// in order: a muted member's sends are refused from the mute on; a muted group
+/// lets only its owner and admins send.
+pub async fn mutes_refuse_sends_in_order(store: &dyn Storage, tag: &str) {
+    let (owner, admin, m) = (
+        user(store, tag, "owner").await,
+        user(store, tag, "admin").await,
+        user(store, tag, "m").await,
+    );
+    let info = store
+        .create_group(
+            owner,
+            "quiet",
+            JoinPolicy::InviteOnly,
+            true,
+            &[admin, m],
+            event(owner, "created"),
+        )
+        .await
+        .unwrap()
+        .info
+        .unwrap();
+    let g = info.id;
+    let c = ConversationId::Group(g);
+    let change = |change: GroupChange, id: &'static str| async move {
+        store
+            .change_group(g, change, event(owner, id))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    change(
+        GroupChange::SetRole {
+            user: admin,
+            role: Role::Admin,
+        },
+        "admin",
+    )
+    .await;
+    let far = courier_storage::now_ms() + 3_600_000;
+    let muted = change(
+        GroupChange::MuteMember {
+            user: m,
+            until_ms: far,
+        },
+        "mute-m",
+    )
+    .await;
+    assert_eq!(muted.member.unwrap().muted_until_ms, far);
+    assert_eq!(
+        store.member(g, m).await.unwrap().unwrap().muted_until_ms,
+        far
+    );
+    let refused = store.append(send(c, m, "m1", "hi")).await;
+    assert!(
+        matches!(refused, Err(StorageError::Muted { until_ms }) if until_ms == far),
+        "{refused:?}"
+    );
+    let refused = store
+        .change_group(
+            g,
+            GroupChange::MuteMember {
+                user: owner,
+                until_ms: far,
+            },
+            event(owner, "x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.unwrap_err(), MembershipRefusal::IsOwner);
+    change(
+        GroupChange::MuteMember {
+            user: m,
+            until_ms: 0,
+        },
+        "unmute-m",
+    )
+    .await;
+    store.append(send(c, m, "m2", "back")).await.unwrap();
+    // The whole group: only the owner and admins.
+    let all = change(GroupChange::MuteAll { muted: true }, "mute-all").await;
+    assert!(all.info.unwrap().muted);
+    assert!(store.group(g).await.unwrap().unwrap().muted);
+    let refused = store.append(send(c, m, "m3", "hi")).await;
+    assert!(
+        matches!(refused, Err(StorageError::Muted { until_ms: u64::MAX })),
+        "{refused:?}"
+    );
+    store
+        .append(send(c, admin, "a1", "announcement"))
+        .await
+        .unwrap();
+    store.append(send(c, owner, "o1", "indeed")).await.unwrap();
+    change(GroupChange::MuteAll { muted: false }, "unmute-all").await;
+    store.append(send(c, m, "m4", "free")).await.unwrap();
+}
+
 pub async fn groups_change_with_their_events(store: &dyn Storage, tag: &str) {
     let (owner, m1, m2) = (
         user(store, tag, "owner").await,
