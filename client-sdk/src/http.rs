@@ -595,6 +595,24 @@ impl HttpClient {
         self.call(self.http.delete(url)).await
     }
 
+    /// Mutes (or unmutes) a group: only its owner and admins may send.
+    pub async fn mute_group(&self, group: u64, muted: bool) -> Result<Value> {
+        let url = self.url(&format!("/v1/groups/{group}/mute"));
+        self.call(
+            self.http
+                .put(url)
+                .json(&serde_json::json!({ "muted": muted })),
+        )
+        .await
+    }
+
+    /// Mutes a member of a group for `duration_ms` (0 unmutes).
+    pub async fn mute_member(&self, group: u64, user: u64, duration_ms: u64) -> Result<Value> {
+        let url = self.url(&format!("/v1/groups/{group}/members/{user}/mute"));
+        let body = serde_json::json!({ "duration_ms": duration_ms });
+        self.call(self.http.put(url).json(&body)).await
+    }
+
     /// The caller's bound devices (JSON: `{devices: [{device_id, platform, online, ...}]}`).
     pub async fn devices(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/v1/devices"))).await

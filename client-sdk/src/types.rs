@@ -65,6 +65,9 @@ pub struct Group {
     pub member_count: u64,
     /// Creation time.
     pub created_ms: u64,
+    /// Only the owner and admins may send.
+    #[serde(default)]
+    pub muted: bool,
     /// The caller's role.
     #[serde(default)]
     pub my_role: Option<String>,
@@ -96,6 +99,9 @@ pub struct Member {
     pub role: String,
     /// Join time.
     pub joined_ms: u64,
+    /// Muted in the group until this time (ms since the epoch), if muted now.
+    #[serde(default)]
+    pub muted_until_ms: Option<u64>,
 }
 
 /// A page of members.

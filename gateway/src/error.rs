@@ -88,7 +88,8 @@ impl ApiError {
             ErrorCode::Forbidden
             | ErrorCode::Blocked
             | ErrorCode::Banned
-            | ErrorCode::MessageRejected => StatusCode::FORBIDDEN,
+            | ErrorCode::MessageRejected
+            | ErrorCode::Muted => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::UnknownUser | ErrorCode::UnknownConversation => {
                 StatusCode::NOT_FOUND
             }
@@ -139,6 +140,14 @@ impl From<StorageError> for ApiError {
             }
             StorageError::Recall(refusal) => refusal.into(),
             StorageError::Edit(refusal) => refusal.into(),
+            StorageError::Muted { until_ms: u64::MAX } => Self::new(
+                ErrorCode::Muted,
+                "the group is muted: only its owner and admins may send",
+            ),
+            StorageError::Muted { until_ms } => Self::new(
+                ErrorCode::Muted,
+                format!("you are muted in this group until {until_ms} (ms since the epoch)"),
+            ),
             // The disk or the device failed a write: nothing was stored, and a retry
             // may well succeed once space is back.
             e if e.is_unavailable() => {

@@ -339,6 +339,18 @@ enum GroupCommand {
     },
     /// Hand ownership to a member.
     Transfer { group: u64, user: String },
+    /// Mute (or with --off unmute) a whole group: only owner and admins send.
+    Mute {
+        group: u64,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Mute a member for SECONDS (0 unmutes).
+    MuteMember {
+        group: u64,
+        user: String,
+        seconds: u64,
+    },
     /// Rename a group.
     Rename { group: u64, name: String },
     /// Your pending invitations to groups.
@@ -763,6 +775,15 @@ async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
             http.transfer_group(*group, user_id(&http, user).await?)
                 .await?,
         )?,
+        GroupCommand::Mute { group, off } => http.mute_group(*group, !off).await?,
+        GroupCommand::MuteMember {
+            group,
+            user,
+            seconds,
+        } => {
+            http.mute_member(*group, user_id(&http, user).await?, seconds * 1000)
+                .await?
+        }
         GroupCommand::Rename { group, name } => {
             serde_json::to_value(http.update_group(*group, Some(name), None, None).await?)?
         }

@@ -148,6 +148,13 @@ fn system_json(s: &pb::SystemEvent) -> Value {
     use pb::system_event::Event;
     match &s.event {
         None => json!({"type": "system", "event": "unknown"}),
+        Some(Event::GroupMuted(e)) => {
+            json!({"type": "system", "event": "group_muted", "muted": e.muted, "by_user": e.by_user})
+        }
+        Some(Event::MemberMuted(e)) => json!({
+            "type": "system", "event": "member_muted", "user_id": e.user_id,
+            "until_ms": e.until_ms, "by_user": e.by_user,
+        }),
         Some(Event::ReactionsChanged(e)) => json!({
             "type": "system", "event": "reactions_changed",
             "changes": e.changes.iter().map(|c| json!({

@@ -139,6 +139,20 @@ pub struct MessageView {
     pub reactions: Vec<ReactionView>,
 }
 
+/// Mute or unmute a whole group.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MuteGroupBody {
+    /// Muted (only the owner and admins may send) or not.
+    pub muted: bool,
+}
+
+/// Mute a member for a time.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MuteMemberBody {
+    /// For how long, in ms (0 unmutes; at most ten years).
+    pub duration_ms: u64,
+}
+
 /// A change to the caller's own view of a conversation.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct HideBody {
@@ -401,6 +415,9 @@ pub struct GroupView {
     pub member_count: u64,
     /// Creation time, ms since the epoch.
     pub created_ms: u64,
+    /// Only the owner and admins may send.
+    #[serde(default)]
+    pub muted: bool,
     /// The caller's role, if a member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub my_role: Option<String>,
@@ -424,6 +441,9 @@ pub struct MemberView {
     pub role: String,
     /// When the member joined, ms since the epoch.
     pub joined_ms: u64,
+    /// The member may not send before this time, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until_ms: Option<u64>,
 }
 
 /// A page of members, by user id.

@@ -95,7 +95,12 @@ impl From<MembershipRefusal> for ApiError {
     }
 }
 
-fn role_name(role: Role) -> &'static str {
+/// Until when `m` is muted, if it is now.
+pub(crate) fn muted_until(m: &courier_storage::Member) -> Option<u64> {
+    (m.muted_until_ms > courier_storage::now_ms()).then_some(m.muted_until_ms)
+}
+
+pub(crate) fn role_name(role: Role) -> &'static str {
     match role {
         Role::Owner => "owner",
         Role::Admin => "admin",
@@ -114,7 +119,11 @@ pub fn parse_policy(s: &str) -> Result<JoinPolicy, ApiError> {
 
 impl Api {
     /// The caller's role in `group`, or FORBIDDEN/NOT_FOUND when it has none.
-    async fn role_in(&self, group: u64, user: u64) -> Result<(GroupInfo, Role), ApiError> {
+    pub(crate) async fn role_in(
+        &self,
+        group: u64,
+        user: u64,
+    ) -> Result<(GroupInfo, Role), ApiError> {
         let info = self
             .store
             .group(group)
@@ -142,6 +151,7 @@ impl Api {
             history_visible: info.history_visible,
             member_count: info.member_count,
             created_ms: info.created_ms,
+            muted: info.muted,
             my_role: my_role.map(|r| role_name(r).into()),
         }
     }
@@ -150,7 +160,7 @@ impl Api {
     /// [`announcements`]) in the same commit and delivered like any message. In a
     /// cluster the change is made by the node that owns the group's conversation,
     /// in order with the group's messages.
-    async fn change_group(
+    pub(crate) async fn change_group(
         &self,
         group: u64,
         change: GroupChange,
@@ -432,6 +442,7 @@ impl Api {
                     .unwrap_or_default(),
                 role: role_name(m.role).into(),
                 joined_ms: m.joined_ms,
+                muted_until_ms: muted_until(&m),
             });
         }
         Ok(MemberList {
@@ -625,6 +636,7 @@ impl Api {
             name: self.require_user(target).await?,
             role: role_name(member.role).into(),
             joined_ms: member.joined_ms,
+            muted_until_ms: muted_until(&member),
         })
     }
 

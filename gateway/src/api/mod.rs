@@ -10,6 +10,7 @@
 //! - `conversations`: the conversation list, read cursors, mute/pin.
 //! - `relations`: friends, follows, blocks.
 //! - `groups` / `members`: groups, roles, membership events, the member cache.
+//! - `moderation`: muting a group or a member, enforced by the store in log order.
 //! - `devices`: device bindings and the device cap.
 //! - `presence` / `receipts`: storm-proof presence and read receipts (actors).
 //! - `recall`: recalling messages.
@@ -45,6 +46,7 @@ pub mod limits;
 pub mod media;
 pub mod members;
 pub mod messaging;
+pub mod moderation;
 pub mod presence;
 pub mod push;
 pub mod reactions;

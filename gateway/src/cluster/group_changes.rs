@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_nats::{RequestErrorKind, Subscriber};
 use courier_protocol::cluster::{
     group_change_forward::Change, AddMembers, GroupChangeForward, GroupChangeResult, GroupRecord,
-    MemberRecord, SetMemberRole, StoredEvent, UpdateGroup,
+    MemberRecord, MuteMember, SetMemberRole, StoredEvent, UpdateGroup,
 };
 use courier_protocol::pb::{self, system_event::Event};
 use courier_storage::{
@@ -183,6 +183,11 @@ fn change_to_pb(change: &GroupChange) -> Change {
             join_policy: join_policy.map(policy_code),
             history_visible: *history_visible,
         }),
+        GroupChange::MuteAll { muted } => Change::MuteAll(*muted),
+        GroupChange::MuteMember { user, until_ms } => Change::MuteMember(MuteMember {
+            user: *user,
+            until_ms: *until_ms,
+        }),
     }
 }
 
@@ -210,6 +215,11 @@ fn change_from_pb(payload: bytes::Bytes) -> Option<(u64, GroupChange, Option<Eve
             },
             history_visible: u.history_visible,
         },
+        Change::MuteAll(muted) => GroupChange::MuteAll { muted },
+        Change::MuteMember(m) => GroupChange::MuteMember {
+            user: m.user,
+            until_ms: m.until_ms,
+        },
     };
     let announce = match f.announce.is_empty() {
         true => None,
@@ -228,6 +238,7 @@ fn changed_to_pb(c: GroupChanged) -> GroupChangeResult {
             history_visible: i.history_visible,
             member_count: i.member_count,
             created_ms: i.created_ms,
+            muted: i.muted,
         }),
         added: c.added.added,
         already_members: c.added.already_members,
@@ -239,6 +250,7 @@ fn changed_to_pb(c: GroupChanged) -> GroupChangeResult {
             joined_seq: m.joined_seq,
             joined_ms: m.joined_ms,
             since_seq: m.since_seq,
+            muted_until_ms: m.muted_until_ms,
         }),
         events: c
             .events
@@ -267,6 +279,7 @@ fn changed_from_pb(r: GroupChangeResult) -> Result<GroupChanged, ApiError> {
             history_visible: i.history_visible,
             member_count: i.member_count,
             created_ms: i.created_ms,
+            muted: i.muted,
         }),
         None => None,
     };
@@ -277,6 +290,7 @@ fn changed_from_pb(r: GroupChangeResult) -> Result<GroupChanged, ApiError> {
             joined_seq: m.joined_seq,
             joined_ms: m.joined_ms,
             since_seq: m.since_seq,
+            muted_until_ms: m.muted_until_ms,
         }),
         None => None,
     };
@@ -361,6 +375,14 @@ mod tests {
             None,
         );
         round_trip(GroupChange::Transfer { new_owner: 2 }, None);
+        round_trip(GroupChange::MuteAll { muted: true }, None);
+        round_trip(
+            GroupChange::MuteMember {
+                user: 3,
+                until_ms: 99,
+            },
+            None,
+        );
         round_trip(
             GroupChange::Update {
                 name: Some("renamed".into()),
@@ -390,6 +412,7 @@ mod tests {
                 history_visible: true,
                 member_count: 3,
                 created_ms: 17,
+                muted: true,
             }),
             added: courier_storage::AddedMembers {
                 added: vec![1],
@@ -403,6 +426,7 @@ mod tests {
                 joined_seq: 2,
                 joined_ms: 3,
                 since_seq: 4,
+                muted_until_ms: 5,
             }),
             events: vec![Appended {
                 seq: 7,

@@ -163,6 +163,8 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(group_members, add_members))
         .routes(routes!(remove_member))
         .routes(routes!(set_role))
+        .routes(routes!(mute_group))
+        .routes(routes!(mute_member))
         .routes(routes!(join_group))
         .routes(routes!(leave_group))
         .routes(routes!(transfer_group))
@@ -644,6 +646,43 @@ async fn set_role(
 ) -> ApiResult<MemberView> {
     let role = Api::parse_role(&json_body(body)?.role)?;
     Ok(Json(api.set_role(group, caller.user_id, user, role).await?))
+}
+
+/// Mute or unmute the whole group: only the owner and admins may send (owner and
+/// admins). A `GroupMuted` event goes to the members.
+#[utoipa::path(put, path = "/v1/groups/{group_id}/mute", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)), request_body = MuteGroupBody,
+    responses((status = 200, body = GroupView), (status = 403, body = ErrorBody)))]
+async fn mute_group(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+    body: Result<Json<MuteGroupBody>, JsonRejection>,
+) -> ApiResult<GroupView> {
+    let body = json_body(body)?;
+    Ok(Json(
+        api.mute_group(group, caller.user_id, body.muted).await?,
+    ))
+}
+
+/// Mute a member for a time (`duration_ms` 0 unmutes): owner and admins mute
+/// members, only the owner mutes admins. A `MemberMuted` event goes to the members;
+/// the member's sends are refused with `MUTED` from it on.
+#[utoipa::path(put, path = "/v1/groups/{group_id}/members/{user_id}/mute", tag = "groups",
+    security(("bearer" = [])),
+    params(("group_id" = u64, Path), ("user_id" = u64, Path)), request_body = MuteMemberBody,
+    responses((status = 200, body = MemberView), (status = 403, body = ErrorBody)))]
+async fn mute_member(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((group, user)): Path<(u64, u64)>,
+    body: Result<Json<MuteMemberBody>, JsonRejection>,
+) -> ApiResult<MemberView> {
+    let body = json_body(body)?;
+    Ok(Json(
+        api.mute_member(group, caller.user_id, user, body.duration_ms)
+            .await?,
+    ))
 }
 
 /// Join an open group.

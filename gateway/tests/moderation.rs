@@ -1,0 +1,150 @@
+//! Group moderation against a real gateway: muting a member for a time and the
+//! whole group; who may; the events in the log; and sends refused from the mute's
+//! seq on, in order with the messages around it.
+
+mod common;
+
+use common::{next_message, TestServer};
+use courier_sdk::pb::{self, message_body::Content, system_event::Event as SysEvent};
+use courier_sdk::{ConversationId, ErrorCode, NewGroup};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muted_members_and_groups_are_refused_from_the_event_on() {
+    let t = TestServer::start().await;
+    let p = common::users(&t, "mod", 4).await;
+    let (owner, admin, member, other) = (&p[0], &p[1], &p[2], &p[3]);
+    let owner_http = t.http_as(owner);
+    let g = owner_http
+        .create_group(&NewGroup {
+            name: "moderated".into(),
+            members: vec![admin.user_id, member.user_id, other.user_id],
+            ..NewGroup::default()
+        })
+        .await
+        .unwrap()
+        .group_id;
+    owner_http
+        .set_role(g, admin.user_id, "admin")
+        .await
+        .unwrap();
+    let c = ConversationId::Group(g);
+    let (m, _me) = t.connect(member, "phone").await;
+    let (o, mut other_events) = t.connect(other, "phone").await;
+    let (a, _ae) = t.connect(admin, "phone").await;
+
+    // Members moderate nobody.
+    let member_http = t.http_as(member);
+    assert_eq!(
+        common::http_code(&member_http.mute_group(g, true).await.unwrap_err()).0,
+        403
+    );
+    assert_eq!(
+        common::http_code(
+            &member_http
+                .mute_member(g, other.user_id, 60_000)
+                .await
+                .unwrap_err()
+        )
+        .0,
+        403
+    );
+    // An admin mutes nobody above it.
+    assert_eq!(
+        common::http_code(
+            &t.http_as(admin)
+                .mute_member(g, owner.user_id, 60_000)
+                .await
+                .unwrap_err()
+        )
+        .0,
+        403
+    );
+
+    // The member sends a burst while an admin mutes it: every message stored
+    // before the mute's event, every one after refused with MUTED.
+    let mut sends = Vec::new();
+    for i in 0..20 {
+        sends.push(
+            m.submit_send(
+                &c,
+                pb::MessageBody::text(format!("burst {i}")),
+                format!("b{i}"),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let muted = t
+        .http_as(admin)
+        .mute_member(g, member.user_id, 3_600_000)
+        .await
+        .unwrap();
+    assert!(muted["muted_until_ms"].as_u64().unwrap() > courier_storage_now());
+    let mut stored = Vec::new();
+    for send in sends {
+        match send.await {
+            Ok(receipt) => stored.push(receipt.seq),
+            Err(e) => assert_eq!(e.code(), Some(ErrorCode::Muted)),
+        }
+    }
+    let history = owner_http.history_all(&c, 0).await.unwrap();
+    let mute_seq = history
+        .iter()
+        .find(|h| h.body["event"] == "member_muted")
+        .expect("the mute's event")
+        .seq;
+    assert!(
+        stored.iter().all(|&s| s < mute_seq),
+        "{stored:?} vs {mute_seq}"
+    );
+    let after = m.send_text(&c, "can I?").await.unwrap_err();
+    assert_eq!(after.code(), Some(ErrorCode::Muted));
+    assert!(history
+        .iter()
+        .filter(|h| h.seq > mute_seq)
+        .all(|h| h.from != member.user_id));
+    // The other members see the event; the others still speak.
+    loop {
+        let msg = next_message(&mut other_events).await;
+        if let Some(Content::System(pb::SystemEvent {
+            event: Some(SysEvent::MemberMuted(e)),
+        })) = msg.body.and_then(|b| b.content)
+        {
+            assert_eq!((e.user_id, e.by_user), (member.user_id, admin.user_id));
+            break;
+        }
+    }
+    o.send_text(&c, "I still can").await.unwrap();
+    let members = owner_http.members(g, None, None).await.unwrap();
+    let listed = members
+        .members
+        .iter()
+        .find(|v| v.user_id == member.user_id)
+        .unwrap();
+    assert!(listed.muted_until_ms.is_some());
+    // Unmuted, it speaks again.
+    t.http_as(admin)
+        .mute_member(g, member.user_id, 0)
+        .await
+        .unwrap();
+    m.send_text(&c, "thanks").await.unwrap();
+
+    // The whole group: plain members refused, admins and the owner speak.
+    let view = t.http_as(admin).mute_group(g, true).await.unwrap();
+    assert_eq!(view["muted"], true);
+    assert_eq!(
+        o.send_text(&c, "hello?").await.unwrap_err().code(),
+        Some(ErrorCode::Muted)
+    );
+    a.send_text(&c, "announcement").await.unwrap();
+    owner_http.mute_group(g, false).await.unwrap();
+    o.send_text(&c, "hello!").await.unwrap();
+    t.stop().await;
+}
+
+fn courier_storage_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
