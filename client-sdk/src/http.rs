@@ -595,6 +595,30 @@ impl HttpClient {
         self.call(self.http.delete(url)).await
     }
 
+    /// Sets a group's description and/or picture (the SHA-256 of an image the
+    /// caller uploaded; empty removes it).
+    pub async fn set_group_profile(
+        &self,
+        group_id: u64,
+        description: Option<&str>,
+        avatar: Option<&str>,
+    ) -> Result<Group> {
+        let body = serde_json::json!({"description": description, "avatar": avatar});
+        let url = self.url(&format!("/v1/groups/{group_id}"));
+        self.call(self.http.patch(url).json(&body)).await
+    }
+
+    /// Pins `text` as a group's announcement (empty takes it down).
+    pub async fn set_announcement(&self, group_id: u64, text: &str) -> Result<Group> {
+        let url = self.url(&format!("/v1/groups/{group_id}/announcement"));
+        self.call(
+            self.http
+                .put(url)
+                .json(&serde_json::json!({ "text": text })),
+        )
+        .await
+    }
+
     /// Mutes (or unmutes) a group: only its owner and admins may send.
     pub async fn mute_group(&self, group: u64, muted: bool) -> Result<Value> {
         let url = self.url(&format!("/v1/groups/{group}/mute"));

@@ -68,6 +68,15 @@ pub struct Group {
     /// Only the owner and admins may send.
     #[serde(default)]
     pub muted: bool,
+    /// What the group is about.
+    #[serde(default)]
+    pub description: String,
+    /// The group's picture: `{sha256, url}`.
+    #[serde(default)]
+    pub avatar: Option<serde_json::Value>,
+    /// The pinned announcement: `{text, version, at_ms, by_user}`.
+    #[serde(default)]
+    pub announcement: Option<serde_json::Value>,
     /// The caller's role.
     #[serde(default)]
     pub my_role: Option<String>,

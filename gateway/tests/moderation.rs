@@ -142,6 +142,90 @@ async fn muted_members_and_groups_are_refused_from_the_event_on() {
     t.stop().await;
 }
 
+/// A 1x1 PNG.
+fn png() -> Vec<u8> {
+    vec![
+        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x02, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F,
+        0x15, 0xC4, 0x89, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00,
+        0x01, 0x00, 0x00, 0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49,
+        0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn description_picture_and_versioned_announcements() {
+    let t = TestServer::start().await;
+    let p = common::users(&t, "ann", 2).await;
+    let owner_http = t.http_as(&p[0]);
+    let g = owner_http
+        .create_group(&NewGroup {
+            name: "club".into(),
+            members: vec![p[1].user_id],
+            ..NewGroup::default()
+        })
+        .await
+        .unwrap()
+        .group_id;
+    let c = ConversationId::Group(g);
+    let (_m, mut member_events) = t.connect(&p[1], "phone").await;
+    let picture = owner_http.upload_bytes(png()).await.unwrap();
+    let view = owner_http
+        .set_group_profile(g, Some("we play chess"), Some(&picture.sha256))
+        .await
+        .unwrap();
+    assert_eq!(view.description, "we play chess");
+    assert_eq!(view.avatar.unwrap()["sha256"], picture.sha256.as_str());
+    let first = owner_http.set_announcement(g, "meet at 8").await.unwrap();
+    assert_eq!(first.announcement.unwrap()["version"], 1);
+    let second = owner_http.set_announcement(g, "meet at 9").await.unwrap();
+    let announcement = second.announcement.unwrap();
+    assert_eq!(
+        (
+            announcement["version"].as_u64(),
+            announcement["text"].as_str()
+        ),
+        (Some(2), Some("meet at 9"))
+    );
+    // Members get the events, in order, the announcement's with its version.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = next_message(&mut member_events).await;
+        match m.body.and_then(|b| b.content) {
+            Some(Content::System(pb::SystemEvent {
+                event: Some(SysEvent::GroupProfileChanged(e)),
+            })) => seen.push(format!("profile {}", e.description.unwrap_or_default())),
+            Some(Content::System(pb::SystemEvent {
+                event: Some(SysEvent::AnnouncementChanged(e)),
+            })) => seen.push(format!("announcement {} v{}", e.text, e.version)),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "profile we play chess",
+            "announcement meet at 8 v1",
+            "announcement meet at 9 v2"
+        ]
+    );
+    // A member changes none of it; a picture must be an uploaded image.
+    let member_http = t.http_as(&p[1]);
+    assert_eq!(
+        common::http_code(&member_http.set_announcement(g, "mine").await.unwrap_err()).0,
+        403
+    );
+    // A picture must be an upload of the caller's.
+    let unknown = "00".repeat(32);
+    let refused = owner_http
+        .set_group_profile(g, None, Some(&unknown))
+        .await
+        .unwrap_err();
+    assert!(common::http_code(&refused).0 >= 400, "{refused:?}");
+    assert!(owner_http.history_all(&c, 0).await.unwrap().len() >= 4);
+    t.stop().await;
+}
+
 fn courier_storage_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -295,10 +295,10 @@ async fn commit(
         for row in tx
             .query(
                 "SELECT m.group_id, m.user_id,
-                        CASE WHEN g.muted AND m.role < 2 THEN 9223372036854775807
-                             ELSE m.muted_until_ms END
+                        CASE WHEN COALESCE(g.muted, false) AND m.role < 2
+                             THEN 9223372036854775807 ELSE m.muted_until_ms END
                  FROM group_members m
-                 JOIN groups g ON g.id = m.group_id
+                 LEFT JOIN groups g ON g.id = m.group_id
                  JOIN unnest($1::int8[], $2::int8[]) AS k(g, u)
                    ON m.group_id = k.g AND m.user_id = k.u",
                 &[&groups, &senders],

@@ -36,8 +36,9 @@ pub(crate) struct GroupRequest {
 }
 
 const MEMBER: &str = "user_id, role, joined_seq, joined_ms, since_seq, muted_until_ms";
-const GROUP: &str =
-    "id, name, owner, join_policy, history_visible, member_count, created_ms, muted";
+const GROUP: &str = "id, name, owner, join_policy, history_visible, member_count, created_ms, \
+    muted, description, avatar, announcement, announcement_version, announcement_at_ms, \
+    announcement_by";
 
 fn role_from(v: i16) -> Result<Role> {
     match v {
@@ -80,6 +81,14 @@ fn group_from_row(r: &tokio_postgres::Row) -> Result<GroupInfo> {
         member_count: r.get::<_, i64>(5) as u64,
         created_ms: r.get::<_, i64>(6) as u64,
         muted: r.get(7),
+        description: r.get(8),
+        avatar: r.get(9),
+        announcement: courier_storage::Announcement {
+            text: r.get(10),
+            version: r.get::<_, i64>(11) as u64,
+            at_ms: r.get::<_, i64>(12) as u64,
+            by_user: r.get::<_, i64>(13) as u64,
+        },
     })
 }
 
@@ -94,7 +103,11 @@ fn named_users(proposal: &Proposal, owner: Option<u64>) -> Vec<i64> {
         }
         Proposal::Change(GroupChange::Transfer { new_owner }) => vec![*new_owner],
         Proposal::Change(GroupChange::MuteMember { user, .. }) => vec![*user],
-        Proposal::Change(GroupChange::Update { .. } | GroupChange::MuteAll { .. }) => Vec::new(),
+        Proposal::Change(
+            GroupChange::Update { .. }
+            | GroupChange::MuteAll { .. }
+            | GroupChange::SetProfile { .. },
+        ) => Vec::new(),
     };
     users.extend(owner);
     users.into_iter().map(|u| u as i64).collect()
@@ -247,10 +260,16 @@ async fn apply_in_tx(
     let info = &decision.info;
     tx.execute(
         &format!(
-            "INSERT INTO groups ({GROUP}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO groups ({GROUP})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner,
                join_policy = EXCLUDED.join_policy, history_visible = EXCLUDED.history_visible,
-               member_count = EXCLUDED.member_count, muted = EXCLUDED.muted"
+               member_count = EXCLUDED.member_count, muted = EXCLUDED.muted,
+               description = EXCLUDED.description, avatar = EXCLUDED.avatar,
+               announcement = EXCLUDED.announcement,
+               announcement_version = EXCLUDED.announcement_version,
+               announcement_at_ms = EXCLUDED.announcement_at_ms,
+               announcement_by = EXCLUDED.announcement_by"
         ),
         &[
             &gid,
@@ -261,6 +280,12 @@ async fn apply_in_tx(
             &(info.member_count as i64),
             &(info.created_ms as i64),
             &info.muted,
+            &info.description,
+            &info.avatar,
+            &info.announcement.text,
+            &(info.announcement.version as i64),
+            &(info.announcement.at_ms as i64),
+            &(info.announcement.by_user as i64),
         ],
     )
     .await
@@ -443,6 +468,9 @@ impl Groups for PgStore {
             member_count: 0,
             created_ms: 0,
             muted: false,
+            description: String::new(),
+            avatar: String::new(),
+            announcement: Default::default(),
         };
         let mut users = vec![owner];
         users.extend(members.iter().copied().filter(|&m| m != owner));

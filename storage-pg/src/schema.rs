@@ -268,6 +268,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
     -- Moderation: a muted group (only owner and admins send), a muted member.
     ALTER TABLE groups ADD COLUMN muted boolean NOT NULL DEFAULT false;
     ALTER TABLE group_members ADD COLUMN muted_until_ms bigint NOT NULL DEFAULT 0;
+    -- What a group says of itself, and its pinned announcement.
+    ALTER TABLE groups
+        ADD COLUMN description text NOT NULL DEFAULT '',
+        ADD COLUMN avatar text NOT NULL DEFAULT '',
+        ADD COLUMN announcement text NOT NULL DEFAULT '',
+        ADD COLUMN announcement_version bigint NOT NULL DEFAULT 0,
+        ADD COLUMN announcement_at_ms bigint NOT NULL DEFAULT 0,
+        ADD COLUMN announcement_by bigint NOT NULL DEFAULT 0;
     ",
     ),
 ];

@@ -66,6 +66,18 @@ pub enum GroupChange {
         /// Whether later members see earlier history.
         history_visible: Option<bool>,
     },
+    /// Changes what the group says of itself (each `Some` is set; an empty string
+    /// clears it). A new announcement text is the announcement's next version.
+    SetProfile {
+        /// What the group is about.
+        description: Option<String>,
+        /// The SHA-256 of an uploaded image.
+        avatar: Option<String>,
+        /// The pinned announcement.
+        announcement: Option<String>,
+        /// Who makes the change (the announcement's author).
+        by: u64,
+    },
     /// Mutes (or unmutes) the whole group: only the owner and admins may send.
     MuteAll {
         /// Muted or not.
@@ -88,6 +100,24 @@ impl GroupChange {
             GroupChange::Update {
                 name: Some(name), ..
             } => validate_group_name(name),
+            GroupChange::SetProfile {
+                description,
+                avatar,
+                announcement,
+                ..
+            } => {
+                let too_long =
+                    |s: &Option<String>, max: usize| s.as_ref().is_some_and(|s| s.len() > max);
+                if too_long(description, crate::MAX_GROUP_DESCRIPTION_BYTES)
+                    || too_long(announcement, crate::MAX_ANNOUNCEMENT_BYTES)
+                    || too_long(avatar, 64)
+                {
+                    return Err(StorageError::InvalidArgument(
+                        "description, avatar or announcement too long",
+                    ));
+                }
+                Ok(())
+            }
             GroupChange::Add { users, .. } if users.len() > MAX_ADDED_PER_CHANGE => Err(
                 StorageError::InvalidArgument("too many users for one change; add them in parts"),
             ),
@@ -170,6 +200,9 @@ impl Store {
             member_count: 0,
             created_ms: 0,
             muted: false,
+            description: String::new(),
+            avatar: String::new(),
+            announcement: Default::default(),
         };
         let mut users = vec![owner];
         users.extend(members.iter().copied().filter(|&m| m != owner));

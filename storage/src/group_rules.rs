@@ -182,6 +182,27 @@ pub fn decide(
                         info.history_visible = h;
                     }
                 }
+                GroupChange::SetProfile {
+                    description,
+                    avatar,
+                    announcement,
+                    by,
+                } => {
+                    if let Some(d) = description {
+                        info.description = d;
+                    }
+                    if let Some(a) = avatar {
+                        info.avatar = a;
+                    }
+                    if let Some(text) = announcement {
+                        info.announcement = crate::Announcement {
+                            text,
+                            version: info.announcement.version + 1,
+                            at_ms: now,
+                            by_user: by,
+                        };
+                    }
+                }
                 GroupChange::MuteAll { muted } => {
                     info.muted = muted;
                     // Senders' rights changed: what the writer knows of them goes.
@@ -239,6 +260,9 @@ mod tests {
             member_count: count,
             created_ms: 1,
             muted: false,
+            description: String::new(),
+            avatar: String::new(),
+            announcement: Default::default(),
         }
     }
 

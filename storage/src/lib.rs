@@ -91,6 +91,7 @@ pub use group_changes::{
 pub use groups::{
     validate_group_name, AddedMembers, GroupInfo, JoinPolicy, Member, MembershipRefusal, Role,
 };
+pub use groups::{Announcement, MAX_ANNOUNCEMENT_BYTES, MAX_GROUP_DESCRIPTION_BYTES};
 pub use hidden::{HiddenView, MAX_HIDE_AT_ONCE};
 pub use invitations::{Invitation, MAX_PENDING_INVITATIONS};
 pub use managed::ManagedStore;

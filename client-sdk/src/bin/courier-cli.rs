@@ -345,6 +345,10 @@ enum GroupCommand {
         #[arg(long)]
         off: bool,
     },
+    /// Pin TEXT as a group's announcement (empty takes it down).
+    Announce { group: u64, text: String },
+    /// Set a group's description.
+    Describe { group: u64, text: String },
     /// Mute a member for SECONDS (0 unmutes).
     MuteMember {
         group: u64,
@@ -776,6 +780,12 @@ async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
                 .await?,
         )?,
         GroupCommand::Mute { group, off } => http.mute_group(*group, !off).await?,
+        GroupCommand::Announce { group, text } => {
+            serde_json::to_value(http.set_announcement(*group, text).await?)?
+        }
+        GroupCommand::Describe { group, text } => {
+            serde_json::to_value(http.set_group_profile(*group, Some(text), None).await?)?
+        }
         GroupCommand::MuteMember {
             group,
             user,

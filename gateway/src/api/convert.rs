@@ -148,6 +148,14 @@ fn system_json(s: &pb::SystemEvent) -> Value {
     use pb::system_event::Event;
     match &s.event {
         None => json!({"type": "system", "event": "unknown"}),
+        Some(Event::GroupProfileChanged(e)) => json!({
+            "type": "system", "event": "group_profile_changed", "description": e.description,
+            "avatar": e.avatar, "by_user": e.by_user,
+        }),
+        Some(Event::AnnouncementChanged(e)) => json!({
+            "type": "system", "event": "announcement_changed", "text": e.text,
+            "version": e.version, "by_user": e.by_user,
+        }),
         Some(Event::GroupMuted(e)) => {
             json!({"type": "system", "event": "group_muted", "muted": e.muted, "by_user": e.by_user})
         }

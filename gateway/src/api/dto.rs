@@ -139,6 +139,13 @@ pub struct MessageView {
     pub reactions: Vec<ReactionView>,
 }
 
+/// A group's pinned announcement.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AnnouncementBody {
+    /// The text (empty takes it down; at most 4096 bytes).
+    pub text: String,
+}
+
 /// Mute or unmute a whole group.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MuteGroupBody {
@@ -394,6 +401,11 @@ pub struct UpdateGroup {
     pub join_policy: Option<String>,
     /// Whether later members see earlier messages.
     pub history_visible: Option<bool>,
+    /// What the group is about (empty clears it; at most 1024 bytes).
+    pub description: Option<String>,
+    /// The SHA-256 of an image the caller uploaded, as the group's picture (empty
+    /// removes it).
+    pub avatar: Option<String>,
 }
 
 /// A group.
@@ -418,6 +430,17 @@ pub struct GroupView {
     /// Only the owner and admins may send.
     #[serde(default)]
     pub muted: bool,
+    /// What the group is about.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The group's picture: `{sha256, url}` (a signed link), absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub avatar: Option<Value>,
+    /// The pinned announcement: `{text, version, at_ms, by_user}`, absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub announcement: Option<Value>,
     /// The caller's role, if a member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub my_role: Option<String>,

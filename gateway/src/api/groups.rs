@@ -68,6 +68,13 @@ pub(crate) fn announcements(announce: Option<Event>, changed: &GroupChanged) -> 
             user_ids: added.clone(),
             by_user: e.by_user,
         })],
+        // The announcement's version is the store's to give.
+        Some(Event::AnnouncementChanged(e)) => {
+            vec![Event::AnnouncementChanged(pb::AnnouncementChanged {
+                version: changed.info.as_ref().map_or(0, |i| i.announcement.version),
+                ..e
+            })]
+        }
         other => other.into_iter().collect(),
     }
 }
@@ -152,6 +159,18 @@ impl Api {
             member_count: info.member_count,
             created_ms: info.created_ms,
             muted: info.muted,
+            description: info.description.clone(),
+            avatar: (!info.avatar.is_empty()).then(|| {
+                serde_json::json!({"sha256": info.avatar, "url": self.message_url(&info.avatar)})
+            }),
+            announcement: (!info.announcement.text.is_empty()).then(|| {
+                serde_json::json!({
+                    "text": info.announcement.text,
+                    "version": info.announcement.version,
+                    "at_ms": info.announcement.at_ms,
+                    "by_user": info.announcement.by_user,
+                })
+            }),
             my_role: my_role.map(|r| role_name(r).into()),
         }
     }

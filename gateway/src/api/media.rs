@@ -192,7 +192,7 @@ impl Api {
 
     /// The signed link a message carries for blob `sha256` (valid for
     /// `media_url_ttl_secs`; recipients renew it with `POST /v1/media/{id}/url`).
-    fn message_url(&self, sha256: &str) -> String {
+    pub(crate) fn message_url(&self, sha256: &str) -> String {
         let expires = courier_storage::now_ms() + self.config.media_url_ttl_secs * 1000;
         self.media.signed_path(sha256, expires)
     }

@@ -98,3 +98,84 @@ impl Api {
         })
     }
 }
+
+impl Api {
+    /// Sets what `group` says of itself (owner or admin): its description (at most
+    /// 1024 bytes) and picture (the SHA-256 of an image `by` uploaded; empty
+    /// removes it). A `GroupProfileChanged` event goes to the members.
+    pub async fn set_group_profile(
+        &self,
+        group: u64,
+        by: u64,
+        description: Option<String>,
+        avatar: Option<String>,
+    ) -> Result<GroupView, ApiError> {
+        self.require_moderator(group, by, "change the group's description and picture")
+            .await?;
+        if let Some(d) = &description {
+            crate::api::hygiene::check_chars("description", d)?;
+        }
+        if let Some(sha256) = avatar.as_deref().filter(|a| !a.is_empty()) {
+            let blob = self.check_media_use(by, sha256).await?;
+            if !blob.mime.starts_with("image/") {
+                return Err(ApiError::invalid("a group picture must be an image"));
+            }
+            // A picture in use is never garbage-collected.
+            self.store
+                .update_blob(sha256, courier_storage::BlobUpdate::Referenced)
+                .await?;
+        }
+        let event = Event::GroupProfileChanged(pb::GroupProfileChanged {
+            description: description.clone(),
+            avatar: avatar.clone(),
+            by_user: by,
+        });
+        let change = GroupChange::SetProfile {
+            description,
+            avatar,
+            announcement: None,
+            by,
+        };
+        change.validate()?;
+        self.change_group(group, change, Some(event), by).await?;
+        self.group_info(group, by).await
+    }
+
+    /// Pins `text` as `group`'s announcement (owner or admin; empty takes it down):
+    /// a new version, announced by an `AnnouncementChanged` event.
+    pub async fn set_announcement(
+        &self,
+        group: u64,
+        by: u64,
+        text: String,
+    ) -> Result<GroupView, ApiError> {
+        self.require_moderator(group, by, "change the announcement")
+            .await?;
+        crate::api::hygiene::check_chars("announcement", &text)?;
+        let event = Event::AnnouncementChanged(pb::AnnouncementChanged {
+            text: text.clone(),
+            version: 0,
+            by_user: by,
+        });
+        let change = GroupChange::SetProfile {
+            description: None,
+            avatar: None,
+            announcement: Some(text),
+            by,
+        };
+        change.validate()?;
+        self.change_group(group, change, Some(event), by).await?;
+        self.group_info(group, by).await
+    }
+
+    /// Refuses `by` unless it is `group`'s owner or an admin.
+    async fn require_moderator(&self, group: u64, by: u64, what: &str) -> Result<(), ApiError> {
+        let (_, role) = self.role_in(group, by).await?;
+        if role < Role::Admin {
+            return Err(ApiError::forbidden(format!(
+                "only the owner and admins {what}"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_nats::{RequestErrorKind, Subscriber};
 use courier_protocol::cluster::{
     group_change_forward::Change, AddMembers, GroupChangeForward, GroupChangeResult, GroupRecord,
-    MemberRecord, MuteMember, SetMemberRole, StoredEvent, UpdateGroup,
+    MemberRecord, MuteMember, SetGroupProfile, SetMemberRole, StoredEvent, UpdateGroup,
 };
 use courier_protocol::pb::{self, system_event::Event};
 use courier_storage::{
@@ -184,6 +184,17 @@ fn change_to_pb(change: &GroupChange) -> Change {
             history_visible: *history_visible,
         }),
         GroupChange::MuteAll { muted } => Change::MuteAll(*muted),
+        GroupChange::SetProfile {
+            description,
+            avatar,
+            announcement,
+            by,
+        } => Change::SetProfile(SetGroupProfile {
+            description: description.clone(),
+            avatar: avatar.clone(),
+            announcement: announcement.clone(),
+            by: *by,
+        }),
         GroupChange::MuteMember { user, until_ms } => Change::MuteMember(MuteMember {
             user: *user,
             until_ms: *until_ms,
@@ -216,6 +227,12 @@ fn change_from_pb(payload: bytes::Bytes) -> Option<(u64, GroupChange, Option<Eve
             history_visible: u.history_visible,
         },
         Change::MuteAll(muted) => GroupChange::MuteAll { muted },
+        Change::SetProfile(p) => GroupChange::SetProfile {
+            description: p.description,
+            avatar: p.avatar,
+            announcement: p.announcement,
+            by: p.by,
+        },
         Change::MuteMember(m) => GroupChange::MuteMember {
             user: m.user,
             until_ms: m.until_ms,
@@ -239,6 +256,12 @@ fn changed_to_pb(c: GroupChanged) -> GroupChangeResult {
             member_count: i.member_count,
             created_ms: i.created_ms,
             muted: i.muted,
+            description: i.description,
+            avatar: i.avatar,
+            announcement: i.announcement.text,
+            announcement_version: i.announcement.version,
+            announcement_at_ms: i.announcement.at_ms,
+            announcement_by: i.announcement.by_user,
         }),
         added: c.added.added,
         already_members: c.added.already_members,
@@ -280,6 +303,14 @@ fn changed_from_pb(r: GroupChangeResult) -> Result<GroupChanged, ApiError> {
             member_count: i.member_count,
             created_ms: i.created_ms,
             muted: i.muted,
+            description: i.description,
+            avatar: i.avatar,
+            announcement: courier_storage::Announcement {
+                text: i.announcement,
+                version: i.announcement_version,
+                at_ms: i.announcement_at_ms,
+                by_user: i.announcement_by,
+            },
         }),
         None => None,
     };
@@ -377,6 +408,15 @@ mod tests {
         round_trip(GroupChange::Transfer { new_owner: 2 }, None);
         round_trip(GroupChange::MuteAll { muted: true }, None);
         round_trip(
+            GroupChange::SetProfile {
+                description: Some("about".into()),
+                avatar: None,
+                announcement: Some(String::new()),
+                by: 2,
+            },
+            None,
+        );
+        round_trip(
             GroupChange::MuteMember {
                 user: 3,
                 until_ms: 99,
@@ -413,6 +453,14 @@ mod tests {
                 member_count: 3,
                 created_ms: 17,
                 muted: true,
+                description: "about".into(),
+                avatar: "ab".repeat(32),
+                announcement: courier_storage::Announcement {
+                    text: "welcome".into(),
+                    version: 2,
+                    at_ms: 5,
+                    by_user: 4,
+                },
             }),
             added: courier_storage::AddedMembers {
                 added: vec![1],

@@ -164,6 +164,7 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(remove_member))
         .routes(routes!(set_role))
         .routes(routes!(mute_group))
+        .routes(routes!(set_announcement))
         .routes(routes!(mute_member))
         .routes(routes!(join_group))
         .routes(routes!(leave_group))
@@ -570,15 +571,45 @@ async fn update_group(
 ) -> ApiResult<GroupView> {
     let body = json_body(body)?;
     let policy = body.join_policy.as_deref().map(parse_policy).transpose()?;
+    let settings = body.name.is_some() || policy.is_some() || body.history_visible.is_some();
+    let profile = body.description.is_some() || body.avatar.is_some();
+    let mut view = None;
+    if settings || !profile {
+        view = Some(
+            api.update_group(
+                group,
+                caller.user_id,
+                body.name,
+                policy,
+                body.history_visible,
+            )
+            .await?,
+        );
+    }
+    if profile {
+        view = Some(
+            api.set_group_profile(group, caller.user_id, body.description, body.avatar)
+                .await?,
+        );
+    }
+    Ok(Json(view.expect("one of the two ran")))
+}
+
+/// Pin an announcement (owner, admins; empty text takes it down): a new version,
+/// announced to the members by an `AnnouncementChanged` event.
+#[utoipa::path(put, path = "/v1/groups/{group_id}/announcement", tag = "groups",
+    security(("bearer" = [])),
+    params(("group_id" = u64, Path)), request_body = AnnouncementBody,
+    responses((status = 200, body = GroupView), (status = 403, body = ErrorBody)))]
+async fn set_announcement(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+    body: Result<Json<AnnouncementBody>, JsonRejection>,
+) -> ApiResult<GroupView> {
+    let text = json_body(body)?.text;
     Ok(Json(
-        api.update_group(
-            group,
-            caller.user_id,
-            body.name,
-            policy,
-            body.history_visible,
-        )
-        .await?,
+        api.set_announcement(group, caller.user_id, text).await?,
     ))
 }
 
