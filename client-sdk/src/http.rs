@@ -608,6 +608,12 @@ impl HttpClient {
         self.call(self.http.patch(url).json(&body)).await
     }
 
+    /// Dismisses a group (its owner only): read-only from then on.
+    pub async fn dismiss_group(&self, group_id: u64) -> Result<Group> {
+        let url = self.url(&format!("/v1/groups/{group_id}"));
+        self.call(self.http.delete(url)).await
+    }
+
     /// Pins `text` as a group's announcement (empty takes it down).
     pub async fn set_announcement(&self, group_id: u64, text: &str) -> Result<Group> {
         let url = self.url(&format!("/v1/groups/{group_id}/announcement"));

@@ -68,6 +68,9 @@ pub struct Group {
     /// Only the owner and admins may send.
     #[serde(default)]
     pub muted: bool,
+    /// Dismissed by its owner: read-only.
+    #[serde(default)]
+    pub dismissed: bool,
     /// What the group is about.
     #[serde(default)]
     pub description: String,

@@ -139,6 +139,23 @@ async fn muted_members_and_groups_are_refused_from_the_event_on() {
     a.send_text(&c, "announcement").await.unwrap();
     owner_http.mute_group(g, false).await.unwrap();
     o.send_text(&c, "hello!").await.unwrap();
+
+    // Dismissed (by the owner only): read-only for everyone.
+    assert_eq!(
+        common::http_code(&t.http_as(admin).dismiss_group(g).await.unwrap_err()).0,
+        403
+    );
+    assert!(owner_http.dismiss_group(g).await.unwrap().dismissed);
+    assert_eq!(
+        o.send_text(&c, "anyone?").await.unwrap_err().code(),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        a.send_text(&c, "anyone?").await.unwrap_err().code(),
+        Some(ErrorCode::Forbidden)
+    );
+    let history = t.http_as(other).history_all(&c, 0).await.unwrap();
+    assert_eq!(history.last().unwrap().body["event"], "group_dismissed");
     t.stop().await;
 }
 

@@ -300,7 +300,8 @@ async fn commit(
                  FROM group_members m
                  LEFT JOIN groups g ON g.id = m.group_id
                  JOIN unnest($1::int8[], $2::int8[]) AS k(g, u)
-                   ON m.group_id = k.g AND m.user_id = k.u",
+                   ON m.group_id = k.g AND m.user_id = k.u
+                 WHERE NOT COALESCE(g.dismissed, false)",
                 &[&groups, &senders],
             )
             .await

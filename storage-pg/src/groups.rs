@@ -38,7 +38,7 @@ pub(crate) struct GroupRequest {
 const MEMBER: &str = "user_id, role, joined_seq, joined_ms, since_seq, muted_until_ms";
 const GROUP: &str = "id, name, owner, join_policy, history_visible, member_count, created_ms, \
     muted, description, avatar, announcement, announcement_version, announcement_at_ms, \
-    announcement_by";
+    announcement_by, dismissed";
 
 fn role_from(v: i16) -> Result<Role> {
     match v {
@@ -89,6 +89,7 @@ fn group_from_row(r: &tokio_postgres::Row) -> Result<GroupInfo> {
             at_ms: r.get::<_, i64>(12) as u64,
             by_user: r.get::<_, i64>(13) as u64,
         },
+        dismissed: r.get(14),
     })
 }
 
@@ -106,7 +107,8 @@ fn named_users(proposal: &Proposal, owner: Option<u64>) -> Vec<i64> {
         Proposal::Change(
             GroupChange::Update { .. }
             | GroupChange::MuteAll { .. }
-            | GroupChange::SetProfile { .. },
+            | GroupChange::SetProfile { .. }
+            | GroupChange::Dismiss,
         ) => Vec::new(),
     };
     users.extend(owner);
@@ -261,7 +263,7 @@ async fn apply_in_tx(
     tx.execute(
         &format!(
             "INSERT INTO groups ({GROUP})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner,
                join_policy = EXCLUDED.join_policy, history_visible = EXCLUDED.history_visible,
                member_count = EXCLUDED.member_count, muted = EXCLUDED.muted,
@@ -269,7 +271,7 @@ async fn apply_in_tx(
                announcement = EXCLUDED.announcement,
                announcement_version = EXCLUDED.announcement_version,
                announcement_at_ms = EXCLUDED.announcement_at_ms,
-               announcement_by = EXCLUDED.announcement_by"
+               announcement_by = EXCLUDED.announcement_by, dismissed = EXCLUDED.dismissed"
         ),
         &[
             &gid,
@@ -286,6 +288,7 @@ async fn apply_in_tx(
             &(info.announcement.version as i64),
             &(info.announcement.at_ms as i64),
             &(info.announcement.by_user as i64),
+            &info.dismissed,
         ],
     )
     .await
@@ -468,6 +471,7 @@ impl Groups for PgStore {
             member_count: 0,
             created_ms: 0,
             muted: false,
+            dismissed: false,
             description: String::new(),
             avatar: String::new(),
             announcement: Default::default(),

@@ -267,6 +267,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         r"
     -- Moderation: a muted group (only owner and admins send), a muted member.
     ALTER TABLE groups ADD COLUMN muted boolean NOT NULL DEFAULT false;
+    ALTER TABLE groups ADD COLUMN dismissed boolean NOT NULL DEFAULT false;
     ALTER TABLE group_members ADD COLUMN muted_until_ms bigint NOT NULL DEFAULT 0;
     -- What a group says of itself, and its pinned announcement.
     ALTER TABLE groups

@@ -78,6 +78,9 @@ pub enum GroupChange {
         /// Who makes the change (the announcement's author).
         by: u64,
     },
+    /// Dismisses the group: nobody sends or joins from its event on; the members
+    /// keep it, read-only.
+    Dismiss,
     /// Mutes (or unmutes) the whole group: only the owner and admins may send.
     MuteAll {
         /// Muted or not.
@@ -200,6 +203,7 @@ impl Store {
             member_count: 0,
             created_ms: 0,
             muted: false,
+            dismissed: false,
             description: String::new(),
             avatar: String::new(),
             announcement: Default::default(),

@@ -81,7 +81,7 @@ pub fn decide(
             info
         }
         Proposal::Change(change) => {
-            let Some(mut info) = existing else {
+            let Some(mut info) = existing.filter(|g| !g.dismissed) else {
                 return Ok(Err(MembershipRefusal::NoGroup));
             };
             match change {
@@ -203,6 +203,15 @@ pub fn decide(
                         };
                     }
                 }
+                GroupChange::Dismiss => {
+                    info.dismissed = true;
+                    // Nobody may send from here on: what the writer knows goes.
+                    membership = Some(MembershipChange {
+                        group: id,
+                        added: Vec::new(),
+                        removed: Vec::new(),
+                    });
+                }
                 GroupChange::MuteAll { muted } => {
                     info.muted = muted;
                     // Senders' rights changed: what the writer knows of them goes.
@@ -260,6 +269,7 @@ mod tests {
             member_count: count,
             created_ms: 1,
             muted: false,
+            dismissed: false,
             description: String::new(),
             avatar: String::new(),
             announcement: Default::default(),

@@ -78,6 +78,9 @@ pub struct GroupInfo {
     pub created_ms: u64,
     /// Only the owner and admins may send (the whole group is muted).
     pub muted: bool,
+    /// The owner dismissed the group: nobody sends, nobody joins; its history
+    /// stays readable to its members.
+    pub dismissed: bool,
     /// What the group is about (empty: nothing said).
     pub description: String,
     /// The group's picture: the SHA-256 of an uploaded image (empty: none).
@@ -158,7 +161,7 @@ impl GroupInfo {
             JoinPolicy::InviteOnly => 2,
         });
         out.put_u8(u8::from(self.history_visible));
-        out.put_u8(u8::from(self.muted));
+        out.put_u8(u8::from(self.muted) | (u8::from(self.dismissed) << 1));
         out.put_u64(self.member_count);
         out.put_u64(self.created_ms);
         out.put_u64(self.announcement.version);
@@ -200,7 +203,10 @@ impl GroupInfo {
             _ => return Err(corrupt()),
         };
         let history_visible = buf.get_u8() != 0;
-        let muted = version >= GROUP_V2 && buf.get_u8() != 0;
+        let flags = if version >= GROUP_V2 { buf.get_u8() } else { 0 };
+        // V2 wrote the muted flag as 0 or 1; V3 has room for more flags.
+        let muted = flags & 1 != 0;
+        let dismissed = version >= GROUP_V3 && flags & 2 != 0;
         let member_count = buf.get_u64();
         let created_ms = buf.get_u64();
         if version < GROUP_V3 {
@@ -214,6 +220,7 @@ impl GroupInfo {
                 member_count,
                 created_ms,
                 muted,
+                dismissed,
                 description: String::new(),
                 avatar: String::new(),
                 announcement: Announcement::default(),
@@ -244,6 +251,7 @@ impl GroupInfo {
             member_count,
             created_ms,
             muted,
+            dismissed,
             description,
             avatar,
             announcement: Announcement {
@@ -384,6 +392,7 @@ mod tests {
             member_count: 12,
             created_ms: 99,
             muted: true,
+            dismissed: true,
             description: "we play".into(),
             avatar: "ab".repeat(32),
             announcement: Announcement {

@@ -807,18 +807,17 @@ impl Writer {
             None => None,
             Some(v) => {
                 let member = crate::Member::decode(user, &v)?;
-                let group_muted = member.role < crate::Role::Admin
-                    && shard
-                        .groupid_group
-                        .get(group.to_be_bytes())?
-                        .map(|v| crate::GroupInfo::decode(group, &v))
-                        .transpose()?
-                        .is_some_and(|g| g.muted);
-                Some(if group_muted {
-                    u64::MAX
-                } else {
-                    member.muted_until_ms
-                })
+                let info = shard
+                    .groupid_group
+                    .get(group.to_be_bytes())?
+                    .map(|v| crate::GroupInfo::decode(group, &v))
+                    .transpose()?;
+                match info {
+                    // A dismissed group has no senders left.
+                    Some(g) if g.dismissed => None,
+                    Some(g) if g.muted && member.role < crate::Role::Admin => Some(u64::MAX),
+                    _ => Some(member.muted_until_ms),
+                }
             }
         };
         if self.member_cache.len() >= self.seq_cache_entries {

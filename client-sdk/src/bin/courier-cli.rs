@@ -345,6 +345,8 @@ enum GroupCommand {
         #[arg(long)]
         off: bool,
     },
+    /// Dismiss a group (owner only): read-only from then on.
+    Dismiss { group: u64 },
     /// Pin TEXT as a group's announcement (empty takes it down).
     Announce { group: u64, text: String },
     /// Set a group's description.
@@ -780,6 +782,7 @@ async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
                 .await?,
         )?,
         GroupCommand::Mute { group, off } => http.mute_group(*group, !off).await?,
+        GroupCommand::Dismiss { group } => serde_json::to_value(http.dismiss_group(*group).await?)?,
         GroupCommand::Announce { group, text } => {
             serde_json::to_value(http.set_announcement(*group, text).await?)?
         }

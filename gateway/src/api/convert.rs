@@ -156,6 +156,9 @@ fn system_json(s: &pb::SystemEvent) -> Value {
             "type": "system", "event": "announcement_changed", "text": e.text,
             "version": e.version, "by_user": e.by_user,
         }),
+        Some(Event::GroupDismissed(e)) => {
+            json!({"type": "system", "event": "group_dismissed", "by_user": e.by_user})
+        }
         Some(Event::GroupMuted(e)) => {
             json!({"type": "system", "event": "group_muted", "muted": e.muted, "by_user": e.by_user})
         }

@@ -430,6 +430,9 @@ pub struct GroupView {
     /// Only the owner and admins may send.
     #[serde(default)]
     pub muted: bool,
+    /// The owner dismissed the group: read-only from then on.
+    #[serde(default)]
+    pub dismissed: bool,
     /// What the group is about.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,

@@ -159,6 +159,7 @@ impl Api {
             member_count: info.member_count,
             created_ms: info.created_ms,
             muted: info.muted,
+            dismissed: info.dismissed,
             description: info.description.clone(),
             avatar: (!info.avatar.is_empty()).then(|| {
                 serde_json::json!({"sha256": info.avatar, "url": self.message_url(&info.avatar)})

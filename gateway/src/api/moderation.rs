@@ -168,6 +168,19 @@ impl Api {
         self.group_info(group, by).await
     }
 
+    /// Dismisses `group` (its owner only): a `GroupDismissed` event, then nobody
+    /// sends or joins; the members keep its history, read-only.
+    pub async fn dismiss_group(&self, group: u64, by: u64) -> Result<GroupView, ApiError> {
+        let (_, role) = self.role_in(group, by).await?;
+        if role != Role::Owner {
+            return Err(ApiError::forbidden("only the owner dismisses the group"));
+        }
+        let event = Event::GroupDismissed(pb::GroupDismissed { by_user: by });
+        self.change_group(group, GroupChange::Dismiss, Some(event), by)
+            .await?;
+        self.group_info(group, by).await
+    }
+
     /// Refuses `by` unless it is `group`'s owner or an admin.
     async fn require_moderator(&self, group: u64, by: u64, what: &str) -> Result<(), ApiError> {
         let (_, role) = self.role_in(group, by).await?;

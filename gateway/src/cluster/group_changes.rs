@@ -184,6 +184,7 @@ fn change_to_pb(change: &GroupChange) -> Change {
             history_visible: *history_visible,
         }),
         GroupChange::MuteAll { muted } => Change::MuteAll(*muted),
+        GroupChange::Dismiss => Change::Dismiss(true),
         GroupChange::SetProfile {
             description,
             avatar,
@@ -227,6 +228,7 @@ fn change_from_pb(payload: bytes::Bytes) -> Option<(u64, GroupChange, Option<Eve
             history_visible: u.history_visible,
         },
         Change::MuteAll(muted) => GroupChange::MuteAll { muted },
+        Change::Dismiss(_) => GroupChange::Dismiss,
         Change::SetProfile(p) => GroupChange::SetProfile {
             description: p.description,
             avatar: p.avatar,
@@ -256,6 +258,7 @@ fn changed_to_pb(c: GroupChanged) -> GroupChangeResult {
             member_count: i.member_count,
             created_ms: i.created_ms,
             muted: i.muted,
+            dismissed: i.dismissed,
             description: i.description,
             avatar: i.avatar,
             announcement: i.announcement.text,
@@ -303,6 +306,7 @@ fn changed_from_pb(r: GroupChangeResult) -> Result<GroupChanged, ApiError> {
             member_count: i.member_count,
             created_ms: i.created_ms,
             muted: i.muted,
+            dismissed: i.dismissed,
             description: i.description,
             avatar: i.avatar,
             announcement: courier_storage::Announcement {
@@ -407,6 +411,7 @@ mod tests {
         );
         round_trip(GroupChange::Transfer { new_owner: 2 }, None);
         round_trip(GroupChange::MuteAll { muted: true }, None);
+        round_trip(GroupChange::Dismiss, None);
         round_trip(
             GroupChange::SetProfile {
                 description: Some("about".into()),
@@ -453,6 +458,7 @@ mod tests {
                 member_count: 3,
                 created_ms: 17,
                 muted: true,
+                dismissed: false,
                 description: "about".into(),
                 avatar: "ab".repeat(32),
                 announcement: courier_storage::Announcement {

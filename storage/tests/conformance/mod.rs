@@ -777,6 +777,25 @@ pub async fn mutes_refuse_sends_in_order(store: &dyn Storage, tag: &str) {
     store.append(send(c, owner, "o1", "indeed")).await.unwrap();
     change(GroupChange::MuteAll { muted: false }, "unmute-all").await;
     store.append(send(c, m, "m4", "free")).await.unwrap();
+    // Dismissed: nobody sends, nothing changes any more; the record stays.
+    change(GroupChange::Dismiss, "dismissed").await;
+    for (who, id) in [(m, "m5"), (owner, "o2")] {
+        let refused = store.append(send(c, who, id, "hello?")).await;
+        assert!(
+            matches!(refused, Err(StorageError::NotParticipant)),
+            "{refused:?}"
+        );
+    }
+    let again = store
+        .change_group(
+            g,
+            GroupChange::MuteAll { muted: true },
+            event(owner, "late"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.unwrap_err(), MembershipRefusal::NoGroup);
+    assert!(store.group(g).await.unwrap().unwrap().dismissed);
 }
 
 pub async fn groups_change_with_their_events(store: &dyn Storage, tag: &str) {

@@ -165,6 +165,7 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(set_role))
         .routes(routes!(mute_group))
         .routes(routes!(set_announcement))
+        .routes(routes!(dismiss_group))
         .routes(routes!(mute_member))
         .routes(routes!(join_group))
         .routes(routes!(leave_group))
@@ -593,6 +594,19 @@ async fn update_group(
         );
     }
     Ok(Json(view.expect("one of the two ran")))
+}
+
+/// Dismiss the group (owner only): a `GroupDismissed` event; from it on nobody sends
+/// or joins, and the members keep the history, read-only.
+#[utoipa::path(delete, path = "/v1/groups/{group_id}", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)),
+    responses((status = 200, body = GroupView), (status = 403, body = ErrorBody)))]
+async fn dismiss_group(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+) -> ApiResult<GroupView> {
+    Ok(Json(api.dismiss_group(group, caller.user_id).await?))
 }
 
 /// Pin an announcement (owner, admins; empty text takes it down): a new version,
