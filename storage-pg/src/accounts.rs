@@ -248,6 +248,104 @@ impl Accounts for PgStore {
         Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
     }
 
+    async fn set_profile(&self, user: u64, profile: &courier_storage::Profile) -> Result<()> {
+        profile.validate()?;
+        let (keys, values): (Vec<&str>, Vec<&str>) = profile
+            .custom
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .unzip();
+        let changed = self
+            .reader()
+            .await?
+            .execute(
+                "INSERT INTO profiles (user_id, status, avatar, custom_keys, custom_values,
+                                       discoverable)
+                 SELECT id, $2, $3, $4, $5, $6 FROM accounts WHERE id = $1
+                 ON CONFLICT (user_id) DO UPDATE SET status = EXCLUDED.status,
+                   avatar = EXCLUDED.avatar, custom_keys = EXCLUDED.custom_keys,
+                   custom_values = EXCLUDED.custom_values,
+                   discoverable = EXCLUDED.discoverable",
+                &[
+                    &(user as i64),
+                    &profile.status,
+                    &profile.avatar,
+                    &keys,
+                    &values,
+                    &profile.discoverable,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        match changed {
+            0 => Err(StorageError::InvalidArgument("no such user")),
+            _ => Ok(()),
+        }
+    }
+
+    async fn profile(&self, user: u64) -> Result<courier_storage::Profile> {
+        let row = self
+            .reader()
+            .await?
+            .query_opt(
+                "SELECT status, avatar, custom_keys, custom_values, discoverable
+                 FROM profiles WHERE user_id = $1",
+                &[&(user as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(match row {
+            None => courier_storage::Profile::default(),
+            Some(r) => courier_storage::Profile {
+                status: r.get(0),
+                avatar: r.get(1),
+                custom: r
+                    .get::<_, Vec<String>>(2)
+                    .into_iter()
+                    .zip(r.get::<_, Vec<String>>(3))
+                    .collect(),
+                discoverable: r.get(4),
+            },
+        })
+    }
+
+    async fn search_display_names(
+        &self,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>> {
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for ch in courier_storage::search_key(prefix).chars() {
+            if matches!(ch, '\\' | '%' | '_') {
+                pattern.push('\\');
+            }
+            pattern.push(ch);
+        }
+        pattern.push('%');
+        let (after_name, after_id) = match after {
+            Some((name, id)) => (name.to_owned(), id as i64),
+            None => (String::new(), -1),
+        };
+        let rows = self
+            .reader()
+            .await?
+            .query(
+                "SELECT id, display_name FROM accounts
+                 WHERE display_name IS NOT NULL
+                   AND lower(display_name) LIKE $1
+                   AND (lower(display_name) COLLATE \"C\", id) > ($2 COLLATE \"C\", $3)
+                 ORDER BY lower(display_name) COLLATE \"C\", id LIMIT $4",
+                &[&pattern, &after_name, &after_id, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect())
+    }
+
     async fn is_banned(&self, user: u64) -> Result<bool> {
         let row = self
             .reader()

@@ -279,6 +279,22 @@ const MIGRATIONS: &[(i32, &str)] = &[
         ADD COLUMN announcement_by bigint NOT NULL DEFAULT 0;
     ",
     ),
+    (
+        15,
+        r"
+    -- Profiles, and the display-name search.
+    CREATE TABLE profiles (
+        user_id bigint PRIMARY KEY,
+        status text NOT NULL,
+        avatar text NOT NULL,
+        custom_keys text[] NOT NULL,
+        custom_values text[] NOT NULL,
+        discoverable boolean NOT NULL
+    );
+    CREATE INDEX accounts_display_name_search
+        ON accounts ((lower(display_name)) text_pattern_ops) WHERE display_name IS NOT NULL;
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

@@ -182,7 +182,7 @@ impl Store {
         if !shard.userid_account.contains_key(user.to_be_bytes())? {
             return Err(StorageError::InvalidArgument("no such user"));
         }
-        match name {
+        let old = match name {
             Some(n) if !crate::credentials::valid_display_name(n) => {
                 return Err(StorageError::InvalidArgument("display name"))
             }
@@ -191,6 +191,8 @@ impl Store {
                 .insert(user.to_be_bytes(), n.as_bytes())?,
             None => shard.userid_displayname.remove(user.to_be_bytes())?,
         };
+        let old = old.map(|v| String::from_utf8_lossy(&v).into_owned());
+        self.reindex_display_name(user, old.as_deref(), name)?;
         shard.db.flush()?;
         Ok(())
     }

@@ -190,6 +190,22 @@ pub trait Accounts: Send + Sync {
 
     /// `user`'s display name, if set.
     async fn display_name(&self, user: u64) -> Result<Option<String>>;
+
+    /// Sets `user`'s profile (checked by [`crate::Profile::validate`]), durably.
+    async fn set_profile(&self, user: u64, profile: &crate::Profile) -> Result<()>;
+
+    /// `user`'s profile (the default when it never set one).
+    async fn profile(&self, user: u64) -> Result<crate::Profile>;
+
+    /// Users whose display name starts with `prefix` (case-insensitive), in order
+    /// of (lowercased display name, id), after `after` (a previous page's last
+    /// lowercased name and id), at most `limit`; with their display names.
+    async fn search_display_names(
+        &self,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>>;
 }
 
 /// Login tokens (stored by hash only).

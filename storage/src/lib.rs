@@ -48,6 +48,7 @@ mod keys;
 mod managed;
 mod media;
 mod ops;
+mod profiles;
 mod reactions;
 mod recall;
 mod record;
@@ -96,6 +97,7 @@ pub use hidden::{HiddenView, MAX_HIDE_AT_ONCE};
 pub use invitations::{Invitation, MAX_PENDING_INVITATIONS};
 pub use managed::ManagedStore;
 pub use media::{BlobRecord, BlobStatus, BlobUpdate};
+pub use profiles::{search_key, Profile, MAX_CUSTOM_FIELDS, MAX_STATUS_BYTES};
 pub use reactions::{
     validate_emoji, Reacted, ReactionChange, ReactionCount, ReactionEventFn, ReactionTotal,
     MAX_EMOJI_BYTES,
@@ -506,7 +508,7 @@ impl Store {
                 )
             })
             .transpose()?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 config,
                 map,
@@ -524,7 +526,9 @@ impl Store {
                 checkpointed,
                 segments,
             }),
-        })
+        };
+        store.build_display_name_index()?;
+        Ok(store)
     }
 
     /// The configuration the store was opened with.

@@ -260,6 +260,14 @@ delegate!(Accounts {
     fn is_banned(&self, user: u64) -> bool;
     fn set_display_name(&self, user: u64, name: Option<&str>) -> ();
     fn display_name(&self, user: u64) -> Option<String>;
+    fn set_profile(&self, user: u64, profile: &crate::Profile) -> ();
+    fn profile(&self, user: u64) -> crate::Profile;
+    fn search_display_names(
+        &self,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize
+    ) -> Vec<(u64, String)>;
 });
 
 delegate!(Tokens {

@@ -22,6 +22,10 @@ pub(crate) struct ShardDb {
     pub userid_banned: sled::Tree,
     /// Display names (by user id).
     pub userid_displayname: sled::Tree,
+    /// `lowercased display name 0x00 user` → (empty): the display-name search index.
+    pub displayname_user: sled::Tree,
+    /// `user` → its [`crate::Profile`].
+    pub userid_profile: sled::Tree,
     pub tokenhash_session: sled::Tree,
     pub usertoken_expiry: sled::Tree,
     pub usergroup_invite: sled::Tree,
@@ -70,6 +74,8 @@ impl ShardDb {
             userid_account: db.open_tree("userid_account")?,
             userid_banned: db.open_tree("userid_banned")?,
             userid_displayname: db.open_tree("userid_displayname")?,
+            displayname_user: db.open_tree("displayname_user")?,
+            userid_profile: db.open_tree("userid_profile")?,
             tokenhash_session: db.open_tree("tokenhash_session")?,
             usertoken_expiry: db.open_tree("usertoken_expiry")?,
             usergroup_invite: db.open_tree("usergroup_invite")?,

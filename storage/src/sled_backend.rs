@@ -229,6 +229,25 @@ impl Accounts for Store {
     async fn display_name(&self, user: u64) -> Result<Option<String>> {
         Store::display_name(self, user)
     }
+
+    async fn set_profile(&self, user: u64, profile: &crate::Profile) -> Result<()> {
+        let profile = profile.clone();
+        self.off_worker(move |s| s.set_profile(user, &profile))
+            .await
+    }
+
+    async fn profile(&self, user: u64) -> Result<crate::Profile> {
+        Store::profile(self, user)
+    }
+
+    async fn search_display_names(
+        &self,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>> {
+        Store::search_display_names(self, prefix, after, limit)
+    }
 }
 
 #[async_trait]

@@ -8,10 +8,10 @@
 use bytes::Bytes;
 use courier_protocol::ConversationId;
 use courier_storage::{
-    AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EditOf, EditRefusal, EventsFor, GroupChange,
-    GroupEvent, HistoryRange, JoinPolicy, MembershipRefusal, PushProvider, PushToken,
-    ReactionChange, ReactionEventFn, RelationChange, RelationRefusal, RelationSet, RequestOutcome,
-    Role, Storage, StorageError, MENTION_ALL,
+    search_key, AppendRequest, BlobRecord, BlobStatus, BlobUpdate, EditOf, EditRefusal, EventsFor,
+    GroupChange, GroupEvent, HistoryRange, JoinPolicy, MembershipRefusal, Profile, PushProvider,
+    PushToken, ReactionChange, ReactionEventFn, RelationChange, RelationRefusal, RelationSet,
+    RequestOutcome, Role, Storage, StorageError, MENTION_ALL,
 };
 
 const PASSWORD: &str = "correct horse";
@@ -401,6 +401,71 @@ pub async fn hiding_and_clearing_are_per_user(store: &dyn Storage, tag: &str) {
         matches!(refused, Err(StorageError::InvalidArgument(_))),
         "{refused:?}"
     );
+}
+
+/// Profiles are stored whole and read back (the default before any); display
+/// names are searched by case-insensitive prefix, paged in (name, id) order.
+pub async fn profiles_and_display_name_search(store: &dyn Storage, tag: &str) {
+    let (a, b, c) = (
+        user(store, tag, "a").await,
+        user(store, tag, "b").await,
+        user(store, tag, "c").await,
+    );
+    assert_eq!(store.profile(a).await.unwrap(), Profile::default());
+    let profile = Profile {
+        status: "at work".into(),
+        avatar: "cd".repeat(32),
+        custom: vec![("team".into(), "blue".into())],
+        discoverable: false,
+    };
+    store.set_profile(a, &profile).await.unwrap();
+    assert_eq!(store.profile(a).await.unwrap(), profile);
+    let bad = Profile {
+        status: "x".repeat(200),
+        ..Profile::default()
+    };
+    assert!(store.set_profile(a, &bad).await.is_err());
+    let prefix = format!("Zq{tag}");
+    store
+        .set_display_name(a, Some(&format!("{prefix} Ann")))
+        .await
+        .unwrap();
+    store
+        .set_display_name(b, Some(&format!("{prefix} anna")))
+        .await
+        .unwrap();
+    store
+        .set_display_name(c, Some(&format!("{prefix} Bob")))
+        .await
+        .unwrap();
+    let lower = prefix.to_lowercase();
+    let page = store
+        .search_display_names(&format!("{lower} ann"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|h| h.0).collect::<Vec<_>>(), [a, b]);
+    assert_eq!(page[0].1, format!("{prefix} Ann"));
+    let first = store
+        .search_display_names(&format!("{lower} ANN"), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let key = search_key(&first[0].1);
+    let next = store
+        .search_display_names(&format!("{lower} ann"), Some((&key, first[0].0)), 10)
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|h| h.0).collect::<Vec<_>>(), [b]);
+    // A renamed user leaves the old name's results.
+    store
+        .set_display_name(b, Some(&format!("{prefix} Zed")))
+        .await
+        .unwrap();
+    let page = store
+        .search_display_names(&format!("{lower} ann"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|h| h.0).collect::<Vec<_>>(), [a]);
 }
 
 /// Read cursors move forward only; the index lists the conversation with its
