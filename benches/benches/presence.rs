@@ -27,6 +27,7 @@ fn coalescing(c: &mut Criterion) {
                                         user_id: 1_000_000 + user,
                                         online,
                                         changed_at_ms: 1,
+                                        profile_changed: false,
                                     },
                                 );
                             }

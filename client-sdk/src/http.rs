@@ -28,6 +28,18 @@ pub struct UserInfo {
     /// The name shown for the user, if set.
     #[serde(default)]
     pub display_name: Option<String>,
+    /// A short status line.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The user's picture: `{sha256, url}`.
+    #[serde(default)]
+    pub avatar: Option<Value>,
+    /// The application's own fields: `{name: value}`.
+    #[serde(default)]
+    pub custom: Option<Value>,
+    /// Whether search finds the user (in the user's own view only).
+    #[serde(default)]
+    pub discoverable: Option<bool>,
 }
 
 /// The answer to a login.
@@ -652,6 +664,32 @@ impl HttpClient {
     pub async fn remove_device(&self, device_id: &str) -> Result<()> {
         let url = self.url(&format!("/v1/devices/{device_id}"));
         self.call_empty(self.http.delete(url)).await
+    }
+
+    /// Changes the caller's profile: `change` is a JSON object with any of
+    /// `display_name`, `status`, `avatar`, `custom` and `discoverable` (those left
+    /// out stay as they are); returns the account.
+    pub async fn update_profile(&self, change: &Value) -> Result<UserInfo> {
+        self.call(self.http.patch(self.url("/v1/me")).json(change))
+            .await
+    }
+
+    /// Users found by exact name or display-name prefix: `{users, next_cursor}`.
+    pub async fn search_users(
+        &self,
+        q: &str,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Value> {
+        let mut query = vec![("q", q.to_owned())];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        self.call(self.http.get(self.url("/v1/search/users")).query(&query))
+            .await
     }
 
     /// Sets (or with `None` clears) the user's display name; returns the account.

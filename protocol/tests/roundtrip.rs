@@ -317,6 +317,7 @@ fn kind() -> impl Strategy<Value = Kind> {
                             user_id,
                             online,
                             changed_at_ms,
+                            profile_changed: online,
                         })
                         .collect(),
                 })

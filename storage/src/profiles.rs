@@ -53,9 +53,8 @@ impl Profile {
         if self.status.len() > MAX_STATUS_BYTES || self.status.chars().any(char::is_control) {
             return bad("a status is at most 140 bytes without control characters");
         }
-        if !self.avatar.is_empty()
-            && !(self.avatar.len() == 64 && self.avatar.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
+        let sha256 = self.avatar.len() == 64 && self.avatar.bytes().all(|b| b.is_ascii_hexdigit());
+        if !self.avatar.is_empty() && !sha256 {
             return bad("an avatar is the SHA-256 (hex) of an uploaded image");
         }
         if self.custom.len() > MAX_CUSTOM_FIELDS {

@@ -81,6 +81,24 @@ enum Command {
     Whoami,
     /// Set the name shown for you (none: clear it).
     DisplayName { name: Option<String> },
+    /// Change your profile: status line, custom fields (NAME=VALUE, replacing all),
+    /// whether search finds you.
+    Profile {
+        #[arg(long)]
+        status: Option<String>,
+        /// A custom field, NAME=VALUE (repeatable; replaces all fields).
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        #[arg(long)]
+        discoverable: Option<bool>,
+    },
+    /// Find users by exact name or display-name prefix.
+    Search {
+        query: String,
+        /// The previous page's next_cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// Revoke the token (its sessions end); with --all, every token of the user.
     Logout {
         /// Log out everywhere: every token, every session.
@@ -504,6 +522,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             authed(&cli, http)?.remove_device(device_id).await?;
             print(&json!({"device_id": device_id, "removed": true}))
         }
+        Command::Profile {
+            status,
+            fields,
+            discoverable,
+        } => {
+            let mut change = serde_json::Map::new();
+            if let Some(s) = status {
+                change.insert("status".into(), json!(s));
+            }
+            if !fields.is_empty() {
+                let mut custom = serde_json::Map::new();
+                for f in fields {
+                    let (k, v) = f
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("a field is NAME=VALUE"))?;
+                    custom.insert(k.to_owned(), json!(v));
+                }
+                change.insert("custom".into(), serde_json::Value::Object(custom));
+            }
+            if let Some(d) = discoverable {
+                change.insert("discoverable".into(), json!(d));
+            }
+            let me = authed(&cli, http)?
+                .update_profile(&serde_json::Value::Object(change))
+                .await?;
+            print(&serde_json::to_value(me)?)
+        }
+        Command::Search { query, cursor } => print(
+            &authed(&cli, http)?
+                .search_users(query, cursor.as_deref(), None)
+                .await?,
+        ),
         Command::DisplayName { name } => {
             let me = authed(&cli, http)?
                 .set_display_name(name.as_deref())

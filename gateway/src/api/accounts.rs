@@ -221,7 +221,9 @@ impl Api {
             ));
         }
         self.require_user(user).await?;
-        Ok(self.store.set_display_name(user, name).await?)
+        self.store.set_display_name(user, name).await?;
+        self.presence.profile_changed(user);
+        Ok(())
     }
 
     /// `user`'s display name, if set.

@@ -51,14 +51,85 @@ pub struct UserInfo {
     /// The name shown for the user, if set (by the user, or by the application's
     /// token).
     pub display_name: Option<String>,
+    /// A short status line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The user's picture: `{sha256, url}` (a signed link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub avatar: Option<Value>,
+    /// The application's own fields: `{name: value}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub custom: Option<Value>,
+    /// Whether search finds the user (shown to the user itself only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discoverable: Option<bool>,
 }
 
-/// A change to the caller's account.
+/// A page of users found by a search.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserSearchPage {
+    /// The users: one named exactly so first, then display-name matches.
+    pub users: Vec<UserInfo>,
+    /// Pass as `cursor` for the next page; absent at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A user search.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UserSearchQuery {
+    /// An exact user name, or the start of a display name (at least 2 characters).
+    pub q: String,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size (1..=50, default 20).
+    pub limit: Option<usize>,
+}
+
+/// A change to the caller's profile; absent fields stay as they are.
+#[derive(Debug, Default)]
+pub struct ProfileChange {
+    /// A new display name (`Some(None)` clears it).
+    pub display_name: Option<Option<String>>,
+    /// A new status line (empty clears it).
+    pub status: Option<String>,
+    /// The SHA-256 of an image the user uploaded (empty clears it).
+    pub avatar: Option<String>,
+    /// The application's fields, replacing all of them.
+    pub custom: Option<std::collections::BTreeMap<String, String>>,
+    /// Whether search finds the user.
+    pub discoverable: Option<bool>,
+}
+
+/// A change to the caller's account and profile; fields left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateMe {
     /// The name shown for the caller (1 to 64 bytes, no control characters); `null`
     /// clears it.
-    pub display_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
+    /// A short status line (at most 140 bytes; empty clears it).
+    pub status: Option<String>,
+    /// The SHA-256 of an image the caller uploaded (empty clears it).
+    pub avatar: Option<String>,
+    /// The application's fields (at most 16; names of `[A-Za-z0-9_.-]`, values up
+    /// to 256 bytes), replacing all of them.
+    #[schema(value_type = Option<Object>)]
+    pub custom: Option<std::collections::BTreeMap<String, String>>,
+    /// Whether search finds the caller.
+    pub discoverable: Option<bool>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
 }
 
 /// The answer to a login.

@@ -16,6 +16,7 @@
 //! - `recall`: recalling messages.
 //! - `edit`: editing one's text messages.
 //! - `reactions`: reactions, gathered per window in big groups.
+//! - `profiles`: status, picture, custom fields, and user search.
 //! - `hide`: delete for me, clear history, delete a conversation (per user).
 //! - `typing`: typing indicators (ephemeral, throttled).
 //! - `push`: offline push through APNs and FCM, decided per device.
@@ -48,6 +49,7 @@ pub mod members;
 pub mod messaging;
 pub mod moderation;
 pub mod presence;
+pub mod profiles;
 pub mod push;
 pub mod reactions;
 pub mod recall;

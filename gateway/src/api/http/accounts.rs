@@ -30,6 +30,10 @@ pub async fn register(
             user_id: account.id,
             name: account.name,
             display_name: None,
+            status: None,
+            avatar: None,
+            custom: None,
+            discoverable: Some(true),
         }),
     ))
 }
@@ -105,14 +109,13 @@ pub async fn change_password(
     responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody)))]
 pub async fn me(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<UserInfo> {
     let name = api.require_user(caller.user_id).await?;
-    Ok(Json(UserInfo {
-        user_id: caller.user_id,
-        name,
-        display_name: api.display_name(caller.user_id).await?,
-    }))
+    Ok(Json(
+        api.user_info(caller.user_id, caller.user_id, name).await?,
+    ))
 }
 
-/// Change the caller's account: its display name.
+/// Change the caller's display name and profile (status, picture, custom fields,
+/// discoverable); fields left out stay as they are. Online friends learn of it.
 #[utoipa::path(patch, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
     request_body = UpdateMe,
     responses((status = 200, body = UserInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
@@ -122,8 +125,14 @@ pub async fn update_me(
     body: Result<Json<UpdateMe>, JsonRejection>,
 ) -> ApiResult<UserInfo> {
     let body = json_body(body)?;
-    api.set_display_name(caller.user_id, body.display_name.as_deref())
-        .await?;
+    let change = ProfileChange {
+        display_name: body.display_name,
+        status: body.status,
+        avatar: body.avatar,
+        custom: body.custom,
+        discoverable: body.discoverable,
+    };
+    api.update_profile(caller.user_id, change).await?;
     me(State(api), caller).await
 }
 
@@ -133,13 +142,32 @@ pub async fn update_me(
     responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
 pub async fn user_by_name(
     State(api): State<Arc<Api>>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<UserInfo> {
     let (user_id, name) = api.find_user(&name).await?;
-    Ok(Json(UserInfo {
-        user_id,
-        name,
-        display_name: api.display_name(user_id).await?,
-    }))
+    Ok(Json(api.user_info(caller.user_id, user_id, name).await?))
+}
+
+/// Find users by exact name or display-name prefix (case-insensitive), paged;
+/// never one that blocks the caller or that the caller blocks, nor one that is not
+/// discoverable.
+#[utoipa::path(get, path = "/v1/search/users", tag = "accounts", security(("bearer" = [])),
+    params(UserSearchQuery),
+    responses((status = 200, body = UserSearchPage), (status = 400, body = ErrorBody)))]
+pub async fn search_users(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    q: Result<axum::extract::Query<UserSearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<UserSearchPage> {
+    let q = super::query(q)?;
+    Ok(Json(
+        api.search_users(
+            caller.user_id,
+            &q.q,
+            q.cursor.as_deref(),
+            q.limit.unwrap_or(20),
+        )
+        .await?,
+    ))
 }

@@ -146,6 +146,7 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(accounts::change_password))
         .routes(routes!(accounts::me, accounts::update_me))
         .routes(routes!(accounts::user_by_name))
+        .routes(routes!(accounts::search_users))
         .routes(routes!(relation))
         .routes(routes!(friends))
         .routes(routes!(friend_requests, request_friend))

@@ -110,6 +110,8 @@ fn add(c: &AtomicU64, n: u64) {
 enum Input {
     Online(u64),
     Offline(u64),
+    /// The user's profile changed: its presence audience is told, coalesced.
+    Profile(u64),
     Subscribe {
         subscriber: u64,
         targets: Vec<u64>,
@@ -161,6 +163,12 @@ impl Presence {
     /// `user`'s last device went offline.
     pub fn offline(&self, user: u64) {
         self.send(Input::Offline(user));
+    }
+
+    /// `user`'s profile changed: its online friends (and lease subscribers) learn
+    /// of it in their next coalesced `PresenceBatch` (`profile_changed`).
+    pub fn profile_changed(&self, user: u64) {
+        self.send(Input::Profile(user));
     }
 
     /// `subscriber` watches `targets` for `lease` (pull-only users included).
@@ -233,6 +241,15 @@ impl Actor {
                 self.pending_offline
                     .insert(user, Instant::now() + self.grace);
             }
+            Input::Profile(user) => {
+                add(&self.counters.events_in, 1);
+                let online = self.announced_online.contains_key(&user);
+                let update = pb::PresenceChange {
+                    profile_changed: true,
+                    ..change(user, online)
+                };
+                self.broadcast(user, update).await;
+            }
             Input::Subscribe {
                 subscriber,
                 targets,
@@ -301,6 +318,11 @@ impl Actor {
         } else {
             self.announced_online.remove(&user);
         }
+        self.broadcast(user, change(user, online)).await;
+    }
+
+    /// Queues `update` (about `user`) for its online friends and lease subscribers.
+    async fn broadcast(&mut self, user: u64, update: pb::PresenceChange) {
         let audience = RelationSet::PresenceAudience {
             followers: self.notify_followers,
         };
@@ -308,7 +330,6 @@ impl Actor {
             .store
             .relations(user, 0, self.max_friends + 1, audience)
             .await;
-        let update = change(user, online);
         match friends {
             Ok(friends) if friends.len() > self.max_friends => {
                 add(&self.counters.suppressed_pull_only, 1);
@@ -361,5 +382,6 @@ fn change(user: u64, online: bool) -> pb::PresenceChange {
         user_id: user,
         online,
         changed_at_ms: courier_storage::now_ms(),
+        profile_changed: false,
     }
 }

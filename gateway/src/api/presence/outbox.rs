@@ -34,7 +34,12 @@ impl Outbox {
             let mut latest: Vec<pb::PresenceChange> = Vec::with_capacity(total);
             for c in changes {
                 match latest.iter_mut().find(|l| l.user_id == c.user_id) {
-                    Some(l) => *l = c,
+                    // The latest state, and whether the profile changed on the way.
+                    Some(l) => {
+                        let profile_changed = l.profile_changed || c.profile_changed;
+                        *l = c;
+                        l.profile_changed = profile_changed;
+                    }
                     None => latest.push(c),
                 }
             }
@@ -59,6 +64,7 @@ mod tests {
             user_id: user,
             online,
             changed_at_ms: at,
+            profile_changed: false,
         }
     }
 
@@ -80,5 +86,27 @@ mod tests {
         };
         assert_eq!(batch.changes, vec![change(7, true, 2), change(8, true, 3)]);
         assert_eq!(outbox.recipients(), 0);
+    }
+
+    /// A profile change merged with a later presence change still says so.
+    #[test]
+    fn a_profile_change_survives_coalescing() {
+        let mut outbox = Outbox::default();
+        outbox.queue(
+            9,
+            pb::PresenceChange {
+                profile_changed: true,
+                ..change(1, true, 1)
+            },
+        );
+        outbox.queue(9, change(1, false, 2));
+        let mut frames = Vec::new();
+        outbox.flush(|_, frame| frames.push(frame.clone()));
+        let frame = decode_frame(frames[0].slice(4..)).unwrap();
+        let Some(Kind::PresenceBatch(batch)) = frame.kind else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(batch.changes.len(), 1);
+        assert!(!batch.changes[0].online && batch.changes[0].profile_changed);
     }
 }
