@@ -500,6 +500,26 @@ async fn commit(
     Ok((outcomes, messages))
 }
 
+/// Takes the row lock of conversation `conv_id` (creating its row if need be) for
+/// the rest of `tx`; returns its last seq. Changes written alone (group changes,
+/// reactions) take it, so they are ordered with the conversation's messages.
+pub(crate) async fn lock_conversation(tx: &Tx<'_>, conv_id: &str) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO conversations (id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&conv_id],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(tx
+        .query_one(
+            "SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE",
+            &[&conv_id],
+        )
+        .await
+        .map_err(pg)?
+        .get(0))
+}
+
 pub(crate) async fn insert_messages(tx: &Tx<'_>, messages: &[StoredMessage]) -> Result<()> {
     let conv: Vec<String> = messages
         .iter()

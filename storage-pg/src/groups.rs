@@ -19,7 +19,7 @@ use courier_storage::{
 use tokio::sync::oneshot;
 use tokio_postgres::Client;
 
-use crate::committer::{index_for_users, insert_messages, Command};
+use crate::committer::{index_for_users, insert_messages, lock_conversation, Command};
 use crate::connect::{Prepared, Tx};
 use crate::error::pg;
 use crate::PgStore;
@@ -162,20 +162,7 @@ async fn apply_in_tx(
     let conv_id = conv.to_string();
     let gid = id as i64;
     let tx = Tx::begin(client, prepared).await?;
-    tx.execute(
-        "INSERT INTO conversations (id) VALUES ($1) ON CONFLICT DO NOTHING",
-        &[&conv_id],
-    )
-    .await
-    .map_err(pg)?;
-    let last: i64 = tx
-        .query_one(
-            "SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE",
-            &[&conv_id],
-        )
-        .await
-        .map_err(pg)?
-        .get(0);
+    let last = lock_conversation(&tx, &conv_id).await?;
     let next_seq = last as u64 + 1;
     let existing = tx
         .query_opt(

@@ -651,12 +651,20 @@ impl Api {
         let member = changed
             .member
             .ok_or_else(|| ApiError::internal("a role change returned no member"))?;
+        self.member_view(&member).await
+    }
+
+    /// How a member is shown.
+    pub(crate) async fn member_view(
+        &self,
+        member: &courier_storage::Member,
+    ) -> Result<MemberView, ApiError> {
         Ok(MemberView {
-            user_id: target,
-            name: self.require_user(target).await?,
+            user_id: member.user_id,
+            name: self.require_user(member.user_id).await?,
             role: role_name(member.role).into(),
             joined_ms: member.joined_ms,
-            muted_until_ms: muted_until(&member),
+            muted_until_ms: muted_until(member),
         })
     }
 

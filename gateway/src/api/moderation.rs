@@ -11,7 +11,6 @@ use courier_protocol::pb::{self, system_event::Event};
 use courier_storage::{GroupChange, Role};
 
 use crate::api::dto::{GroupView, MemberView};
-use crate::api::groups::{muted_until, role_name};
 use crate::api::Api;
 use crate::error::ApiError;
 
@@ -89,13 +88,7 @@ impl Api {
         let member = changed
             .member
             .ok_or_else(|| ApiError::internal("a mute returned no member"))?;
-        Ok(MemberView {
-            user_id: target,
-            name: self.require_user(target).await?,
-            role: role_name(member.role).into(),
-            joined_ms: member.joined_ms,
-            muted_until_ms: muted_until(&member),
-        })
+        self.member_view(&member).await
     }
 }
 
