@@ -91,6 +91,8 @@ pub enum Event {
     /// This user's view of a conversation changed on another of its devices
     /// (messages deleted for it, history cleared, the conversation deleted).
     Hidden(pb::Hidden),
+    /// Someone asks to join a group this user owns or administers.
+    JoinRequested(pb::JoinRequested),
     /// The server ended the session.
     Kicked {
         /// Why.
@@ -719,6 +721,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Some(Kind::PresenceBatch(p)) => Some(Event::Presence(p)),
             Some(Kind::TypingNotice(t)) => Some(Event::Typing(t)),
             Some(Kind::Hidden(h)) if frame.request_id == 0 => Some(Event::Hidden(h)),
+            Some(Kind::JoinRequested(j)) => Some(Event::JoinRequested(j)),
             Some(Kind::Kick(k)) => Some(Event::Kicked {
                 code: code_of(k.code),
                 reason: k.reason,

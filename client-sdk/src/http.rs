@@ -655,6 +655,61 @@ impl HttpClient {
         self.call(self.http.put(url).json(&body)).await
     }
 
+    /// Asks to join a group that approves its members, with a message for its
+    /// owner and admins (JSON: the pending request, `{group_id, user_id, name,
+    /// message, created_ms}`). An open group is joined at once (JSON: the group).
+    pub async fn request_to_join(&self, group: u64, message: &str) -> Result<Value> {
+        let url = self.url(&format!("/v1/groups/{group}/join"));
+        let body = serde_json::json!({ "message": message });
+        self.call(self.http.post(url).json(&body)).await
+    }
+
+    /// Takes back the caller's request to join a group.
+    pub async fn cancel_join_request(&self, group: u64) -> Result<()> {
+        let url = self.url(&format!("/v1/groups/{group}/join"));
+        self.call_empty(self.http.delete(url)).await
+    }
+
+    /// A page of a group's pending join requests (owner and admins; JSON:
+    /// `{requests: [{user_id, name, message, created_ms}], next_after}`).
+    pub async fn join_requests(&self, group: u64, after: u64, limit: usize) -> Result<Value> {
+        let url = self.url(&format!(
+            "/v1/groups/{group}/join-requests?after={after}&limit={limit}"
+        ));
+        self.call(self.http.get(url)).await
+    }
+
+    /// Approves a join request: the user joins (JSON: the new member).
+    pub async fn approve_join(&self, group: u64, user: u64) -> Result<Value> {
+        let url = self.url(&format!("/v1/groups/{group}/join-requests/{user}/approve"));
+        self.call(self.http.post(url)).await
+    }
+
+    /// Declines a join request.
+    pub async fn decline_join(&self, group: u64, user: u64) -> Result<()> {
+        let url = self.url(&format!("/v1/groups/{group}/join-requests/{user}"));
+        self.call_empty(self.http.delete(url)).await
+    }
+
+    /// Bans a user from a group (removing it if it is a member), or lifts the ban.
+    pub async fn ban(&self, group: u64, user: u64, banned: bool) -> Result<()> {
+        let url = self.url(&format!("/v1/groups/{group}/bans/{user}"));
+        self.call_empty(match banned {
+            true => self.http.put(url),
+            false => self.http.delete(url),
+        })
+        .await
+    }
+
+    /// A page of a group's bans (owner and admins; JSON: `{bans: [{user_id, name,
+    /// by_user, at_ms}], next_after}`).
+    pub async fn bans(&self, group: u64, after: u64, limit: usize) -> Result<Value> {
+        let url = self.url(&format!(
+            "/v1/groups/{group}/bans?after={after}&limit={limit}"
+        ));
+        self.call(self.http.get(url)).await
+    }
+
     /// The caller's bound devices (JSON: `{devices: [{device_id, platform, online, ...}]}`).
     pub async fn devices(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/v1/devices"))).await

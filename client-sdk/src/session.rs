@@ -168,6 +168,8 @@ pub enum SessionEvent {
     /// This user's view of a conversation changed on another device (messages
     /// deleted for it, history cleared, the conversation deleted).
     Hidden(pb::Hidden),
+    /// Someone asks to join a group this user owns or administers.
+    JoinRequested(pb::JoinRequested),
     /// Connected (again) and synced.
     Connected,
     /// The connection was lost; reconnecting.
@@ -574,6 +576,7 @@ impl Driver {
                     Some(Event::Presence(p)) => { let _ = self.events.send(SessionEvent::Presence(p)).await; }
                     Some(Event::Typing(t)) => { let _ = self.events.send(SessionEvent::Typing(t)).await; }
                     Some(Event::Hidden(h)) => { let _ = self.events.send(SessionEvent::Hidden(h)).await; }
+                    Some(Event::JoinRequested(j)) => { let _ = self.events.send(SessionEvent::JoinRequested(j)).await; }
                     Some(Event::Kicked { code, .. }) if fatal(Some(code)) => return End::Ended(Some(code)),
                     Some(Event::Kicked { .. }) | Some(Event::Closed) | None => return End::Lost,
                 },

@@ -90,7 +90,8 @@ pub struct Group {
 pub struct NewGroup {
     /// Name.
     pub name: String,
-    /// `open` or `invite` (default).
+    /// `open`, `invite` (default) or `approval` (requests approved by the owner
+    /// or an admin).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join_policy: Option<String>,
     /// Later members see earlier messages.
@@ -142,6 +143,9 @@ pub struct AddedMembers {
     /// Neither added nor invited: a block stands between the adder and them.
     #[serde(default)]
     pub refused: Vec<u64>,
+    /// Neither added nor invited: banned from the group.
+    #[serde(default)]
+    pub banned: Vec<u64>,
 }
 
 /// One entry of the conversation list.

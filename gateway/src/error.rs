@@ -88,6 +88,7 @@ impl ApiError {
             ErrorCode::Forbidden
             | ErrorCode::Blocked
             | ErrorCode::Banned
+            | ErrorCode::BannedFromGroup
             | ErrorCode::MessageRejected
             | ErrorCode::Muted => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::UnknownUser | ErrorCode::UnknownConversation => {

@@ -249,3 +249,290 @@ fn courier_storage_now() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// A member's event of `kind`, skipping other frames; panics after the wait.
+async fn next_system(events: &mut courier_sdk::Events) -> SysEvent {
+    loop {
+        let m = next_message(events).await;
+        if let Some(Content::System(s)) = m.body.and_then(|b| b.content) {
+            if let Some(e) = s.event {
+                return e;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn banned_users_are_removed_and_stay_out() {
+    let t = TestServer::start().await;
+    let p = common::users(&t, "ban", 5).await;
+    let (owner, admin, member, outsider, other) = (&p[0], &p[1], &p[2], &p[3], &p[4]);
+    let owner_http = t.http_as(owner);
+    let g = owner_http
+        .create_group(&NewGroup {
+            name: "banning".into(),
+            join_policy: Some("open".into()),
+            members: vec![admin.user_id, member.user_id, other.user_id],
+            ..NewGroup::default()
+        })
+        .await
+        .unwrap()
+        .group_id;
+    owner_http
+        .set_role(g, admin.user_id, "admin")
+        .await
+        .unwrap();
+    let c = ConversationId::Group(g);
+    let (m, mut member_events) = t.connect(member, "phone").await;
+    let (_o, mut other_events) = t.connect(other, "phone").await;
+
+    // Who may ban whom.
+    let code = |e: courier_sdk::SdkError| common::http_code(&e);
+    assert_eq!(
+        code(
+            t.http_as(other)
+                .ban(g, member.user_id, true)
+                .await
+                .unwrap_err()
+        )
+        .0,
+        403,
+        "a member bans nobody"
+    );
+    assert_eq!(
+        code(
+            t.http_as(admin)
+                .ban(g, owner.user_id, true)
+                .await
+                .unwrap_err()
+        )
+        .0,
+        403,
+        "nobody bans the owner"
+    );
+    assert_eq!(
+        code(t.http_as(other).bans(g, 0, 10).await.unwrap_err()).0,
+        403,
+        "members do not see the bans"
+    );
+
+    // An admin bans the member: removed, told by the event (its last message).
+    t.http_as(admin).ban(g, member.user_id, true).await.unwrap();
+    for events in [&mut member_events, &mut other_events] {
+        match next_system(events).await {
+            SysEvent::MemberBanned(e) => {
+                assert_eq!(
+                    (e.user_id, e.banned, e.by_user),
+                    (member.user_id, true, admin.user_id)
+                )
+            }
+            other => panic!("expected MemberBanned, got {other:?}"),
+        }
+    }
+    let refused = m
+        .send(&c, pb::MessageBody::text("let me speak"), "speak".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused.code(),
+            Some(ErrorCode::Forbidden | ErrorCode::UnknownConversation)
+        ),
+        "{refused:?}"
+    );
+    // No way back: joining the open group, being added, an invitation.
+    let member_http = t.http_as(member);
+    assert_eq!(
+        code(member_http.join_group(g).await.unwrap_err()),
+        (403, Some(ErrorCode::BannedFromGroup))
+    );
+    let added = owner_http
+        .add_members(g, &[member.user_id, outsider.user_id])
+        .await
+        .unwrap();
+    assert_eq!(
+        (added.added, added.banned),
+        (vec![outsider.user_id], vec![member.user_id])
+    );
+    // An outsider banned ahead of time, then the list.
+    owner_http.ban(g, 999_999_999, true).await.unwrap_err();
+    t.http_as(admin)
+        .ban(g, outsider.user_id, true)
+        .await
+        .unwrap();
+    let bans = owner_http.bans(g, 0, 10).await.unwrap();
+    let banned: Vec<u64> = bans["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["user_id"].as_u64().unwrap())
+        .collect();
+    let mut expected = vec![member.user_id, outsider.user_id];
+    expected.sort_unstable();
+    assert_eq!(banned, expected);
+    assert_eq!(bans["bans"][0]["by_user"], admin.user_id);
+
+    // Lifted: the member joins again.
+    owner_http.ban(g, member.user_id, false).await.unwrap();
+    member_http.join_group(g).await.unwrap();
+    let events: Vec<String> = owner_http
+        .history_all(&c, 0)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            let b = &m.body;
+            Some(match b["event"].as_str()? {
+                "member_banned" => format!("banned {} {}", b["user_id"], b["banned"]),
+                "member_joined" => format!("joined {}", b["user_id"]),
+                "members_added" => format!("added {}", b["user_ids"]),
+                _ => return None,
+            })
+        })
+        .collect();
+    let (mu, ou) = (member.user_id, outsider.user_id);
+    assert_eq!(
+        events[events.len() - 5..],
+        [
+            format!("banned {mu} true"),
+            format!("added [{ou}]"),
+            format!("banned {ou} true"),
+            format!("banned {mu} false"),
+            format!("joined {mu}"),
+        ],
+        "{events:?}"
+    );
+    // The outsider was a member when banned: removed with its ban.
+    assert!(owner_http
+        .members(g, None, Some(100))
+        .await
+        .unwrap()
+        .members
+        .iter()
+        .all(|m| m.user_id != ou));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_requests_wait_for_approval() {
+    let t = TestServer::start().await;
+    let p = common::users(&t, "ask", 5).await;
+    let (owner, admin, member, asker, second) = (&p[0], &p[1], &p[2], &p[3], &p[4]);
+    let owner_http = t.http_as(owner);
+    let g = owner_http
+        .create_group(&NewGroup {
+            name: "by approval".into(),
+            join_policy: Some("approval".into()),
+            members: vec![admin.user_id, member.user_id],
+            ..NewGroup::default()
+        })
+        .await
+        .unwrap()
+        .group_id;
+    owner_http
+        .set_role(g, admin.user_id, "admin")
+        .await
+        .unwrap();
+    let (_a, mut admin_events) = t.connect(admin, "phone").await;
+    let (_m, mut member_events) = t.connect(member, "phone").await;
+
+    // Outsiders see the group, and ask.
+    let asker_http = t.http_as(asker);
+    assert_eq!(asker_http.group(g).await.unwrap().join_policy, "approval");
+    let request = asker_http.request_to_join(g, "I'd like in").await.unwrap();
+    assert_eq!(
+        (request["user_id"].as_u64(), request["message"].as_str()),
+        (Some(asker.user_id), Some("I'd like in"))
+    );
+    // The admin is told at once; plain members are not.
+    let told = tokio::time::timeout(common::WAIT, async {
+        loop {
+            if let Some(courier_sdk::Event::JoinRequested(j)) = admin_events.next().await {
+                return j;
+            }
+        }
+    })
+    .await
+    .expect("the admin is told of the request");
+    assert_eq!(
+        (told.group_id, told.user_id, told.message.as_str()),
+        (g, asker.user_id, "I'd like in")
+    );
+    // Not a member yet: no history.
+    assert!(asker_http
+        .history_all(&ConversationId::Group(g), 0)
+        .await
+        .is_err());
+    t.http_as(second)
+        .request_to_join(g, "me too")
+        .await
+        .unwrap();
+    assert_eq!(
+        common::http_code(&t.http_as(member).join_requests(g, 0, 10).await.unwrap_err()).0,
+        403,
+        "members do not see requests"
+    );
+    let pending = t.http_as(admin).join_requests(g, 0, 10).await.unwrap();
+    let who: Vec<u64> = pending["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user_id"].as_u64().unwrap())
+        .collect();
+    let mut expected = vec![asker.user_id, second.user_id];
+    expected.sort_unstable();
+    assert_eq!(who, expected);
+
+    // Approved: a member, announced to the group with the approver.
+    let joined = t
+        .http_as(admin)
+        .approve_join(g, asker.user_id)
+        .await
+        .unwrap();
+    assert_eq!(joined["user_id"].as_u64(), Some(asker.user_id));
+    match next_system(&mut member_events).await {
+        SysEvent::MemberJoined(e) => {
+            assert_eq!((e.user_id, e.by_user), (asker.user_id, admin.user_id))
+        }
+        other => panic!("expected MemberJoined, got {other:?}"),
+    }
+    assert!(asker_http.group(g).await.unwrap().my_role.is_some());
+    // Declined, or taken back: gone; a second answer finds nothing.
+    owner_http.decline_join(g, second.user_id).await.unwrap();
+    assert_eq!(
+        common::http_code(
+            &owner_http
+                .approve_join(g, second.user_id)
+                .await
+                .unwrap_err()
+        )
+        .0,
+        404
+    );
+    let second_http = t.http_as(second);
+    second_http.request_to_join(g, "again").await.unwrap();
+    second_http.cancel_join_request(g).await.unwrap();
+    assert!(
+        owner_http.join_requests(g, 0, 10).await.unwrap()["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // A ban drops a pending request and refuses new ones.
+    second_http.request_to_join(g, "third time").await.unwrap();
+    owner_http.ban(g, second.user_id, true).await.unwrap();
+    assert!(
+        owner_http.join_requests(g, 0, 10).await.unwrap()["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        common::http_code(&second_http.request_to_join(g, "please").await.unwrap_err()),
+        (403, Some(ErrorCode::BannedFromGroup))
+    );
+    // Members asking again are told they are in.
+    assert_eq!(
+        common::http_code(&asker_http.request_to_join(g, "").await.unwrap_err()).0,
+        409
+    );
+}

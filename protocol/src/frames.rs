@@ -70,6 +70,7 @@ impl Frame {
                 Kind::ReactAck(_) => "ReactAck",
                 Kind::Hide(_) => "Hide",
                 Kind::Hidden(_) => "Hidden",
+                Kind::JoinRequested(_) => "JoinRequested",
             },
         }
     }

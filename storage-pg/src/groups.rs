@@ -5,16 +5,17 @@
 //! refused; a batch's membership check sees every change committed before it), and
 //! the change's events take their seqs in the same transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use courier_protocol::ConversationId;
-use courier_storage::group_rules::{decide, Proposal};
+use courier_storage::group_rules::{decide, MemberReader, Proposal};
 use courier_storage::{
-    creation_refused, now_ms, validate_new_group, Appended, CommitListener, EventsFor, GroupChange,
-    GroupChanged, GroupInfo, Groups, Invitation, JoinPolicy, Member, MembershipRefusal, Result,
-    Role, StorageError, StoredMessage, MAX_PENDING_INVITATIONS,
+    creation_refused, now_ms, validate_join_request, validate_new_group, Appended, Ban,
+    CommitListener, EventsFor, GroupChange, GroupChanged, GroupInfo, Groups, Invitation,
+    JoinPolicy, JoinRequest, Member, MembershipRefusal, Result, Role, StorageError, StoredMessage,
+    MAX_PENDING_INVITATIONS, MAX_PENDING_JOIN_REQUESTS,
 };
 use tokio::sync::oneshot;
 use tokio_postgres::Client;
@@ -64,6 +65,7 @@ fn policy_code(p: JoinPolicy) -> i16 {
     match p {
         JoinPolicy::Open => 0,
         JoinPolicy::InviteOnly => 1,
+        JoinPolicy::Approval => 2,
     }
 }
 
@@ -75,6 +77,7 @@ fn group_from_row(r: &tokio_postgres::Row) -> Result<GroupInfo> {
         join_policy: match r.get::<_, i16>(3) {
             0 => JoinPolicy::Open,
             1 => JoinPolicy::InviteOnly,
+            2 => JoinPolicy::Approval,
             _ => return Err(StorageError::Corrupt("join policy")),
         },
         history_visible: r.get(4),
@@ -103,7 +106,9 @@ fn named_users(proposal: &Proposal, owner: Option<u64>) -> Vec<i64> {
             vec![*user]
         }
         Proposal::Change(GroupChange::Transfer { new_owner }) => vec![*new_owner],
-        Proposal::Change(GroupChange::MuteMember { user, .. }) => vec![*user],
+        Proposal::Change(GroupChange::MuteMember { user, .. } | GroupChange::Ban { user, .. }) => {
+            vec![*user]
+        }
         Proposal::Change(
             GroupChange::Update { .. }
             | GroupChange::MuteAll { .. }
@@ -142,6 +147,22 @@ pub(crate) async fn apply(
         Err(e) => Err(e),
     };
     let _ = reply.send(result);
+}
+
+/// The members and bans a change named, read in its transaction.
+struct Read<'a> {
+    members: &'a HashMap<u64, Member>,
+    banned: &'a HashSet<u64>,
+}
+
+impl MemberReader for Read<'_> {
+    fn member(&self, user: u64) -> Result<Option<Member>> {
+        Ok(self.members.get(&user).copied())
+    }
+
+    fn banned(&self, user: u64) -> Result<bool> {
+        Ok(self.banned.contains(&user))
+    }
 }
 
 type Applied = (
@@ -192,14 +213,21 @@ async fn apply_in_tx(
         let m = member_from_row(&row)?;
         members.insert(m.user_id, m);
     }
-    let decision = match decide(
-        id,
-        existing,
-        |u| Ok(members.get(&u).copied()),
-        proposal,
-        next_seq,
-        now,
-    )? {
+    let banned: HashSet<u64> = tx
+        .query(
+            "SELECT user_id FROM group_bans WHERE group_id = $1 AND user_id = ANY($2)",
+            &[&gid, &named],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .collect();
+    let read = Read {
+        members: &members,
+        banned: &banned,
+    };
+    let decision = match decide(id, existing, &read, proposal, next_seq, now)? {
         Ok(d) => d,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -244,6 +272,28 @@ async fn apply_in_tx(
             &[&(user as i64), &conv_id, &(next_seq as i64)],
         )
         .await
+        .map_err(pg)?;
+    }
+    for (user, ban) in &decision.bans {
+        let user = *user as i64;
+        match ban {
+            Some(ban) => {
+                tx.execute(
+                    "INSERT INTO group_bans (group_id, user_id, by_user, at_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (group_id, user_id) DO UPDATE SET
+                       by_user = EXCLUDED.by_user, at_ms = EXCLUDED.at_ms",
+                    &[&gid, &user, &(ban.by_user as i64), &(ban.at_ms as i64)],
+                )
+                .await
+            }
+            None => {
+                tx.execute(
+                    "DELETE FROM group_bans WHERE group_id = $1 AND user_id = $2",
+                    &[&gid, &user],
+                )
+                .await
+            }
+        }
         .map_err(pg)?;
     }
     let info = &decision.info;
@@ -554,6 +604,144 @@ impl Groups for PgStore {
             group_id: r.get::<_, i64>(0) as u64,
             inviter: r.get::<_, i64>(1) as u64,
             created_ms: r.get::<_, i64>(2) as u64,
+        }))
+    }
+
+    async fn bans(&self, group: u64, after: u64, limit: usize) -> Result<Vec<Ban>> {
+        let rows = self
+            .reader()
+            .await?
+            .query(
+                "SELECT user_id, by_user, at_ms FROM group_bans
+                 WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+                &[
+                    &(group as i64),
+                    &(after as i64),
+                    &(limit.min(i64::MAX as usize) as i64),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| Ban {
+                user_id: r.get::<_, i64>(0) as u64,
+                by_user: r.get::<_, i64>(1) as u64,
+                at_ms: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
+    }
+
+    async fn banned(&self, group: u64, user: u64) -> Result<bool> {
+        Ok(self
+            .reader()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM group_bans WHERE group_id = $1 AND user_id = $2",
+                &[&(group as i64), &(user as i64)],
+            )
+            .await
+            .map_err(pg)?
+            .is_some())
+    }
+
+    async fn request_join(
+        &self,
+        group: u64,
+        user: u64,
+        message: &str,
+        now_ms: u64,
+    ) -> Result<bool> {
+        validate_join_request(message)?;
+        let mut slot = self.inner.maintenance.lock().await;
+        let client = self.maintenance_client(&mut slot).await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let gid = group as i64;
+        // A group's requests change one at a time (the cap counts them).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&(gid ^ 0x6a6f_696e_7271)],
+        )
+        .await
+        .map_err(pg)?;
+        let new = tx
+            .query_opt(
+                "SELECT 1 FROM join_requests WHERE group_id = $1 AND user_id = $2",
+                &[&gid, &(user as i64)],
+            )
+            .await
+            .map_err(pg)?
+            .is_none();
+        tx.execute(
+            "INSERT INTO join_requests (group_id, user_id, message, created_ms)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (group_id, user_id) DO UPDATE SET
+               message = EXCLUDED.message, created_ms = EXCLUDED.created_ms",
+            &[&gid, &(user as i64), &message, &(now_ms as i64)],
+        )
+        .await
+        .map_err(pg)?;
+        // Past the cap the oldest gives way.
+        tx.execute(
+            "DELETE FROM join_requests WHERE group_id = $1 AND user_id IN (
+                SELECT user_id FROM join_requests WHERE group_id = $1
+                ORDER BY created_ms, user_id
+                LIMIT GREATEST((SELECT count(*) FROM join_requests WHERE group_id = $1) - $2, 0))",
+            &[&gid, &(MAX_PENDING_JOIN_REQUESTS as i64)],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(new)
+    }
+
+    async fn join_requests(
+        &self,
+        group: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JoinRequest>> {
+        let rows = self
+            .reader()
+            .await?
+            .query(
+                "SELECT user_id, message, created_ms FROM join_requests
+                 WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+                &[
+                    &(group as i64),
+                    &(after as i64),
+                    &(limit.min(i64::MAX as usize) as i64),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| JoinRequest {
+                group_id: group,
+                user_id: r.get::<_, i64>(0) as u64,
+                message: r.get(1),
+                created_ms: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
+    }
+
+    async fn take_join_request(&self, group: u64, user: u64) -> Result<Option<JoinRequest>> {
+        let row = self
+            .reader()
+            .await?
+            .query_opt(
+                "DELETE FROM join_requests WHERE group_id = $1 AND user_id = $2
+                 RETURNING message, created_ms",
+                &[&(group as i64), &(user as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| JoinRequest {
+            group_id: group,
+            user_id: user,
+            message: r.get(0),
+            created_ms: r.get::<_, i64>(1) as u64,
         }))
     }
 }

@@ -295,6 +295,26 @@ const MIGRATIONS: &[(i32, &str)] = &[
         ON accounts ((lower(display_name)) text_pattern_ops) WHERE display_name IS NOT NULL;
     ",
     ),
+    (
+        16,
+        r"
+    -- Bans (written by group changes, in the group's transaction) and join requests.
+    CREATE TABLE group_bans (
+        group_id bigint NOT NULL,
+        user_id bigint NOT NULL,
+        by_user bigint NOT NULL,
+        at_ms bigint NOT NULL,
+        PRIMARY KEY (group_id, user_id)
+    );
+    CREATE TABLE join_requests (
+        group_id bigint NOT NULL,
+        user_id bigint NOT NULL,
+        message text NOT NULL,
+        created_ms bigint NOT NULL,
+        PRIMARY KEY (group_id, user_id)
+    );
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

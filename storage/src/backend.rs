@@ -17,12 +17,12 @@ use courier_protocol::ConversationId;
 
 use crate::error::Result;
 use crate::{
-    Account, AppendRequest, AppendTicket, Appended, BlobRecord, BlobUpdate, Bound, CommitStats,
-    ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo, HiddenView,
-    HistoryPage, HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken,
-    Reacted, ReactionChange, ReactionCount, ReactionEventFn, Relation, RelationChange,
-    RelationRefusal, RelationSet, RequestOutcome, Session, StoredMessage, TokenHash, TokenInfo,
-    UserConversation,
+    Account, AppendRequest, AppendTicket, Appended, Ban, BlobRecord, BlobUpdate, Bound,
+    CommitStats, ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo,
+    HiddenView, HistoryPage, HistoryRange, Invitation, JoinPolicy, JoinRequest, Member,
+    MembershipRefusal, PushToken, Reacted, ReactionChange, ReactionCount, ReactionEventFn,
+    Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, StoredMessage,
+    TokenHash, TokenInfo, UserConversation,
 };
 
 /// Conversation logs: appends in seq order, history, single messages.
@@ -346,6 +346,25 @@ pub trait Groups: Send + Sync {
 
     /// Removes and returns `user`'s invitation to `group`.
     async fn take_invitation(&self, user: u64, group: u64) -> Result<Option<Invitation>>;
+
+    /// `group`'s bans in user order, after user `after`, at most `limit`.
+    async fn bans(&self, group: u64, after: u64, limit: usize) -> Result<Vec<Ban>>;
+
+    /// Whether `user` is banned from `group` now (the store checks additions
+    /// itself, in log order; this is for answering early).
+    async fn banned(&self, group: u64, user: u64) -> Result<bool>;
+
+    /// Records `user`'s request to join `group` (replacing a pending one, the
+    /// oldest of a full list giving way); true when there was none.
+    async fn request_join(&self, group: u64, user: u64, message: &str, now_ms: u64)
+        -> Result<bool>;
+
+    /// `group`'s pending join requests in user order, after user `after`.
+    async fn join_requests(&self, group: u64, after: u64, limit: usize)
+        -> Result<Vec<JoinRequest>>;
+
+    /// Removes and returns `user`'s request to join `group`.
+    async fn take_join_request(&self, group: u64, user: u64) -> Result<Option<JoinRequest>>;
 }
 
 /// Metadata of uploaded media (the bytes live in the gateway's blob store).

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use courier_protocol::ConversationId;
 
 use crate::error::{Result, StorageError};
-use crate::group_rules::{decide, Proposal};
+use crate::group_rules::{decide, MemberReader, Proposal};
 use crate::groups::{member_key, validate_group_name};
 use crate::ops::{Op, Tree};
 use crate::record::ConversationState;
@@ -85,6 +85,16 @@ pub enum GroupChange {
     MuteAll {
         /// Muted or not.
         muted: bool,
+    },
+    /// Bans a user (removing it if it is a member; it may not join again until
+    /// unbanned), or lifts a ban; never the owner.
+    Ban {
+        /// Who.
+        user: u64,
+        /// Banned, or the ban lifted.
+        banned: bool,
+        /// Who bans (kept with the ban).
+        by: u64,
     },
     /// Mutes a member until a time (0 unmutes); never the owner.
     MuteMember {
@@ -253,6 +263,26 @@ impl Store {
     }
 }
 
+/// A group's members and bans as its shard holds them (read on the writer thread).
+struct ShardMembers<'a> {
+    shard: &'a crate::shard::ShardDb,
+    group: u64,
+}
+
+impl MemberReader for ShardMembers<'_> {
+    fn member(&self, user: u64) -> Result<Option<Member>> {
+        self.shard
+            .groupmember_member
+            .get(member_key(self.group, user))?
+            .map(|v| Member::decode(user, &v))
+            .transpose()
+    }
+
+    fn banned(&self, user: u64) -> Result<bool> {
+        crate::bans::is_banned(&self.shard.log, self.group, user)
+    }
+}
+
 enum Plan {
     /// A new group (its record's id set, the rest filled in by the writer) and its
     /// first members, the owner first.
@@ -275,21 +305,18 @@ fn plan_change(ctx: &PlanContext<'_>, id: u64, plan: Plan, events: EventsFor) ->
     if matches!(plan, Plan::Create(..)) && existing.is_some() {
         return Err(StorageError::Corrupt("group id reused"));
     }
-    let member = |user: u64| -> Result<Option<Member>> {
-        shard
-            .groupmember_member
-            .get(member_key(id, user))?
-            .map(|v| Member::decode(user, &v))
-            .transpose()
-    };
     let proposal = match plan {
         Plan::Create(info, users) => Proposal::Create(info, users),
         Plan::Change(change) => Proposal::Change(change),
     };
-    let decision = decide(id, existing, member, proposal, ctx.next_seq, ctx.now)?
+    let read = ShardMembers { shard, group: id };
+    let decision = decide(id, existing, &read, proposal, ctx.next_seq, ctx.now)?
         .map_err(StorageError::Membership)?;
     let mut ops = Vec::with_capacity(
-        2 * (decision.joined.len() + decision.removed.len()) + decision.updated.len() + 1,
+        2 * (decision.joined.len() + decision.removed.len())
+            + decision.updated.len()
+            + decision.bans.len()
+            + 1,
     );
     let put = |m: &Member| Op::Put {
         shard: shard_index as u16,
@@ -322,6 +349,22 @@ fn plan_change(ctx: &PlanContext<'_>, id: u64, plan: Plan, events: EventsFor) ->
             user,
             conversation,
             before: ctx.next_seq,
+        });
+    }
+    for (user, ban) in &decision.bans {
+        let key = crate::bans::ban_key(id, *user);
+        ops.push(match ban {
+            Some(ban) => Op::Put {
+                shard: shard_index as u16,
+                tree: Tree::Log,
+                key,
+                value: crate::bans::encode_ban(ban),
+            },
+            None => Op::Delete {
+                shard: shard_index as u16,
+                tree: Tree::Log,
+                key,
+            },
         });
     }
     let changed = decision.changed;

@@ -9,7 +9,16 @@ use std::collections::HashSet;
 
 use crate::error::Result;
 use crate::group_changes::{GroupChange, GroupChanged};
-use crate::{GroupInfo, Member, MembershipChange, MembershipRefusal, Role};
+use crate::{Ban, GroupInfo, Member, MembershipChange, MembershipRefusal, Role};
+
+/// How a backend reads what a change needs of the group's members: a member's
+/// record, and whether a user is banned.
+pub trait MemberReader {
+    /// `user`'s membership, if any.
+    fn member(&self, user: u64) -> Result<Option<Member>>;
+    /// Whether `user` is banned from the group.
+    fn banned(&self, user: u64) -> Result<bool>;
+}
 
 /// A change to decide: a new group (its record, the members it starts with, the
 /// owner first), or a change to an existing one.
@@ -30,6 +39,8 @@ pub struct Decision {
     pub updated: Vec<Member>,
     /// Members to remove.
     pub removed: Vec<u64>,
+    /// Bans to record (`Some`) or lift (`None`).
+    pub bans: Vec<(u64, Option<Ban>)>,
     /// Who joined and who left, for the fan-out (none for roles and settings).
     pub membership: Option<MembershipChange>,
     /// The answer to the caller (its events filled in once stored).
@@ -39,13 +50,13 @@ pub struct Decision {
     pub noop: bool,
 }
 
-/// Decides `proposal` for group `id`, given its record (if any) and a way to read a
-/// member. `next_seq` is the seq the change's first event takes in the group's log
+/// Decides `proposal` for group `id`, given its record (if any) and a way to read
+/// members and bans. `next_seq` is the seq the change's first event takes in the group's log
 /// (it names the memberships the change makes); `now` the time of the change.
 pub fn decide(
     id: u64,
     existing: Option<GroupInfo>,
-    member: impl Fn(u64) -> Result<Option<Member>>,
+    read: &impl MemberReader,
     proposal: Proposal,
     next_seq: u64,
     now: u64,
@@ -54,6 +65,8 @@ pub fn decide(
     let mut joined = Vec::new();
     let mut updated = Vec::new();
     let mut removed = Vec::new();
+    let mut bans = Vec::new();
+    let member = |user: u64| read.member(user);
     let mut membership = None;
     let mut noop = false;
     let new_member = |user: u64, role: Role, joined_seq: u64| Member {
@@ -98,6 +111,8 @@ pub fn decide(
                         }
                         if member(user)?.is_some() {
                             out.already_members.push(user);
+                        } else if read.banned(user)? {
+                            out.banned.push(user);
                         } else if info.member_count + out.added.len() as u64 >= max_members {
                             out.over_limit.push(user);
                         } else {
@@ -107,6 +122,9 @@ pub fn decide(
                     if out.added.is_empty() {
                         if !out.over_limit.is_empty() {
                             return Ok(Err(MembershipRefusal::Full));
+                        }
+                        if !out.banned.is_empty() && out.already_members.is_empty() {
+                            return Ok(Err(MembershipRefusal::Banned));
                         }
                         noop = true;
                     }
@@ -221,6 +239,41 @@ pub fn decide(
                         removed: Vec::new(),
                     });
                 }
+                GroupChange::Ban { user, banned, by } => {
+                    if info.owner == user {
+                        return Ok(Err(MembershipRefusal::IsOwner));
+                    }
+                    let is_member = member(user)?.is_some();
+                    let was_banned = read.banned(user)?;
+                    if banned {
+                        if is_member {
+                            info.member_count = info.member_count.saturating_sub(1);
+                            removed.push(user);
+                            changed.removed.push(user);
+                            membership = Some(MembershipChange {
+                                group: id,
+                                added: Vec::new(),
+                                removed: vec![user],
+                            });
+                        }
+                        if was_banned && !is_member {
+                            noop = true;
+                        } else {
+                            bans.push((
+                                user,
+                                Some(Ban {
+                                    user_id: user,
+                                    by_user: by,
+                                    at_ms: now,
+                                }),
+                            ));
+                        }
+                    } else if was_banned {
+                        bans.push((user, None));
+                    } else {
+                        noop = true;
+                    }
+                }
                 GroupChange::MuteMember { user, until_ms } => {
                     let Some(mut m) = member(user)? else {
                         return Ok(Err(MembershipRefusal::NotMember));
@@ -247,6 +300,7 @@ pub fn decide(
         joined,
         updated,
         removed,
+        bans,
         membership,
         changed,
         noop,
@@ -295,21 +349,99 @@ mod tests {
             .collect()
     }
 
-    fn run(
+    struct Read<'a>(&'a HashMap<u64, Member>, &'a [u64]);
+
+    impl MemberReader for Read<'_> {
+        fn member(&self, user: u64) -> Result<Option<Member>> {
+            Ok(self.0.get(&user).copied())
+        }
+        fn banned(&self, user: u64) -> Result<bool> {
+            Ok(self.1.contains(&user))
+        }
+    }
+
+    fn run_with_bans(
         info: GroupInfo,
         m: &HashMap<u64, Member>,
+        banned: &[u64],
         change: GroupChange,
         next_seq: u64,
     ) -> std::result::Result<Decision, MembershipRefusal> {
         decide(
             7,
             Some(info),
-            |u| Ok(m.get(&u).copied()),
+            &Read(m, banned),
             Proposal::Change(change),
             next_seq,
             50,
         )
         .unwrap()
+    }
+
+    fn run(
+        info: GroupInfo,
+        m: &HashMap<u64, Member>,
+        change: GroupChange,
+        next_seq: u64,
+    ) -> std::result::Result<Decision, MembershipRefusal> {
+        run_with_bans(info, m, &[], change, next_seq)
+    }
+
+    #[test]
+    fn a_ban_removes_the_member_and_keeps_it_out() {
+        let m = members(&[1, 2, 3]);
+        let g = || group(1, 3, false);
+        let ban = |user, banned| GroupChange::Ban {
+            user,
+            banned,
+            by: 1,
+        };
+        let d = run(g(), &m, ban(2, true), 9).unwrap();
+        assert_eq!((d.removed.clone(), d.info.member_count), (vec![2], 2));
+        assert_eq!(d.membership.map(|c| c.removed), Some(vec![2]));
+        assert_eq!(
+            d.bans,
+            vec![(
+                2,
+                Some(Ban {
+                    user_id: 2,
+                    by_user: 1,
+                    at_ms: 50
+                })
+            )]
+        );
+        // A stranger may be banned before it ever joins; banned twice is nothing.
+        let d = run(g(), &m, ban(8, true), 9).unwrap();
+        assert!(d.removed.is_empty() && d.membership.is_none() && !d.noop);
+        assert!(run_with_bans(g(), &m, &[8], ban(8, true), 9).unwrap().noop);
+        assert_eq!(
+            run(g(), &m, ban(1, true), 9).err(),
+            Some(MembershipRefusal::IsOwner)
+        );
+        // Lifting: only a standing ban.
+        assert_eq!(
+            run_with_bans(g(), &m, &[8], ban(8, false), 9).unwrap().bans,
+            vec![(8, None)]
+        );
+        assert!(run(g(), &m, ban(8, false), 9).unwrap().noop);
+        // The banned are left out of additions; all banned is a refusal.
+        let add = |users: Vec<u64>| GroupChange::Add {
+            users,
+            role: Role::Member,
+            max_members: 10,
+        };
+        let d = run_with_bans(g(), &m, &[8], add(vec![8, 9]), 9).unwrap();
+        assert_eq!(
+            (
+                d.changed.added.added.clone(),
+                d.changed.added.banned.clone()
+            ),
+            (vec![9], vec![8])
+        );
+        assert_eq!(
+            run_with_bans(g(), &m, &[8], add(vec![8]), 9).err(),
+            Some(MembershipRefusal::Banned)
+        );
     }
 
     #[test]

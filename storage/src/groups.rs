@@ -35,6 +35,8 @@ pub enum JoinPolicy {
     Open,
     /// Only members' invitations (owners and admins) add people.
     InviteOnly,
+    /// Anyone may ask to join by id; the owner or an admin approves each request.
+    Approval,
 }
 
 /// A member's role.
@@ -129,6 +131,8 @@ pub struct AddedMembers {
     pub already_members: Vec<u64>,
     /// Not added: the group reached its size limit.
     pub over_limit: Vec<u64>,
+    /// Not added: banned from the group.
+    pub banned: Vec<u64>,
 }
 
 /// Why a membership change was refused.
@@ -144,6 +148,8 @@ pub enum MembershipRefusal {
     Full,
     /// The owner cannot be removed or demoted; transfer ownership first.
     IsOwner,
+    /// The user is banned from the group.
+    Banned,
 }
 
 impl GroupInfo {
@@ -159,6 +165,7 @@ impl GroupInfo {
         out.put_u8(match self.join_policy {
             JoinPolicy::Open => 1,
             JoinPolicy::InviteOnly => 2,
+            JoinPolicy::Approval => 3,
         });
         out.put_u8(u8::from(self.history_visible));
         out.put_u8(u8::from(self.muted) | (u8::from(self.dismissed) << 1));
@@ -200,6 +207,7 @@ impl GroupInfo {
         let join_policy = match buf.get_u8() {
             1 => JoinPolicy::Open,
             2 => JoinPolicy::InviteOnly,
+            3 => JoinPolicy::Approval,
             _ => return Err(corrupt()),
         };
         let history_visible = buf.get_u8() != 0;

@@ -15,12 +15,14 @@
 //! | `log` | `'a'` | the highest activity count this shard has written |
 //! | `log` | `'L'` | the commit-log position from which an open replays (every shard's indexes are flushed up to it) |
 //! | `log` | `'r' conv` | the first seq still retained (after pruning) |
+//! | `log` | `'b' conv user` | who banned the user from the group, when ([`crate::Ban`]) |
 //! | `userconv_state` | `user conv` | [`crate::UserConversation`] state |
 //! | `username_userid` | user name | user id |
 //! | `userid_account` | user id | account record |
 //! | `tokenhash_session` | sha256(token) | user id, expiry, devices ([`crate::TokenInfo`]) |
 //! | `usertoken_expiry` | `user sha256(token)` | expiry: a user's tokens |
 //! | `usergroup_invite` | `user group` | inviter, when: pending group invitations |
+//! | `groupuser_request` | `group user` | when, message: pending join requests |
 //! | `userpeer_relation` | `user peer` | the user's view of the pair ([`crate::Relation`]) |
 //! | `groupid_group` | group id | [`crate::GroupInfo`] |
 //! | `groupmember_member` | `group user` | [`crate::Member`] |

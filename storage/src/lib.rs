@@ -33,6 +33,7 @@
 
 mod accounts;
 mod backend;
+mod bans;
 mod commitlog;
 mod config;
 mod conversations;
@@ -77,6 +78,10 @@ pub use accounts::{Account, Session};
 pub use backend::{
     Accounts, ConversationIndex, Devices, Groups, MediaRecords, MessageLog, Operations, Reactions,
     Relations, Retention, Storage, Tokens,
+};
+pub use bans::{
+    validate_join_request, Ban, JoinRequest, MAX_JOIN_REQUEST_MESSAGE_BYTES,
+    MAX_PENDING_JOIN_REQUESTS,
 };
 pub use config::{PasswordParams, StoreConfig};
 pub use conversations::{HistoryPage, HistoryRange, UserConversation};

@@ -28,10 +28,10 @@ use crate::backend::{
 };
 use crate::error::{Result, StorageError};
 use crate::{
-    Account, AppendRequest, AppendTicket, BlobRecord, BlobUpdate, Bound, CommitListener,
+    Account, AppendRequest, AppendTicket, Ban, BlobRecord, BlobUpdate, Bound, CommitListener,
     CommitStats, ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo,
-    HistoryPage, HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken,
-    Reacted, ReactionChange, ReactionCount, ReactionEventFn, Relation, RelationChange,
+    HistoryPage, HistoryRange, Invitation, JoinPolicy, JoinRequest, Member, MembershipRefusal,
+    PushToken, Reacted, ReactionChange, ReactionCount, ReactionEventFn, Relation, RelationChange,
     RelationRefusal, RelationSet, RequestOutcome, Session, Store, StoreConfig, StoredMessage,
     TokenHash, TokenInfo, UserConversation,
 };
@@ -335,6 +335,11 @@ delegate!(Groups {
     fn invite(&self, user: u64, group: u64, inviter: u64, now_ms: u64) -> bool;
     fn invitations(&self, user: u64) -> Vec<Invitation>;
     fn take_invitation(&self, user: u64, group: u64) -> Option<Invitation>;
+    fn bans(&self, group: u64, after: u64, limit: usize) -> Vec<Ban>;
+    fn banned(&self, group: u64, user: u64) -> bool;
+    fn request_join(&self, group: u64, user: u64, message: &str, now_ms: u64) -> bool;
+    fn join_requests(&self, group: u64, after: u64, limit: usize) -> Vec<JoinRequest>;
+    fn take_join_request(&self, group: u64, user: u64) -> Option<JoinRequest>;
 });
 
 delegate!(Reactions {

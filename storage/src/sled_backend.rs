@@ -16,11 +16,11 @@ use crate::backend::{
 };
 use crate::error::{Result, StorageError};
 use crate::{
-    Account, AppendRequest, AppendTicket, BlobRecord, BlobUpdate, Bound, CommitStats,
+    Account, AppendRequest, AppendTicket, Ban, BlobRecord, BlobUpdate, Bound, CommitStats,
     ConversationState, Device, EventsFor, GroupChange, GroupChanged, GroupInfo, HistoryPage,
-    HistoryRange, Invitation, JoinPolicy, Member, MembershipRefusal, PushToken, Relation,
-    RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, Store, StoredMessage,
-    TokenHash, TokenInfo, UserConversation,
+    HistoryRange, Invitation, JoinPolicy, JoinRequest, Member, MembershipRefusal, PushToken,
+    Relation, RelationChange, RelationRefusal, RelationSet, RequestOutcome, Session, Store,
+    StoredMessage, TokenHash, TokenInfo, UserConversation,
 };
 
 impl Store {
@@ -423,6 +423,40 @@ impl Groups for Store {
 
     async fn take_invitation(&self, user: u64, group: u64) -> Result<Option<Invitation>> {
         self.off_worker(move |s| s.take_invitation(user, group))
+            .await
+    }
+
+    async fn bans(&self, group: u64, after: u64, limit: usize) -> Result<Vec<Ban>> {
+        Store::bans(self, group, after, limit)
+    }
+
+    async fn banned(&self, group: u64, user: u64) -> Result<bool> {
+        Store::banned(self, group, user)
+    }
+
+    async fn request_join(
+        &self,
+        group: u64,
+        user: u64,
+        message: &str,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let message = message.to_owned();
+        self.off_worker(move |s| s.request_join(group, user, &message, now_ms))
+            .await
+    }
+
+    async fn join_requests(
+        &self,
+        group: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JoinRequest>> {
+        Store::join_requests(self, group, after, limit)
+    }
+
+    async fn take_join_request(&self, group: u64, user: u64) -> Result<Option<JoinRequest>> {
+        self.off_worker(move |s| s.take_join_request(group, user))
             .await
     }
 }

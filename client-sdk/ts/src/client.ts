@@ -22,6 +22,7 @@ import {
   TextSchema,
   type EditAck,
   type Hidden,
+  type JoinRequested,
   type ReactAck,
   type HistoryPage,
   type Message,
@@ -75,6 +76,9 @@ export class Client {
   /** This user's view of a conversation changed on another of its devices: messages
    * deleted for it (`seqs`), or its history cleared through `clearedSeq`. */
   onHidden: (h: Hidden) => void = () => {};
+  /** Someone asks to join a group this user owns or administers (answer it over
+   * HTTP: `Http.approveJoin` / `Http.declineJoin`). */
+  onJoinRequested: (j: JoinRequested) => void = () => {};
 
   private constructor(readonly connection: Connection) {
     connection.onFrame = (frame) => {
@@ -93,6 +97,9 @@ export class Client {
           break;
         case "hidden":
           this.onHidden(frame.kind.value);
+          break;
+        case "joinRequested":
+          this.onJoinRequested(frame.kind.value);
           break;
       }
     };

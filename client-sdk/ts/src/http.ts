@@ -135,6 +135,14 @@ interface RawConversation {
   pinned: boolean;
 }
 
+/** A pending request to join a group. */
+export interface JoinRequestView {
+  userId: bigint;
+  name: string;
+  message: string;
+  createdMs: number;
+}
+
 /** An HTTP API error: its stable code and name, as the server sent them. */
 export class HttpError extends Error {
   constructor(
@@ -202,11 +210,17 @@ export class Http {
   }
 
   /** Creates a group owned by the caller with `members` (added or invited by the
-   * server's policy); returns its conversation id. */
-  async createGroup(name: string, members: bigint[]): Promise<{ groupId: bigint; conversation: string }> {
+   * server's policy; `joinPolicy` as the server's default, invite-only, when left
+   * out); returns its conversation id. */
+  async createGroup(
+    name: string,
+    members: bigint[],
+    joinPolicy?: "open" | "invite" | "approval",
+  ): Promise<{ groupId: bigint; conversation: string }> {
     const g = await this.call<{ group_id: number | string; conversation: string }>("POST", "/v1/groups", {
       name,
       members: members.map(Number),
+      join_policy: joinPolicy,
     });
     return { groupId: BigInt(g.group_id), conversation: g.conversation };
   }
@@ -311,6 +325,121 @@ export class Http {
   async answerInvitation(groupId: bigint, accept: boolean): Promise<void> {
     if (accept) await this.call("POST", `/v1/invitations/${groupId}/accept`);
     else await this.call("DELETE", `/v1/invitations/${groupId}`);
+  }
+
+  /** Edits the caller's text message `seq` (within the server's edit window). */
+  async edit(conversation: string, seq: bigint, text: string): Promise<{ eventSeq: bigint; editedAtMs: number }> {
+    const r = await this.call<{ event_seq: number | string; edited_at_ms: number }>(
+      "PATCH",
+      `/v1/conversations/${encodeURIComponent(conversation)}/messages/${seq}`,
+      { text },
+    );
+    return { eventSeq: BigInt(r.event_seq), editedAtMs: r.edited_at_ms };
+  }
+
+  /** Adds (`add` true) or takes back the caller's `emoji` reaction to message `seq`. */
+  async react(conversation: string, seq: bigint, emoji: string, add = true): Promise<void> {
+    const path = `/v1/conversations/${encodeURIComponent(conversation)}/messages/${seq}/reactions/${encodeURIComponent(emoji)}`;
+    await this.call(add ? "PUT" : "DELETE", path);
+  }
+
+  /** Who reacted to message `seq` with `emoji` (a page, by user id). */
+  async reactors(conversation: string, seq: bigint, emoji: string, after = 0n, limit = 100): Promise<bigint[]> {
+    const q = `emoji=${encodeURIComponent(emoji)}&after=${after}&limit=${limit}`;
+    const r = await this.call<{ users: { user_id: number | string }[] }>(
+      "GET",
+      `/v1/conversations/${encodeURIComponent(conversation)}/messages/${seq}/reactions?${q}`,
+    );
+    return r.users.map((u) => BigInt(u.user_id));
+  }
+
+  /** Deletes messages for the caller only (`seqs`), or clears its history through
+   * `clearThrough`; the caller's other devices are told. */
+  async hide(conversation: string, seqs: bigint[], clearThrough?: bigint): Promise<void> {
+    await this.call("POST", `/v1/conversations/${encodeURIComponent(conversation)}/hide`, {
+      seqs: seqs.map(Number),
+      clear_through: clearThrough === undefined ? undefined : Number(clearThrough),
+    });
+  }
+
+  /** Deletes a conversation for the caller (its history cleared, out of the list
+   * until the next message). */
+  async deleteConversation(conversation: string): Promise<void> {
+    await this.call("DELETE", `/v1/conversations/${encodeURIComponent(conversation)}`);
+  }
+
+  /** Mutes (or unmutes) a group: only its owner and admins may send. */
+  async muteGroup(groupId: bigint, muted: boolean): Promise<void> {
+    await this.call("PUT", `/v1/groups/${groupId}/mute`, { muted });
+  }
+
+  /** Mutes a member for `durationMs` (0 unmutes). */
+  async muteMember(groupId: bigint, userId: bigint, durationMs: number): Promise<void> {
+    await this.call("PUT", `/v1/groups/${groupId}/members/${userId}/mute`, { duration_ms: durationMs });
+  }
+
+  /** Pins `text` as the group's announcement (empty takes it down). */
+  async setAnnouncement(groupId: bigint, text: string): Promise<void> {
+    await this.call("PUT", `/v1/groups/${groupId}/announcement`, { text });
+  }
+
+  /** Bans `userId` from a group (removing it if a member), or lifts the ban. */
+  async ban(groupId: bigint, userId: bigint, banned = true): Promise<void> {
+    await this.call(banned ? "PUT" : "DELETE", `/v1/groups/${groupId}/bans/${userId}`);
+  }
+
+  /** Joins an open group (`joined`), or asks to join one that approves its members
+   * (`requested`; its owner and admins are told). */
+  async joinGroup(groupId: bigint, message = ""): Promise<"joined" | "requested"> {
+    const r = await this.call<{ conversation?: string }>("POST", `/v1/groups/${groupId}/join`, { message });
+    return r.conversation === undefined ? "requested" : "joined";
+  }
+
+  /** A group's pending join requests (owner and admins). */
+  async joinRequests(groupId: bigint): Promise<JoinRequestView[]> {
+    const r = await this.call<{
+      requests: { user_id: number | string; name: string; message: string; created_ms: number }[];
+    }>("GET", `/v1/groups/${groupId}/join-requests`);
+    return r.requests.map((q) => ({
+      userId: BigInt(q.user_id),
+      name: q.name,
+      message: q.message,
+      createdMs: q.created_ms,
+    }));
+  }
+
+  /** Approves (`true`: the user joins) or declines a join request. */
+  async answerJoinRequest(groupId: bigint, userId: bigint, approve: boolean): Promise<void> {
+    if (approve) await this.call("POST", `/v1/groups/${groupId}/join-requests/${userId}/approve`);
+    else await this.call("DELETE", `/v1/groups/${groupId}/join-requests/${userId}`);
+  }
+
+  /** Changes the caller's profile (fields left out stay; `displayName: null` clears it). */
+  async updateProfile(change: {
+    displayName?: string | null;
+    status?: string;
+    avatar?: string;
+    custom?: Record<string, string>;
+    discoverable?: boolean;
+  }): Promise<User> {
+    return user(
+      await this.call<RawUser>("PATCH", "/v1/me", {
+        display_name: change.displayName,
+        status: change.status,
+        avatar: change.avatar,
+        custom: change.custom,
+        discoverable: change.discoverable,
+      }),
+    );
+  }
+
+  /** Users by exact name or display-name prefix (blocks and discoverability respected). */
+  async searchUsers(q: string, limit = 20): Promise<User[]> {
+    const r = await this.call<{ users: RawUser[] }>(
+      "GET",
+      `/v1/search/users?q=${encodeURIComponent(q)}&limit=${limit}`,
+    );
+    return r.users.map(user);
   }
 
   /** Uploads a file (its bytes); the server sniffs its type and may refuse it. */

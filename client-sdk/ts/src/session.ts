@@ -19,6 +19,7 @@ import {
   type ReadReceipt,
   type EditAck,
   type Hidden,
+  type JoinRequested,
   type ReactAck,
   type RecallAck,
   type SendAck,
@@ -85,6 +86,8 @@ export class Session {
   /** This user's view of a conversation changed on another device (see `Client.hide`);
    * after a reconnect, sync's changed views arrive here too. */
   onHidden: (h: Hidden) => void = () => {};
+  /** Someone asks to join a group this user owns or administers. */
+  onJoinRequested: (j: JoinRequested) => void = () => {};
   /** Online, offline (reconnecting), or ended for good (with why). */
   onState: (state: SessionState, why?: CourierError) => void = () => {};
 
@@ -219,6 +222,7 @@ export class Session {
     client.onPresence = (changes) => this.onPresence(changes);
     client.onTyping = (t) => this.onTyping(t);
     client.onHidden = (h) => this.onHidden(h);
+    client.onJoinRequested = (j) => this.onJoinRequested(j);
     client.connection.onClose = (why) => this.lost(client, why);
     try {
       await this.enqueue(() => this.resync(client));

@@ -162,6 +162,10 @@ fn system_json(s: &pb::SystemEvent) -> Value {
         Some(Event::GroupMuted(e)) => {
             json!({"type": "system", "event": "group_muted", "muted": e.muted, "by_user": e.by_user})
         }
+        Some(Event::MemberBanned(e)) => json!({
+            "type": "system", "event": "member_banned", "user_id": e.user_id,
+            "banned": e.banned, "by_user": e.by_user,
+        }),
         Some(Event::MemberMuted(e)) => json!({
             "type": "system", "event": "member_muted", "user_id": e.user_id,
             "until_ms": e.until_ms, "by_user": e.by_user,

@@ -553,6 +553,62 @@ pub struct MemberList {
     pub next_after: Option<u64>,
 }
 
+/// A user banned from a group.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BanView {
+    /// Who is banned.
+    pub user_id: u64,
+    /// Its user name.
+    pub name: String,
+    /// Who banned it.
+    pub by_user: u64,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// A page of a group's bans, by user id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BanList {
+    /// The bans.
+    pub bans: Vec<BanView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// A pending request to join a group.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JoinRequestView {
+    /// The group.
+    pub group_id: u64,
+    /// Who asks.
+    pub user_id: u64,
+    /// Its user name.
+    pub name: String,
+    /// What it says to the admins.
+    pub message: String,
+    /// When (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+/// A page of a group's pending join requests, by user id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JoinRequestList {
+    /// The requests.
+    pub requests: Vec<JoinRequestView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// Joining a group, or asking to (a group that approves its members).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct JoinBody {
+    /// What to tell the owner and admins (at most 512 bytes; requests only).
+    #[serde(default)]
+    pub message: String,
+}
+
 /// Users to add to a group.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMembers {
@@ -575,6 +631,9 @@ pub struct AddedMembers {
     /// Users neither added nor invited: one of the two blocks the other.
     #[serde(default)]
     pub refused: Vec<u64>,
+    /// Users neither added nor invited: banned from the group.
+    #[serde(default)]
+    pub banned: Vec<u64>,
 }
 
 /// A pending invitation to a group.

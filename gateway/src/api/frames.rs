@@ -52,12 +52,7 @@ impl Api {
         // The device record keeps this token: removing the device revokes it.
         self.bind_device(user, &hello.device_id, hello.platform, &token.hash)
             .await?;
-        let name = self
-            .store
-            .account(user)
-            .await?
-            .map(|a| a.name)
-            .unwrap_or_default();
+        let name = self.name_of(user).await?;
         let welcome = pb::Welcome {
             protocol_version: PROTOCOL_VERSION,
             user_id: user,

@@ -98,6 +98,9 @@ impl From<MembershipRefusal> for ApiError {
             MembershipRefusal::IsOwner => ApiError::forbidden(
                 "the owner cannot leave or be removed; transfer ownership first",
             ),
+            MembershipRefusal::Banned => {
+                ApiError::new(ErrorCode::BannedFromGroup, "banned from this group")
+            }
         }
     }
 }
@@ -115,12 +118,24 @@ pub(crate) fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// Parses `open` / `invite`.
+/// How a join policy is named in the API.
+pub(crate) fn policy_name(p: JoinPolicy) -> &'static str {
+    match p {
+        JoinPolicy::Open => "open",
+        JoinPolicy::InviteOnly => "invite",
+        JoinPolicy::Approval => "approval",
+    }
+}
+
+/// Parses `open` / `invite` / `approval`.
 pub fn parse_policy(s: &str) -> Result<JoinPolicy, ApiError> {
     match s {
         "open" => Ok(JoinPolicy::Open),
         "invite" | "invite_only" => Ok(JoinPolicy::InviteOnly),
-        _ => Err(ApiError::invalid("join_policy is `open` or `invite`")),
+        "approval" => Ok(JoinPolicy::Approval),
+        _ => Err(ApiError::invalid(
+            "join_policy is `open`, `invite` or `approval`",
+        )),
     }
 }
 
@@ -150,11 +165,7 @@ impl Api {
             conversation: ConversationId::Group(info.id).to_string(),
             name: info.name.clone(),
             owner: info.owner,
-            join_policy: match info.join_policy {
-                JoinPolicy::Open => "open",
-                JoinPolicy::InviteOnly => "invite",
-            }
-            .into(),
+            join_policy: policy_name(info.join_policy).into(),
             history_visible: info.history_visible,
             member_count: info.member_count,
             created_ms: info.created_ms,
@@ -330,12 +341,7 @@ impl Api {
                 group_id: i.group_id,
                 name: info.name,
                 inviter: i.inviter,
-                inviter_name: self
-                    .store
-                    .account(i.inviter)
-                    .await?
-                    .map(|a| a.name)
-                    .unwrap_or_default(),
+                inviter_name: self.name_of(i.inviter).await?,
                 created_ms: i.created_ms,
             });
         }
@@ -377,7 +383,9 @@ impl Api {
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
         let role = self.store.member(group, user).await?.map(|m| m.role);
-        if role.is_none() && info.join_policy != JoinPolicy::Open {
+        // An invite-only group is hidden from outsiders; others show who they are
+        // to whoever would join or ask to.
+        if role.is_none() && info.join_policy == JoinPolicy::InviteOnly {
             return Err(ApiError::new(ErrorCode::NotFound, "no such group"));
         }
         Ok(self.group_view(&info, role))
@@ -454,12 +462,7 @@ impl Api {
         for m in page {
             members.push(MemberView {
                 user_id: m.user_id,
-                name: self
-                    .store
-                    .account(m.user_id)
-                    .await?
-                    .map(|a| a.name)
-                    .unwrap_or_default(),
+                name: self.name_of(m.user_id).await?,
                 role: role_name(m.role).into(),
                 joined_ms: m.joined_ms,
                 muted_until_ms: muted_until(&m),
@@ -485,28 +488,33 @@ impl Api {
                 "only the owner and admins add members to this group",
             ));
         }
-        for &u in &users {
+        let mut banned = Vec::new();
+        let mut wanted = Vec::with_capacity(users.len());
+        for u in users {
             self.require_user(u).await?;
+            match self.store.banned(group, u).await? {
+                true => banned.push(u),
+                false => wanted.push(u),
+            }
         }
         self.limits
-            .user_n(Limit::MemberAdd, by, users.len() as u32)?;
+            .user_n(Limit::MemberAdd, by, wanted.len() as u32)?;
         let Consent {
             join_now,
             invite,
             refused,
-        } = self.sort_by_consent(by, users).await?;
-        let courier_storage::AddedMembers {
-            added,
-            already_members,
-            over_limit,
-        } = self.insert_members(group, join_now, by).await?;
+        } = self.sort_by_consent(by, wanted).await?;
+        // A ban that came after the check above is the store's to apply.
+        let added = self.insert_members(group, join_now, by).await?;
+        banned.extend(added.banned);
         let invited = self.send_invitations(group, by, invite).await?;
         Ok(AddedMembers {
-            added,
-            already_members,
-            over_limit,
+            added: added.added,
+            already_members: added.already_members,
+            over_limit: added.over_limit,
             invited,
             refused,
+            banned,
         })
     }
 
@@ -551,11 +559,22 @@ impl Api {
                     out.over_limit.extend_from_slice(part);
                     continue;
                 }
+                // Everyone of this part is banned (or a member already).
+                Err(e) if e.code == ErrorCode::BannedFromGroup && part.len() > 1 => {
+                    for &u in part {
+                        match self.store.member(group, u).await? {
+                            Some(_) => out.already_members.push(u),
+                            None => out.banned.push(u),
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             out.added.extend(added.added);
             out.already_members.extend(added.already_members);
             out.over_limit.extend(added.over_limit);
+            out.banned.extend(added.banned);
         }
         Ok(out)
     }
@@ -573,9 +592,14 @@ impl Api {
         self.join_as_member(group, user, user).await
     }
 
-    /// Adds `user` as a plain member (its own doing, or `by`'s invitation accepted)
-    /// and tells the group.
-    async fn join_as_member(&self, group: u64, user: u64, by: u64) -> Result<GroupView, ApiError> {
+    /// Adds `user` as a plain member (its own doing, `by`'s invitation accepted, or
+    /// its request approved by `by`) and tells the group.
+    pub(crate) async fn join_as_member(
+        &self,
+        group: u64,
+        user: u64,
+        by: u64,
+    ) -> Result<GroupView, ApiError> {
         let change = GroupChange::Add {
             users: vec![user],
             role: Role::Member,

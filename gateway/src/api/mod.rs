@@ -42,6 +42,7 @@ pub mod groups;
 pub mod hide;
 pub mod http;
 pub mod hygiene;
+pub mod join_requests;
 pub mod lifecycle;
 pub mod limits;
 pub mod media;

@@ -4,13 +4,18 @@
 //! every send against it in log order: from the event's seq on, a muted sender's
 //! messages are refused with `MUTED`.
 //!
-//! The owner and admins mute the group; they mute members, but only the owner
-//! mutes an admin, and nobody mutes the owner.
+//! Bans: a banned user is removed (the `MemberBanned` event is its last message
+//! from the group) and cannot come back, by joining, an invitation or an approved
+//! request, until the ban is lifted; the store checks every addition against the
+//! bans in log order.
+//!
+//! The owner and admins mute the group; they mute and ban members, but only the
+//! owner mutes or bans an admin, and nobody the owner.
 
 use courier_protocol::pb::{self, system_event::Event};
 use courier_storage::{GroupChange, Role};
 
-use crate::api::dto::{GroupView, MemberView};
+use crate::api::dto::{BanList, BanView, GroupView, MemberView};
 use crate::api::Api;
 use crate::error::ApiError;
 
@@ -55,12 +60,7 @@ impl Api {
             .await?
             .ok_or_else(|| ApiError::new(courier_protocol::ErrorCode::NotFound, "not a member"))?
             .role;
-        let allowed = match target_role {
-            Role::Owner => false,
-            Role::Admin => my_role == Role::Owner,
-            Role::Member => my_role >= Role::Admin,
-        };
-        if !allowed {
+        if !may_moderate(my_role, Some(target_role)) {
             return Err(ApiError::forbidden(
                 "the owner and admins mute members; only the owner mutes admins; nobody the owner",
             ));
@@ -89,6 +89,81 @@ impl Api {
             .member
             .ok_or_else(|| ApiError::internal("a mute returned no member"))?;
         self.member_view(&member).await
+    }
+}
+
+/// Whether someone with role `mine` may mute or ban a user with role `theirs`
+/// (`None`: not a member).
+fn may_moderate(mine: Role, theirs: Option<Role>) -> bool {
+    match theirs {
+        Some(Role::Owner) => false,
+        Some(Role::Admin) => mine == Role::Owner,
+        Some(Role::Member) | None => mine >= Role::Admin,
+    }
+}
+
+impl Api {
+    /// Bans `target` from `group` (removing it if it is a member), or lifts its
+    /// ban, on behalf of `by`: owner and admins ban members and outsiders, only
+    /// the owner bans an admin, nobody the owner. A `MemberBanned` event goes to
+    /// the members (and to the banned member, as its last message); a pending join
+    /// request of the banned user is dropped.
+    pub async fn ban_member(
+        &self,
+        group: u64,
+        by: u64,
+        target: u64,
+        banned: bool,
+    ) -> Result<(), ApiError> {
+        self.require_user(target).await?;
+        let (_, my_role) = self.role_in(group, by).await?;
+        let target_role = self.store.member(group, target).await?.map(|m| m.role);
+        if !may_moderate(my_role, target_role) {
+            return Err(ApiError::forbidden(
+                "the owner and admins ban members; only the owner bans admins; nobody the owner",
+            ));
+        }
+        let event = Event::MemberBanned(pb::MemberBanned {
+            user_id: target,
+            banned,
+            by_user: by,
+        });
+        let change = GroupChange::Ban {
+            user: target,
+            banned,
+            by,
+        };
+        self.change_group(group, change, Some(event), by).await?;
+        if banned {
+            self.store.take_join_request(group, target).await?;
+        }
+        Ok(())
+    }
+
+    /// A page of `group`'s bans (owner and admins).
+    pub async fn bans(
+        &self,
+        group: u64,
+        by: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<BanList, ApiError> {
+        self.require_moderator(group, by, "see the bans").await?;
+        let limit = limit.clamp(1, crate::api::groups::MAX_MEMBER_PAGE);
+        let page = self.store.bans(group, after, limit).await?;
+        let next_after = (page.len() == limit)
+            .then(|| page.last().map(|b| b.user_id))
+            .flatten();
+        let mut bans = Vec::with_capacity(page.len());
+        for b in page {
+            bans.push(BanView {
+                user_id: b.user_id,
+                name: self.name_of(b.user_id).await?,
+                by_user: b.by_user,
+                at_ms: b.at_ms,
+            });
+        }
+        Ok(BanList { bans, next_after })
     }
 }
 
@@ -175,7 +250,12 @@ impl Api {
     }
 
     /// Refuses `by` unless it is `group`'s owner or an admin.
-    async fn require_moderator(&self, group: u64, by: u64, what: &str) -> Result<(), ApiError> {
+    pub(crate) async fn require_moderator(
+        &self,
+        group: u64,
+        by: u64,
+        what: &str,
+    ) -> Result<(), ApiError> {
         let (_, role) = self.role_in(group, by).await?;
         if role < Role::Admin {
             return Err(ApiError::forbidden(format!(

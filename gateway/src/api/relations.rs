@@ -31,6 +31,17 @@ impl From<RelationRefusal> for ApiError {
 pub use courier_storage::RelationChange;
 
 impl Api {
+    /// `user_id`'s name, empty when there is no such account (a deleted user in a
+    /// list).
+    pub(crate) async fn name_of(&self, user_id: u64) -> Result<String, ApiError> {
+        Ok(self
+            .store
+            .account(user_id)
+            .await?
+            .map(|a| a.name)
+            .unwrap_or_default())
+    }
+
     /// Checks that `user_id` names an account.
     pub async fn require_user(&self, user_id: u64) -> Result<String, ApiError> {
         self.store
@@ -82,12 +93,7 @@ impl Api {
             .flatten();
         let mut users = Vec::with_capacity(page.len());
         for (peer, r) in page {
-            let name = self
-                .store
-                .account(peer)
-                .await?
-                .map(|a| a.name)
-                .unwrap_or_default();
+            let name = self.name_of(peer).await?;
             users.push(view(peer, name, r));
         }
         Ok(RelationList { users, next_after })

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use async_nats::{RequestErrorKind, Subscriber};
 use courier_protocol::cluster::{
-    group_change_forward::Change, AddMembers, GroupChangeForward, GroupChangeResult, GroupRecord,
-    MemberRecord, MuteMember, SetGroupProfile, SetMemberRole, StoredEvent, UpdateGroup,
+    group_change_forward::Change, AddMembers, BanMember, GroupChangeForward, GroupChangeResult,
+    GroupRecord, MemberRecord, MuteMember, SetGroupProfile, SetMemberRole, StoredEvent,
+    UpdateGroup,
 };
 use courier_protocol::pb::{self, system_event::Event};
 use courier_storage::{
@@ -146,6 +147,7 @@ fn policy_code(p: JoinPolicy) -> i32 {
     match p {
         JoinPolicy::Open => 0,
         JoinPolicy::InviteOnly => 1,
+        JoinPolicy::Approval => 2,
     }
 }
 
@@ -153,6 +155,7 @@ fn policy_from(v: i32) -> Option<JoinPolicy> {
     match v {
         0 => Some(JoinPolicy::Open),
         1 => Some(JoinPolicy::InviteOnly),
+        2 => Some(JoinPolicy::Approval),
         _ => None,
     }
 }
@@ -200,6 +203,11 @@ fn change_to_pb(change: &GroupChange) -> Change {
             user: *user,
             until_ms: *until_ms,
         }),
+        GroupChange::Ban { user, banned, by } => Change::Ban(BanMember {
+            user: *user,
+            banned: *banned,
+            by: *by,
+        }),
     }
 }
 
@@ -239,6 +247,11 @@ fn change_from_pb(payload: bytes::Bytes) -> Option<(u64, GroupChange, Option<Eve
             user: m.user,
             until_ms: m.until_ms,
         },
+        Change::Ban(b) => GroupChange::Ban {
+            user: b.user,
+            banned: b.banned,
+            by: b.by,
+        },
     };
     let announce = match f.announce.is_empty() {
         true => None,
@@ -269,6 +282,7 @@ fn changed_to_pb(c: GroupChanged) -> GroupChangeResult {
         added: c.added.added,
         already_members: c.added.already_members,
         over_limit: c.added.over_limit,
+        banned: c.added.banned,
         removed: c.removed,
         member: c.member.map(|m| MemberRecord {
             user_id: m.user_id,
@@ -335,6 +349,7 @@ fn changed_from_pb(r: GroupChangeResult) -> Result<GroupChanged, ApiError> {
             added: r.added,
             already_members: r.already_members,
             over_limit: r.over_limit,
+            banned: r.banned,
         },
         removed: r.removed,
         member,
@@ -429,6 +444,26 @@ mod tests {
             None,
         );
         round_trip(
+            GroupChange::Ban {
+                user: 3,
+                banned: true,
+                by: 4,
+            },
+            Some(Event::MemberBanned(pb::MemberBanned {
+                user_id: 3,
+                banned: true,
+                by_user: 4,
+            })),
+        );
+        round_trip(
+            GroupChange::Update {
+                name: None,
+                join_policy: Some(JoinPolicy::Approval),
+                history_visible: None,
+            },
+            None,
+        );
+        round_trip(
             GroupChange::Update {
                 name: Some("renamed".into()),
                 join_policy: Some(JoinPolicy::InviteOnly),
@@ -472,6 +507,7 @@ mod tests {
                 added: vec![1],
                 already_members: vec![2],
                 over_limit: vec![3],
+                banned: vec![6],
             },
             removed: vec![5],
             member: Some(Member {

@@ -747,6 +747,131 @@ pub async fn relations_follow_the_rules(store: &dyn Storage, tag: &str) {
 
 /// Groups: creation with its events, additions, roles, removal; a removed member
 /// can no longer write; invitations.
+/// Bans are group changes with their events: a banned member is removed (and can
+/// no longer write); nobody banned is added until the ban is lifted; the bans are
+/// listed. Join requests are kept, replaced, listed and taken.
+pub async fn bans_keep_users_out(store: &dyn Storage, tag: &str) {
+    let (owner, m, x, y) = (
+        user(store, tag, "owner").await,
+        user(store, tag, "m").await,
+        user(store, tag, "x").await,
+        user(store, tag, "y").await,
+    );
+    let g = store
+        .create_group(
+            owner,
+            "strict",
+            JoinPolicy::Approval,
+            true,
+            &[m],
+            event(owner, "created"),
+        )
+        .await
+        .unwrap()
+        .info
+        .unwrap()
+        .id;
+    assert_eq!(
+        store.group(g).await.unwrap().unwrap().join_policy,
+        JoinPolicy::Approval
+    );
+    let c = ConversationId::Group(g);
+    let ban = |user: u64, banned: bool, id: &'static str| async move {
+        store
+            .change_group(
+                g,
+                GroupChange::Ban {
+                    user,
+                    banned,
+                    by: owner,
+                },
+                event(owner, id),
+            )
+            .await
+            .unwrap()
+    };
+    let banned = ban(m, true, "ban-m").await.unwrap();
+    assert_eq!(banned.removed, vec![m]);
+    assert_eq!(banned.events.len(), 1);
+    assert!(store.member(g, m).await.unwrap().is_none());
+    assert!(store.banned(g, m).await.unwrap());
+    let refused = store.append(send(c, m, "m1", "still here?")).await;
+    assert!(
+        matches!(refused, Err(StorageError::NotParticipant)),
+        "{refused:?}"
+    );
+    // A stranger banned ahead of time; banning twice changes nothing.
+    assert_eq!(ban(x, true, "ban-x").await.unwrap().events.len(), 1);
+    assert!(ban(x, true, "ban-x-again").await.unwrap().events.is_empty());
+    assert_eq!(
+        ban(owner, true, "ban-owner").await.unwrap_err(),
+        MembershipRefusal::IsOwner
+    );
+    let add = |users: Vec<u64>, id: &'static str| async move {
+        store
+            .change_group(
+                g,
+                GroupChange::Add {
+                    users,
+                    role: Role::Member,
+                    max_members: 100,
+                },
+                event(owner, id),
+            )
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        add(vec![m], "add-m").await.unwrap_err(),
+        MembershipRefusal::Banned
+    );
+    let mixed = add(vec![x, y], "add-xy").await.unwrap();
+    assert_eq!((mixed.added.added, mixed.added.banned), (vec![y], vec![x]));
+    let bans = store.bans(g, 0, 10).await.unwrap();
+    let mut expected = vec![m, x];
+    expected.sort_unstable();
+    assert_eq!(bans.iter().map(|b| b.user_id).collect::<Vec<_>>(), expected);
+    assert!(bans.iter().all(|b| b.by_user == owner && b.at_ms > 0));
+    assert_eq!(store.bans(g, expected[0], 10).await.unwrap().len(), 1);
+    // Lifted: the user may come back.
+    assert_eq!(ban(m, false, "unban-m").await.unwrap().events.len(), 1);
+    assert!(ban(m, false, "unban-m-again")
+        .await
+        .unwrap()
+        .events
+        .is_empty());
+    assert!(!store.banned(g, m).await.unwrap());
+    assert_eq!(
+        add(vec![m], "add-m-again").await.unwrap().added.added,
+        vec![m]
+    );
+
+    // Join requests.
+    assert!(store.request_join(g, x, "let me in", 10).await.unwrap());
+    assert!(!store.request_join(g, x, "please", 20).await.unwrap());
+    assert!(store.request_join(g, y, "", 30).await.unwrap());
+    let pending = store.join_requests(g, 0, 10).await.unwrap();
+    let mut expected = vec![(x, "please".to_owned(), 20), (y, String::new(), 30)];
+    expected.sort_unstable();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|r| (r.user_id, r.message.clone(), r.created_ms))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert!(pending.iter().all(|r| r.group_id == g));
+    assert_eq!(store.join_requests(g, 0, 1).await.unwrap().len(), 1);
+    assert!(store
+        .request_join(g, x, &"x".repeat(513), 40)
+        .await
+        .is_err());
+    let taken = store.take_join_request(g, x).await.unwrap().unwrap();
+    assert_eq!((taken.user_id, taken.message.as_str()), (x, "please"));
+    assert!(store.take_join_request(g, x).await.unwrap().is_none());
+    assert_eq!(store.join_requests(g, 0, 10).await.unwrap().len(), 1);
+}
+
 /// Mutes are group changes with their events, and sends are checked against them
 /// in order: a muted member's sends are refused from the mute on; a muted group
 /// lets only its owner and admins send.

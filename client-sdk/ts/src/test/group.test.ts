@@ -77,3 +77,47 @@ test("read receipts reach the peer, the list counts unread, recall erases", asyn
     await gw.stop();
   }
 });
+
+test("moderation over HTTP: a join request told live and approved, a ban, a mute", async () => {
+  const gw = await Gateway.start({ COURIER_GROUP_ADD_POLICY: "anyone" });
+  try {
+    const alice = await gw.user("alice");
+    const bob = await gw.user("bob");
+    const carol = await gw.user("carol");
+    const asAlice = gw.http.withToken(alice.token);
+    const asCarol = gw.http.withToken(carol.token);
+    const group = await asAlice.createGroup("gated", [bob.client.userId], "approval");
+
+    // Carol asks; alice (the owner) is told at once and approves.
+    const told = new Promise<{ groupId: bigint; userId: bigint; message: string }>(
+      (resolve) => (alice.client.onJoinRequested = resolve),
+    );
+    assert.equal(await asCarol.joinGroup(group.groupId, "hello"), "requested");
+    const request = await told;
+    assert.deepEqual(
+      [request.groupId, request.userId, request.message],
+      [group.groupId, carol.client.userId, "hello"],
+    );
+    const pending = await asAlice.joinRequests(group.groupId);
+    assert.deepEqual(
+      pending.map((r) => [r.userId, r.message]),
+      [[carol.client.userId, "hello"]],
+    );
+    await asAlice.answerJoinRequest(group.groupId, carol.client.userId, true);
+    const members = await asAlice.groupMembers(group.groupId);
+    assert.ok(members.some((m) => m.userId === carol.client.userId));
+
+    // A mute refuses carol's sends; lifted, she speaks; banned, she is out for good.
+    await asAlice.muteMember(group.groupId, carol.client.userId, 60_000);
+    await assert.rejects(carol.client.sendText(group.conversation, "hi"), /MUTED/);
+    await asAlice.muteMember(group.groupId, carol.client.userId, 0);
+    await carol.client.sendText(group.conversation, "hi");
+    await asAlice.ban(group.groupId, carol.client.userId);
+    await assert.rejects(asCarol.joinGroup(group.groupId, "again?"), /banned_from_group/);
+    const after = await asAlice.groupMembers(group.groupId);
+    assert.ok(!after.some((m) => m.userId === carol.client.userId));
+    for (const c of [alice, bob, carol]) c.client.close();
+  } finally {
+    await gw.stop();
+  }
+});

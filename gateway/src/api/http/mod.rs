@@ -27,6 +27,7 @@ mod push;
 
 use crate::api::dto::*;
 use crate::api::groups::parse_policy;
+use crate::api::join_requests::Joined;
 use crate::api::limits::Limit;
 use crate::api::relations::RelationChange;
 use crate::api::{convert, Api};
@@ -168,7 +169,12 @@ fn routes_with_doc() -> (Router<Arc<Api>>, utoipa::openapi::OpenApi) {
         .routes(routes!(set_announcement))
         .routes(routes!(dismiss_group))
         .routes(routes!(mute_member))
-        .routes(routes!(join_group))
+        .routes(routes!(join_group, cancel_join_request))
+        .routes(routes!(join_requests))
+        .routes(routes!(approve_join))
+        .routes(routes!(decline_join))
+        .routes(routes!(bans))
+        .routes(routes!(ban, unban))
         .routes(routes!(leave_group))
         .routes(routes!(transfer_group))
         .routes(routes!(invitations))
@@ -731,16 +737,144 @@ async fn mute_member(
     ))
 }
 
-/// Join an open group.
+/// Join an open group (200, the group), or ask to join a group that approves its
+/// members (202, the pending request; its owner and admins are told). The body,
+/// optional, carries the request's message.
 #[utoipa::path(post, path = "/v1/groups/{group_id}/join", tag = "groups", security(("bearer" = [])),
-    params(("group_id" = u64, Path)),
-    responses((status = 200, body = GroupView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("group_id" = u64, Path)), request_body = JoinBody,
+    responses((status = 200, body = GroupView), (status = 202, body = JoinRequestView),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn join_group(
     State(api): State<Arc<Api>>,
     caller: Caller,
     Path(group): Path<u64>,
-) -> ApiResult<GroupView> {
-    Ok(Json(api.join_group(group, caller.user_id).await?))
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let body: JoinBody = match body.is_empty() {
+        true => JoinBody::default(),
+        false => serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("bad JSON body: {e}")))?,
+    };
+    Ok(
+        match api
+            .join_or_request(group, caller.user_id, body.message)
+            .await?
+        {
+            Joined::Member(view) => Json(view).into_response(),
+            Joined::Requested(request) => (StatusCode::ACCEPTED, Json(request)).into_response(),
+        },
+    )
+}
+
+/// Take back the caller's request to join a group.
+#[utoipa::path(delete, path = "/v1/groups/{group_id}/join", tag = "groups", security(("bearer" = [])),
+    params(("group_id" = u64, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn cancel_join_request(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    api.cancel_join_request(group, caller.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A page of the group's pending join requests, by user id (owner and admins).
+#[utoipa::path(get, path = "/v1/groups/{group_id}/join-requests", tag = "groups",
+    security(("bearer" = [])), params(("group_id" = u64, Path), PageQuery),
+    responses((status = 200, body = JoinRequestList), (status = 403, body = ErrorBody)))]
+async fn join_requests(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<JoinRequestList> {
+    let q = query(q)?;
+    Ok(Json(
+        api.join_requests(
+            group,
+            caller.user_id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(100),
+        )
+        .await?,
+    ))
+}
+
+/// Approve a join request (owner and admins): the user joins, with a `MemberJoined`
+/// event naming the approver.
+#[utoipa::path(post, path = "/v1/groups/{group_id}/join-requests/{user_id}/approve", tag = "groups",
+    security(("bearer" = [])), params(("group_id" = u64, Path), ("user_id" = u64, Path)),
+    responses((status = 200, body = MemberView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn approve_join(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((group, user)): Path<(u64, u64)>,
+) -> ApiResult<MemberView> {
+    Ok(Json(api.approve_join(group, caller.user_id, user).await?))
+}
+
+/// Decline a join request (owner and admins).
+#[utoipa::path(delete, path = "/v1/groups/{group_id}/join-requests/{user_id}", tag = "groups",
+    security(("bearer" = [])), params(("group_id" = u64, Path), ("user_id" = u64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn decline_join(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((group, user)): Path<(u64, u64)>,
+) -> Result<StatusCode, ApiError> {
+    api.decline_join(group, caller.user_id, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A page of the group's bans, by user id (owner and admins).
+#[utoipa::path(get, path = "/v1/groups/{group_id}/bans", tag = "groups",
+    security(("bearer" = [])), params(("group_id" = u64, Path), PageQuery),
+    responses((status = 200, body = BanList), (status = 403, body = ErrorBody)))]
+async fn bans(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(group): Path<u64>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<BanList> {
+    let q = query(q)?;
+    Ok(Json(
+        api.bans(
+            group,
+            caller.user_id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(100),
+        )
+        .await?,
+    ))
+}
+
+/// Ban a user (owner and admins; only the owner bans an admin): a member is
+/// removed, with a `MemberBanned` event as its last message; nobody banned joins
+/// again, by any way, until the ban is lifted.
+#[utoipa::path(put, path = "/v1/groups/{group_id}/bans/{user_id}", tag = "groups",
+    security(("bearer" = [])), params(("group_id" = u64, Path), ("user_id" = u64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn ban(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((group, user)): Path<(u64, u64)>,
+) -> Result<StatusCode, ApiError> {
+    api.ban_member(group, caller.user_id, user, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lift a ban (owner and admins).
+#[utoipa::path(delete, path = "/v1/groups/{group_id}/bans/{user_id}", tag = "groups",
+    security(("bearer" = [])), params(("group_id" = u64, Path), ("user_id" = u64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn unban(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((group, user)): Path<(u64, u64)>,
+) -> Result<StatusCode, ApiError> {
+    api.ban_member(group, caller.user_id, user, false).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Leave a group (the owner transfers ownership first).
