@@ -325,6 +325,9 @@ enum GroupCommand {
         /// Anyone may join by id.
         #[arg(long)]
         open: bool,
+        /// Anyone may ask to join by id; the owner or an admin approves.
+        #[arg(long, conflicts_with = "open")]
+        approval: bool,
         /// Later members see earlier messages.
         #[arg(long)]
         history_visible: bool,
@@ -345,8 +348,30 @@ enum GroupCommand {
     Add { group: u64, users: Vec<String> },
     /// Remove a member.
     Remove { group: u64, user: String },
-    /// Join an open group.
-    Join { group: u64 },
+    /// Join an open group, or ask to join one that approves its members.
+    Join {
+        group: u64,
+        /// What to tell the owner and admins (a request).
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Take back your request to join a group.
+    CancelRequest { group: u64 },
+    /// A group's pending join requests (owner and admins).
+    Requests { group: u64 },
+    /// Approve a join request: the user joins.
+    Approve { group: u64, user: String },
+    /// Decline a join request.
+    Reject { group: u64, user: String },
+    /// Ban a user (removed if a member; cannot come back), or with --off lift it.
+    Ban {
+        group: u64,
+        user: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// A group's bans (owner and admins).
+    Bans { group: u64 },
     /// Leave a group.
     Leave { group: u64 },
     /// Make a member `admin` or `member`.
@@ -763,6 +788,7 @@ async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
             name,
             members,
             open,
+            approval,
             history_visible,
         } => {
             let mut ids = Vec::new();
@@ -771,7 +797,14 @@ async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
             }
             let new = courier_sdk::NewGroup {
                 name: name.clone(),
-                join_policy: Some(if *open { "open" } else { "invite" }.into()),
+                join_policy: Some(
+                    match (open, approval) {
+                        (true, _) => "open",
+                        (_, true) => "approval",
+                        _ => "invite",
+                    }
+                    .into(),
+                ),
                 history_visible: Some(*history_visible),
                 members: ids,
             };
@@ -810,7 +843,27 @@ async fn group(http: HttpClient, cmd: &GroupCommand) -> anyhow::Result<()> {
             http.remove_member(*group, id).await?;
             json!({"group_id": group, "removed": id})
         }
-        GroupCommand::Join { group } => serde_json::to_value(http.join_group(*group).await?)?,
+        GroupCommand::Join { group, message } => http.request_to_join(*group, message).await?,
+        GroupCommand::CancelRequest { group } => {
+            http.cancel_join_request(*group).await?;
+            json!({"group_id": group, "cancelled": true})
+        }
+        GroupCommand::Requests { group } => http.join_requests(*group, 0, 500).await?,
+        GroupCommand::Approve { group, user } => {
+            http.approve_join(*group, user_id(&http, user).await?)
+                .await?
+        }
+        GroupCommand::Reject { group, user } => {
+            let id = user_id(&http, user).await?;
+            http.decline_join(*group, id).await?;
+            json!({"group_id": group, "declined": id})
+        }
+        GroupCommand::Ban { group, user, off } => {
+            let id = user_id(&http, user).await?;
+            http.ban(*group, id, !off).await?;
+            json!({"group_id": group, "user_id": id, "banned": !off})
+        }
+        GroupCommand::Bans { group } => http.bans(*group, 0, 500).await?,
         GroupCommand::Invitations => http.invitations().await?,
         GroupCommand::Accept { group } => {
             serde_json::to_value(http.accept_invitation(*group).await?)?
