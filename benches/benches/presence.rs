@@ -28,6 +28,7 @@ fn coalescing(c: &mut Criterion) {
                                         online,
                                         changed_at_ms: 1,
                                         profile_changed: false,
+                                        profile_only: false,
                                     },
                                 );
                             }

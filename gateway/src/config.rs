@@ -256,6 +256,10 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Typing notices go only to conversations of at most this many members (0 = none).
     pub typing_max_members: usize,
+    /// A profile change is told to the online members of the user's groups of at
+    /// most this many members (0 = friends only); members of larger groups see it
+    /// when they next look.
+    pub profile_notify_max_members: usize,
     /// While a user keeps typing, one notice per conversation per this many ms goes
     /// out; receivers clear it after twice this without a renewal.
     pub typing_interval_ms: u64,
@@ -406,6 +410,7 @@ impl Default for Config {
             postgres_url: String::new(),
             cluster: ClusterConfig::default(),
             typing_max_members: 100,
+            profile_notify_max_members: 500,
             typing_interval_ms: 3_000,
             push: PushConfig::default(),
             store_queue_depth: 4096,

@@ -135,3 +135,61 @@ async fn profiles_reach_friends_and_search_respects_blocks_and_discoverability()
     assert_eq!(common::http_code(&short).0, 400);
     t.stop().await;
 }
+
+/// The next presence change that says a profile changed.
+async fn next_profile_change(events: &mut Events) -> courier_sdk::pb::PresenceChange {
+    loop {
+        match tokio::time::timeout(WAIT, events.next()).await {
+            Ok(Some(Event::Presence(batch))) => {
+                if let Some(c) = batch.changes.into_iter().find(|c| c.profile_changed) {
+                    return c;
+                }
+            }
+            Ok(Some(Event::Closed)) | Ok(None) => panic!("closed"),
+            Ok(Some(_)) => continue,
+            Err(_) => panic!("no profile notice within {WAIT:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_changes_reach_fellow_group_members_without_presence() {
+    let t = TestServer::start().await;
+    let p = common::users(&t, "pg", 3).await;
+    let (alice, friend, member) = (&p[0], &p[1], &p[2]);
+    let api = t.server.api();
+    api.import_friendships(alice.user_id, vec![friend.user_id])
+        .await
+        .unwrap();
+    t.http_as(alice)
+        .create_group(&courier_sdk::NewGroup {
+            name: "club".into(),
+            members: vec![friend.user_id, member.user_id],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_a, _ae) = t.connect(alice, "phone").await;
+    let (_f, mut friend_events) = t.connect(friend, "phone").await;
+    let (_m, mut member_events) = t.connect(member, "phone").await;
+
+    t.http_as(alice)
+        .update_profile(&json!({"status": "new status"}))
+        .await
+        .unwrap();
+    // The friend: with alice's presence (she is online), though it is a fellow
+    // member too. The other member: the profile alone, nothing of her presence.
+    let to_friend = next_profile_change(&mut friend_events).await;
+    assert_eq!(to_friend.user_id, alice.user_id);
+    assert!(to_friend.online && !to_friend.profile_only, "{to_friend:?}");
+    let to_member = next_profile_change(&mut member_events).await;
+    assert_eq!(to_member.user_id, alice.user_id);
+    assert!(!to_member.online && to_member.profile_only, "{to_member:?}");
+    // A display-name change goes the same way.
+    t.http_as(alice)
+        .update_profile(&json!({"display_name": "Alice A."}))
+        .await
+        .unwrap();
+    let again = next_profile_change(&mut member_events).await;
+    assert!(again.user_id == alice.user_id && again.profile_only);
+}

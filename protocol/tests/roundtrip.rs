@@ -318,6 +318,7 @@ fn kind() -> impl Strategy<Value = Kind> {
                             online,
                             changed_at_ms,
                             profile_changed: online,
+                            profile_only: !online,
                         })
                         .collect(),
                 })

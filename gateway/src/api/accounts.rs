@@ -222,8 +222,7 @@ impl Api {
         }
         self.require_user(user).await?;
         self.store.set_display_name(user, name).await?;
-        self.presence.profile_changed(user);
-        Ok(())
+        self.tell_profile_changed(user).await
     }
 
     /// `user`'s display name, if set.

@@ -7,6 +7,7 @@
 //! paged and limited; never a user who blocks the searcher or whom it blocks, nor
 //! one that turned `discoverable` off.
 
+use courier_protocol::ConversationId;
 use courier_storage::Profile;
 use serde_json::{json, Value};
 
@@ -18,6 +19,9 @@ use crate::error::ApiError;
 pub const MAX_SEARCH_PAGE: usize = 50;
 /// Shortest display-name prefix searched, in characters.
 pub const MIN_SEARCH_CHARS: usize = 2;
+
+/// Most fellow group members one profile change is pushed to.
+pub const MAX_PROFILE_NOTICES: usize = 10_000;
 
 impl Api {
     /// What `viewer` is shown of `user` (its `discoverable` only to itself).
@@ -88,7 +92,29 @@ impl Api {
         }
         profile.validate()?;
         self.store.set_profile(user, &profile).await?;
-        self.presence.profile_changed(user);
+        self.tell_profile_changed(user).await
+    }
+
+    /// Tells `user`'s presence audience and the members of its groups (up to
+    /// `profile_notify_max_members` each, at most [`MAX_PROFILE_NOTICES`] users in
+    /// all) that its profile changed.
+    pub(crate) async fn tell_profile_changed(&self, user: u64) -> Result<(), ApiError> {
+        let max = self.config.profile_notify_max_members;
+        let mut members: Vec<u64> = Vec::new();
+        if max > 0 {
+            for entry in self.store.conversations(user).await? {
+                let ConversationId::Group(g) = entry.conversation else {
+                    continue;
+                };
+                let group = self.members.members(g).await?;
+                if group.len() <= max && members.len() + group.len() <= MAX_PROFILE_NOTICES {
+                    members.extend(group.iter().copied());
+                }
+            }
+            members.sort_unstable();
+            members.dedup();
+        }
+        self.presence.profile_changed(user, members);
         Ok(())
     }
 

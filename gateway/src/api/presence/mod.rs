@@ -110,8 +110,12 @@ fn add(c: &AtomicU64, n: u64) {
 enum Input {
     Online(u64),
     Offline(u64),
-    /// The user's profile changed: its presence audience is told, coalesced.
-    Profile(u64),
+    /// The user's profile changed: its presence audience is told, coalesced, and
+    /// so are `members` (fellow group members) that are online.
+    Profile {
+        user: u64,
+        members: Vec<u64>,
+    },
     Subscribe {
         subscriber: u64,
         targets: Vec<u64>,
@@ -166,9 +170,11 @@ impl Presence {
     }
 
     /// `user`'s profile changed: its online friends (and lease subscribers) learn
-    /// of it in their next coalesced `PresenceBatch` (`profile_changed`).
-    pub fn profile_changed(&self, user: u64) {
-        self.send(Input::Profile(user));
+    /// of it in their next coalesced `PresenceBatch` (`profile_changed`), and so do
+    /// the online ones of `members` (fellow group members), without its presence
+    /// (`profile_only`).
+    pub fn profile_changed(&self, user: u64, members: Vec<u64>) {
+        self.send(Input::Profile { user, members });
     }
 
     /// `subscriber` watches `targets` for `lease` (pull-only users included).
@@ -241,7 +247,7 @@ impl Actor {
                 self.pending_offline
                     .insert(user, Instant::now() + self.grace);
             }
-            Input::Profile(user) => {
+            Input::Profile { user, members } => {
                 add(&self.counters.events_in, 1);
                 let online = self.announced_online.contains_key(&user);
                 let update = pb::PresenceChange {
@@ -249,6 +255,23 @@ impl Actor {
                     ..change(user, online)
                 };
                 self.broadcast(user, update).await;
+                // Fellow members hear of the profile alone (a friend among them gets
+                // its presence too: the outbox keeps the fuller change).
+                let profile_only = pb::PresenceChange {
+                    online: false,
+                    profile_only: true,
+                    ..update
+                };
+                for member in members {
+                    if member == user {
+                        continue;
+                    }
+                    if self.registry.devices_of(member) > 0 {
+                        self.queue(member, profile_only);
+                    } else {
+                        add(&self.counters.suppressed_offline, 1);
+                    }
+                }
             }
             Input::Subscribe {
                 subscriber,
@@ -383,5 +406,6 @@ fn change(user: u64, online: bool) -> pb::PresenceChange {
         online,
         changed_at_ms: courier_storage::now_ms(),
         profile_changed: false,
+        profile_only: false,
     }
 }

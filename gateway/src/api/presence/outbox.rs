@@ -37,7 +37,10 @@ impl Outbox {
                     // The latest state, and whether the profile changed on the way.
                     Some(l) => {
                         let profile_changed = l.profile_changed || c.profile_changed;
-                        *l = c;
+                        // A profile-only notice never hides a presence state.
+                        if !c.profile_only || l.profile_only {
+                            *l = c;
+                        }
                         l.profile_changed = profile_changed;
                     }
                     None => latest.push(c),
@@ -65,6 +68,31 @@ mod tests {
             online,
             changed_at_ms: at,
             profile_changed: false,
+            profile_only: false,
+        }
+    }
+
+    #[test]
+    fn a_profile_only_notice_keeps_the_presence_state_it_meets() {
+        let mut outbox = Outbox::default();
+        let profile_only = pb::PresenceChange {
+            profile_changed: true,
+            profile_only: true,
+            ..change(7, false, 3)
+        };
+        outbox.queue(1, change(7, true, 2));
+        outbox.queue(1, profile_only);
+        outbox.queue(2, profile_only);
+        outbox.queue(2, change(7, true, 4));
+        let mut frames = Vec::new();
+        outbox.flush(|r, f| frames.push((r, f.clone())));
+        frames.sort_by_key(|(r, _)| *r);
+        for (_, f) in frames {
+            let Some(Kind::PresenceBatch(b)) = decode_frame(f.slice(4..)).unwrap().kind else {
+                panic!("not a batch")
+            };
+            let c = &b.changes[0];
+            assert!(c.online && c.profile_changed && !c.profile_only, "{c:?}");
         }
     }
 
