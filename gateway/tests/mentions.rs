@@ -98,6 +98,16 @@ async fn mentions_are_counted_per_reader_until_read() {
         .unwrap();
     assert_eq!(state.mentions, 0);
 
+    // An edit that adds a mention counts it; one that takes it out uncounts it
+    // (the edit event itself counts for nobody).
+    let plain = m.send_text(&c, "see you at ten").await.unwrap().seq;
+    m.edit(&c, plain, "see you at ten, @reader", vec![reader.user_id])
+        .await
+        .unwrap();
+    assert_eq!(mentions_in_list(&reader_http, &c).await, 1);
+    m.edit(&c, plain, "see you at ten", vec![]).await.unwrap();
+    assert_eq!(mentions_in_list(&reader_http, &c).await, 0);
+
     // `@all` is for groups.
     let d = o.direct_with(reader.user_id).unwrap();
     assert_eq!(

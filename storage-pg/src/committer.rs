@@ -445,16 +445,19 @@ async fn commit(
     // Edits before recalls: a recall later in the batch erases the edit events too.
     for (conv, edit, event_seq, by) in &edits {
         let target = id(edit.target);
+        // The target mentions whom its latest text mentions (the event row carried
+        // them here); the event itself mentions nobody.
         tx.execute(
-            "UPDATE messages SET edited_by = $3, edited_at_ms = $4, edit_count = edit_count + 1,
-                 edit_seq = $5
-             WHERE conv = $1 AND seq = $2",
+            "UPDATE messages t SET edited_by = $3, edited_at_ms = $4,
+                 edit_count = t.edit_count + 1, edit_seq = $5, mentions = e.mentions
+             FROM messages e
+             WHERE t.conv = $1 AND t.seq = $2 AND e.conv = $1 AND e.seq = $5",
             &[conv, &target, by, &(now as i64), event_seq],
         )
         .await
         .map_err(pg)?;
         tx.execute(
-            "UPDATE messages SET edit_of = $3 WHERE conv = $1 AND seq = $2",
+            "UPDATE messages SET edit_of = $3, mentions = NULL WHERE conv = $1 AND seq = $2",
             &[conv, event_seq, &target],
         )
         .await

@@ -183,6 +183,38 @@ impl Reactions for PgStore {
         rx.await.map_err(|_| StorageError::ShuttingDown)?
     }
 
+    async fn reaction_kinds(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        // A loose index scan over the primary key: one probe per emoji.
+        let rows = self
+            .reader()
+            .await?
+            .query(
+                "WITH RECURSIVE k(emoji) AS (
+                    (SELECT emoji FROM reactions WHERE conv = $1 AND seq = $2
+                     ORDER BY emoji LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT r.emoji FROM reactions r
+                            WHERE r.conv = $1 AND r.seq = $2 AND r.emoji > k.emoji
+                            ORDER BY r.emoji LIMIT 1)
+                    FROM k WHERE k.emoji IS NOT NULL
+                 )
+                 SELECT emoji FROM k WHERE emoji IS NOT NULL LIMIT $3",
+                &[
+                    &c.to_string(),
+                    &(seq.min(i64::MAX as u64) as i64),
+                    &(limit.min(i64::MAX as usize) as i64),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn reaction_counts(
         &self,
         c: &ConversationId,

@@ -415,6 +415,15 @@ pub trait Reactions: Send + Sync {
         viewer: u64,
     ) -> Result<Vec<ReactionCount>>;
 
+    /// The different reactions message `seq` has (each once, at most `limit`), read
+    /// without counting who reacted: the kinds limit is checked with it.
+    async fn reaction_kinds(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<String>>;
+
     /// Who reacted to message `seq` with `emoji`: user ids above `after`,
     /// ascending, at most `limit`, each with when (ms).
     async fn reactors(

@@ -178,7 +178,8 @@ pub struct AppendRequest {
     /// content is erased in the same commit (both or neither, after any crash).
     pub recalls: u64,
     /// The users the message mentions ([`MENTION_ALL`] for everyone), as the caller
-    /// decided them (at most [`MAX_MENTIONS`]).
+    /// decided them (at most [`MAX_MENTIONS`]). For an edit event (`edits`): whom the
+    /// edited message mentions from now on; the event itself is counted for nobody.
     pub mentions: Vec<u64>,
     /// Set: this message is an edit event of an earlier message, which reads with
     /// this event's body as its latest edit from this commit on.

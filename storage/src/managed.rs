@@ -356,6 +356,7 @@ delegate!(Reactions {
         to: u64,
         viewer: u64
     ) -> Vec<ReactionCount>;
+    fn reaction_kinds(&self, c: &ConversationId, seq: u64, limit: usize) -> Vec<String>;
     fn reactors(
         &self,
         c: &ConversationId,

@@ -176,6 +176,35 @@ pub(crate) fn reactors(
     Ok(out)
 }
 
+/// The different emoji of message `seq`, at most `limit`: one seek per emoji (past
+/// each emoji's users to the next), not a walk over every reaction.
+pub(crate) fn kinds(
+    log: &sled::Tree,
+    c: &ConversationId,
+    seq: u64,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let prefix = message_prefix(c, seq);
+    let mut out = Vec::new();
+    let mut start = prefix.clone();
+    while out.len() < limit {
+        let Some(entry) = log.range(start.clone()..).next() else {
+            break;
+        };
+        let (k, _) = entry?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        let (_, emoji, _) = parse_key(&k).ok_or(StorageError::Corrupt("reaction key"))?;
+        // Past every user of this emoji: its prefix, then the largest user id and
+        // one byte more.
+        start = emoji_prefix(c, seq, emoji);
+        start.extend_from_slice(&[0xff; 9]);
+        out.push(emoji.to_owned());
+    }
+    Ok(out)
+}
+
 /// Drops the reactions of `c`'s messages below `keep_from` (retention).
 pub(crate) fn drop_below(log: &sled::Tree, c: &ConversationId, keep_from: u64) -> Result<()> {
     let mut batch = sled::Batch::default();
@@ -230,6 +259,21 @@ impl Store {
             from,
             to,
             viewer,
+        )
+    }
+
+    /// The different emoji of message `seq` of `c`, at most `limit`.
+    pub fn reaction_kinds(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        kinds(
+            &self.shard(self.inner.map.conversation(c)).log,
+            c,
+            seq,
+            limit,
         )
     }
 

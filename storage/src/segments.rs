@@ -145,13 +145,28 @@ pub(crate) fn edit_events(log: &sled::Tree, c: &ConversationId, seq: u64) -> Res
 }
 
 /// `'m' conv seq` → the users message `seq` mentions: the index entry of a message
-/// that mentions anyone.
+/// that mentions anyone. An edit event's mentions are its target's (see
+/// [`edited_mentions`]), never its own.
 pub(crate) fn mention_entry(m: &StoredMessage) -> Option<([u8; 1 + CONV_LEN + 8], Vec<u8>)> {
     if m.mentions.is_empty() {
         return None;
     }
     let ids = m.mentions.iter().flat_map(|u| u.to_be_bytes()).collect();
     Some((conv_u64_key(MENTIONS, &m.conversation, m.seq), ids))
+}
+
+/// The mention entry of message `target` after an edit whose event is `event`: the
+/// users the new text mentions (an empty entry, counted for nobody, when none).
+pub(crate) fn edited_mentions(
+    event: &StoredMessage,
+    target: u64,
+) -> ([u8; 1 + CONV_LEN + 8], Vec<u8>) {
+    let ids = event
+        .mentions
+        .iter()
+        .flat_map(|u| u.to_be_bytes())
+        .collect();
+    (conv_u64_key(MENTIONS, &event.conversation, target), ids)
 }
 
 /// How many of `c`'s messages above `after` mention `user` (by name or all), not

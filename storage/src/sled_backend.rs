@@ -538,6 +538,15 @@ impl Reactions for Store {
         Store::reaction_counts(self, c, from, to, viewer)
     }
 
+    async fn reaction_kinds(
+        &self,
+        c: &ConversationId,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        Store::reaction_kinds(self, c, seq, limit)
+    }
+
     async fn reactors(
         &self,
         c: &ConversationId,

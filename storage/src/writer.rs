@@ -600,7 +600,7 @@ impl Writer {
                     reply_to_seq: edit.target,
                     body: Bytes::new(),
                     recalled: None,
-                    mentions: Vec::new(),
+                    mentions: req.mentions.clone(),
                     edited: None,
                 };
                 let mark = match edit_writes(
@@ -637,7 +637,8 @@ impl Writer {
             mentions: req.mentions,
             edited: None,
         };
-        let (value, activity) = self.stage_message(&message, idem_key, b);
+        let index_mentions = !matches!(link, Link::Edits(_));
+        let (value, activity) = self.stage_message(&message, idem_key, index_mentions, b);
         b.placed.push((
             b.records.len(),
             0,
@@ -671,6 +672,7 @@ impl Writer {
         &mut self,
         message: &StoredMessage,
         idem_key: Vec<u8>,
+        index_mentions: bool,
         b: &mut BatchBuilder,
     ) -> (Vec<u8>, u64) {
         let activity = self.activity.fetch_add(1, Ordering::Relaxed) + 1;
@@ -682,7 +684,7 @@ impl Writer {
             },
         );
         let value = message.encode_value();
-        if let Some(mention) = segments::mention_entry(message) {
+        if let Some(mention) = segments::mention_entry(message).filter(|_| index_mentions) {
             b.log_writes
                 .push((mention.0.as_ref().into(), mention.1.into()));
         }
@@ -750,7 +752,7 @@ impl Writer {
                     edited: None,
                 };
                 let idem_key = keys::idem(&c, message.sender, &message.client_msg_id);
-                let (value, activity) = self.stage_message(&message, idem_key, b);
+                let (value, activity) = self.stage_message(&message, idem_key, true, b);
                 b.placed.push((
                     b.records.len(),
                     messages.len() as u16 + 1,
@@ -1089,6 +1091,9 @@ fn edit_writes(
         segments::edit_event_key(c, edit.target, event.seq).into(),
         sled::IVec::default(),
     ));
+    // The target mentions whom its latest text mentions.
+    let (key, mentions) = segments::edited_mentions(event, edit.target);
+    out.push((key.as_ref().into(), mentions.into()));
     if !edit.keep_versions {
         let superseded = Recall {
             by_user: event.sender,
@@ -1395,7 +1400,9 @@ fn replay_message(
     if seq == 1 && !c.is_group() {
         register_direct(shards, map, &[c], message.server_time_ms)?;
     }
-    if let Some((k, v)) = segments::mention_entry(message) {
+    if let Some((k, v)) =
+        segments::mention_entry(message).filter(|_| !matches!(link, Link::Edits(_)))
+    {
         shard.log.insert(k, v)?;
     }
     shard

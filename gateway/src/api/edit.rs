@@ -88,6 +88,11 @@ impl Api {
             ));
         }
         let body = self.edited_text(user, device, c, text).await?;
+        // Who the message mentions from now on (its entry in the mention counts).
+        let mut mentions = body.mentions.clone();
+        if body.mention_all {
+            mentions.push(courier_storage::MENTION_ALL);
+        }
         let event = pb::MessageBody {
             content: Some(Content::System(pb::SystemEvent {
                 event: Some(Event::MessageEdited(pb::MessageEdited {
@@ -114,7 +119,7 @@ impl Api {
                 body: event.into(),
                 reply_to_seq: seq,
                 recalls: 0,
-                mentions: Vec::new(),
+                mentions,
                 edits: Some(EditOf {
                     target: seq,
                     keep_versions: self.config.edit_keep_versions,

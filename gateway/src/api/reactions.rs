@@ -192,10 +192,10 @@ impl Api {
             return Err(ApiError::invalid("events take no reactions"));
         }
         if add {
-            let kinds = self.store.reaction_counts(c, seq, seq, user).await?;
-            if kinds.len() >= self.config.reaction_max_kinds
-                && !kinds.iter().any(|k| k.emoji == emoji)
-            {
+            // Enough kinds to tell whether `emoji` is among them when the message
+            // is at the limit (the limit is at most 100).
+            let kinds = self.store.reaction_kinds(c, seq, 128).await?;
+            if kinds.len() >= self.config.reaction_max_kinds && !kinds.iter().any(|k| k == emoji) {
                 return Err(ApiError::invalid(format!(
                     "a message takes at most {} different reactions",
                     self.config.reaction_max_kinds

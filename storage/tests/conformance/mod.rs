@@ -307,6 +307,20 @@ pub async fn reactions_are_counted_with_their_event(store: &dyn Storage, tag: &s
         matches!(bad, Err(StorageError::InvalidArgument(_))),
         "{bad:?}"
     );
+    // The kinds, each once whoever reacted, a limit kept (in any order).
+    store
+        .react(
+            &c,
+            vec![change(b, "👍", true), change(a, "ok", true)],
+            describe(),
+        )
+        .await
+        .unwrap();
+    let mut kinds = store.reaction_kinds(&c, 1, 10).await.unwrap();
+    kinds.sort();
+    assert_eq!(kinds, ["ok", "🎉", "👍"]);
+    assert_eq!(store.reaction_kinds(&c, 1, 2).await.unwrap().len(), 2);
+    assert!(store.reaction_kinds(&c, 2, 10).await.unwrap().is_empty());
 }
 
 /// Mentions are stored with their message and counted per reader above a seq,
@@ -346,6 +360,33 @@ pub async fn mentions_are_counted_per_reader(store: &dyn Storage, tag: &str) {
         .await
         .unwrap();
     assert_eq!(store.mention_count(&c, b, 0).await.unwrap(), 1);
+    // An edit moves its target's mentions to its new text's; the event itself
+    // mentions nobody.
+    let edit = |id: &str, target: u64, who: Vec<u64>| AppendRequest {
+        edits: Some(EditOf {
+            target,
+            keep_versions: true,
+        }),
+        reply_to_seq: target,
+        mentions: who,
+        ..send(c, a, id, "edited")
+    };
+    let e1 = store.append(edit("e1", 3, vec![b])).await.unwrap();
+    assert_eq!(store.mention_count(&c, b, 0).await.unwrap(), 2);
+    assert_eq!(
+        store.mention_count(&c, b, 3).await.unwrap(),
+        0,
+        "not the event"
+    );
+    assert!(e1.seq > 5);
+    store.append(edit("e2", 1, vec![])).await.unwrap();
+    assert_eq!(store.mention_count(&c, b, 0).await.unwrap(), 1);
+    store
+        .append(edit("e3", 4, vec![MENTION_ALL]))
+        .await
+        .unwrap();
+    assert_eq!(store.mention_count(&c, b, 0).await.unwrap(), 2);
+    assert_eq!(store.mention_count(&c, a, 0).await.unwrap(), 1);
     let too_many = store.append(mention("m5", vec![b; 101])).await;
     assert!(
         matches!(too_many, Err(StorageError::InvalidArgument(_))),
