@@ -1,6 +1,7 @@
-// The chat screen: the conversation list (unread counts, last message, presence
-// dots), one open conversation (history pages, live messages, read receipts, images,
-// recall), and the composer. All state arrives through one `Session` (each message
+// The chat screen: the conversation list (unread counts, mention marks, last
+// message, presence dots), one open conversation (history pages, live messages,
+// read receipts, images, recall, edits, reactions, delete for me, typing), and the
+// composer. All state arrives through one `Session` (each message
 // once, in seq order) and the HTTP API.
 
 import {
@@ -12,12 +13,14 @@ import {
   type ConversationSummary,
   type Http,
   type Login,
+  type Hidden,
   type Message,
   type ReadReceipt,
   type SystemEvent,
+  type TypingNotice,
 } from "../index.js";
 import { byId, clock, h } from "./dom.js";
-import { describeSystem, preview } from "./messages.js";
+import { appliedInPlace, describeSystem, preview } from "./messages.js";
 
 /** A conversation as the app keeps it. */
 interface Conversation {
@@ -29,6 +32,8 @@ interface Conversation {
   lastSeq: bigint;
   readSeq: bigint;
   unread: number;
+  /** Unread messages that mention this user. */
+  mentions: number;
   lastText: string;
   lastActivityMs: number;
   pinned: boolean;
@@ -38,6 +43,10 @@ interface Conversation {
 }
 
 const PAGE = 30;
+/** The one reaction the app offers (others show as they come). */
+const QUICK_REACTION = "👍";
+/** While the user types, the conversation is told at most this often. */
+const TYPING_EVERY_MS = 2_500;
 const PRESENCE_LEASE_MS = 120_000;
 /** Friend requests and group invitations have no push: they are polled this often
  * while the page is visible (and on focus and reconnect). */
@@ -59,6 +68,14 @@ export class Chat {
   private pollRequests?: ReturnType<typeof setInterval>;
   private listRefresh?: ReturnType<typeof setTimeout>;
   private listDirty = false;
+  /** The open conversation's reactions on screen: seq -> emoji -> count, mine. */
+  private readonly reactions = new Map<bigint, Map<string, { count: number; mine: boolean }>>();
+  /** Who is typing in which conversation, until when (ms). */
+  private readonly typingNow = new Map<string, Map<bigint, number>>();
+  private typingTick?: ReturnType<typeof setTimeout>;
+  private typingSentAt = 0;
+  /** The own message the composer edits, if any. */
+  private editing?: bigint;
 
   constructor(
     private readonly http: Http,
@@ -82,6 +99,8 @@ export class Chat {
     this.merge(list);
     session.onMessage = (m) => this.received(m);
     session.onReadReceipt = (r) => this.receipt(r);
+    session.onTyping = (t) => this.typing(t);
+    session.onHidden = (h) => this.hidden(h);
     session.onPresence = (changes) => {
       for (const c of changes) this.online.set(c.userId, c.online);
       this.renderList();
@@ -126,8 +145,11 @@ export class Chat {
         if (k.key === "Enter" && !k.shiftKey && !k.isComposing) {
           e.preventDefault();
           this.sendText(text);
+        } else if (k.key === "Escape" && this.editing !== undefined) {
+          this.stopEditing();
         }
       },
+      oninput: () => this.typed(),
     });
     const file = h("input", {
       id: "composer-file",
@@ -205,6 +227,7 @@ export class Chat {
           {},
           h("span", { id: "chat-presence", class: "dot" }),
           h("h2", { id: "chat-title" }, "No chat open"),
+          h("span", { id: "typing", class: "typing", "aria-live": "polite" }),
           h("button", { id: "friend", class: "secondary", hidden: true, onclick: () => void this.befriend() }, "Add friend"),
         ),
         h(
@@ -257,6 +280,7 @@ export class Chat {
         lastSeq: s.lastSeq,
         readSeq: s.readSeq,
         unread: this.open?.id === s.conversation ? 0 : s.unread,
+        mentions: this.open?.id === s.conversation ? 0 : s.mentions,
         lastText: lastText || c?.lastText || "",
         lastActivityMs: s.lastActivityMs,
         pinned: s.pinned,
@@ -291,6 +315,8 @@ export class Chat {
         .sort((a, b) => Number(b.pinned) - Number(a.pinned) || b.lastActivityMs - a.lastActivityMs)
         .map((c) => {
           const unread = c.unread > 0 ? h("span", { class: "badge", "aria-label": `${c.unread} unread` }, String(c.unread)) : null;
+          const mentioned =
+            c.mentions > 0 ? h("span", { class: "mention-badge", "aria-label": `${c.mentions} mentions`, title: "You were mentioned" }, "@") : null;
           return h(
             "li",
             {},
@@ -304,6 +330,7 @@ export class Chat {
               },
               this.dot(c),
               h("span", { class: "name" }, c.name),
+              mentioned,
               unread,
               h("span", { class: "preview" }, c.lastText),
             ),
@@ -446,6 +473,7 @@ export class Chat {
           lastSeq: 0n,
           readSeq: 0n,
           unread: 0,
+          mentions: 0,
           lastText: "",
           lastActivityMs: Date.now(),
           pinned: false,
@@ -479,8 +507,10 @@ export class Chat {
     const c = this.conversations.get(id);
     if (!c) return;
     this.open = c;
+    this.stopEditing();
     this.shown.clear();
     this.events.clear();
+    this.reactions.clear();
     this.oldestShown = 0n;
     this.hasEarlier = false;
     byId("message-list").replaceChildren();
@@ -488,6 +518,7 @@ export class Chat {
     byId<HTMLTextAreaElement>("composer-text").disabled = false;
     this.notice("");
     this.renderHeader();
+    this.renderTyping();
     this.renderList();
     byId("friend").hidden = true;
     void this.friendButton(c);
@@ -562,6 +593,21 @@ export class Chat {
     if (body?.case === "system" && body.value.event.case === "messageRecalled") {
       this.markRecalled(body.value.event.value.seq);
     }
+    if (body?.case === "system" && body.value.event.case === "messageEdited") {
+      const e = body.value.event.value;
+      this.markEdited(e.seq, e.text?.text ?? "");
+    }
+    if (body?.case === "system" && body.value.event.case === "reactionsChanged") {
+      const e = body.value.event.value;
+      for (const t of e.totals) {
+        const mine = e.changes.find((ch) => ch.seq === t.seq && ch.emoji === t.emoji && ch.userId === this.login.userId);
+        const kinds = this.reactions.get(t.seq) ?? new Map<string, { count: number; mine: boolean }>();
+        const was = kinds.get(t.emoji);
+        kinds.set(t.emoji, { count: Number(t.count), mine: mine ? mine.added : (was?.mine ?? false) });
+        this.reactions.set(t.seq, kinds);
+        this.renderReactions(t.seq);
+      }
+    }
     if (this.shown.has(m.seq)) return;
     if (body?.case === "system") {
       this.events.set(m.seq, body.value);
@@ -583,7 +629,16 @@ export class Chat {
     const mine = m.sender === this.login.userId;
     const body = m.body?.content;
     if (body?.case === "system") {
-      return h("li", { class: "message system", "data-seq": String(m.seq) }, describeSystem(body.value, (u) => this.name(u)));
+      // Edits and reactions change other messages; their own lines stay out of sight.
+      const quiet = appliedInPlace(body.value);
+      return h(
+        "li",
+        { class: `message system${quiet ? " applied" : ""}`, "data-seq": String(m.seq), hidden: quiet },
+        describeSystem(body.value, (u) => this.name(u)),
+      );
+    }
+    if (m.reactions.length > 0) {
+      this.reactions.set(m.seq, new Map(m.reactions.map((r) => [r.emoji, { count: Number(r.count), mine: r.mine }])));
     }
     const li = h("li", {
       class: `message ${mine ? "mine" : "theirs"}`,
@@ -621,20 +676,52 @@ export class Chat {
     } else {
       li.append(h("div", { class: "text unsupported" }, "This message cannot be shown here"));
     }
-    li.append(this.meta(m.seq, Number(m.serverTimeMs), mine && !m.recalled));
+    li.append(h("div", { class: "reactions" }));
+    li.append(this.meta(m.seq, Number(m.serverTimeMs), mine && !m.recalled, mine && !m.recalled && body?.case === "text"));
+    if (m.edited) li.querySelector(".meta")?.prepend(h("span", { class: "edited" }, "edited"));
+    this.fillReactions(li, m.seq);
     return li;
   }
 
-  private meta(seq: bigint, timeMs: number, recallable: boolean): HTMLElement {
+  private meta(seq: bigint, timeMs: number, recallable: boolean, editable: boolean): HTMLElement {
     return h(
       "div",
       { class: "meta" },
       h("time", { datetime: new Date(timeMs).toISOString() }, clock(timeMs)),
       h("span", { class: "receipt" }, this.receiptText(seq)),
+      h("button", { class: "react link", title: "React", onclick: () => void this.react(seq, QUICK_REACTION) }, QUICK_REACTION),
+      editable ? h("button", { class: "edit link", onclick: () => this.startEditing(seq) }, "Edit") : null,
       recallable
         ? h("button", { class: "recall link", onclick: () => void this.recall(seq) }, "Recall")
         : null,
+      h("button", { class: "delete link", title: "Delete for me", onclick: () => void this.deleteForMe(seq) }, "Delete"),
     );
+  }
+
+  /** The reaction chips of message `seq` (each one toggles the user's own). */
+  private fillReactions(li: HTMLElement, seq: bigint): void {
+    const box = li.querySelector(".reactions");
+    if (!box) return;
+    const kinds = [...(this.reactions.get(seq) ?? new Map<string, { count: number; mine: boolean }>())].filter(([, r]) => r.count > 0);
+    box.replaceChildren(
+      ...kinds.map(([emoji, r]) =>
+        h(
+          "button",
+          {
+            class: `reaction${r.mine ? " mine" : ""}`,
+            "data-emoji": emoji,
+            "aria-pressed": r.mine ? "true" : "false",
+            onclick: () => void this.react(seq, emoji),
+          },
+          `${emoji} ${r.count}`,
+        ),
+      ),
+    );
+  }
+
+  private renderReactions(seq: bigint): void {
+    const li = this.shown.get(seq);
+    if (li) this.fillReactions(li, seq);
   }
 
   private labelSender(li: HTMLLIElement): void {
@@ -671,9 +758,20 @@ export class Chat {
     if (!li || li.classList.contains("system")) return;
     li.querySelector(".image")?.remove();
     li.querySelector(".recall")?.remove();
+    li.querySelector(".edit")?.remove();
+    li.querySelector(".edited")?.remove();
     const text = li.querySelector(".text") ?? li.insertBefore(h("div", {}), li.querySelector(".meta"));
     text.className = "text recalled";
     text.textContent = "Message recalled";
+  }
+
+  /** Message `seq` now reads `text`. */
+  private markEdited(seq: bigint, text: string): void {
+    const li = this.shown.get(seq);
+    if (!li || li.classList.contains("system")) return;
+    const el = li.querySelector(".text");
+    if (el && !el.classList.contains("recalled")) el.textContent = text;
+    if (!li.querySelector(".edited")) li.querySelector(".meta")?.prepend(h("span", { class: "edited" }, "edited"));
   }
 
   /** Reports the open conversation read when the page is seen. */
@@ -681,9 +779,10 @@ export class Chat {
     const c = this.open;
     if (!c || document.visibilityState !== "visible" || !this.session) return;
     const newest = [...this.shown.keys()].reduce((a, b) => (b > a ? b : a), 0n);
-    if (newest > c.readSeq || c.unread > 0) {
+    if (newest > c.readSeq || c.unread > 0 || c.mentions > 0) {
       c.readSeq = newest > c.readSeq ? newest : c.readSeq;
       c.unread = 0;
+      c.mentions = 0;
       this.session.reportRead(c.id, c.readSeq);
       this.renderList();
     }
@@ -704,7 +803,13 @@ export class Chat {
       if (text) c.lastText = text;
       const counts = m.sender !== this.login.userId && m.body?.content.case !== "system";
       if (counts && m.seq > c.readSeq) c.unread += 1;
+      const body = m.body?.content;
+      const mentioned =
+        body?.case === "text" && (body.value.mentionAll || body.value.mentions.includes(this.login.userId));
+      if (counts && mentioned && m.seq > c.readSeq) c.mentions += 1;
     }
+    // A message from someone ends its typing notice.
+    if (this.typingNow.get(m.conversation)?.delete(m.sender) && this.open === c) this.renderTyping();
     if (this.open === c) {
       this.show(m);
       const box = byId("messages");
@@ -740,6 +845,19 @@ export class Chat {
     const text = input.value.trim();
     if (!c || !text || !this.session) return;
     input.value = "";
+    if (this.typingSentAt > 0) {
+      this.session.typing(c.id, false);
+      this.typingSentAt = 0;
+    }
+    if (this.editing !== undefined) {
+      const seq = this.editing;
+      this.stopEditing();
+      this.session.edit(c.id, seq, text).then(
+        () => this.markEdited(seq, text),
+        (e) => this.notice(e),
+      );
+      return;
+    }
     const pending = this.pending(c, h("div", { class: "text" }, text));
     this.settle(c, pending, this.session.sendText(c.id, text), text);
   }
@@ -775,7 +893,8 @@ export class Chat {
         li.classList.remove("pending");
         li.dataset.seq = String(a.seq);
         li.dataset.sender = String(this.login.userId);
-        li.querySelector(".meta")?.replaceWith(this.meta(a.seq, Number(a.serverTimeMs), true));
+        li.querySelector(".meta")?.replaceWith(this.meta(a.seq, Number(a.serverTimeMs), true, li.querySelector("img") === null));
+        li.querySelector(".meta")?.before(h("div", { class: "reactions" }));
         if (a.seq > c.lastSeq) {
           c.lastSeq = a.seq;
           c.lastText = text;
@@ -807,6 +926,101 @@ export class Chat {
       this.markRecalled(seq);
     } catch (e) {
       this.notice(e);
+    }
+  }
+
+  /** Adds the user's `emoji` to message `seq`, or takes it back if it is there. */
+  private async react(seq: bigint, emoji: string): Promise<void> {
+    const c = this.open;
+    if (!c || !this.session) return;
+    const mine = this.reactions.get(seq)?.get(emoji)?.mine ?? false;
+    try {
+      await this.session.react(c.id, seq, emoji, mine);
+    } catch (e) {
+      this.notice(e);
+    }
+  }
+
+  /** Puts own message `seq` in the composer to be edited (Escape cancels). */
+  private startEditing(seq: bigint): void {
+    const li = this.shown.get(seq);
+    const input = byId<HTMLTextAreaElement>("composer-text");
+    if (!li) return;
+    this.editing = seq;
+    input.value = li.querySelector(".text")?.textContent ?? "";
+    input.placeholder = "Edit the message (Escape cancels)";
+    byId("send").textContent = "Save";
+    input.focus();
+  }
+
+  private stopEditing(): void {
+    this.editing = undefined;
+    const input = document.getElementById("composer-text") as HTMLTextAreaElement | null;
+    if (!input) return;
+    input.placeholder = "Write a message";
+    byId("send").textContent = "Send";
+  }
+
+  /** Deletes message `seq` for this user only (its other devices follow). */
+  private async deleteForMe(seq: bigint): Promise<void> {
+    const c = this.open;
+    if (!c || !this.session) return;
+    try {
+      await this.session.hide(c.id, { seqs: [seq] });
+      this.unshow([seq]);
+    } catch (e) {
+      this.notice(e);
+    }
+  }
+
+  /** Takes messages off the screen (deleted for this user). */
+  private unshow(seqs: bigint[], clearedSeq = 0n): void {
+    for (const [seq, li] of [...this.shown]) {
+      if (seqs.includes(seq) || seq <= clearedSeq) {
+        li.remove();
+        this.shown.delete(seq);
+      }
+    }
+  }
+
+  /** This user's view changed on another device. */
+  private hidden(h: Hidden): void {
+    if (this.open?.id === h.conversation) this.unshow(h.seqs, h.clearedSeq);
+  }
+
+  // --- typing ---
+
+  /** The user typed in the composer: the conversation hears of it now and then. */
+  private typed(): void {
+    const c = this.open;
+    if (!c || !this.session || this.editing !== undefined) return;
+    const now = Date.now();
+    if (now - this.typingSentAt < TYPING_EVERY_MS) return;
+    this.typingSentAt = now;
+    this.session.typing(c.id, true);
+  }
+
+  private typing(t: TypingNotice): void {
+    if (t.userId === this.login.userId) return;
+    const who = this.typingNow.get(t.conversation) ?? new Map<bigint, number>();
+    if (t.active) who.set(t.userId, Date.now() + t.expiresMs);
+    else who.delete(t.userId);
+    this.typingNow.set(t.conversation, who);
+    this.renderTyping();
+  }
+
+  /** "alice is typing…" under the title while a notice lasts. */
+  private renderTyping(): void {
+    clearTimeout(this.typingTick);
+    const now = Date.now();
+    const who = this.open ? (this.typingNow.get(this.open.id) ?? new Map<bigint, number>()) : new Map<bigint, number>();
+    for (const [u, until] of who) if (until <= now) who.delete(u);
+    const names = [...who.keys()].map((u) => this.name(u));
+    byId("typing").textContent =
+      names.length === 0 ? "" : names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+    if (who.size > 0) {
+      const next = Math.min(...who.values()) - now;
+      this.typingTick = setTimeout(() => this.renderTyping(), Math.max(50, next));
     }
   }
 

@@ -14,10 +14,15 @@ export function preview(m: Message, name: Names): string {
     case "media":
       return body.value.caption || "Image";
     case "system":
-      return describeSystem(body.value, name);
+      return appliedInPlace(body.value) ? "" : describeSystem(body.value, name);
     default:
       return "";
   }
+}
+
+/** Events the chat applies to other messages instead of showing as a line. */
+export function appliedInPlace(e: SystemEvent): boolean {
+  return e.event.case === "messageEdited" || e.event.case === "reactionsChanged";
 }
 
 /** A system event as a sentence. */
@@ -42,6 +47,30 @@ export function describeSystem(e: SystemEvent, name: Names): string {
       return `${name(ev.value.userId)} is now ${ev.value.role === "admin" ? "an admin" : `a ${ev.value.role}`}`;
     case "ownerChanged":
       return `${name(ev.value.newOwner)} now owns the group`;
+    case "messageEdited":
+      return `${name(ev.value.byUser)} edited a message`;
+    case "reactionsChanged":
+      return "reactions changed";
+    case "groupMuted":
+      return ev.value.muted
+        ? `${name(ev.value.byUser)} muted the group: only admins speak`
+        : `${name(ev.value.byUser)} unmuted the group`;
+    case "memberMuted":
+      return ev.value.untilMs > 0n
+        ? `${name(ev.value.byUser)} muted ${name(ev.value.userId)}`
+        : `${name(ev.value.byUser)} unmuted ${name(ev.value.userId)}`;
+    case "memberBanned":
+      return ev.value.banned
+        ? `${name(ev.value.byUser)} banned ${name(ev.value.userId)}`
+        : `${name(ev.value.byUser)} lifted the ban on ${name(ev.value.userId)}`;
+    case "announcementChanged":
+      return ev.value.text
+        ? `${name(ev.value.byUser)} pinned an announcement: ${ev.value.text}`
+        : `${name(ev.value.byUser)} took the announcement down`;
+    case "groupProfileChanged":
+      return `${name(ev.value.byUser)} changed the group's description or picture`;
+    case "groupDismissed":
+      return `${name(ev.value.byUser)} dismissed the group`;
     default:
       return "";
   }

@@ -13,6 +13,7 @@ import { build } from "esbuild";
 import type { Browser } from "playwright-core";
 // @ts-expect-error: a plain ES module without types
 import { appBuild } from "../../scripts/build-app.mjs";
+import { directConversation, textBody } from "../index.js";
 import { Gateway } from "./gateway.js";
 import { Proxy } from "./proxy.js";
 import { chatWith, launch, open, openByName, people, say, screenshot, signUp, texts, waitForTexts } from "./browser.js";
@@ -152,6 +153,61 @@ test("a group of three: created in the page, everyone sees everyone's messages w
     assert.deepEqual(orders[2], orders[0]);
     await alice.locator("#message-list .message.theirs .sender", { hasText: "carol" }).waitFor();
     await screenshot(carol, "group-carol");
+  } finally {
+    await gw.stop();
+  }
+});
+
+test("in a chat: typing shown, a reaction, an edit, delete for me, a mention mark", async () => {
+  const gw = await Gateway.start();
+  try {
+    const [alice, bob] = await people(browser, gw.http.base, "alice", "bob");
+    await chatWith(alice, "bob");
+    await say(alice, "lunch at noon?");
+    await openByName(bob, "alice");
+    await waitForTexts(bob, ["lunch at noon?"]);
+
+    // Bob types: alice is told, under the title.
+    await bob.locator("#composer-text").pressSequentially("sure");
+    await alice.locator("#typing", { hasText: "bob is typing…" }).waitFor();
+    await bob.fill("#composer-text", "");
+
+    // Bob reacts: both see the count, bob's own marked.
+    await bob.locator("#message-list .message.theirs", { hasText: "lunch at noon?" }).locator(".react").click();
+    await alice.locator('#message-list .message.mine .reaction[data-emoji="👍"]', { hasText: "👍 1" }).waitFor();
+    await bob.locator("#message-list .message.theirs .reaction.mine", { hasText: "👍 1" }).waitFor();
+
+    // Alice edits her message: bob sees the new text, marked edited, in place.
+    await alice.locator("#message-list .message.mine", { hasText: "lunch at noon?" }).locator(".edit").click();
+    await alice.fill("#composer-text", "lunch at one?");
+    await alice.press("#composer-text", "Enter");
+    await bob.locator("#message-list .message.theirs .text", { hasText: "lunch at one?" }).waitFor();
+    await bob.locator("#message-list .message.theirs .edited").waitFor();
+    assert.deepEqual(await texts(bob), ["lunch at one?"]);
+    await alice.locator("#message-list .message.mine .edited").waitFor();
+    await screenshot(bob, "reactions-edits-bob");
+
+    // Bob deletes it for himself: gone from his page (and after a reload), kept on alice's.
+    await bob.locator("#message-list .message.theirs").locator(".delete").click();
+    await bob.locator("#message-list .message.theirs").waitFor({ state: "detached" });
+    assert.deepEqual(await texts(alice), ["lunch at one?"]);
+    await say(alice, "still there?");
+    await waitForTexts(bob, ["still there?"]);
+    await bob.reload();
+    await bob.waitForSelector("#conversations");
+    await openByName(bob, "alice");
+    await waitForTexts(bob, ["still there?"]);
+    assert.deepEqual(await texts(bob), ["still there?"]);
+
+    // Carol (through the SDK) mentions bob: his list marks the conversation.
+    const carol = await gw.user("carol");
+    const bobId = (await gw.http.withToken(carol.token).userByName("bob")).userId;
+    await carol.client.send(directConversation(carol.client.userId, bobId), textBody("@bob look", [bobId]));
+    const item = bob.locator("#conversations .conversation", { hasText: "carol" });
+    await item.locator(".mention-badge").waitFor();
+    await openByName(bob, "carol");
+    await item.locator(".mention-badge").waitFor({ state: "detached" });
+    carol.client.close();
   } finally {
     await gw.stop();
   }
