@@ -543,6 +543,16 @@ fn render_cluster(out: &mut String, c: &crate::cluster::ClusterCounters) {
             &c.group_changes_served,
         ),
         (
+            "courier_cluster_reactions_forwarded_total",
+            "Reactions forwarded to the node that owns their conversation.",
+            &c.reactions_forwarded,
+        ),
+        (
+            "courier_cluster_reactions_served_total",
+            "Reactions stored for other nodes.",
+            &c.reactions_served,
+        ),
+        (
             "courier_cluster_malformed_total",
             "Messages from other nodes that did not decode.",
             &c.malformed,

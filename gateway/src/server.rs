@@ -173,6 +173,9 @@ impl Server {
             .with_events(events)
             .with_push(push.clone()),
         );
+        if let Some(cluster) = &api.cluster {
+            cluster.serve_reactions(api.clone(), shutdown.clone(), &tasks);
+        }
         if let Some(push) = push {
             tasks.spawn(push.run(api.clone(), shutdown.clone()));
         }

@@ -655,3 +655,134 @@ async fn sends_during_a_postgres_crash_are_refused_clearly_and_retried_after() {
         "every acknowledged message survived the crash"
     );
 }
+
+/// The next event of `events` that `pick` takes; panics after the wait.
+async fn next_event<T>(events: &mut Events, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.next().await {
+                Some(Event::Closed) | None => panic!("closed while waiting for an event"),
+                Some(e) => {
+                    if let Some(t) = pick(e) {
+                        return t;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the event in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_profiles_and_join_requests_cross_nodes() {
+    let d = deployment(&[
+        ("COURIER_PRESENCE_WINDOW_MS", "20"),
+        ("COURIER_GROUP_ADD_POLICY", "anyone"),
+    ])
+    .await;
+    let (g1, g2, g3) = (&d.nodes[0], &d.nodes[1], &d.nodes[2]);
+    let alice = d.user("alice").await;
+    let bob = d.user("bob").await;
+    let carol = d.user("carol").await;
+    let dave = d.user("dave").await;
+    let g = g1
+        .http
+        .clone()
+        .with_token(&alice.token)
+        .create_group(&NewGroup {
+            name: "across".into(),
+            join_policy: Some("approval".into()),
+            members: vec![bob.user_id, dave.user_id],
+            ..NewGroup::default()
+        })
+        .await
+        .unwrap()
+        .group_id;
+    let c = ConversationId::Group(g);
+    let (a, mut a_events) = connect(g1, &alice, "alice-phone").await;
+    let (b, mut b_events) = connect(g2, &bob, "bob-phone").await;
+
+    // Bob (gw2) reacts to alice's (gw1) message: the owner of the conversation
+    // stores it, and its event reaches alice after the messages, with the next seq.
+    let sent = send_texts(&a, &c, "hello", 3).await;
+    assert_eq!(texts(&mut b_events, 3).await, sent);
+    let ack = b.react(&c, sent[0], "👍", false).await.unwrap();
+    assert!(ack.changed);
+    assert_eq!(ack.event_seq, sent[2] + 1);
+    let event = next_message(&mut a_events).await;
+    assert_eq!(event.seq, ack.event_seq);
+    assert!(
+        matches!(
+            event.body.and_then(|b| b.content),
+            Some(pb::message_body::Content::System(pb::SystemEvent {
+                event: Some(pb::system_event::Event::ReactionsChanged(_))
+            }))
+        ),
+        "a ReactionsChanged event"
+    );
+    // One reaction from each node: the two not owning the conversation forward
+    // theirs, the owner stores all three, one event each, in seq order.
+    let (d_client, _d_events) = connect(g3, &dave, "dave-phone").await;
+    let a_ack = a.react(&c, sent[0], "👍", false).await.unwrap();
+    let d_ack = d_client.react(&c, sent[0], "👍", false).await.unwrap();
+    assert_eq!(
+        (a_ack.event_seq, d_ack.event_seq),
+        (ack.event_seq + 1, ack.event_seq + 2)
+    );
+    let mut forwarded = 0;
+    let mut served = 0;
+    for n in [g1, g2, g3] {
+        forwarded += n.counter("courier_cluster_reactions_forwarded_total").await;
+        served += n.counter("courier_cluster_reactions_served_total").await;
+    }
+    assert_eq!(
+        forwarded, served,
+        "every forwarded reaction was stored by its owner"
+    );
+    assert_eq!(
+        forwarded, 2,
+        "the two nodes that do not own the group forward"
+    );
+    let page = g1
+        .http
+        .clone()
+        .with_token(&alice.token)
+        .history(&c, courier_sdk::HistoryQuery::default())
+        .await
+        .unwrap();
+    let first = page.messages.iter().find(|m| m.seq == sent[0]).unwrap();
+    assert_eq!(first.reactions[0]["count"], 3, "{:?}", first.reactions);
+
+    // Alice's profile changes on gw1: bob, a fellow member on gw2, hears of it.
+    g1.http
+        .clone()
+        .with_token(&alice.token)
+        .update_profile(&serde_json::json!({"status": "from gw1"}))
+        .await
+        .unwrap();
+    let notice = next_event(&mut b_events, |e| match e {
+        Event::Presence(batch) => batch
+            .changes
+            .into_iter()
+            .find(|c| c.user_id == alice.user_id && c.profile_changed),
+        _ => None,
+    })
+    .await;
+    assert!(notice.profile_only);
+
+    // Carol asks to join through gw3: alice, the owner, is told on gw1.
+    g3.http
+        .clone()
+        .with_token(&carol.token)
+        .request_to_join(g, "hi from gw3")
+        .await
+        .unwrap();
+    let asked = next_event(&mut a_events, |e| match e {
+        Event::JoinRequested(j) => Some(j),
+        _ => None,
+    })
+    .await;
+    assert_eq!((asked.group_id, asked.user_id), (g, carol.user_id));
+    assert_eq!(asked.message, "hi from gw3");
+}

@@ -114,6 +114,9 @@ impl Api {
             members.sort_unstable();
             members.dedup();
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.profile_changed(user, &members);
+        }
         self.presence.profile_changed(user, members);
         Ok(())
     }

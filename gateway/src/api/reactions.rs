@@ -202,29 +202,25 @@ impl Api {
                 )));
             }
         }
-        self.reactions.changes.fetch_add(1, Ordering::Relaxed);
         let change = ReactionChange {
             seq,
             user,
             emoji: emoji.to_owned(),
             added: add,
         };
-        let (changed, event_seq) = if self.reactions_coalesce(c).await? {
-            self.reactions
-                .gather(self.store.clone(), *c, change)
-                .await?
-        } else {
-            let reacted = self
-                .store
-                .react(c, vec![change.clone()], event_body())
-                .await?;
-            if reacted.event.is_some() {
-                self.reactions.events.fetch_add(1, Ordering::Relaxed);
-            }
-            (
-                reacted.effective.contains(&change),
-                reacted.event.map_or(0, |e| e.seq),
-            )
+        // In a cluster the conversation's owner stores it, so that its event leaves
+        // in order with the conversation's messages.
+        let forwarded = match self
+            .cluster
+            .as_ref()
+            .and_then(|k| Some((k, k.owner_of(c)?)))
+        {
+            Some((cluster, owner)) => cluster.forward_reaction(&owner, c, &change).await?,
+            None => None,
+        };
+        let (changed, event_seq) = match forwarded {
+            Some(done) => done,
+            None => self.store_reaction(c, change).await?,
         };
         Ok(pb::ReactAck {
             conversation: c.to_string(),
@@ -234,6 +230,30 @@ impl Api {
             changed,
             event_seq,
         })
+    }
+
+    /// Stores a checked reaction change (gathered with others in big groups);
+    /// answers whether it took effect and the seq of the event that carries it.
+    pub(crate) async fn store_reaction(
+        &self,
+        c: &ConversationId,
+        change: ReactionChange,
+    ) -> Result<(bool, u64), ApiError> {
+        self.reactions.changes.fetch_add(1, Ordering::Relaxed);
+        if self.reactions_coalesce(c).await? {
+            return self.reactions.gather(self.store.clone(), *c, change).await;
+        }
+        let reacted = self
+            .store
+            .react(c, vec![change.clone()], event_body())
+            .await?;
+        if reacted.event.is_some() {
+            self.reactions.events.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((
+            reacted.effective.contains(&change),
+            reacted.event.map_or(0, |e| e.seq),
+        ))
     }
 
     /// Whether `c` is a group big enough to gather its reactions.

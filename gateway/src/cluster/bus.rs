@@ -636,6 +636,11 @@ impl ControlLoop {
                     local.close_user(close.user, code);
                 }
             }
+            Some(control::Action::Profile(p)) => {
+                if let Some(presence) = self.cluster.presence.get() {
+                    presence.profile_changed(p.user, p.members);
+                }
+            }
             None => self.malformed(),
         }
     }

@@ -219,6 +219,7 @@ impl Cluster {
         let Some(served) = self.served.lock().expect("subscriptions").take() else {
             return;
         };
+        *self.reactions_in.lock().expect("subscriptions") = Some(served.reactions);
         tasks.spawn(appends(
             self.clone(),
             served.appends,

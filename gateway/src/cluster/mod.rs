@@ -19,6 +19,9 @@
 //! - Each conversation has an owner node ([`forward`]): sends arriving elsewhere are
 //!   forwarded to it, so one node stores and fans out all of a conversation's
 //!   messages and they reach every device in seq order.
+//! - Reactions are stored by the conversation's owner too ([`reactions`]): their
+//!   events take seqs in the conversation's log and leave in order with its
+//!   messages, gathered in big groups across every node's users.
 //! - Group changes are made by the group's owner too ([`group_changes`]), so its
 //!   member list changes in log order with the messages it routes; member-list
 //!   changes travel with the batch that made them, to every node; session ends (logout, a removed device) are broadcast to every node.
@@ -35,6 +38,7 @@ pub mod delivery;
 pub mod directory;
 mod forward;
 mod group_changes;
+mod reactions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,6 +111,10 @@ pub struct ClusterCounters {
     pub group_changes_forwarded: AtomicU64,
     /// Group changes made for other nodes.
     pub group_changes_served: AtomicU64,
+    /// Reactions forwarded to the node that owns their conversation.
+    pub reactions_forwarded: AtomicU64,
+    /// Reactions stored for other nodes.
+    pub reactions_served: AtomicU64,
 }
 
 /// What other nodes send this one to do, subscribed from the start and served once
@@ -115,6 +123,7 @@ struct Served {
     appends: async_nats::Subscriber,
     answers: async_nats::Subscriber,
     group_changes: async_nats::Subscriber,
+    reactions: async_nats::Subscriber,
 }
 
 /// Local directory changes not broadcast yet, and who waits for them to be known.
@@ -176,6 +185,10 @@ impl Subjects {
     fn group_change(&self, node: &str) -> String {
         format!("{}.g.{node}", self.prefix)
     }
+    /// Reactions forwarded to `node`, which owns their conversations.
+    fn reaction(&self, node: &str) -> String {
+        format!("{}.x.{node}", self.prefix)
+    }
 }
 
 /// This node's membership in the deployment.
@@ -201,6 +214,8 @@ pub struct Cluster {
     /// Forwarded sends, their answers and forwarded group changes, until
     /// `serve_appends` takes them.
     served: Mutex<Option<Served>>,
+    /// Forwarded reactions, until the API serves them ([`Cluster::serve_reactions`]).
+    reactions_in: Mutex<Option<async_nats::Subscriber>>,
 }
 
 impl Cluster {
@@ -253,6 +268,7 @@ impl Cluster {
             appends: subscribe(subjects.append(&node)).await?,
             answers: subscribe(subjects.append_replies(&node)).await?,
             group_changes: subscribe(subjects.group_change(&node)).await?,
+            reactions: subscribe(subjects.reaction(&node)).await?,
         };
         let (outbox, queued) = mpsc::channel(config.publish_queue);
         let cluster = Arc::new(Self {
@@ -272,6 +288,7 @@ impl Cluster {
             pending: forward::Pending::default(),
             store: OnceLock::new(),
             served: Mutex::new(Some(served)),
+            reactions_in: Mutex::new(None),
         });
         tasks.spawn(bus::publish(client, queued, shutdown.clone()));
         tasks.spawn(bus::deliveries(cluster.clone(), inbox, shutdown.clone()));
@@ -314,6 +331,22 @@ impl Cluster {
             nodes: self.counters.nodes.load(Ordering::Relaxed),
             users_online: self.directory.len(),
         }
+    }
+
+    /// Tells the other nodes that `user`'s profile changed (this node's presence
+    /// actor is told by the caller).
+    pub fn profile_changed(&self, user: u64, members: &[u64]) {
+        use prost::Message as _;
+        let control = courier_protocol::cluster::Control {
+            origin: self.node.to_string(),
+            action: Some(courier_protocol::cluster::control::Action::Profile(
+                courier_protocol::cluster::ProfileChanged {
+                    user,
+                    members: members.to_vec(),
+                },
+            )),
+        };
+        self.publish(self.subjects.control(), control.encode_to_vec().into());
     }
 
     fn edge(&self, user: u64, edge: Option<Edge>) {
