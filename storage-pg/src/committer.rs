@@ -457,7 +457,8 @@ async fn commit(
         .await
         .map_err(pg)?;
         tx.execute(
-            "UPDATE messages SET edit_of = $3, mentions = NULL WHERE conv = $1 AND seq = $2",
+            "UPDATE messages SET edit_of = $3, mentions = NULL, quiet = true
+             WHERE conv = $1 AND seq = $2",
             &[conv, event_seq, &target],
         )
         .await

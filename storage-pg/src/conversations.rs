@@ -160,6 +160,19 @@ impl ConversationIndex for PgStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    async fn quiet_count(&self, c: &ConversationId, after: u64) -> Result<u64> {
+        let row = self
+            .reader()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM messages WHERE conv = $1 AND seq > $2 AND quiet",
+                &[&c.to_string(), &(after.min(i64::MAX as u64) as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     async fn hide_messages(&self, user: u64, c: &ConversationId, seqs: &[u64]) -> Result<()> {
         if seqs.len() > courier_storage::MAX_HIDE_AT_ONCE {
             return Err(StorageError::InvalidArgument(

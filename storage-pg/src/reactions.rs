@@ -136,6 +136,13 @@ async fn apply_in_tx(
         edited: None,
     };
     insert_messages(&tx, std::slice::from_ref(&message)).await?;
+    // The event is no news: it counts in nobody's unread number.
+    tx.execute(
+        "UPDATE messages SET quiet = true WHERE conv = $1 AND seq = $2",
+        &[&conv_id, &(seq as i64)],
+    )
+    .await
+    .map_err(pg)?;
     index_for_users(&tx, std::slice::from_ref(&message), now).await?;
     tx.execute(
         "UPDATE conversations SET last_seq = $2, last_activity = nextval('activity') WHERE id = $1",

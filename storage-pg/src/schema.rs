@@ -315,6 +315,16 @@ const MIGRATIONS: &[(i32, &str)] = &[
     );
     ",
     ),
+    (
+        17,
+        r"
+    -- Edit and reaction events change other messages: they count in nobody's
+    -- unread number (reaction events are the server's, sender 0).
+    ALTER TABLE messages ADD COLUMN quiet boolean NOT NULL DEFAULT false;
+    UPDATE messages SET quiet = true WHERE edit_of IS NOT NULL OR sender = 0;
+    CREATE INDEX messages_quiet ON messages (conv, seq) WHERE quiet;
+    ",
+    ),
 ];
 
 /// Brings the database's schema up to date.

@@ -125,6 +125,10 @@ pub trait ConversationIndex: Send + Sync {
     /// (recalled ones not counted).
     async fn mention_count(&self, c: &ConversationId, user: u64, after: u64) -> Result<u64>;
 
+    /// How many of `c`'s events above `after` count in nobody's unread number: edit
+    /// and reaction events, which change other messages rather than say something.
+    async fn quiet_count(&self, c: &ConversationId, after: u64) -> Result<u64>;
+
     /// Hides messages `seqs` of `c` from `user` alone (at most
     /// [`crate::MAX_HIDE_AT_ONCE`]); durable once it returns.
     async fn hide_messages(&self, user: u64, c: &ConversationId, seqs: &[u64]) -> Result<()>;

@@ -15,6 +15,7 @@
 //! | `log` | `'a'` | the highest activity count this shard has written |
 //! | `log` | `'L'` | the commit-log position from which an open replays (every shard's indexes are flushed up to it) |
 //! | `log` | `'r' conv` | the first seq still retained (after pruning) |
+//! | `log` | `'k' conv seq` | (empty): an edit or reactions event, which counts in nobody's unread number |
 //! | `log` | `'b' conv user` | who banned the user from the group, when ([`crate::Ban`]) |
 //! | `userconv_state` | `user conv` | [`crate::UserConversation`] state |
 //! | `username_userid` | user name | user id |

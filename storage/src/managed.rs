@@ -237,6 +237,7 @@ delegate!(ConversationIndex {
         pinned: Option<bool>
     ) -> ConversationState;
     fn mention_count(&self, c: &ConversationId, user: u64, after: u64) -> u64;
+    fn quiet_count(&self, c: &ConversationId, after: u64) -> u64;
     fn hide_messages(&self, user: u64, c: &ConversationId, seqs: &[u64]) -> ();
     fn clear_history(&self, user: u64, c: &ConversationId, seq: u64) -> u64;
     fn hidden_view(&self, user: u64, c: &ConversationId, limit: usize) -> crate::HiddenView;

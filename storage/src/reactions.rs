@@ -362,6 +362,13 @@ fn plan_reactions(
         totals.push(ReactionTotal { seq, emoji, count });
     }
     let body = event(&effective, &totals);
+    // The event is no news: it counts in nobody's unread number.
+    ops.push(Op::Put {
+        shard: shard as u16,
+        tree: Tree::Log,
+        key: crate::segments::quiet_key(&c, ctx.next_seq).to_vec(),
+        value: Vec::new(),
+    });
     Ok(Planned {
         ops,
         events: vec![Event {

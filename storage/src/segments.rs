@@ -85,6 +85,7 @@ const ERASE: u8 = b'X';
 const EDITED: u8 = b'e';
 const EDIT_EVENT: u8 = b'y';
 const MENTIONS: u8 = b'm';
+const QUIET: u8 = b'k';
 
 /// `'R' conv first_seq`: a run of a sealed segment.
 fn run_key(c: &ConvKey, first_seq: u64) -> [u8; 1 + CONV_LEN + 8] {
@@ -167,6 +168,24 @@ pub(crate) fn edited_mentions(
         .flat_map(|u| u.to_be_bytes())
         .collect();
     (conv_u64_key(MENTIONS, &event.conversation, target), ids)
+}
+
+/// `'k' conv seq`: event `seq` changes other messages (an edit, reactions) and
+/// counts in nobody's unread number.
+pub(crate) fn quiet_key(c: &ConversationId, seq: u64) -> [u8; 1 + CONV_LEN + 8] {
+    conv_u64_key(QUIET, c, seq)
+}
+
+/// How many of `c`'s events above `after` count in nobody's unread number.
+pub(crate) fn quiet_count(log: &sled::Tree, c: &ConversationId, after: u64) -> Result<u64> {
+    let start = conv_u64_key(QUIET, c, after.saturating_add(1));
+    let end = conv_u64_key(QUIET, c, u64::MAX);
+    let mut count = 0;
+    for k in log.range(start..=end).keys() {
+        k?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// How many of `c`'s messages above `after` mention `user` (by name or all), not

@@ -144,6 +144,11 @@ impl ConversationIndex for Store {
         crate::segments::mention_count(log, c, user, after)
     }
 
+    async fn quiet_count(&self, c: &ConversationId, after: u64) -> Result<u64> {
+        let log = &self.shard(self.inner.map.conversation(c)).log;
+        crate::segments::quiet_count(log, c, after)
+    }
+
     async fn hide_messages(&self, user: u64, c: &ConversationId, seqs: &[u64]) -> Result<()> {
         Store::hide_messages(self, user, c, seqs).await
     }

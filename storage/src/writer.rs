@@ -1091,6 +1091,11 @@ fn edit_writes(
         segments::edit_event_key(c, edit.target, event.seq).into(),
         sled::IVec::default(),
     ));
+    // The event itself is no news: it counts in nobody's unread number.
+    out.push((
+        segments::quiet_key(c, event.seq).as_ref().into(),
+        sled::IVec::default(),
+    ));
     // The target mentions whom its latest text mentions.
     let (key, mentions) = segments::edited_mentions(event, edit.target);
     out.push((key.as_ref().into(), mentions.into()));

@@ -107,9 +107,7 @@ impl Api {
                     name,
                     last_seq: entry.last_seq,
                     read_seq: entry.state.read_seq.max(floor),
-                    unread: entry
-                        .last_seq
-                        .saturating_sub(entry.state.read_seq.max(floor)),
+                    unread: self.unread(&c, entry.last_seq, read).await?,
                     mentions,
                     last_activity_ms: last
                         .as_ref()

@@ -25,6 +25,21 @@ pub const DEFAULT_SYNC_PAGE: usize = 100;
 pub const MAX_SYNC_PAGE: usize = 500;
 
 impl Api {
+    /// How many of `c`'s messages up to `last_seq` above `read` are news to a reader:
+    /// all of them but edit and reaction events, which change other messages.
+    pub(crate) async fn unread(
+        &self,
+        c: &ConversationId,
+        last_seq: u64,
+        read: u64,
+    ) -> Result<u64, ApiError> {
+        if last_seq <= read {
+            return Ok(0);
+        }
+        let quiet = self.store.quiet_count(c, read).await?;
+        Ok((last_seq - read).saturating_sub(quiet))
+    }
+
     /// Parses a conversation id from a client.
     pub fn parse_conversation(&self, s: &str) -> Result<ConversationId, ApiError> {
         s.parse()
@@ -574,7 +589,7 @@ impl Api {
             conversation: c.to_string(),
             last_seq: entry.last_seq,
             read_seq: entry.state.read_seq,
-            unread: entry.last_seq.saturating_sub(read),
+            unread: self.unread(c, entry.last_seq, read).await?,
             new_since_cursor: entry.last_seq.saturating_sub(cursor),
             last_message,
             kind: if c.is_group() {

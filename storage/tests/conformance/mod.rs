@@ -294,6 +294,10 @@ pub async fn reactions_are_counted_with_their_event(store: &dyn Storage, tag: &s
         .unwrap();
     assert!(none.effective.is_empty() && none.event.is_none());
     assert_eq!(store.last_seq(&c).await.unwrap(), 3);
+    // Reaction events are no news: they count in nobody's unread number.
+    assert_eq!(store.quiet_count(&c, 0).await.unwrap(), 2);
+    assert_eq!(store.quiet_count(&c, 2).await.unwrap(), 1);
+    assert_eq!(store.quiet_count(&c, 3).await.unwrap(), 0);
     let counts = store.reaction_counts(&c, 1, 3, b).await.unwrap();
     let seen: Vec<(u64, &str, u64, bool)> = counts
         .iter()
@@ -387,6 +391,9 @@ pub async fn mentions_are_counted_per_reader(store: &dyn Storage, tag: &str) {
         .unwrap();
     assert_eq!(store.mention_count(&c, b, 0).await.unwrap(), 2);
     assert_eq!(store.mention_count(&c, a, 0).await.unwrap(), 1);
+    // Edit events are no news either (the recall event is).
+    assert_eq!(store.quiet_count(&c, 0).await.unwrap(), 3);
+    assert_eq!(store.quiet_count(&c, e1.seq).await.unwrap(), 2);
     let too_many = store.append(mention("m5", vec![b; 101])).await;
     assert!(
         matches!(too_many, Err(StorageError::InvalidArgument(_))),

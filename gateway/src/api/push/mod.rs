@@ -940,17 +940,18 @@ impl Push {
 
     /// `user`'s unread messages in conversations it has not muted.
     async fn badge(&self, api: &Arc<Api>, user: u64) -> u64 {
-        match api.store.conversations(user).await {
-            Ok(list) => list
-                .iter()
-                .filter(|e| !e.state.muted)
-                .map(|e| {
-                    e.last_seq
-                        .saturating_sub(e.state.read_seq.max(e.state.joined_seq))
-                })
-                .sum(),
-            Err(_) => 0,
+        let Ok(list) = api.store.conversations(user).await else {
+            return 0;
+        };
+        let mut total = 0;
+        for e in list.iter().filter(|e| !e.state.muted) {
+            let read = e.state.read_seq.max(e.state.joined_seq);
+            total += api
+                .unread(&e.conversation, e.last_seq, read)
+                .await
+                .unwrap_or_else(|_| e.last_seq.saturating_sub(read));
         }
+        total
     }
 
     /// The notification's title and body.
