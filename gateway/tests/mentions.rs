@@ -108,16 +108,7 @@ async fn mentions_are_counted_per_reader_until_read() {
     m.edit(&c, plain, "see you at ten", vec![]).await.unwrap();
     assert_eq!(mentions_in_list(&reader_http, &c).await, 0);
     // The edits are no news: one unread message, not three.
-    let unread = reader_http
-        .conversations(None, None)
-        .await
-        .unwrap()
-        .conversations
-        .into_iter()
-        .find(|e| e.conversation == c.to_string())
-        .unwrap()
-        .unread;
-    assert_eq!(unread, 1);
+    assert_eq!(common::unread_in_list(&reader_http, &c).await, 1);
 
     // `@all` is for groups.
     let d = o.direct_with(reader.user_id).unwrap();

@@ -152,14 +152,7 @@ pub fn decide(
                     if info.owner == user {
                         return Ok(Err(MembershipRefusal::IsOwner));
                     }
-                    info.member_count = info.member_count.saturating_sub(1);
-                    removed.push(user);
-                    changed.removed.push(user);
-                    membership = Some(MembershipChange {
-                        group: id,
-                        added: Vec::new(),
-                        removed: vec![user],
-                    });
+                    membership = Some(take_out(id, user, &mut info, &mut removed, &mut changed));
                 }
                 GroupChange::SetRole { user, role } => {
                     let Some(mut m) = member(user)? else {
@@ -247,14 +240,8 @@ pub fn decide(
                     let was_banned = read.banned(user)?;
                     if banned {
                         if is_member {
-                            info.member_count = info.member_count.saturating_sub(1);
-                            removed.push(user);
-                            changed.removed.push(user);
-                            membership = Some(MembershipChange {
-                                group: id,
-                                added: Vec::new(),
-                                removed: vec![user],
-                            });
+                            membership =
+                                Some(take_out(id, user, &mut info, &mut removed, &mut changed));
                         }
                         if was_banned && !is_member {
                             noop = true;
@@ -305,6 +292,26 @@ pub fn decide(
         changed,
         noop,
     }))
+}
+
+/// Takes member `user` out of group `id`: one member fewer, its removal for the
+/// backend to write and the caller to hear; returns the membership change to fan
+/// out.
+fn take_out(
+    id: u64,
+    user: u64,
+    info: &mut GroupInfo,
+    removed: &mut Vec<u64>,
+    changed: &mut GroupChanged,
+) -> MembershipChange {
+    info.member_count = info.member_count.saturating_sub(1);
+    removed.push(user);
+    changed.removed.push(user);
+    MembershipChange {
+        group: id,
+        added: Vec::new(),
+        removed: vec![user],
+    }
 }
 
 #[cfg(test)]

@@ -274,3 +274,17 @@ pub async fn listening(child: &mut tokio::process::Child) -> serde_json::Value {
     assert_eq!(v["event"], "listening");
     v
 }
+
+/// The unread count of `c` in `http`'s conversation list (0 when it is not listed).
+pub async fn unread_in_list(
+    http: &courier_sdk::HttpClient,
+    c: &courier_sdk::ConversationId,
+) -> u64 {
+    http.conversations(None, None)
+        .await
+        .unwrap()
+        .conversations
+        .into_iter()
+        .find(|e| e.conversation == c.to_string())
+        .map_or(0, |e| e.unread)
+}

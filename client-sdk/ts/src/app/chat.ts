@@ -35,6 +35,8 @@ interface Conversation {
   /** Unread messages that mention this user. */
   mentions: number;
   lastText: string;
+  /** The seq of the message `lastText` shows (an edit of it changes it). */
+  lastTextSeq: bigint;
   lastActivityMs: number;
   pinned: boolean;
   /** The peer's read cursor (direct), or group receipts: seq -> readers. */
@@ -282,6 +284,7 @@ export class Chat {
         unread: this.open?.id === s.conversation ? 0 : s.unread,
         mentions: this.open?.id === s.conversation ? 0 : s.mentions,
         lastText: lastText || c?.lastText || "",
+        lastTextSeq: lastText ? (s.lastMessage?.seq ?? 0n) : (c?.lastTextSeq ?? 0n),
         lastActivityMs: s.lastActivityMs,
         pinned: s.pinned,
         peerReadSeq: c?.peerReadSeq ?? 0n,
@@ -475,6 +478,7 @@ export class Chat {
           unread: 0,
           mentions: 0,
           lastText: "",
+          lastTextSeq: 0n,
           lastActivityMs: Date.now(),
           pinned: false,
           peerReadSeq: 0n,
@@ -800,10 +804,17 @@ export class Chat {
       c.lastSeq = m.seq;
       c.lastActivityMs = Number(m.serverTimeMs) || Date.now();
       const text = preview(m, (u) => this.name(u));
-      if (text) c.lastText = text;
+      if (text) {
+        c.lastText = text;
+        c.lastTextSeq = m.seq;
+      }
+      const body = m.body?.content;
+      if (body?.case === "system" && body.value.event.case === "messageEdited") {
+        const e = body.value.event.value;
+        if (e.seq === c.lastTextSeq) c.lastText = e.text?.text ?? c.lastText;
+      }
       const counts = m.sender !== this.login.userId && m.body?.content.case !== "system";
       if (counts && m.seq > c.readSeq) c.unread += 1;
-      const body = m.body?.content;
       const mentioned =
         body?.case === "text" && (body.value.mentionAll || body.value.mentions.includes(this.login.userId));
       if (counts && mentioned && m.seq > c.readSeq) c.mentions += 1;
@@ -853,7 +864,13 @@ export class Chat {
       const seq = this.editing;
       this.stopEditing();
       this.session.edit(c.id, seq, text).then(
-        () => this.markEdited(seq, text),
+        () => {
+          this.markEdited(seq, text);
+          if (c.lastTextSeq === seq) {
+            c.lastText = text;
+            this.renderList();
+          }
+        },
         (e) => this.notice(e),
       );
       return;
@@ -898,6 +915,7 @@ export class Chat {
         if (a.seq > c.lastSeq) {
           c.lastSeq = a.seq;
           c.lastText = text;
+          c.lastTextSeq = a.seq;
           c.lastActivityMs = Number(a.serverTimeMs);
         }
         if (this.open === c && !this.shown.has(a.seq)) {

@@ -185,6 +185,10 @@ test("in a chat: typing shown, a reaction, an edit, delete for me, a mention mar
     await bob.locator("#message-list .message.theirs .edited").waitFor();
     assert.deepEqual(await texts(bob), ["lunch at one?"]);
     await alice.locator("#message-list .message.mine .edited").waitFor();
+    // The list's preview of the last message follows the edit, on both pages.
+    for (const [page, peer] of [[bob, "alice"], [alice, "bob"]] as const) {
+      await page.locator("#conversations .conversation", { hasText: peer }).locator(".preview", { hasText: "lunch at one?" }).waitFor();
+    }
     await screenshot(bob, "reactions-edits-bob");
 
     // Bob deletes it for himself: gone from his page (and after a reload), kept on alice's.
