@@ -376,6 +376,35 @@ async fn apply_in_tx(
     Ok(Ok((changed, messages, membership)))
 }
 
+impl PgStore {
+    /// `columns` of `table`'s rows of `group`, by user id above `after`, at most
+    /// `limit` (the tables keyed `(group_id, user_id)`: bans, join requests).
+    async fn group_page(
+        &self,
+        columns: &str,
+        table: &str,
+        group: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        self.reader()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {columns} FROM {table}
+                     WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3"
+                ),
+                &[
+                    &(group as i64),
+                    &(after.min(i64::MAX as u64) as i64),
+                    &(limit.min(i64::MAX as usize) as i64),
+                ],
+            )
+            .await
+            .map_err(pg)
+    }
+}
+
 async fn write_member(tx: &Tx<'_>, gid: i64, m: &Member) -> Result<()> {
     tx.execute(
         &format!(
@@ -609,19 +638,8 @@ impl Groups for PgStore {
 
     async fn bans(&self, group: u64, after: u64, limit: usize) -> Result<Vec<Ban>> {
         let rows = self
-            .reader()
-            .await?
-            .query(
-                "SELECT user_id, by_user, at_ms FROM group_bans
-                 WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
-                &[
-                    &(group as i64),
-                    &(after as i64),
-                    &(limit.min(i64::MAX as usize) as i64),
-                ],
-            )
-            .await
-            .map_err(pg)?;
+            .group_page("user_id, by_user, at_ms", "group_bans", group, after, limit)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| Ban {
@@ -702,19 +720,14 @@ impl Groups for PgStore {
         limit: usize,
     ) -> Result<Vec<JoinRequest>> {
         let rows = self
-            .reader()
-            .await?
-            .query(
-                "SELECT user_id, message, created_ms FROM join_requests
-                 WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
-                &[
-                    &(group as i64),
-                    &(after as i64),
-                    &(limit.min(i64::MAX as usize) as i64),
-                ],
+            .group_page(
+                "user_id, message, created_ms",
+                "join_requests",
+                group,
+                after,
+                limit,
             )
-            .await
-            .map_err(pg)?;
+            .await?;
         Ok(rows
             .iter()
             .map(|r| JoinRequest {

@@ -139,14 +139,14 @@ pub fn validate_join_request(message: &str) -> Result<()> {
 impl Store {
     /// `group`'s bans in user order, after user `after`, at most `limit`.
     pub fn bans(&self, group: u64, after: u64, limit: usize) -> Result<Vec<Ban>> {
-        let shard = self.shard(self.inner.map.conversation(&ConversationId::Group(group)));
-        let start = ban_key(group, after.saturating_add(1));
-        let mut end = ban_prefix(group).to_vec();
-        end.extend_from_slice(&[0xff; 9]);
         let mut out = Vec::new();
         if after == u64::MAX {
             return Ok(out);
         }
+        let shard = self.shard(self.inner.map.conversation(&ConversationId::Group(group)));
+        let start = ban_key(group, after + 1);
+        let mut end = ban_prefix(group).to_vec();
+        end.extend_from_slice(&[0xff; 9]);
         for entry in shard.log.range(start..end).take(limit) {
             let (k, v) = entry?;
             out.push(decode_ban(&k, &v)?);
